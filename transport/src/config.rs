@@ -1,0 +1,95 @@
+//! Configuration of endpoints and connections. Every field has a default that suits a PoP-to-PoP link.
+
+use crate::congestion::ControllerKind;
+use crate::connection::reassembly::RecvLimits;
+use crate::crypto::StaticKeypair;
+use std::time::Duration;
+
+/// Per-connection settings.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// Largest UDP payload sent, in bytes (1400 leaves room for IPv6 and tunnels on a 1500-byte path).
+    pub max_datagram_bytes: usize,
+    /// Congestion controller.
+    pub congestion: ControllerKind,
+    /// RTT assumed before the first sample.
+    pub initial_rtt: Duration,
+    /// Longest the receiver delays an ACK for an in-order packet.
+    pub max_ack_delay: Duration,
+    /// ACK after this many ack-eliciting packets even within `max_ack_delay`.
+    pub ack_every: u32,
+    /// Close the connection after this long without hearing from the peer.
+    pub idle_timeout: Duration,
+    /// Send a PING after this long without sending anything ack-eliciting.
+    pub keepalive: Duration,
+    /// Bound on frame bytes queued but not yet sent once (the send queue), in bytes.
+    pub max_unsent_bytes: u64,
+    /// Bounds on what a peer can make the receiver hold.
+    pub recv_limits: RecvLimits,
+    /// Rotate the sending key after this many packets.
+    pub key_update_packets: u64,
+    /// Encrypt and authenticate packets. `false` only for experiments, and only by explicit config.
+    pub encryption: bool,
+    /// Largest burst the pacer releases at once, in packets.
+    pub pacer_burst_packets: u32,
+    /// Time between handshake retransmissions (doubles on each try).
+    pub handshake_retry: Duration,
+    /// Give up the handshake after this many attempts.
+    pub handshake_attempts: u32,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            max_datagram_bytes: 1400,
+            congestion: ControllerKind::Popline,
+            initial_rtt: Duration::from_millis(100),
+            max_ack_delay: Duration::from_millis(5),
+            ack_every: 2,
+            idle_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(5),
+            max_unsent_bytes: 64 << 20,
+            recv_limits: RecvLimits::default(),
+            key_update_packets: 1 << 24,
+            encryption: true,
+            pacer_burst_packets: 4,
+            handshake_retry: Duration::from_millis(300),
+            handshake_attempts: 8,
+        }
+    }
+}
+
+/// Settings of an endpoint: its identity, whom it accepts, and the connection settings.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// This endpoint's static X25519 key pair (its identity).
+    pub keypair: StaticKeypair,
+    /// Optional pre-shared key mixed into every handshake (Noise psk2).
+    pub psk: Option<[u8; 32]>,
+    /// Static public keys allowed to connect; `None` accepts any peer that completes the handshake
+    /// (with a PSK configured, only peers that know it can).
+    pub authorized_peers: Option<Vec<[u8; 32]>>,
+    /// Accept incoming connections at all.
+    pub accept_incoming: bool,
+    /// Always demand a cookie (address validation) before spending any state or DH work on a peer.
+    pub require_cookie: bool,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Settings for each connection.
+    pub connection: ConnectionConfig,
+}
+
+impl EndpointConfig {
+    /// A config with the given identity and defaults for the rest.
+    pub fn new(keypair: StaticKeypair) -> Self {
+        EndpointConfig {
+            keypair,
+            psk: None,
+            authorized_peers: None,
+            accept_incoming: true,
+            require_cookie: true,
+            max_connections: 1024,
+            connection: ConnectionConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The pacer: spreads packets at the controller's pacing rate with a small burst allowance.
+//!
+//! A token bucket refilled at the pacing rate. Its depth is the larger of the configured burst and 1 ms worth of
+//! the rate, never more than [`MAX_BURST_PACKETS`] packets, so an idle connection never saves up more than a
+//! short burst of credit. Credit is kept in byte-nanoseconds so that no fraction of a byte is lost between calls.
+
+use std::time::{Duration, Instant};
+
+use super::MAX_DATAGRAM_BYTES;
+
+/// Default burst, in packets.
+pub const DEFAULT_BURST_PACKETS: u32 = 2;
+/// The bucket never holds more than this many full-size packets, whatever the rate or configuration.
+pub const MAX_BURST_PACKETS: u32 = 16;
+/// The bucket holds at least this much time's worth of the pacing rate (up to the packet cap): at high rates a
+/// timer cannot fire often enough to send packet by packet.
+pub const BURST_TIME: Duration = Duration::from_millis(1);
+
+const NANOS_PER_S: u128 = 1_000_000_000;
+
+/// A token-bucket pacer. It never reads a clock: every call carries `now`.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    /// Configured burst, in packets (clamped to `1..=MAX_BURST_PACKETS`).
+    burst_packets: u32,
+    /// Credit in byte-nanoseconds-per-second units: bytes x 10^9.
+    credit: u128,
+    /// When the credit was last brought up to date (`None` before the first call: the bucket starts full).
+    last_update: Option<Instant>,
+    /// The rate the bucket was last refilled at, in bytes per second.
+    rate_bytes_per_s: u64,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Self::new(DEFAULT_BURST_PACKETS)
+    }
+}
+
+impl Pacer {
+    /// A pacer that allows bursts of `burst_packets` full-size packets (or 1 ms worth of the rate if larger,
+    /// capped at [`MAX_BURST_PACKETS`]). The bucket starts full.
+    pub fn new(burst_packets: u32) -> Self {
+        Pacer {
+            burst_packets: burst_packets.clamp(1, MAX_BURST_PACKETS),
+            credit: 0,
+            last_update: None,
+            rate_bytes_per_s: 0,
+        }
+    }
+
+    /// The bucket depth at `rate_bytes_per_s`, in bytes.
+    pub fn burst_bytes(&self, rate_bytes_per_s: u64) -> u64 {
+        let configured = u64::from(self.burst_packets).saturating_mul(MAX_DATAGRAM_BYTES);
+        let one_ms = super::delivery_rate::bytes_in(rate_bytes_per_s, BURST_TIME);
+        let cap = u64::from(MAX_BURST_PACKETS).saturating_mul(MAX_DATAGRAM_BYTES);
+        configured.max(one_ms).min(cap)
+    }
+
+    fn capacity(&self, rate_bytes_per_s: u64) -> u128 {
+        u128::from(self.burst_bytes(rate_bytes_per_s)).saturating_mul(NANOS_PER_S)
+    }
+
+    /// Brings the credit up to `now` at `rate_bytes_per_s`, capped at the bucket depth.
+    fn refill(&mut self, now: Instant, rate_bytes_per_s: u64) {
+        let capacity = self.capacity(rate_bytes_per_s);
+        match self.last_update {
+            None => self.credit = capacity,
+            Some(last) => {
+                let elapsed_ns = now.saturating_duration_since(last).as_nanos();
+                let added = u128::from(rate_bytes_per_s).saturating_mul(elapsed_ns);
+                self.credit = self.credit.saturating_add(added).min(capacity);
+            }
+        }
+        if self.last_update.is_none_or(|last| now > last) {
+            self.last_update = Some(now);
+        }
+        self.rate_bytes_per_s = rate_bytes_per_s;
+    }
+
+    /// Whether a packet of `packet_bytes` may leave at `now` at `rate_bytes_per_s`: `None` means now, `Some(t)`
+    /// means not before `t`. A rate of 0 means the controller gives no rate: the pacer does not hold packets
+    /// (the congestion window still limits them). A packet larger than the bucket leaves once the bucket is full.
+    pub fn delay(&mut self, now: Instant, packet_bytes: u64, rate_bytes_per_s: u64) -> Option<Instant> {
+        if rate_bytes_per_s == 0 {
+            return None;
+        }
+        self.refill(now, rate_bytes_per_s);
+        let cost = u128::from(packet_bytes)
+            .saturating_mul(NANOS_PER_S)
+            .min(self.capacity(rate_bytes_per_s));
+        if self.credit >= cost {
+            return None;
+        }
+        let missing = cost - self.credit;
+        let rate = u128::from(rate_bytes_per_s);
+        let wait_ns = missing.div_ceil(rate);
+        let wait = Duration::from_nanos(u64::try_from(wait_ns).unwrap_or(u64::MAX));
+        Some(now.checked_add(wait).unwrap_or(now + Duration::from_secs(3_600)))
+    }
+
+    /// Records that a packet of `packet_bytes` left at `now`.
+    pub fn on_sent(&mut self, now: Instant, packet_bytes: u64) {
+        let rate = self.rate_bytes_per_s;
+        if rate == 0 {
+            self.last_update = Some(now);
+            return;
+        }
+        self.refill(now, rate);
+        self.credit = self
+            .credit
+            .saturating_sub(u128::from(packet_bytes).saturating_mul(NANOS_PER_S));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends as fast as the pacer allows for `duration` and returns the send times.
+    fn drive(pacer: &mut Pacer, start: Instant, duration: Duration, bytes: u64, rate: u64) -> Vec<Instant> {
+        let mut now = start;
+        let mut sent = Vec::new();
+        while now < start + duration {
+            match pacer.delay(now, bytes, rate) {
+                None => {
+                    pacer.on_sent(now, bytes);
+                    sent.push(now);
+                }
+                Some(t) => {
+                    assert!(t > now);
+                    now = t;
+                }
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn spaces_packets_at_the_rate() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(2);
+        let rate = 1_400_000; // 1,000 packets per second
+        let sent = drive(&mut pacer, start, Duration::from_secs(1), 1_400, rate);
+        // Initial burst of 2, then one per millisecond.
+        assert!((1_000..=1_003).contains(&sent.len()), "{}", sent.len());
+        assert_eq!(sent[0], sent[1]);
+        for w in sent[2..].windows(2) {
+            let gap = w[1] - w[0];
+            assert!(
+                gap >= Duration::from_micros(999) && gap <= Duration::from_micros(1_001),
+                "{gap:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn idle_time_does_not_accumulate_credit() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(4);
+        let rate = 1_400_000;
+        drive(&mut pacer, start, Duration::from_millis(100), 1_400, rate);
+        // Ten idle seconds, then see how many leave at once.
+        let later = start + Duration::from_secs(10);
+        let mut burst = 0;
+        while pacer.delay(later, 1_400, rate).is_none() {
+            pacer.on_sent(later, 1_400);
+            burst += 1;
+            assert!(burst <= 100);
+        }
+        assert_eq!(burst, 4);
+    }
+
+    #[test]
+    fn burst_is_one_ms_of_rate_capped_at_sixteen_packets() {
+        let pacer = Pacer::new(2);
+        assert_eq!(pacer.burst_bytes(1_000), 2 * MAX_DATAGRAM_BYTES);
+        assert_eq!(pacer.burst_bytes(10_000_000), 10_000); // 80 Mbit/s: 1 ms = 10 kB
+        assert_eq!(pacer.burst_bytes(1_000_000_000), 16 * MAX_DATAGRAM_BYTES);
+        assert_eq!(Pacer::new(1_000).burst_bytes(1), 16 * MAX_DATAGRAM_BYTES);
+    }
+
+    #[test]
+    fn huge_and_zero_rates_are_safe() {
+        let start = Instant::now();
+        let mut pacer = Pacer::default();
+        assert_eq!(pacer.delay(start, 1_400, 0), None);
+        pacer.on_sent(start, 1_400);
+        let sent = drive(&mut pacer, start, Duration::from_micros(10), 1_400, u64::MAX);
+        assert!(sent.len() > 16);
+        // A packet larger than the bucket still leaves once the bucket is full.
+        let mut pacer = Pacer::new(1);
+        let t = pacer.delay(start, 1_000_000, 1_000);
+        assert_eq!(t, None);
+        pacer.on_sent(start, 1_000_000);
+        let t = pacer.delay(start, 1_000_000, 1_000).unwrap();
+        assert!(t > start);
+        // Slow rate: the wait is exact.
+        let mut pacer = Pacer::new(1);
+        assert_eq!(pacer.delay(start, 1_400, 1_400), None);
+        pacer.on_sent(start, 1_400);
+        assert_eq!(
+            pacer.delay(start, 1_400, 1_400),
+            Some(start + Duration::from_secs(1))
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! The receiving side of reliability: which packet numbers arrived, and when to say so.
+//!
+//! A gap in packet numbers triggers an immediate ACK (our NAK: the ranges name what is missing), and while a
+//! gap is fresh the ACK is repeated every `nak_interval` even if nothing else arrives (the periodic NAK), so a
+//! lost ACK never leaves a lost packet unrepaired.
+
+use crate::wire::frame::{AckFrame, MAX_ACK_RANGES};
+use std::collections::VecDeque;
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+/// Times a fresh gap is re-reported by the periodic NAK when nothing else triggers an ACK.
+const NAK_REPEATS: u32 = 3;
+
+/// Tracks received packet numbers and decides when an ACK is due.
+#[derive(Debug)]
+pub struct AckTracker {
+    /// Disjoint, non-adjacent ranges in ascending order; at most `MAX_ACK_RANGES` kept.
+    ranges: VecDeque<RangeInclusive<u64>>,
+    largest_received_at: Option<Instant>,
+    eliciting_since_ack: u32,
+    ack_due: Option<Instant>,
+    max_ack_delay: Duration,
+    ack_every: u32,
+    nak_interval: Duration,
+    nak_repeats_left: u32,
+    next_nak: Option<Instant>,
+}
+
+impl AckTracker {
+    /// `ack_every`: ACK after this many ack-eliciting packets; `max_ack_delay`: or after this long;
+    /// `nak_interval`: spacing of the periodic NAK.
+    pub fn new(ack_every: u32, max_ack_delay: Duration, nak_interval: Duration) -> Self {
+        AckTracker {
+            ranges: VecDeque::new(),
+            largest_received_at: None,
+            eliciting_since_ack: 0,
+            ack_due: None,
+            max_ack_delay,
+            ack_every: ack_every.max(1),
+            nak_interval,
+            nak_repeats_left: 0,
+            next_nak: None,
+        }
+    }
+
+    /// The largest packet number received.
+    pub fn largest(&self) -> Option<u64> {
+        self.ranges.back().map(|r| *r.end())
+    }
+
+    /// Records an authenticated packet.
+    pub fn on_packet(&mut self, now: Instant, pn: u64, ack_eliciting: bool) {
+        let in_order = self.largest().map_or(pn == 0, |l| pn == l + 1);
+        self.insert(pn);
+        if self.largest() == Some(pn) {
+            self.largest_received_at = Some(now);
+        }
+        if !in_order {
+            // A gap opened or a hole was filled: tell the sender at once.
+            self.ack_due = Some(now);
+            if self.ranges.len() > 1 {
+                self.nak_repeats_left = NAK_REPEATS;
+            }
+        }
+        if ack_eliciting {
+            self.eliciting_since_ack += 1;
+            let due = if self.eliciting_since_ack >= self.ack_every {
+                now
+            } else {
+                now + self.max_ack_delay
+            };
+            self.ack_due = Some(self.ack_due.map_or(due, |d| d.min(due)));
+        }
+    }
+
+    fn insert(&mut self, pn: u64) {
+        // Fast path: extends the newest range or starts a newer one.
+        match self.ranges.back_mut() {
+            None => {
+                self.ranges.push_back(pn..=pn);
+                return;
+            }
+            Some(last) if pn == *last.end() + 1 => {
+                *last = *last.start()..=pn;
+                return;
+            }
+            Some(last) if pn > *last.end() + 1 => {
+                self.ranges.push_back(pn..=pn);
+                self.trim();
+                return;
+            }
+            _ => {}
+        }
+        // Slow path: a late packet lands inside the known span.
+        let idx = self.ranges.partition_point(|r| *r.end() < pn);
+        if let Some(r) = self.ranges.get(idx) {
+            if r.contains(&pn) {
+                return;
+            }
+        }
+        let joins_prev = idx > 0 && self.ranges.get(idx - 1).is_some_and(|r| *r.end() + 1 == pn);
+        let joins_next = self.ranges.get(idx).is_some_and(|r| *r.start() == pn + 1);
+        match (joins_prev, joins_next) {
+            (true, true) => {
+                if let Some(next) = self.ranges.remove(idx) {
+                    if let Some(prev) = self.ranges.get_mut(idx - 1) {
+                        *prev = *prev.start()..=*next.end();
+                    }
+                }
+            }
+            (true, false) => {
+                if let Some(prev) = self.ranges.get_mut(idx - 1) {
+                    *prev = *prev.start()..=pn;
+                }
+            }
+            (false, true) => {
+                if let Some(next) = self.ranges.get_mut(idx) {
+                    *next = pn..=*next.end();
+                }
+            }
+            (false, false) => {
+                if idx == 0 && self.ranges.len() >= MAX_ACK_RANGES {
+                    return; // older than anything we still report
+                }
+                self.ranges.insert(idx, pn..=pn);
+                self.trim();
+            }
+        }
+    }
+
+    fn trim(&mut self) {
+        while self.ranges.len() > MAX_ACK_RANGES {
+            self.ranges.pop_front();
+        }
+    }
+
+    /// When the next ACK should go out, if one is owed.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.ack_due, self.next_nak) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True if an ACK should be sent now.
+    pub fn wants_ack(&self, now: Instant) -> bool {
+        self.next_deadline().is_some_and(|t| t <= now)
+    }
+
+    /// Builds the ACK frame for now and marks the ACK as sent.
+    pub fn build_ack(&mut self, now: Instant) -> Option<AckFrame> {
+        let received_at = self.largest_received_at?;
+        let ack = AckFrame {
+            ack_delay_us: now.saturating_duration_since(received_at).as_micros() as u64,
+            ranges: self.ranges.iter().rev().cloned().collect(),
+        };
+        self.eliciting_since_ack = 0;
+        self.ack_due = None;
+        if self.ranges.len() > 1 && self.nak_repeats_left > 0 {
+            self.nak_repeats_left -= 1;
+            self.next_nak = Some(now + self.nak_interval);
+        } else {
+            self.next_nak = None;
+        }
+        Some(ack)
+    }
+
+    /// Sets the periodic NAK spacing (e.g. from the RTT once known).
+    pub fn set_nak_interval(&mut self, interval: Duration) {
+        self.nak_interval = interval;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker() -> AckTracker {
+        AckTracker::new(2, Duration::from_millis(5), Duration::from_millis(20))
+    }
+
+    #[test]
+    fn in_order_packets_are_acked_every_second_packet_or_after_the_delay() {
+        let t0 = Instant::now();
+        let mut t = tracker();
+        t.on_packet(t0, 0, true);
+        assert!(!t.wants_ack(t0));
+        assert_eq!(t.next_deadline(), Some(t0 + Duration::from_millis(5)));
+        t.on_packet(t0, 1, true);
+        assert!(t.wants_ack(t0));
+        let ack = t.build_ack(t0).unwrap();
+        assert_eq!(ack.ranges, vec![0..=1]);
+        assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_gap_is_nakked_at_once_and_repeated() {
+        let t0 = Instant::now();
+        let mut t = tracker();
+        t.on_packet(t0, 0, true);
+        t.build_ack(t0);
+        t.on_packet(t0, 2, true);
+        assert!(t.wants_ack(t0), "gap must trigger an immediate ACK");
+        assert_eq!(t.build_ack(t0).unwrap().ranges, vec![2..=2, 0..=0]);
+        let mut repeats = 0;
+        let mut now = t0;
+        while let Some(next) = t.next_deadline() {
+            now = next;
+            t.build_ack(now).unwrap();
+            repeats += 1;
+        }
+        assert_eq!(repeats, NAK_REPEATS);
+        assert!(now - t0 >= Duration::from_millis(20));
+        t.on_packet(now, 1, true);
+        assert!(t.wants_ack(now), "a filled hole is acked at once");
+        assert_eq!(t.build_ack(now).unwrap().ranges, vec![0..=2]);
+    }
+
+    #[test]
+    fn ranges_merge_and_stay_bounded() {
+        let t0 = Instant::now();
+        let mut t = tracker();
+        for pn in (0..1000).step_by(2) {
+            t.on_packet(t0, pn, true);
+        }
+        assert_eq!(t.ranges.len(), MAX_ACK_RANGES);
+        for pn in (1..1000).step_by(2) {
+            t.on_packet(t0, pn, false);
+        }
+        let ack = t.build_ack(t0).unwrap();
+        assert_eq!(ack.largest(), Some(999));
+        assert!(ack.ranges.len() <= MAX_ACK_RANGES);
+        for w in ack.ranges.windows(2) {
+            assert!(*w[1].end() + 1 < *w[0].start());
+        }
+        t.on_packet(t0, 998, true); // duplicate: no change
+        assert_eq!(t.largest(), Some(999));
+    }
+}

@@ -1,0 +1,820 @@
+//! One connection to a peer: handshake state, packet protection, reliability, congestion control, and the
+//! frames it sends and receives. Driven entirely by its [`crate::Endpoint`] with `now` passed in.
+
+pub mod ack_tracker;
+pub mod reassembly;
+pub mod recovery;
+pub mod rtt;
+pub mod send_queue;
+pub mod stats;
+
+use self::ack_tracker::AckTracker;
+use self::reassembly::{DeliveredFrame, Gap, Reassembler, RecvOutput};
+use self::recovery::{Chunk, Recovery, SentRecord};
+use self::send_queue::{PathTiming, PushError, SendQueue};
+use self::stats::ConnectionStats;
+use crate::config::ConnectionConfig;
+use crate::congestion::{AckEvent, AckedPacket, Controller, LostPacket, Pacer, RttSnapshot, SentPacket};
+use crate::crypto::{InitiatorHandshake, PacketKey, ReplayWindow, SessionKeys};
+use crate::media::MediaFrame;
+use crate::wire::frame::{encode_close, encode_ping, AckFrame, DroppedNotice, Frame, Frames};
+use crate::wire::packet::{self, DataHeader, DATA_HEADER_LEN};
+use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Largest frame-header overhead of a fragment (type + varints), used to size fragments.
+const MAX_FRAGMENT_OVERHEAD: usize = 1 + 5 + 9 + 1 + 5 + 5 + 9 + 9 + 3;
+/// Room kept in a data packet for an ACK frame with a few ranges.
+const ACK_RESERVE: usize = 64;
+
+/// Something the application should know about a connection.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The handshake completed; carries the peer's static public key.
+    Connected {
+        /// The peer's authenticated static public key.
+        peer_static: [u8; 32],
+    },
+    /// A complete, decodable frame arrived.
+    Frame(DeliveredFrame),
+    /// Frames were lost and decoding resumed after them.
+    Gap(Gap),
+    /// The connection ended.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Nothing was heard from the peer for the idle timeout.
+    IdleTimeout,
+    /// The handshake did not complete after every retry.
+    HandshakeTimeout,
+    /// The peer closed with a code and reason.
+    PeerClosed {
+        /// Code.
+        code: u64,
+        /// Reason text.
+        reason: String,
+    },
+    /// This side closed.
+    LocalClose,
+}
+
+/// Which side of the handshake this connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The initiator.
+    Client,
+    /// The responder.
+    Server,
+}
+
+enum Handshake {
+    Client {
+        initiator: Option<Box<InitiatorHandshake>>,
+        message1: Vec<u8>,
+        cookie: Vec<u8>,
+        next_send: Instant,
+        interval: Duration,
+        attempts: u32,
+    },
+    Server {
+        message2: Vec<u8>,
+        resend: bool,
+    },
+    Done,
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handshake::Client { attempts, .. } => write!(f, "Client {{ attempts: {attempts} }}"),
+            Handshake::Server { resend, .. } => write!(f, "Server {{ resend: {resend} }}"),
+            Handshake::Done => write!(f, "Done"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Keys {
+    send: PacketKey,
+    send_phase: bool,
+    packets_in_phase: u64,
+    acked_in_phase: bool,
+    first_pn_in_phase: u64,
+    recv: PacketKey,
+    recv_prev: Option<PacketKey>,
+    recv_phase: bool,
+    recv_first_pn_in_phase: u64,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Connection {
+    side: Side,
+    config: ConnectionConfig,
+    local_cid: u64,
+    remote_cid: u64,
+    remote: SocketAddr,
+    peer_static: [u8; 32],
+    handshake: Handshake,
+    keys: Option<Keys>,
+    replay: ReplayWindow,
+    next_pn: u64,
+    recovery: Recovery,
+    cc: Box<dyn Controller>,
+    pacer: Pacer,
+    acks: AckTracker,
+    sendq: SendQueue,
+    recv: Reassembler,
+    events: VecDeque<Event>,
+    stats: ConnectionStats,
+    last_heard: Instant,
+    last_eliciting_sent: Instant,
+    ping_pending: bool,
+    closing: Option<(u64, String)>,
+    closed: bool,
+    next_pacing: Option<Instant>,
+}
+
+impl Connection {
+    fn new(
+        now: Instant,
+        side: Side,
+        config: ConnectionConfig,
+        local_cid: u64,
+        remote: SocketAddr,
+        handshake: Handshake,
+    ) -> Self {
+        let overhead = DATA_HEADER_LEN + crate::crypto::TAG_LEN + MAX_FRAGMENT_OVERHEAD;
+        let frag_size = config.max_datagram_bytes.saturating_sub(overhead).max(64) as u32;
+        Connection {
+            side,
+            local_cid,
+            remote_cid: 0,
+            remote,
+            peer_static: [0; 32],
+            handshake,
+            keys: None,
+            replay: ReplayWindow::new(),
+            next_pn: 0,
+            recovery: Recovery::new(config.initial_rtt),
+            cc: config.congestion.build(now),
+            pacer: Pacer::new(config.pacer_burst_packets),
+            acks: AckTracker::new(config.ack_every, config.max_ack_delay, Duration::from_millis(20)),
+            sendq: SendQueue::new(frag_size, config.max_unsent_bytes),
+            recv: Reassembler::new(config.recv_limits),
+            events: VecDeque::new(),
+            stats: ConnectionStats::default(),
+            last_heard: now,
+            last_eliciting_sent: now,
+            ping_pending: false,
+            closing: None,
+            closed: false,
+            next_pacing: None,
+            config,
+        }
+    }
+
+    /// A client connection that has built its first handshake message.
+    pub(crate) fn client(
+        now: Instant,
+        config: ConnectionConfig,
+        local_cid: u64,
+        remote: SocketAddr,
+        remote_static: [u8; 32],
+        initiator: InitiatorHandshake,
+        message1: Vec<u8>,
+    ) -> Self {
+        let interval = config.handshake_retry;
+        let mut c = Connection::new(
+            now,
+            Side::Client,
+            config,
+            local_cid,
+            remote,
+            Handshake::Client {
+                initiator: Some(Box::new(initiator)),
+                message1,
+                cookie: Vec::new(),
+                next_send: now,
+                interval,
+                attempts: 0,
+            },
+        );
+        c.peer_static = remote_static;
+        c
+    }
+
+    /// A server connection whose handshake response is ready to send.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn server(
+        now: Instant,
+        config: ConnectionConfig,
+        local_cid: u64,
+        remote_cid: u64,
+        remote: SocketAddr,
+        peer_static: [u8; 32],
+        keys: SessionKeys,
+        message2: Vec<u8>,
+    ) -> Self {
+        let mut c = Connection::new(
+            now,
+            Side::Server,
+            config,
+            local_cid,
+            remote,
+            Handshake::Server {
+                message2,
+                resend: true,
+            },
+        );
+        c.remote_cid = remote_cid;
+        c.peer_static = peer_static;
+        c.install_keys(keys);
+        c.events.push_back(Event::Connected { peer_static });
+        c
+    }
+
+    fn install_keys(&mut self, keys: SessionKeys) {
+        let (send, recv) = if self.config.encryption {
+            (keys.send, keys.recv)
+        } else {
+            (PacketKey::plaintext(), PacketKey::plaintext())
+        };
+        self.keys = Some(Keys {
+            send,
+            send_phase: false,
+            packets_in_phase: 0,
+            acked_in_phase: false,
+            first_pn_in_phase: 0,
+            recv,
+            recv_prev: None,
+            recv_phase: false,
+            recv_first_pn_in_phase: 0,
+        });
+    }
+
+    /// This side of the handshake.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The peer's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// Our connection id (what the peer puts in `dst_cid`).
+    pub fn local_cid(&self) -> u64 {
+        self.local_cid
+    }
+
+    /// The peer's static public key (the one we dialled, or the one that authenticated to us).
+    pub fn peer_static(&self) -> [u8; 32] {
+        self.peer_static
+    }
+
+    /// True once keys are installed and the handshake finished on this side.
+    pub fn is_established(&self) -> bool {
+        self.keys.is_some() && !self.closed
+    }
+
+    /// True once the connection ended and its last packet left.
+    pub fn is_closed(&self) -> bool {
+        self.closed && self.closing.is_none()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        match self.recv.poll()? {
+            RecvOutput::Frame(f) => Some(Event::Frame(f)),
+            RecvOutput::Gap(g) => Some(Event::Gap(g)),
+        }
+    }
+
+    /// Queues a media frame on a stream; returns its sequence number.
+    pub fn send_frame(&mut self, stream: u32, frame: MediaFrame) -> Result<u64, PushError> {
+        self.sendq.push(stream, frame)
+    }
+
+    /// Bytes queued and not yet sent once (for applications that pace their own bulk input).
+    pub fn unsent_bytes(&self) -> u64 {
+        self.sendq.unsent_bytes()
+    }
+
+    /// Starts closing with a code and reason.
+    pub fn close(&mut self, code: u64, reason: &str) {
+        if !self.closed {
+            self.closing = Some((code, reason.to_owned()));
+            self.closed = true;
+            self.events.push_back(Event::Closed {
+                reason: CloseReason::LocalClose,
+            });
+        }
+    }
+
+    fn terminate(&mut self, reason: CloseReason) {
+        if !self.closed {
+            tracing::info!(remote = %self.remote, ?reason, "connection closed");
+            self.closed = true;
+            self.events.push_back(Event::Closed { reason });
+        }
+    }
+
+    /// A snapshot of the stats.
+    pub fn stats(&self) -> ConnectionStats {
+        let mut s = self.stats.clone();
+        s.rtt = self.recovery.rtt.smoothed();
+        s.min_rtt = self.recovery.rtt.min();
+        s.congestion = self.cc.stats();
+        s.bytes_in_flight = self.recovery.bytes_in_flight();
+        s.send = self.sendq.stats.clone();
+        s.recv = self.recv.stats;
+        s
+    }
+
+    fn timing(&self) -> PathTiming {
+        let rtt = &self.recovery.rtt;
+        let srtt = rtt.smoothed();
+        // One-way delay: half the RTT, the queueing part included. A repair round is detection (one RTT plus
+        // the ACK delay and a little jitter allowance) before the repair leaves.
+        PathTiming {
+            one_way: srtt / 2,
+            repair_round: srtt + rtt.var() + self.config.max_ack_delay + Duration::from_millis(1),
+        }
+    }
+
+    // ----- receiving -----
+
+    /// Handles a Retry packet (client only).
+    pub(crate) fn handle_retry(&mut self, now: Instant, cookie: &[u8]) {
+        if let Handshake::Client {
+            cookie: c, next_send, ..
+        } = &mut self.handshake
+        {
+            if c.is_empty() {
+                *c = cookie.to_vec();
+                *next_send = now;
+            }
+        }
+    }
+
+    /// Handles a Handshake packet (client only).
+    pub(crate) fn handle_handshake(&mut self, now: Instant, src_cid: u64, message: &[u8]) {
+        let Handshake::Client { initiator, .. } = &mut self.handshake else {
+            return;
+        };
+        let Some(init) = initiator.take() else { return };
+        match init.finish(message) {
+            Ok((keys, _payload)) => {
+                self.remote_cid = src_cid;
+                self.handshake = Handshake::Done;
+                self.install_keys(keys);
+                self.last_heard = now;
+                // Confirm to the server at once so it can drop its handshake state.
+                self.ping_pending = true;
+                tracing::debug!(remote = %self.remote, "handshake complete");
+                let peer_static = self.peer_static;
+                self.events.push_back(Event::Connected { peer_static });
+            }
+            Err(e) => {
+                tracing::debug!(remote = %self.remote, error = %e, "handshake response refused");
+                self.stats.auth_failures += 1;
+            }
+        }
+    }
+
+    /// The client repeated its Initial: our Handshake reply was lost (server only).
+    pub(crate) fn handle_repeated_initial(&mut self) {
+        if let Handshake::Server { resend, .. } = &mut self.handshake {
+            *resend = true;
+        }
+    }
+
+    /// Handles a data packet addressed to this connection. `datagram` holds the whole packet.
+    pub(crate) fn handle_data(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        header: DataHeader,
+        mut datagram: BytesMut,
+    ) {
+        let Some(keys) = self.keys.as_mut() else {
+            self.stats.auth_failures += 1;
+            return;
+        };
+        let pn = header.packet_number;
+        if !self.replay.check(pn) {
+            self.stats.replays += 1;
+            return;
+        }
+        let opened = if header.key_phase == keys.recv_phase {
+            keys.recv.open(pn, &mut datagram, DATA_HEADER_LEN).ok()
+        } else if pn < keys.recv_first_pn_in_phase {
+            keys.recv_prev
+                .as_ref()
+                .and_then(|k| k.open(pn, &mut datagram, DATA_HEADER_LEN).ok())
+        } else {
+            // The peer moved to the next key generation.
+            match keys.recv.next_generation() {
+                Ok(next) => match next.open(pn, &mut datagram, DATA_HEADER_LEN) {
+                    Ok(len) => {
+                        let prev = std::mem::replace(&mut keys.recv, next);
+                        keys.recv_prev = Some(prev);
+                        keys.recv_phase = header.key_phase;
+                        keys.recv_first_pn_in_phase = pn;
+                        Some(len)
+                    }
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            }
+        };
+        let Some(len) = opened else {
+            self.stats.auth_failures += 1;
+            return;
+        };
+        self.replay.record(pn);
+        self.last_heard = now;
+        if remote != self.remote {
+            tracing::info!(old = %self.remote, new = %remote, "peer address changed");
+            self.remote = remote;
+        }
+        if let Handshake::Server { .. } = self.handshake {
+            self.handshake = Handshake::Done; // the client has our keys: handshake confirmed
+        }
+        self.stats.packets_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
+        let payload = datagram.freeze().slice(DATA_HEADER_LEN..DATA_HEADER_LEN + len);
+        let mut ack_eliciting = false;
+        let mut frames: Vec<Frame> = Vec::new();
+        for f in Frames::new(&payload) {
+            match f {
+                Ok(f) => frames.push(f),
+                Err(e) => {
+                    tracing::debug!(remote = %self.remote, error = %e, "malformed frame in authenticated packet");
+                    self.stats.malformed += 1;
+                    return;
+                }
+            }
+        }
+        for f in frames {
+            ack_eliciting |= f.is_ack_eliciting();
+            match f {
+                Frame::Padding | Frame::Ping => {}
+                Frame::Ack(ack) => self.on_ack_frame(now, &ack),
+                Frame::Fragment(h, range) => self.recv.on_fragment(now, &h, payload.slice(range)),
+                Frame::Dropped(n) => self.recv.on_dropped(&n),
+                Frame::Close { code, reason } => {
+                    self.terminate(CloseReason::PeerClosed { code, reason });
+                }
+            }
+        }
+        self.acks.on_packet(now, pn, ack_eliciting);
+    }
+
+    fn on_ack_frame(&mut self, now: Instant, ack: &AckFrame) {
+        let outcome = self.recovery.on_ack(now, ack, self.config.max_ack_delay);
+        if outcome.acked.is_empty() && outcome.lost.is_empty() {
+            return;
+        }
+        if let Some(keys) = self.keys.as_mut() {
+            if outcome.acked.iter().any(|r| r.pn >= keys.first_pn_in_phase) {
+                keys.acked_in_phase = true;
+            }
+        }
+        let srtt = self.recovery.rtt.smoothed();
+        self.acks
+            .set_nak_interval((srtt / 4).clamp(Duration::from_millis(5), Duration::from_millis(50)));
+        self.settle(now, outcome.acked, outcome.lost, outcome.rtt_sample);
+    }
+
+    fn settle(&mut self, now: Instant, acked: Vec<SentRecord>, lost: Vec<SentRecord>, rtt: Option<Duration>) {
+        let timing = self.timing();
+        for r in &acked {
+            for c in &r.chunks {
+                self.sendq.on_acked(c);
+            }
+        }
+        for r in &lost {
+            self.stats.packets_lost += 1;
+            for c in &r.chunks {
+                self.sendq.on_lost(c, now, timing);
+            }
+        }
+        let acked_cc: Vec<AckedPacket> = acked
+            .iter()
+            .filter(|r| r.in_flight)
+            .map(|r| AckedPacket {
+                sent_time: r.sent_time,
+                bytes: r.bytes,
+                snapshot: r.snapshot,
+            })
+            .collect();
+        let lost_cc: Vec<LostPacket> = lost
+            .iter()
+            .filter(|r| r.in_flight)
+            .map(|r| LostPacket {
+                sent_time: r.sent_time,
+                bytes: r.bytes,
+            })
+            .collect();
+        if acked_cc.is_empty() && lost_cc.is_empty() {
+            return;
+        }
+        let est = &self.recovery.rtt;
+        self.cc.on_ack(&AckEvent {
+            now,
+            acked: &acked_cc,
+            lost: &lost_cc,
+            rtt: RttSnapshot {
+                latest: rtt,
+                min: est.min(),
+                smoothed: est.smoothed(),
+            },
+            bytes_in_flight: self.recovery.bytes_in_flight(),
+        });
+    }
+
+    // ----- timers -----
+
+    /// The next instant `handle_timeout` wants to run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        if self.closed {
+            return if self.closing.is_some() {
+                Some(self.last_heard)
+            } else {
+                None
+            };
+        }
+        match &self.handshake {
+            Handshake::Client { next_send, .. } => consider(Some(*next_send)),
+            Handshake::Server { resend: true, .. } => consider(Some(self.last_heard)),
+            _ => {}
+        }
+        consider(Some(self.last_heard + self.config.idle_timeout));
+        if self.keys.is_none() {
+            return t;
+        }
+        consider(self.acks.next_deadline());
+        consider(self.recovery.timer(self.config.max_ack_delay));
+        consider(self.next_pacing);
+        consider(Some(self.last_eliciting_sent + self.config.keepalive));
+        consider(self.sendq.next_expiry(self.timing()));
+        t
+    }
+
+    /// Runs whatever timers are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if now >= self.last_heard + self.config.idle_timeout {
+            self.terminate(CloseReason::IdleTimeout);
+            return;
+        }
+        if self.keys.is_none() {
+            return;
+        }
+        if self
+            .recovery
+            .timer(self.config.max_ack_delay)
+            .is_some_and(|t| t <= now)
+        {
+            if self.recovery.loss_timer_armed() {
+                let lost = self.recovery.detect_lost(now);
+                self.settle(now, Vec::new(), lost, None);
+            } else {
+                // Probe timeout: re-send the oldest outstanding data (or a PING) to provoke an ACK.
+                self.recovery.on_pto();
+                self.stats.probe_timeouts += 1;
+                let chunks = self.recovery.oldest_outstanding(2);
+                if chunks.is_empty() {
+                    self.ping_pending = true;
+                }
+                for c in &chunks {
+                    self.sendq.probe(c);
+                }
+                if self.recovery.pto_count >= 2 {
+                    self.cc.on_retransmission_timeout(now);
+                }
+                self.ping_pending = true;
+            }
+        }
+        if now >= self.last_eliciting_sent + self.config.keepalive {
+            self.ping_pending = true;
+        }
+        let timing = self.timing();
+        self.sendq.expire(now, timing);
+    }
+
+    // ----- sending -----
+
+    /// Writes the next datagram to send into `buf` (cleared first); returns false if there is none now.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
+        buf.clear();
+        if let Some((code, reason)) = self.closing.take() {
+            return self.write_close(code, &reason, buf);
+        }
+        if self.closed {
+            return false;
+        }
+        match &mut self.handshake {
+            Handshake::Client {
+                message1,
+                cookie,
+                next_send,
+                interval,
+                attempts,
+                ..
+            } => {
+                if now < *next_send {
+                    return false;
+                }
+                *attempts += 1;
+                if *attempts > self.config.handshake_attempts {
+                    self.terminate(CloseReason::HandshakeTimeout);
+                    return false;
+                }
+                packet::write_initial(buf, 0, self.local_cid, cookie, message1);
+                *next_send = now + *interval;
+                *interval *= 2;
+                self.stats.packets_sent += 1;
+                self.stats.bytes_sent += buf.len() as u64;
+                return true;
+            }
+            Handshake::Server { message2, resend } if *resend => {
+                *resend = false;
+                packet::write_handshake(buf, self.remote_cid, self.local_cid, message2);
+                self.stats.packets_sent += 1;
+                self.stats.bytes_sent += buf.len() as u64;
+                return true;
+            }
+            _ => {}
+        }
+        if self.keys.is_none() {
+            return false;
+        }
+        self.write_data(now, buf)
+    }
+
+    fn write_close(&mut self, code: u64, reason: &str, buf: &mut Vec<u8>) -> bool {
+        let Some(keys) = self.keys.as_ref() else {
+            return false;
+        };
+        let pn = self.next_pn;
+        self.next_pn += 1;
+        packet::write_data_header(
+            buf,
+            &DataHeader {
+                dst_cid: self.remote_cid,
+                packet_number: pn,
+                key_phase: keys.send_phase,
+            },
+        );
+        encode_close(code, reason, buf);
+        keys.send.seal(pn, buf, DATA_HEADER_LEN).is_ok()
+    }
+
+    fn write_data(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
+        let timing = self.timing();
+        self.sendq.expire(now, timing);
+        let want_ack = self.acks.wants_ack(now);
+        let mtu = self.config.max_datagram_bytes;
+        let has_data = self.sendq.has_pending() || self.ping_pending;
+        let window_open = self.recovery.bytes_in_flight() + mtu as u64 <= self.cc.window()
+            || self.recovery.pto_count > 0 && self.ping_pending;
+        let mut may_send_data = has_data && window_open;
+        self.next_pacing = None;
+        if may_send_data {
+            if let Some(t) = self.pacer.delay(now, mtu as u64, self.cc.pacing_rate()) {
+                if t > now {
+                    self.next_pacing = Some(t);
+                    may_send_data = false;
+                }
+            }
+        }
+        if !want_ack && !may_send_data {
+            return false;
+        }
+        let Some(keys) = self.keys.as_mut() else {
+            return false;
+        };
+        // Key rotation once the peer has acknowledged something under the current key.
+        if keys.packets_in_phase >= self.config.key_update_packets && keys.acked_in_phase {
+            if let Ok(next) = keys.send.next_generation() {
+                keys.send = next;
+                keys.send_phase = !keys.send_phase;
+                keys.packets_in_phase = 0;
+                keys.acked_in_phase = false;
+                keys.first_pn_in_phase = self.next_pn;
+                self.stats.key_updates += 1;
+            }
+        }
+        let pn = self.next_pn;
+        packet::write_data_header(
+            buf,
+            &DataHeader {
+                dst_cid: self.remote_cid,
+                packet_number: pn,
+                key_phase: keys.send_phase,
+            },
+        );
+        let tag = keys.send.tag_len();
+        let limit = mtu.saturating_sub(tag);
+        if want_ack || may_send_data {
+            if let Some(ack) = self.acks.build_ack(now) {
+                if buf.len() + ack.max_encoded_len() <= limit {
+                    ack.encode(buf);
+                }
+            }
+        }
+        let mut chunks = Vec::new();
+        let mut eliciting = false;
+        if may_send_data {
+            while let Some(n) = self.sendq.pop_notice() {
+                if buf.len() + DroppedNotice::MAX_LEN > limit {
+                    self.sendq.unpop_notice(n);
+                    break;
+                }
+                n.encode(buf);
+                chunks.push(Chunk::Notice(n));
+                eliciting = true;
+            }
+            while let Some(e) = self
+                .sendq
+                .next_fragment(now, limit.saturating_sub(buf.len()), timing)
+            {
+                e.header.encode(&e.data, buf);
+                chunks.push(e.chunk);
+                eliciting = true;
+            }
+            if !eliciting && self.ping_pending {
+                encode_ping(buf);
+                eliciting = true;
+            }
+            if eliciting {
+                self.ping_pending = false;
+            }
+        }
+        if buf.len() == DATA_HEADER_LEN {
+            buf.clear();
+            return false;
+        }
+        let Some(keys) = self.keys.as_mut() else {
+            return false;
+        };
+        if keys.send.seal(pn, buf, DATA_HEADER_LEN).is_err() {
+            buf.clear();
+            return false;
+        }
+        keys.packets_in_phase += 1;
+        self.next_pn += 1;
+        let bytes = buf.len() as u64;
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += bytes;
+        let snapshot = if eliciting {
+            self.last_eliciting_sent = now;
+            self.pacer.on_sent(now, bytes);
+            self.cc.on_sent(&SentPacket {
+                now,
+                bytes,
+                bytes_in_flight: self.recovery.bytes_in_flight(),
+                app_limited: !self.sendq.has_pending(),
+            })
+        } else {
+            Default::default()
+        };
+        self.recovery.on_sent(SentRecord {
+            pn,
+            sent_time: now,
+            bytes,
+            in_flight: eliciting,
+            snapshot,
+            chunks,
+        });
+        true
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let _ = ACK_RESERVE;
+    }
+}

@@ -1,0 +1,530 @@
+//! The receiver's frames: fragments reassembled whole, delivered in order, and never a frame whose
+//! reference was lost.
+//!
+//! Each stream delivers frames in sequence order. A frame leaves when it is complete and every earlier frame
+//! has either left or been announced dropped by the sender. After a dropped key or inter frame the stream
+//! needs a keyframe: inter and disposable frames are discarded until one arrives (audio keeps flowing), and
+//! when decoding can resume the gap is reported as one event.
+
+use crate::media::{DropReason, MediaKind};
+use crate::wire::frame::{DroppedNotice, FragmentHeader};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// A frame handed to the application.
+#[derive(Debug, Clone)]
+pub struct DeliveredFrame {
+    /// Stream id.
+    pub stream: u32,
+    /// Sequence number.
+    pub seq: u64,
+    /// Kind.
+    pub kind: MediaKind,
+    /// Payload (zero-copy for single-packet frames).
+    pub bytes: Bytes,
+    /// Estimated capture time on this host's clock (arrival of the first fragment minus its age).
+    pub capture: Instant,
+    /// The frame's end-to-end budget, to pass on to the next hop.
+    pub budget: Option<Duration>,
+}
+
+/// A run of frames the application will not get, reported once decoding can resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// Stream id.
+    pub stream: u32,
+    /// First sequence number missing.
+    pub first_seq: u64,
+    /// Sequence number of the frame delivery resumed with.
+    pub resume_seq: u64,
+    /// Frames not delivered in between (dropped by the sender or undecodable here).
+    pub frames: u64,
+}
+
+/// What the reassembler produces.
+#[derive(Debug, Clone)]
+pub enum RecvOutput {
+    /// A complete, decodable frame.
+    Frame(DeliveredFrame),
+    /// A gap that just closed.
+    Gap(Gap),
+}
+
+/// Bounds on what a peer can make the receiver hold.
+#[derive(Debug, Clone, Copy)]
+pub struct RecvLimits {
+    /// Largest frame accepted, in bytes.
+    pub max_frame_bytes: u32,
+    /// Bytes of incomplete or waiting frames held across all streams.
+    pub max_buffered_bytes: u64,
+    /// How far ahead of the next frame to deliver a stream may run, in frames.
+    pub max_frames_ahead: u64,
+    /// Most streams a peer may open.
+    pub max_streams: usize,
+}
+
+impl Default for RecvLimits {
+    fn default() -> Self {
+        RecvLimits {
+            max_frame_bytes: 16 << 20,
+            max_buffered_bytes: 256 << 20,
+            max_frames_ahead: 1 << 16,
+            max_streams: 4096,
+        }
+    }
+}
+
+/// Receive-side counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecvStats {
+    /// Frames delivered.
+    pub frames_delivered: u64,
+    /// Payload bytes delivered.
+    pub bytes_delivered: u64,
+    /// Frames the sender announced dropped.
+    pub frames_dropped_by_sender: u64,
+    /// Frames that arrived but were discarded because a frame they depend on was lost.
+    pub frames_discarded_undecodable: u64,
+    /// Gaps reported.
+    pub gaps: u64,
+    /// Fragments that repeated data already received (or already delivered).
+    pub duplicate_fragments: u64,
+    /// Fragments refused by a limit or because they contradicted earlier fragments.
+    pub refused_fragments: u64,
+}
+
+#[derive(Debug)]
+struct Assembly {
+    kind: MediaKind,
+    frame_len: u32,
+    buf: Vec<u8>,
+    /// Received byte ranges, sorted and merged.
+    have: Vec<(u32, u32)>,
+    received: u32,
+    capture: Instant,
+    budget: Option<Duration>,
+}
+
+impl Assembly {
+    /// Adds `[offset, offset+len)`; returns the number of new bytes.
+    fn add(&mut self, offset: u32, data: &[u8]) -> u32 {
+        let end = offset + data.len() as u32;
+        // Reject anything overlapping a known range (retransmissions reuse the same boundaries, so an overlap
+        // that is not an exact repeat is a confused or hostile peer).
+        let idx = self.have.partition_point(|&(_, e)| e <= offset);
+        if self.have.get(idx).is_some_and(|&(s, _)| s < end) || data.is_empty() {
+            return 0;
+        }
+        if let Some(dst) = self.buf.get_mut(offset as usize..end as usize) {
+            dst.copy_from_slice(data);
+        } else {
+            return 0;
+        }
+        let merge_prev = idx > 0 && self.have.get(idx - 1).is_some_and(|&(_, e)| e == offset);
+        let merge_next = self.have.get(idx).is_some_and(|&(s, _)| s == end);
+        match (merge_prev, merge_next) {
+            (true, true) => {
+                let next_end = self.have.remove(idx).1;
+                if let Some(p) = self.have.get_mut(idx - 1) {
+                    p.1 = next_end;
+                }
+            }
+            (true, false) => {
+                if let Some(p) = self.have.get_mut(idx - 1) {
+                    p.1 = end;
+                }
+            }
+            (false, true) => {
+                if let Some(n) = self.have.get_mut(idx) {
+                    n.0 = offset;
+                }
+            }
+            (false, false) => self.have.insert(idx, (offset, end)),
+        }
+        self.received += data.len() as u32;
+        data.len() as u32
+    }
+}
+
+#[derive(Debug)]
+enum Slot {
+    Partial(Assembly),
+    Done {
+        kind: MediaKind,
+        bytes: Bytes,
+        capture: Instant,
+        budget: Option<Duration>,
+    },
+    Dropped {
+        kind: MediaKind,
+    },
+}
+
+#[derive(Debug)]
+struct RecvStream {
+    next: u64,
+    slots: BTreeMap<u64, Slot>,
+    need_key: bool,
+    gap: Option<(u64, u64)>,
+}
+
+impl RecvStream {
+    fn new() -> Self {
+        RecvStream {
+            next: 0,
+            slots: BTreeMap::new(),
+            need_key: true,
+            gap: None,
+        }
+    }
+}
+
+/// All receive streams of a connection.
+#[derive(Debug)]
+pub struct Reassembler {
+    streams: HashMap<u32, RecvStream>,
+    limits: RecvLimits,
+    buffered_bytes: u64,
+    out: VecDeque<RecvOutput>,
+    /// Counters.
+    pub stats: RecvStats,
+}
+
+impl Reassembler {
+    /// Creates an empty reassembler with the given bounds.
+    pub fn new(limits: RecvLimits) -> Self {
+        Reassembler {
+            streams: HashMap::new(),
+            limits,
+            buffered_bytes: 0,
+            out: VecDeque::new(),
+            stats: RecvStats::default(),
+        }
+    }
+
+    /// Bytes currently held in incomplete or waiting frames.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.buffered_bytes
+    }
+
+    /// The next frame or gap for the application.
+    pub fn poll(&mut self) -> Option<RecvOutput> {
+        self.out.pop_front()
+    }
+
+    fn stream(&mut self, id: u32) -> Option<&mut RecvStream> {
+        if !self.streams.contains_key(&id) && self.streams.len() >= self.limits.max_streams {
+            return None;
+        }
+        Some(self.streams.entry(id).or_insert_with(RecvStream::new))
+    }
+
+    /// Takes one fragment. `data` is a slice of the decrypted datagram.
+    pub fn on_fragment(&mut self, now: Instant, h: &FragmentHeader, data: Bytes) {
+        let limits = self.limits;
+        if h.frame_len > limits.max_frame_bytes {
+            self.stats.refused_fragments += 1;
+            return;
+        }
+        let buffered = self.buffered_bytes;
+        let Some(st) = self.stream(h.stream) else {
+            self.stats.refused_fragments += 1;
+            return;
+        };
+        if h.seq < st.next {
+            self.stats.duplicate_fragments += 1;
+            return;
+        }
+        if h.seq - st.next >= limits.max_frames_ahead {
+            self.stats.refused_fragments += 1;
+            return;
+        }
+        let mut added = 0u64;
+        let mut refused = false;
+        let mut duplicate = false;
+        match st.slots.get_mut(&h.seq) {
+            Some(Slot::Done { .. }) | Some(Slot::Dropped { .. }) => duplicate = true,
+            Some(Slot::Partial(a)) => {
+                if a.kind != h.kind || a.frame_len != h.frame_len {
+                    refused = true;
+                } else if a.add(h.offset, &data) == 0 {
+                    duplicate = true;
+                }
+            }
+            None => {
+                let capture = now.checked_sub(Duration::from_micros(h.age_us)).unwrap_or(now);
+                let budget = h.budget_us.map(Duration::from_micros);
+                if h.offset == 0 && data.len() == h.frame_len as usize {
+                    st.slots.insert(
+                        h.seq,
+                        Slot::Done {
+                            kind: h.kind,
+                            bytes: data,
+                            capture,
+                            budget,
+                        },
+                    );
+                } else if buffered + u64::from(h.frame_len) > limits.max_buffered_bytes {
+                    refused = true;
+                } else {
+                    let mut a = Assembly {
+                        kind: h.kind,
+                        frame_len: h.frame_len,
+                        buf: vec![0; h.frame_len as usize],
+                        have: Vec::new(),
+                        received: 0,
+                        capture,
+                        budget,
+                    };
+                    a.add(h.offset, &data);
+                    added = u64::from(h.frame_len);
+                    st.slots.insert(h.seq, Slot::Partial(a));
+                }
+            }
+        }
+        if refused {
+            self.stats.refused_fragments += 1;
+            return;
+        }
+        if duplicate {
+            self.stats.duplicate_fragments += 1;
+            return;
+        }
+        let mut released = 0u64;
+        if let Some(Slot::Partial(a)) = st.slots.get(&h.seq) {
+            if a.received == a.frame_len {
+                if let Some(Slot::Partial(a)) = st.slots.remove(&h.seq) {
+                    released = u64::from(a.frame_len);
+                    st.slots.insert(
+                        h.seq,
+                        Slot::Done {
+                            kind: a.kind,
+                            bytes: Bytes::from(a.buf),
+                            capture: a.capture,
+                            budget: a.budget,
+                        },
+                    );
+                }
+            }
+        }
+        self.buffered_bytes = (self.buffered_bytes + added).saturating_sub(released);
+        self.drain(h.stream);
+    }
+
+    /// The sender gave up on a frame.
+    pub fn on_dropped(&mut self, n: &DroppedNotice) {
+        let max_ahead = self.limits.max_frames_ahead;
+        let Some(st) = self.stream(n.stream) else { return };
+        if n.seq < st.next || n.seq - st.next >= max_ahead {
+            return;
+        }
+        if let Some(Slot::Partial(a)) = st.slots.insert(n.seq, Slot::Dropped { kind: n.kind }) {
+            self.buffered_bytes = self.buffered_bytes.saturating_sub(u64::from(a.frame_len));
+        }
+        let _ = n.reason;
+        self.drain(n.stream);
+    }
+
+    fn drain(&mut self, stream: u32) {
+        let Some(st) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        loop {
+            let ready = matches!(st.slots.first_key_value(), Some((&s, slot)) if s == st.next && !matches!(slot, Slot::Partial(_)));
+            if !ready {
+                break;
+            }
+            let Some((seq, slot)) = st.slots.pop_first() else {
+                break;
+            };
+            st.next = seq + 1;
+            match slot {
+                Slot::Partial(_) => {}
+                Slot::Dropped { kind } => {
+                    self.stats.frames_dropped_by_sender += 1;
+                    if kind.breaks_gop_when_lost() {
+                        st.need_key = true;
+                    }
+                    let g = st.gap.get_or_insert((seq, 0));
+                    g.1 += 1;
+                }
+                Slot::Done {
+                    kind,
+                    bytes,
+                    capture,
+                    budget,
+                } => {
+                    if kind == MediaKind::Key {
+                        st.need_key = false;
+                    } else if matches!(kind, MediaKind::Inter | MediaKind::Disposable) && st.need_key {
+                        self.stats.frames_discarded_undecodable += 1;
+                        // Only a gap if something was lost; a stream that started mid-GOP just waits.
+                        if let Some(g) = st.gap.as_mut() {
+                            g.1 += 1;
+                        }
+                        continue;
+                    }
+                    if !st.need_key || !kind.is_video() {
+                        if let Some((first_seq, frames)) = st.gap {
+                            if !st.need_key {
+                                st.gap = None;
+                                self.stats.gaps += 1;
+                                self.out.push_back(RecvOutput::Gap(Gap {
+                                    stream,
+                                    first_seq,
+                                    resume_seq: seq,
+                                    frames,
+                                }));
+                            }
+                        }
+                    }
+                    self.stats.frames_delivered += 1;
+                    self.stats.bytes_delivered += bytes.len() as u64;
+                    self.out.push_back(RecvOutput::Frame(DeliveredFrame {
+                        stream,
+                        seq,
+                        kind,
+                        bytes,
+                        capture,
+                        budget,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// A drop reason is informational at the receiver; kept for symmetry with the sender's stats.
+    pub fn reason_name(r: DropReason) -> &'static str {
+        r.name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr(seq: u64, kind: MediaKind, frame_len: u32, offset: u32) -> FragmentHeader {
+        FragmentHeader {
+            stream: 1,
+            seq,
+            kind,
+            frame_len,
+            offset,
+            age_us: 0,
+            budget_us: None,
+        }
+    }
+
+    fn frames(r: &mut Reassembler) -> Vec<(u64, MediaKind)> {
+        std::iter::from_fn(|| r.poll())
+            .filter_map(|o| match o {
+                RecvOutput::Frame(f) => Some((f.seq, f.kind)),
+                RecvOutput::Gap(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fragments_reassemble_in_any_order_and_frames_leave_in_order() {
+        let t = Instant::now();
+        let mut r = Reassembler::new(RecvLimits::default());
+        let payload: Vec<u8> = (0..250u8).collect();
+        r.on_fragment(
+            t,
+            &hdr(1, MediaKind::Inter, 250, 100),
+            Bytes::copy_from_slice(&payload[100..200]),
+        );
+        r.on_fragment(
+            t,
+            &hdr(1, MediaKind::Inter, 250, 200),
+            Bytes::copy_from_slice(&payload[200..]),
+        );
+        r.on_fragment(
+            t,
+            &hdr(1, MediaKind::Inter, 250, 0),
+            Bytes::copy_from_slice(&payload[..100]),
+        );
+        assert!(r.poll().is_none(), "frame 1 waits for frame 0");
+        r.on_fragment(t, &hdr(0, MediaKind::Key, 3, 0), Bytes::from_static(b"key"));
+        let out: Vec<_> = std::iter::from_fn(|| r.poll()).collect();
+        assert_eq!(out.len(), 2);
+        match &out[1] {
+            RecvOutput::Frame(f) => assert_eq!(&f.bytes[..], &payload[..]),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(r.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn a_dropped_inter_frame_discards_the_rest_of_the_gop_but_not_audio() {
+        let t = Instant::now();
+        let mut r = Reassembler::new(RecvLimits::default());
+        let one = |r: &mut Reassembler, seq, kind| {
+            r.on_fragment(t, &hdr(seq, kind, 1, 0), Bytes::from_static(b"x"))
+        };
+        one(&mut r, 0, MediaKind::Key);
+        r.on_dropped(&DroppedNotice {
+            stream: 1,
+            seq: 1,
+            kind: MediaKind::Inter,
+            reason: DropReason::Deadline,
+        });
+        one(&mut r, 2, MediaKind::Disposable);
+        one(&mut r, 3, MediaKind::Audio);
+        one(&mut r, 4, MediaKind::Inter);
+        one(&mut r, 5, MediaKind::Key);
+        one(&mut r, 6, MediaKind::Inter);
+        let out: Vec<_> = std::iter::from_fn(|| r.poll()).collect();
+        let kinds: Vec<String> = out
+            .iter()
+            .map(|o| match o {
+                RecvOutput::Frame(f) => format!("{}:{}", f.seq, f.kind.name()),
+                RecvOutput::Gap(g) => format!("gap {}..{} ({})", g.first_seq, g.resume_seq, g.frames),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec!["0:key", "3:audio", "gap 1..5 (3)", "5:key", "6:inter"]
+        );
+        assert_eq!(r.stats.frames_discarded_undecodable, 2);
+    }
+
+    #[test]
+    fn a_dropped_disposable_frame_costs_only_itself() {
+        let t = Instant::now();
+        let mut r = Reassembler::new(RecvLimits::default());
+        r.on_fragment(t, &hdr(0, MediaKind::Key, 1, 0), Bytes::from_static(b"k"));
+        r.on_dropped(&DroppedNotice {
+            stream: 1,
+            seq: 1,
+            kind: MediaKind::Disposable,
+            reason: DropReason::Deadline,
+        });
+        r.on_fragment(t, &hdr(2, MediaKind::Inter, 1, 0), Bytes::from_static(b"i"));
+        assert_eq!(frames(&mut r), vec![(0, MediaKind::Key), (2, MediaKind::Inter)]);
+        assert_eq!(r.stats.gaps, 1);
+    }
+
+    #[test]
+    fn hostile_fragments_are_refused_without_harm() {
+        let t = Instant::now();
+        let limits = RecvLimits {
+            max_frame_bytes: 1000,
+            max_buffered_bytes: 1500,
+            ..RecvLimits::default()
+        };
+        let mut r = Reassembler::new(limits);
+        r.on_fragment(t, &hdr(0, MediaKind::Key, 5000, 0), Bytes::from_static(b"x"));
+        r.on_fragment(t, &hdr(0, MediaKind::Key, 900, 0), Bytes::from_static(b"abc"));
+        r.on_fragment(t, &hdr(1, MediaKind::Key, 900, 0), Bytes::from_static(b"abc"));
+        // Overlapping, non-identical boundaries and contradicting lengths.
+        r.on_fragment(t, &hdr(0, MediaKind::Key, 900, 1), Bytes::from_static(b"zz"));
+        r.on_fragment(t, &hdr(0, MediaKind::Key, 901, 10), Bytes::from_static(b"zz"));
+        r.on_fragment(t, &hdr(u64::MAX, MediaKind::Key, 1, 0), Bytes::from_static(b"z"));
+        assert_eq!(r.stats.refused_fragments, 4);
+        assert_eq!(r.stats.duplicate_fragments, 1);
+        assert!(r.buffered_bytes() <= 1500);
+        assert!(r.poll().is_none());
+    }
+}

@@ -1,0 +1,327 @@
+//! The sending side of reliability: sent-packet records, ACK processing and loss detection (RFC 9002 §6:
+//! packet and time thresholds, and the probe timeout for tails).
+
+use super::rtt::RttEstimator;
+use crate::congestion::RateSnapshot;
+use crate::wire::frame::{AckFrame, DroppedNotice};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// A packet is lost once a packet this many numbers later is acknowledged.
+pub const PACKET_THRESHOLD: u64 = 3;
+/// ... or once it is older than this fraction of the RTT (9/8) and a later packet was acknowledged.
+const TIME_THRESHOLD_NUM: u32 = 9;
+const TIME_THRESHOLD_DEN: u32 = 8;
+/// Never declare loss faster than this after sending (timer granularity).
+const GRANULARITY: Duration = Duration::from_millis(1);
+
+/// Something a packet carried that must be repaired if the packet is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    /// One fragment of a media frame.
+    Fragment {
+        /// Stream id.
+        stream: u32,
+        /// Frame sequence number.
+        seq: u64,
+        /// Fragment index within the frame.
+        index: u32,
+    },
+    /// A dropped-frame notice.
+    Notice(DroppedNotice),
+}
+
+/// The record of one sent packet.
+#[derive(Debug, Clone)]
+pub struct SentRecord {
+    /// Packet number.
+    pub pn: u64,
+    /// When it was sent.
+    pub sent_time: Instant,
+    /// Size on the wire, in bytes.
+    pub bytes: u64,
+    /// True if it counts toward bytes in flight (carried something besides ACKs).
+    pub in_flight: bool,
+    /// The congestion controller's per-packet state.
+    pub snapshot: RateSnapshot,
+    /// What it carried.
+    pub chunks: Vec<Chunk>,
+}
+
+/// What one ACK frame resolved.
+#[derive(Debug, Default)]
+pub struct AckOutcome {
+    /// Packets newly acknowledged.
+    pub acked: Vec<SentRecord>,
+    /// Packets declared lost.
+    pub lost: Vec<SentRecord>,
+    /// Whether the ACK produced an RTT sample.
+    pub rtt_sample: Option<Duration>,
+}
+
+/// Sent packets awaiting acknowledgement, indexed by packet number.
+#[derive(Debug)]
+pub struct Recovery {
+    /// Slot `i` holds packet `base + i`; `None` once acknowledged or lost.
+    sent: VecDeque<Option<SentRecord>>,
+    base: u64,
+    largest_acked: Option<u64>,
+    bytes_in_flight: u64,
+    ack_eliciting_in_flight: u64,
+    loss_time: Option<Instant>,
+    last_ack_eliciting_sent: Option<Instant>,
+    /// Consecutive probe timeouts without an ACK.
+    pub pto_count: u32,
+    /// The RTT estimator.
+    pub rtt: RttEstimator,
+}
+
+impl Recovery {
+    /// Starts empty with `initial_rtt` as the RTT guess.
+    pub fn new(initial_rtt: Duration) -> Self {
+        Recovery {
+            sent: VecDeque::new(),
+            base: 0,
+            largest_acked: None,
+            bytes_in_flight: 0,
+            ack_eliciting_in_flight: 0,
+            loss_time: None,
+            last_ack_eliciting_sent: None,
+            pto_count: 0,
+            rtt: RttEstimator::new(initial_rtt),
+        }
+    }
+
+    /// Bytes sent and neither acknowledged nor lost.
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.bytes_in_flight
+    }
+
+    /// Records a sent packet. Packet numbers must increase by one.
+    pub fn on_sent(&mut self, record: SentRecord) {
+        if self.sent.is_empty() {
+            self.base = record.pn;
+        }
+        // Packet numbers are contiguous; pad defensively if a caller skipped some.
+        while self.base + (self.sent.len() as u64) < record.pn {
+            self.sent.push_back(None);
+        }
+        if record.in_flight {
+            self.bytes_in_flight += record.bytes;
+            self.ack_eliciting_in_flight += 1;
+            self.last_ack_eliciting_sent = Some(record.sent_time);
+        }
+        self.sent.push_back(Some(record));
+    }
+
+    fn take(&mut self, pn: u64) -> Option<SentRecord> {
+        let idx = usize::try_from(pn.checked_sub(self.base)?).ok()?;
+        let rec = self.sent.get_mut(idx)?.take()?;
+        if rec.in_flight {
+            self.bytes_in_flight -= rec.bytes;
+            self.ack_eliciting_in_flight -= 1;
+        }
+        Some(rec)
+    }
+
+    fn compact(&mut self) {
+        while let Some(None) = self.sent.front() {
+            self.sent.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Processes an ACK frame. `max_ack_delay` bounds the peer's claimed ACK delay.
+    pub fn on_ack(&mut self, now: Instant, ack: &AckFrame, max_ack_delay: Duration) -> AckOutcome {
+        let mut out = AckOutcome::default();
+        let Some(largest) = ack.largest() else { return out };
+        let next_pn = self.base + self.sent.len() as u64;
+        if largest >= next_pn {
+            return out; // acknowledges packets never sent: ignore (the caller counts it)
+        }
+        let newly_largest = self.largest_acked.is_none_or(|l| largest > l);
+        if newly_largest {
+            self.largest_acked = Some(largest);
+        }
+        for range in &ack.ranges {
+            let lo = (*range.start()).max(self.base);
+            let hi = *range.end();
+            if hi < lo {
+                continue;
+            }
+            for pn in lo..=hi {
+                if let Some(rec) = self.take(pn) {
+                    out.acked.push(rec);
+                }
+            }
+        }
+        if out.acked.is_empty() {
+            return out;
+        }
+        out.acked.sort_by_key(|r| r.pn);
+        if let Some(newest) = out.acked.last() {
+            if newest.pn == largest && newly_largest {
+                let sample = now.saturating_duration_since(newest.sent_time);
+                let delay = Duration::from_micros(ack.ack_delay_us).min(max_ack_delay);
+                self.rtt.update(sample, delay);
+                out.rtt_sample = Some(sample);
+            }
+        }
+        self.pto_count = 0;
+        out.lost = self.detect_lost(now);
+        self.compact();
+        out
+    }
+
+    /// Declares lost what the thresholds say is lost, and arms the loss timer for the rest.
+    pub fn detect_lost(&mut self, now: Instant) -> Vec<SentRecord> {
+        let mut lost = Vec::new();
+        self.loss_time = None;
+        let Some(largest) = self.largest_acked else {
+            return lost;
+        };
+        let rtt = self.rtt.latest().max(self.rtt.smoothed());
+        let loss_delay = (rtt * TIME_THRESHOLD_NUM / TIME_THRESHOLD_DEN).max(GRANULARITY);
+        let end = largest.saturating_sub(self.base).min(self.sent.len() as u64) as usize;
+        for idx in 0..end {
+            let Some(Some(rec)) = self.sent.get(idx) else {
+                continue;
+            };
+            let pn = rec.pn;
+            let sent_time = rec.sent_time;
+            if largest >= pn + PACKET_THRESHOLD || sent_time + loss_delay <= now {
+                if let Some(rec) = self.take(pn) {
+                    lost.push(rec);
+                }
+            } else {
+                let t = sent_time + loss_delay;
+                self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
+            }
+        }
+        self.compact();
+        lost
+    }
+
+    /// When the loss-detection timer (or, with nothing to time, the probe timer) fires.
+    pub fn timer(&self, max_ack_delay: Duration) -> Option<Instant> {
+        if self.loss_time.is_some() {
+            return self.loss_time;
+        }
+        if self.ack_eliciting_in_flight == 0 {
+            return None;
+        }
+        let base = self.last_ack_eliciting_sent?;
+        let backoff = 1u32 << self.pto_count.min(10);
+        Some(base + self.rtt.pto_base(max_ack_delay) * backoff)
+    }
+
+    /// True if the timer that fired is the loss timer (otherwise it is a probe timeout).
+    pub fn loss_timer_armed(&self) -> bool {
+        self.loss_time.is_some()
+    }
+
+    /// The oldest unacknowledged in-flight packets' chunks, to re-send as a probe.
+    pub fn oldest_outstanding(&self, max: usize) -> Vec<Chunk> {
+        self.sent
+            .iter()
+            .flatten()
+            .filter(|r| r.in_flight)
+            .flat_map(|r| r.chunks.iter().copied())
+            .take(max)
+            .collect()
+    }
+
+    /// Counts a probe timeout.
+    pub fn on_pto(&mut self) {
+        self.pto_count = self.pto_count.saturating_add(1);
+    }
+
+    /// Number of packets still tracked.
+    pub fn tracked(&self) -> usize {
+        self.sent.iter().filter(|r| r.is_some()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pn: u64, t: Instant) -> SentRecord {
+        SentRecord {
+            pn,
+            sent_time: t,
+            bytes: 1000,
+            in_flight: true,
+            snapshot: RateSnapshot::default(),
+            chunks: vec![],
+        }
+    }
+
+    #[test]
+    fn packet_threshold_and_time_threshold_declare_loss() {
+        let t0 = Instant::now();
+        let mut r = Recovery::new(Duration::from_millis(100));
+        for pn in 0..10 {
+            r.on_sent(record(pn, t0));
+        }
+        assert_eq!(r.bytes_in_flight(), 10_000);
+        let t1 = t0 + Duration::from_millis(100);
+        // ACK 3..=9 and 1: packet 0 and 2 missing; 0 is 9 behind, 2 is 7 behind the largest.
+        let ack = AckFrame {
+            ack_delay_us: 0,
+            ranges: vec![3..=9, 1..=1],
+        };
+        let out = r.on_ack(t1, &ack, Duration::from_millis(25));
+        assert_eq!(out.acked.len(), 8);
+        assert_eq!(out.lost.iter().map(|p| p.pn).collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(out.rtt_sample, Some(Duration::from_millis(100)));
+        assert_eq!(r.bytes_in_flight(), 0);
+        assert_eq!(r.tracked(), 0);
+
+        // Tail: 10, 11 sent; only 11 acked; 10 is within the packet threshold, so it waits for time.
+        let t2 = t1 + Duration::from_millis(10);
+        r.on_sent(record(10, t2));
+        r.on_sent(record(11, t2));
+        let out = r.on_ack(
+            t2 + Duration::from_millis(100),
+            &AckFrame {
+                ack_delay_us: 0,
+                ranges: vec![11..=11],
+            },
+            Duration::ZERO,
+        );
+        assert!(out.lost.is_empty());
+        let deadline = r.timer(Duration::ZERO).unwrap();
+        assert!(deadline > t2 + Duration::from_millis(100));
+        let lost = r.detect_lost(deadline);
+        assert_eq!(lost.iter().map(|p| p.pn).collect::<Vec<_>>(), vec![10]);
+    }
+
+    #[test]
+    fn acks_for_unsent_packets_are_ignored() {
+        let t0 = Instant::now();
+        let mut r = Recovery::new(Duration::from_millis(100));
+        r.on_sent(record(0, t0));
+        let out = r.on_ack(
+            t0,
+            &AckFrame {
+                ack_delay_us: 0,
+                ranges: vec![0..=5],
+            },
+            Duration::ZERO,
+        );
+        assert!(out.acked.is_empty());
+        assert_eq!(r.bytes_in_flight(), 1000);
+    }
+
+    #[test]
+    fn probe_timer_backs_off() {
+        let t0 = Instant::now();
+        let mut r = Recovery::new(Duration::from_millis(100));
+        r.on_sent(record(0, t0));
+        let a = r.timer(Duration::ZERO).unwrap();
+        r.on_pto();
+        let b = r.timer(Duration::ZERO).unwrap();
+        assert_eq!(b - t0, (a - t0) * 2);
+    }
+}

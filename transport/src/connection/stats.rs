@@ -1,0 +1,54 @@
+//! What a connection reports about itself.
+
+use super::reassembly::RecvStats;
+use super::send_queue::SendStats;
+use crate::congestion::ControllerStats;
+use std::time::Duration;
+
+/// A snapshot of one connection's counters and estimates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConnectionStats {
+    /// Smoothed RTT.
+    pub rtt: Duration,
+    /// Minimum RTT seen.
+    pub min_rtt: Duration,
+    /// Congestion controller gauges (cwnd, pacing rate, bandwidth estimate, delivery rate).
+    pub congestion: ControllerStats,
+    /// Bytes in flight now.
+    pub bytes_in_flight: u64,
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Bytes sent on the wire (headers, tags and ACK-only packets included).
+    pub bytes_sent: u64,
+    /// Packets received and authenticated.
+    pub packets_received: u64,
+    /// Bytes received in authenticated packets.
+    pub bytes_received: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// Probe timeouts.
+    pub probe_timeouts: u64,
+    /// Packets that failed authentication.
+    pub auth_failures: u64,
+    /// Packets refused as replays or too old for the replay window.
+    pub replays: u64,
+    /// Packets that authenticated but carried malformed frames.
+    pub malformed: u64,
+    /// Key updates performed by this side.
+    pub key_updates: u64,
+    /// Send side: frames by kind (queued, acked, dropped by reason), payload and repair bytes.
+    pub send: SendStats,
+    /// Receive side: frames delivered, dropped, discarded, gaps.
+    pub recv: RecvStats,
+}
+
+impl ConnectionStats {
+    /// Repair bytes over first-transmission payload bytes.
+    pub fn overhead_ratio(&self) -> f64 {
+        if self.send.payload_bytes_first == 0 {
+            0.0
+        } else {
+            self.send.payload_bytes_repair as f64 / self.send.payload_bytes_first as f64
+        }
+    }
+}

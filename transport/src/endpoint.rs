@@ -1,0 +1,420 @@
+//! The endpoint: one UDP socket's worth of connections. Routes datagrams to connections by connection id,
+//! runs the stateless cookie exchange and the Noise handshake for new peers, and hands out what to send.
+//!
+//! Nothing here reads a clock or touches a socket: the caller passes `now` and moves the bytes.
+
+use crate::config::EndpointConfig;
+use crate::connection::send_queue::PushError;
+use crate::connection::stats::ConnectionStats;
+use crate::connection::{Connection, Event};
+use crate::crypto::{random_bytes, CookieJar, CryptoError, InitiatorHandshake, ResponderHandshake};
+use crate::media::{MediaFrame, StreamId};
+use crate::wire::packet::{self, Packet, MIN_INITIAL_SIZE};
+use bytes::BytesMut;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Stateless replies (Retry) waiting to be sent are capped at this many; beyond it they are not generated.
+const MAX_STATELESS_QUEUE: usize = 256;
+/// Rotate the cookie secret this often.
+const COOKIE_ROTATION: Duration = Duration::from_secs(60);
+/// Server-side Noise message 1 payload / client-side message 2 payload: the protocol version.
+const HANDSHAKE_PAYLOAD: &[u8] = b"popline/1";
+
+/// Refers to a connection of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionHandle(pub usize);
+
+/// A datagram to send, written into the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Its length in the buffer.
+    pub size: usize,
+}
+
+/// Why `connect` or `send_frame` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The handshake could not be built (bad key).
+    #[error("handshake setup failed: {0}")]
+    Crypto(#[from] CryptoError),
+    /// No such connection (closed or never existed).
+    #[error("unknown connection {0:?}")]
+    UnknownConnection(ConnectionHandle),
+    /// The connection limit is reached.
+    #[error("too many connections ({0})")]
+    TooManyConnections(usize),
+    /// The frame was refused.
+    #[error(transparent)]
+    Push(#[from] PushError),
+}
+
+/// Datagrams dropped before reaching a connection, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams received.
+    pub datagrams_received: u64,
+    /// Did not parse as a popline packet.
+    pub malformed: u64,
+    /// Addressed to a connection id we do not have.
+    pub unknown_connection: u64,
+    /// Initial packets refused (too small, bad handshake, not authorized, not accepting).
+    pub refused_initials: u64,
+    /// Initial packets answered with a Retry (cookie request).
+    pub retries_sent: u64,
+    /// Initial packets with an invalid or expired cookie.
+    pub bad_cookies: u64,
+    /// Stateless replies not generated because the queue was full.
+    pub stateless_dropped: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Handshake packets (Retry/Handshake) that arrived unexpectedly.
+    pub unexpected_handshake: u64,
+}
+
+/// A set of connections sharing one identity and one socket.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    cookies: CookieJar,
+    epoch: Instant,
+    last_rotation: Instant,
+    conns: Vec<Option<Connection>>,
+    by_cid: HashMap<u64, usize>,
+    by_client: HashMap<(SocketAddr, u64), usize>,
+    stateless: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<(ConnectionHandle, Event)>,
+    next_rr: usize,
+    stats: EndpointStats,
+}
+
+impl Endpoint {
+    /// Creates an endpoint. `now` anchors its cookie clock.
+    pub fn new(config: EndpointConfig, now: Instant) -> Result<Self, EndpointError> {
+        Ok(Endpoint {
+            config,
+            cookies: CookieJar::new()?,
+            epoch: now,
+            last_rotation: now,
+            conns: Vec::new(),
+            by_cid: HashMap::new(),
+            by_client: HashMap::new(),
+            stateless: VecDeque::new(),
+            events: VecDeque::new(),
+            next_rr: 0,
+            stats: EndpointStats::default(),
+        })
+    }
+
+    /// Endpoint-level counters.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// The number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.iter().flatten().count()
+    }
+
+    fn new_cid(&self) -> Result<u64, CryptoError> {
+        loop {
+            let cid = u64::from_be_bytes(random_bytes::<8>()?);
+            if cid != 0 && !self.by_cid.contains_key(&cid) {
+                return Ok(cid);
+            }
+        }
+    }
+
+    fn insert(&mut self, conn: Connection) -> Result<ConnectionHandle, EndpointError> {
+        if self.connection_count() >= self.config.max_connections {
+            return Err(EndpointError::TooManyConnections(self.config.max_connections));
+        }
+        let cid = conn.local_cid();
+        let idx = match self.conns.iter().position(Option::is_none) {
+            Some(i) => {
+                self.conns[i] = Some(conn);
+                i
+            }
+            None => {
+                self.conns.push(Some(conn));
+                self.conns.len() - 1
+            }
+        };
+        self.by_cid.insert(cid, idx);
+        Ok(ConnectionHandle(idx))
+    }
+
+    /// Starts a connection to `remote`, whose static public key must be `remote_static`.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        remote_static: [u8; 32],
+    ) -> Result<ConnectionHandle, EndpointError> {
+        let (init, msg1) = InitiatorHandshake::start(
+            &self.config.keypair,
+            &remote_static,
+            self.config.psk.as_ref(),
+            HANDSHAKE_PAYLOAD,
+        )?;
+        let cid = self.new_cid()?;
+        let conn = Connection::client(
+            now,
+            self.config.connection.clone(),
+            cid,
+            remote,
+            remote_static,
+            init,
+            msg1,
+        );
+        tracing::debug!(%remote, cid, "connecting");
+        self.insert(conn)
+    }
+
+    /// Feeds one received datagram. Anything that is not for a live connection or a valid handshake is
+    /// counted and dropped; it never affects other connections.
+    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, datagram: BytesMut) {
+        self.stats.datagrams_received += 1;
+        let parsed = match packet::parse(&datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::trace!(%remote, error = %e, "malformed datagram");
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        match parsed {
+            Packet::Data(h) => match self.by_cid.get(&h.dst_cid).and_then(|&i| self.conns.get_mut(i)) {
+                Some(Some(c)) => c.handle_data(now, remote, h, datagram),
+                _ => self.stats.unknown_connection += 1,
+            },
+            Packet::Retry { header, cookie } => {
+                match self
+                    .by_cid
+                    .get(&header.dst_cid)
+                    .and_then(|&i| self.conns.get_mut(i))
+                {
+                    Some(Some(c)) if c.remote() == remote => c.handle_retry(now, cookie),
+                    _ => self.stats.unexpected_handshake += 1,
+                }
+            }
+            Packet::Handshake { header, message } => {
+                match self
+                    .by_cid
+                    .get(&header.dst_cid)
+                    .and_then(|&i| self.conns.get_mut(i))
+                {
+                    Some(Some(c)) if c.remote() == remote => c.handle_handshake(now, header.src_cid, message),
+                    _ => self.stats.unexpected_handshake += 1,
+                }
+            }
+            Packet::Initial {
+                header,
+                cookie,
+                message,
+            } => {
+                let len = datagram.len();
+                self.handle_initial(now, remote, len, header.src_cid, cookie, message);
+            }
+        }
+    }
+
+    fn handle_initial(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        datagram_len: usize,
+        client_cid: u64,
+        cookie: &[u8],
+        message: &[u8],
+    ) {
+        if !self.config.accept_incoming || datagram_len < MIN_INITIAL_SIZE {
+            self.stats.refused_initials += 1;
+            return;
+        }
+        if let Some(&idx) = self.by_client.get(&(remote, client_cid)) {
+            if let Some(Some(c)) = self.conns.get_mut(idx) {
+                c.handle_repeated_initial();
+                return;
+            }
+        }
+        if now.saturating_duration_since(self.last_rotation) >= COOKIE_ROTATION
+            && self.cookies.rotate().is_ok()
+        {
+            self.last_rotation = now;
+        }
+        let now_secs = now.saturating_duration_since(self.epoch).as_secs();
+        if self.config.require_cookie {
+            if cookie.is_empty() {
+                if self.stateless.len() >= MAX_STATELESS_QUEUE {
+                    self.stats.stateless_dropped += 1;
+                    return;
+                }
+                let c = self.cookies.issue(now_secs, remote, client_cid);
+                let mut out = Vec::with_capacity(64);
+                packet::write_retry(&mut out, client_cid, &c);
+                self.stateless.push_back((remote, out));
+                self.stats.retries_sent += 1;
+                return;
+            }
+            if !self.cookies.verify(now_secs, remote, client_cid, cookie) {
+                self.stats.bad_cookies += 1;
+                return;
+            }
+        }
+        if self.connection_count() >= self.config.max_connections {
+            self.stats.refused_initials += 1;
+            return;
+        }
+        let (responder, peer_static, _payload) =
+            match ResponderHandshake::read_init(&self.config.keypair, self.config.psk.as_ref(), message) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "handshake refused");
+                    self.stats.refused_initials += 1;
+                    return;
+                }
+            };
+        if let Some(allowed) = &self.config.authorized_peers {
+            if !allowed.contains(&peer_static) {
+                tracing::info!(%remote, "handshake from an unauthorized static key refused");
+                self.stats.refused_initials += 1;
+                return;
+            }
+        }
+        let (keys, message2) = match responder.respond(HANDSHAKE_PAYLOAD) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "handshake response failed");
+                self.stats.refused_initials += 1;
+                return;
+            }
+        };
+        let Ok(cid) = self.new_cid() else { return };
+        let conn = Connection::server(
+            now,
+            self.config.connection.clone(),
+            cid,
+            client_cid,
+            remote,
+            peer_static,
+            keys,
+            message2,
+        );
+        match self.insert(conn) {
+            Ok(h) => {
+                self.by_client.insert((remote, client_cid), h.0);
+                self.stats.accepted += 1;
+                tracing::debug!(%remote, cid, "connection accepted");
+            }
+            Err(_) => self.stats.refused_initials += 1,
+        }
+    }
+
+    /// Writes the next datagram to send into `buf`, if any is ready at `now`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some((destination, bytes)) = self.stateless.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&bytes);
+            return Some(Transmit {
+                destination,
+                size: buf.len(),
+            });
+        }
+        let n = self.conns.len();
+        for k in 0..n {
+            let idx = (self.next_rr + k) % n;
+            if let Some(Some(c)) = self.conns.get_mut(idx) {
+                if c.poll_transmit(now, buf) {
+                    self.next_rr = (idx + 1) % n;
+                    return Some(Transmit {
+                        destination: c.remote(),
+                        size: buf.len(),
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// The earliest instant at which `handle_timeout` (or `poll_transmit`) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(Connection::poll_timeout)
+            .min()
+    }
+
+    /// Runs due timers of every connection, and reaps closed ones.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for c in self.conns.iter_mut().flatten() {
+            c.handle_timeout(now);
+        }
+        self.collect_events();
+        for idx in 0..self.conns.len() {
+            let closed = matches!(self.conns.get(idx), Some(Some(c)) if c.is_closed());
+            if closed {
+                if let Some(Some(c)) = self.conns.get_mut(idx).map(Option::take) {
+                    self.by_cid.remove(&c.local_cid());
+                    self.by_client.retain(|_, v| *v != idx);
+                }
+            }
+        }
+    }
+
+    fn collect_events(&mut self) {
+        for (idx, c) in self.conns.iter_mut().enumerate() {
+            if let Some(c) = c {
+                while let Some(e) = c.poll_event() {
+                    self.events.push_back((ConnectionHandle(idx), e));
+                }
+            }
+        }
+    }
+
+    /// The next event from any connection.
+    pub fn poll_event(&mut self) -> Option<(ConnectionHandle, Event)> {
+        if self.events.is_empty() {
+            self.collect_events();
+        }
+        self.events.pop_front()
+    }
+
+    /// Queues a frame on a connection's stream; returns its sequence number.
+    pub fn send_frame(
+        &mut self,
+        ch: ConnectionHandle,
+        stream: StreamId,
+        frame: MediaFrame,
+    ) -> Result<u64, EndpointError> {
+        let c = self.connection_mut(ch)?;
+        Ok(c.send_frame(stream.0, frame)?)
+    }
+
+    /// Closes a connection (a CLOSE frame is sent once).
+    pub fn close(&mut self, ch: ConnectionHandle, code: u64, reason: &str) -> Result<(), EndpointError> {
+        self.connection_mut(ch)?.close(code, reason);
+        Ok(())
+    }
+
+    /// A connection, for stats and inspection.
+    pub fn connection(&self, ch: ConnectionHandle) -> Option<&Connection> {
+        self.conns.get(ch.0).and_then(Option::as_ref)
+    }
+
+    fn connection_mut(&mut self, ch: ConnectionHandle) -> Result<&mut Connection, EndpointError> {
+        self.conns
+            .get_mut(ch.0)
+            .and_then(Option::as_mut)
+            .ok_or(EndpointError::UnknownConnection(ch))
+    }
+
+    /// A connection's stats.
+    pub fn connection_stats(&self, ch: ConnectionHandle) -> Option<ConnectionStats> {
+        self.connection(ch).map(Connection::stats)
+    }
+}
