@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use transport::congestion::ControllerKind;
-use transport::sim::link::Outage;
+use transport::sim::link::{Outage, RateChange};
 use transport::sim::media::LiveParams;
 use transport::sim::scenario::{self, Mode, Report, Scenario};
 use transport::sim::LossModel;
@@ -63,6 +63,10 @@ pub struct SimArgs {
     /// A forward-direction outage: `DURATION@START`, e.g. `500ms@10s`.
     #[arg(long)]
     outage: Option<String>,
+    /// Forward-direction rate changes, comma-separated `RATE@TIME` (time from the start of the run, warm-up
+    /// included), e.g. `3.6mbit@12s,100mbit@17s` for a 5 s squeeze.
+    #[arg(long)]
+    rate_change: Option<String>,
     /// Seed of the link's random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -79,6 +83,13 @@ pub struct SimArgs {
     /// Worker threads for `--matrix` (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Live mode: low-priority bulk traffic on the connection for this long before the stream starts, as on a
+    /// PoP-to-PoP connection that already carries other streams. `0s` measures a cold start.
+    #[arg(long, default_value = "2s")]
+    warmup: String,
+    /// Print the measured flow's state (goodput, pacing rate, cwnd, RTT) every interval, e.g. `500ms`.
+    #[arg(long)]
+    trace: Option<String>,
 }
 
 fn parse_controllers(s: &str) -> Result<Vec<ControllerKind>> {
@@ -116,6 +127,20 @@ fn parse_outage(s: &str) -> Result<Outage> {
     })
 }
 
+fn parse_rate_changes(s: &str) -> Result<Vec<RateChange>> {
+    s.split(',')
+        .map(|part| {
+            let (rate, at) = part
+                .split_once('@')
+                .ok_or_else(|| anyhow!("bad --rate-change {part:?}: RATE@TIME, e.g. 3.6mbit@12s"))?;
+            Ok(RateChange {
+                at: parse_duration(at)?,
+                rate_bps: parse_rate_bps(rate)?,
+            })
+        })
+        .collect()
+}
+
 fn base_scenario(a: &SimArgs) -> Result<Scenario> {
     let mode = match a.mode.as_str() {
         "bulk" => Mode::Bulk,
@@ -145,7 +170,12 @@ fn base_scenario(a: &SimArgs) -> Result<Scenario> {
             .transpose()?
             .into_iter()
             .collect(),
-        rate_changes: Vec::new(),
+        rate_changes: a
+            .rate_change
+            .as_deref()
+            .map(parse_rate_changes)
+            .transpose()?
+            .unwrap_or_default(),
         live: LiveParams {
             bitrate_bps: parse_rate_bps(&a.bitrate)?,
             fps: a.fps,
@@ -157,6 +187,12 @@ fn base_scenario(a: &SimArgs) -> Result<Scenario> {
         competitor: None,
         encryption: !a.plaintext,
         seed: a.seed,
+        trace_interval: a.trace.as_deref().map(parse_duration).transpose()?,
+        warmup: if mode == Mode::Live {
+            parse_duration(&a.warmup)?
+        } else {
+            Duration::ZERO
+        },
     })
 }
 
@@ -364,6 +400,28 @@ pub fn run(a: &SimArgs) -> Result<()> {
     let t0 = Instant::now();
     let rows = run_all(jobs, threads, a.matrix)?;
     let wall = t0.elapsed();
+    for row in rows.iter().filter(|r| !r.report.trace.is_empty()) {
+        eprintln!("trace of {} ({}):", row.report.scenario.cc.name(), row.label);
+        eprintln!(
+            "{:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8} {:>7}",
+            "t_s", "good_Mb", "send_Mb", "pace_Mb", "bw_Mb", "cwnd_B", "inflight_B", "srtt_ms", "lost"
+        );
+        for t in &row.report.trace {
+            eprintln!(
+                "{:>7.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10} {:>10} {:>8.1} {:>7} {}",
+                t.t.as_secs_f64(),
+                t.goodput_bps / 1e6,
+                t.send_bps / 1e6,
+                t.pacing_bps / 1e6,
+                t.bandwidth_bps / 1e6,
+                t.cwnd_bytes,
+                t.in_flight_bytes,
+                t.srtt.as_secs_f64() * 1e3,
+                t.packets_lost,
+                t.phase
+            );
+        }
+    }
     if a.json {
         for row in &rows {
             println!("{}", to_json(row));

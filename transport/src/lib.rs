@@ -19,6 +19,7 @@ pub mod congestion;
 pub mod connection;
 pub mod crypto;
 pub mod endpoint;
+pub mod fuzzing;
 pub mod media;
 pub mod sim;
 pub mod wire;

@@ -109,6 +109,10 @@ pub trait Controller: std::fmt::Debug + Send {
     fn pacing_rate(&self) -> u64;
     /// Stats for reports.
     fn stats(&self) -> ControllerStats;
+    /// The controller's state machine phase, for traces (e.g. `"startup"`, `"probe_bw:up"`).
+    fn phase(&self) -> &'static str {
+        ""
+    }
 }
 
 /// Which controller a connection uses.

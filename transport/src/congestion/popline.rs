@@ -3,9 +3,17 @@
 //!
 //! # Model
 //! The controller keeps two numbers about the path: the bottleneck bandwidth `btlbw` (a windowed maximum of
-//! delivery-rate samples over [`BW_WINDOW_ROUNDS`] round trips) and the minimum RTT `min_rtt` (over
+//! delivery-rate samples over [`BW_WINDOW_ROUNDS`] *path-limited* round trips) and the minimum RTT `min_rtt` (over
 //! [`MIN_RTT_WINDOW`]). Their product is the bandwidth-delay product `BDP`. It paces at `pacing_gain x btlbw` and
 //! caps bytes in flight at `cwnd_gain x BDP + EXTRA_CWND_PACKETS` datagrams.
+//!
+//! # Application-limited rounds
+//! A live stream is app-limited except in its keyframe bursts, and a burst shorter than a round trip yields only
+//! app-limited samples. Only a round with at least one non-app-limited sample advances the filter's clock, so
+//! idle and app-limited stretches keep the estimate (as BBRv2/v3 keep `bw_hi`), and an app-limited sample enters
+//! the filter only when it raises the estimate. Without this the estimate expired one second after the warm-up
+//! and fell to the P-frame rate, the next keyframe took 400+ ms to pace out and the GOP was lost. Only a
+//! congestion round (below) brings a held estimate down.
 //!
 //! # Random loss versus congestion
 //! Loss applied before the bottleneck (radio, a lossy peering link) thins the flow: a flow paced at exactly the
@@ -37,8 +45,17 @@
 //! - **ProbeBw**: a cycle of [`PROBE_CYCLE_MIN_RTTS`] min RTTs: *Up* at [`PROBE_UP_GAIN`] for
 //!   `min(min_rtt, PROBE_UP_MAX)` or until the RTT rises by the queue margin above where it was when the cycle
 //!   began; *Down* at [`PROBE_DOWN_GAIN`] for as long as Up lasted or until in flight is back to one BDP, so the
-//!   probe's queue is removed; then *Cruise* at gain 1.0. The probe is short because the product's target is a
-//!   95th-percentile queueing delay of 10 ms: 25 ms at +25 % makes at most ~6 ms of queue.
+//!   probe's queue is removed (at most `(gain - 1) / (1 - PROBE_DOWN_GAIN) x up + min_rtt`); then *Cruise* at
+//!   gain 1.0. The probe is short because the product's target is a 95th-percentile queueing delay of 10 ms:
+//!   25 ms at +25 % makes at most ~6 ms of queue.
+//!   Probing escalates (BBRv3's exponential probe-up, in gain): once the samples of the Up packets are back (the
+//!   ACK of a packet sent after Up ended), a probe that raised the estimate by at least
+//!   [`PROBE_SUCCESS_FRACTION`] of what it could show (`(gain - 1) x min(1, up / min_rtt)`, and at least
+//!   [`PROBE_MIN_GROWTH`]) without queueing is a success: the step grows by one and the next Up starts at once,
+//!   at gain `1 + 0.25 x 2^step` (capped at [`STARTUP_GAIN`], at most [`MAX_PROBE_STEP`] steps) for a whole
+//!   min RTT. A probe that finds nothing resets the step to 0 (steady state: one short probe per cycle); one
+//!   during which the sender ran out of data proves nothing and keeps it. From 3.6 to 100 Mbit/s at 100 ms RTT
+//!   this takes about 1.5 s instead of minutes.
 //! - **ProbeRtt**: when `min_rtt` has not been confirmed for [`MIN_RTT_WINDOW`] (a sample within the queue-free
 //!   margin of it confirms it, so a flow that keeps no queue never needs this), the window is held to
 //!   `max(BDP / 2, MIN_CWND_PACKETS)` — gentler than BBRv1's four packets — for [`PROBE_RTT_DURATION`] and at
@@ -51,6 +68,19 @@ use std::time::{Duration, Instant};
 
 use super::delivery_rate::{bytes_in, rate_bytes_per_s, DeliveryRateSampler, RateSample};
 use super::{AckEvent, Controller, ControllerStats, RateSnapshot, SentPacket, MAX_DATAGRAM_BYTES};
+
+/// Bytes a burst probe sends at the pre-congestion rate (16 full datagrams: about 50 ms of queue on a path
+/// squeezed to 3.6 Mbit/s, short enough for audio behind it to stay within a 280 ms budget).
+pub const BURST_PROBE_BYTES: u64 = 16 * MAX_DATAGRAM_BYTES;
+/// A burst probe is tried only when the estimate fell below this fraction of the pre-congestion rate (a
+/// squeeze, not the ordinary back-off after a probe).
+pub const BURST_BELOW: f64 = 0.5;
+/// How long the pre-congestion rate stays a burst probe's ceiling.
+pub const BURST_MEMORY: Duration = Duration::from_secs(30);
+
+/// A round that offered this many times what it delivered, with a standing queue and while app-limited, means
+/// the path slowed below the application's rate.
+pub const SELF_QUEUE_RATIO: f64 = 1.2;
 
 /// A congestion round resets the bandwidth estimate to this fraction of what the round delivered.
 pub const CONGESTION_BACKOFF: f64 = 0.7;
@@ -90,6 +120,12 @@ pub const PROBE_DOWN_GAIN: f64 = 0.75;
 pub const PROBE_UP_MAX: Duration = Duration::from_millis(25);
 /// A ProbeBw cycle lasts this many min RTTs.
 pub const PROBE_CYCLE_MIN_RTTS: u32 = 8;
+/// Up-probes escalate at most this many steps (gain `1 + 0.25 x 2^step`, capped at [`STARTUP_GAIN`]).
+pub const MAX_PROBE_STEP: u32 = 4;
+/// An up-probe succeeded when the estimate grew by at least this fraction of what the probe could show.
+pub const PROBE_SUCCESS_FRACTION: f64 = 0.5;
+/// ... and by at least this much in any case (sampling noise under random loss is a few percent).
+pub const PROBE_MIN_GROWTH: f64 = 0.02;
 /// ProbeRtt holds the reduced window at least this long.
 pub const PROBE_RTT_DURATION: Duration = Duration::from_millis(200);
 /// The random-loss rate is measured over this many queue-free rounds.
@@ -189,6 +225,25 @@ pub enum ProbePhase {
     Cruise,
 }
 
+/// An up-probe waiting for its verdict: the samples of the packets it sent arrive about one round trip after
+/// it ended.
+#[derive(Debug, Clone, Copy)]
+struct ProbeEval {
+    /// The bandwidth estimate when the probe began.
+    start_bw: u64,
+    /// When the Up phase ended (zero until it has); the verdict comes with the first ACK of a packet sent after.
+    up_end: Option<Instant>,
+    /// Growth of the estimate that the probe could show if the path had the room: `(gain - 1) x min(1, up /
+    /// min_rtt)`.
+    expected_growth: f64,
+    /// The Up phase ended early because the RTT rose.
+    cut_short: bool,
+    /// The sender ran out of data during the probe: a probe that found nothing proves nothing.
+    app_limited: bool,
+    /// Largest queueing delay of a packet sent during the probe, above the cycle's base.
+    max_queue: Duration,
+}
+
 /// Per-round accumulators.
 #[derive(Debug, Clone, Copy, Default)]
 struct RoundStats {
@@ -200,6 +255,62 @@ struct RoundStats {
     /// Largest raw (uncompensated) delivery rate sampled in the round, preferring non-app-limited samples.
     max_rate_bytes_per_s: u64,
     max_app_limited_rate_bytes_per_s: u64,
+    /// Bytes sent during the round.
+    sent_bytes: u64,
+    /// Whether the sender ran out of data at some point in the round.
+    app_limited: bool,
+    /// When the round began (the ACK that ended the previous one).
+    started: Option<Instant>,
+}
+
+/// A burst probe's packet train: the bottleneck spaces its packets at its own rate, so the spacing of their
+/// ACKs measures that rate even when the flow was idle just before (where a delivery-rate sample, whose
+/// interval starts at the previous ACK, would not).
+#[derive(Debug, Clone, Copy)]
+struct Train {
+    first_sent: Instant,
+    last_sent: Instant,
+    sent_bytes: u64,
+    first_ack: Option<Instant>,
+    last_ack: Option<Instant>,
+    acked_bytes: u64,
+    bytes_after_first_ack: u64,
+}
+
+impl Train {
+    /// Records ACKed packets; returns the train's rate once most of it is acknowledged.
+    fn on_acked(&mut self, now: Instant, acked: &[super::AckedPacket]) -> Option<u64> {
+        for p in acked
+            .iter()
+            .filter(|p| p.sent_time >= self.first_sent && p.sent_time <= self.last_sent)
+        {
+            self.acked_bytes = self.acked_bytes.saturating_add(p.bytes);
+            match self.first_ack {
+                None => self.first_ack = Some(now),
+                Some(_) => {
+                    self.bytes_after_first_ack = self.bytes_after_first_ack.saturating_add(p.bytes);
+                    self.last_ack = Some(now);
+                }
+            }
+        }
+        if self.acked_bytes * 4 < self.sent_bytes * 3 || self.bytes_after_first_ack * 2 < self.sent_bytes {
+            return None;
+        }
+        let spread = self.last_ack?.saturating_duration_since(self.first_ack?);
+        if spread.is_zero() {
+            return None;
+        }
+        Some(rate_bytes_per_s(self.bytes_after_first_ack, spread))
+    }
+}
+
+/// Since when every RTT sample has shown a queue, and what we sent and got delivered since.
+#[derive(Debug, Clone, Copy)]
+struct QueueWatch {
+    since: Instant,
+    sent_at: u64,
+    delivered_at: u64,
+    app_limited: bool,
 }
 
 /// The default model-based controller. See the module documentation.
@@ -209,6 +320,9 @@ pub struct Popline {
     sampler: DeliveryRateSampler,
     bw_filter: RoundMaxFilter,
     round: u64,
+    /// Rounds that carried at least one non-app-limited rate sample: the bandwidth filter's clock. An
+    /// app-limited round measures the application, not the path, so it does not age the estimate.
+    bw_round: u64,
     next_round_delivered: u64,
     round_stats: RoundStats,
     min_rtt: Option<Duration>,
@@ -226,14 +340,35 @@ pub struct Popline {
     cycle_start: Instant,
     phase_start: Instant,
     up_duration: Duration,
+    /// Pacing gain of the last up-probe.
+    up_gain: f64,
     /// Queueing delay when the current probe cycle began (a competitor's standing queue is not ours).
     cycle_base_queue_delay: Duration,
+    /// Escalation step of the up-probe: 0 in steady state, +1 per up-probe that found bandwidth.
+    probe_step: u32,
+    /// The up-probe whose outcome is still to be judged, if any.
+    probe_eval: Option<ProbeEval>,
     cwnd_bytes: u64,
     pacing_rate_bytes_per_s: u64,
     rto_restricted: bool,
     /// Samples of packets sent before the last reset of the estimate (their `prior_delivered` is below this)
     /// measure the rate before the back-off and may not raise the estimate again.
     reset_delivered_mark: u64,
+    /// The estimate before the last congestion reset, and when it was recorded: what the path carried
+    /// before it slowed, the ceiling of a burst probe.
+    bw_before_reset: u64,
+    bw_before_reset_stamp: Instant,
+    /// Whether the previous packet left the sender with nothing more to send.
+    was_app_limited: bool,
+    /// Bytes the current burst probe may still send at the ceiling rate.
+    burst_credit: u64,
+    last_burst: Option<Instant>,
+    /// The packet train of the current burst probe, measured by its ACK dispersion.
+    train: Option<Train>,
+    /// Bytes ever sent (for the own-queue watch).
+    total_sent_bytes: u64,
+    /// Tracks a queue that has stood since some instant, to tell whether we built it.
+    queue_watch: Option<QueueWatch>,
     delivery_rate_bytes_per_s: u64,
     congestion_events: u64,
 }
@@ -247,6 +382,7 @@ impl Popline {
             sampler: DeliveryRateSampler::new(),
             bw_filter: RoundMaxFilter::default(),
             round: 0,
+            bw_round: 0,
             next_round_delivered: 0,
             round_stats: RoundStats::default(),
             min_rtt: None,
@@ -262,11 +398,22 @@ impl Popline {
             cycle_start: now,
             phase_start: now,
             up_duration: Duration::ZERO,
+            up_gain: PROBE_UP_GAIN,
             cycle_base_queue_delay: Duration::ZERO,
+            probe_step: 0,
+            probe_eval: None,
             cwnd_bytes,
             pacing_rate_bytes_per_s: scale(rate_bytes_per_s(cwnd_bytes, INITIAL_RTT), STARTUP_GAIN),
             rto_restricted: false,
             reset_delivered_mark: 0,
+            bw_before_reset: 0,
+            bw_before_reset_stamp: now,
+            was_app_limited: false,
+            burst_credit: 0,
+            last_burst: None,
+            train: None,
+            total_sent_bytes: 0,
+            queue_watch: None,
             delivery_rate_bytes_per_s: 0,
             congestion_events: 0,
         }
@@ -279,7 +426,7 @@ impl Popline {
 
     /// The bottleneck-bandwidth estimate, in bytes per second (0 before the first sample).
     pub fn bandwidth_estimate(&self) -> u64 {
-        self.bw_filter.get(self.round)
+        self.bw_filter.get(self.bw_round)
     }
 
     /// The min-RTT estimate, if any sample arrived yet.
@@ -304,11 +451,29 @@ impl Popline {
         self.min_rtt.map_or(Duration::ZERO, |m| rtt.saturating_sub(m))
     }
 
+    /// The up-probe's pacing gain at the current escalation step: `1 + (PROBE_UP_GAIN - 1) x 2^step`, at most
+    /// [`STARTUP_GAIN`].
+    fn probe_up_gain(&self) -> f64 {
+        let step = self.probe_step.min(MAX_PROBE_STEP);
+        (1.0 + (PROBE_UP_GAIN - 1.0) * f64::from(1u32 << step)).min(STARTUP_GAIN)
+    }
+
+    /// How long the up-probe lasts: `min(min_rtt, PROBE_UP_MAX)` in steady state, a whole min RTT once
+    /// escalated (a delivery-rate sample averages over a round trip, so only a probe that long shows its whole
+    /// gain).
+    fn probe_up_duration(&self, min_rtt: Duration) -> Duration {
+        if self.probe_step == 0 {
+            min_rtt.min(PROBE_UP_MAX)
+        } else {
+            min_rtt
+        }
+    }
+
     fn pacing_gain(&self) -> f64 {
         match self.mode {
             Mode::Startup => STARTUP_GAIN,
             Mode::Drain { gain, .. } => gain,
-            Mode::ProbeBw(ProbePhase::Up) => PROBE_UP_GAIN,
+            Mode::ProbeBw(ProbePhase::Up) => self.probe_up_gain(),
             Mode::ProbeBw(ProbePhase::Down) => PROBE_DOWN_GAIN,
             Mode::ProbeBw(ProbePhase::Cruise) | Mode::ProbeRtt { .. } => 1.0,
         }
@@ -374,13 +539,14 @@ impl Popline {
             value
         };
         if !sample.is_app_limited || value >= self.bandwidth_estimate() {
-            self.bw_filter.update(self.round, value);
+            self.bw_filter.update(self.bw_round, value);
         }
     }
 
     /// Closes the round that just ended: loss accounting, congestion detection, Startup's exit.
     fn end_round(&mut self, now: Instant) {
         let stats = std::mem::take(&mut self.round_stats);
+        self.round_stats.started = Some(now);
         let Some(min_rtt) = self.min_rtt else { return };
         let total = stats.acked_bytes.saturating_add(stats.lost_bytes);
         let round_loss = if total == 0 {
@@ -427,7 +593,7 @@ impl Popline {
                     // The bottleneck was saturated this round: what it delivered is its rate.
                     let delivered = scale(stats.max_rate_bytes_per_s, 1.0 / (1.0 - self.random_loss_rate));
                     self.bw_filter
-                        .reset(self.round, delivered.min(self.bandwidth_estimate()).max(1));
+                        .reset(self.bw_round, delivered.min(self.bandwidth_estimate()).max(1));
                 }
                 let deadline = now + min_rtt.saturating_mul(DRAIN_MAX_MIN_RTTS);
                 self.mode = Mode::Drain {
@@ -438,29 +604,150 @@ impl Popline {
             return;
         }
 
+        // A queue we build ourselves while the application limits us: we offered more than the path delivered
+        // in a round that never saw the queue drain. The path got slower (a squeeze); its delivery rate, which
+        // is the bottleneck's rate while the queue stands, replaces the estimate at once, without waiting for
+        // the buffer to overflow. Loss-based flows sharing the queue do not trigger this: with a standing queue
+        // that is not ours, what we send is what gets delivered.
         if standing_queue && stats.lost_bytes > 0 {
-            let delivered = if stats.max_rate_bytes_per_s > 0 {
-                stats.max_rate_bytes_per_s
-            } else {
-                stats.max_app_limited_rate_bytes_per_s
-            };
+            let delivered = stats
+                .max_rate_bytes_per_s
+                .max(stats.max_app_limited_rate_bytes_per_s);
+            let self_inflicted = false;
+            let backoff = CONGESTION_BACKOFF;
             if delivered > 0 {
-                let target = scale(delivered, CONGESTION_BACKOFF / (1.0 - self.random_loss_rate))
-                    .min(self.bandwidth_estimate());
+                let target =
+                    scale(delivered, backoff / (1.0 - self.random_loss_rate)).min(self.bandwidth_estimate());
                 self.reset_delivered_mark = self.sampler.delivered_bytes();
-                self.bw_filter.reset(self.round, target.max(1));
+                let before = self.bandwidth_estimate();
+                if before > self.bw_before_reset
+                    || now.saturating_duration_since(self.bw_before_reset_stamp) > BURST_MEMORY
+                {
+                    self.bw_before_reset = before;
+                }
+                self.bw_before_reset_stamp = now;
+                self.bw_filter.reset(self.bw_round, target.max(1));
                 self.congestion_events = self.congestion_events.saturating_add(1);
                 if !matches!(self.mode, Mode::ProbeRtt { .. }) {
                     self.mode = Mode::Drain {
                         gain: CONGESTION_DRAIN_GAIN,
-                        deadline: now + min_rtt,
+                        // A self-made queue is drained until in flight is back to one BDP (the Drain exit),
+                        // however many min RTTs that takes (bounded); a loss episode drains for one.
+                        deadline: now
+                            + if self_inflicted {
+                                min_rtt * DRAIN_MAX_MIN_RTTS * 2
+                            } else {
+                                min_rtt
+                            },
                     };
                 }
             }
         }
     }
 
+    /// A burst probe: when a backlog starts after an app-limited spell, the path shows no queue, and the
+    /// estimate sits below what the path carried before its last congestion reset (within [`BURST_MEMORY`]),
+    /// the first [`BURST_PROBE_BYTES`] of the backlog leave at that old rate. An app-limited live flow only
+    /// has backlogs at keyframes, so this is how it learns that a squeezed path came back: the burst's ACK
+    /// spacing shows the bottleneck's rate. If the path is still slow, the burst costs at most
+    /// `BURST_PROBE_BYTES` of queue (about 130 ms at 3.6 Mbit/s), once per min RTT at most.
+    fn maybe_burst_probe(&mut self, packet: &SentPacket) {
+        let starts_backlog = self.was_app_limited && !packet.app_limited;
+        self.was_app_limited = packet.app_limited;
+        if self.burst_credit > 0 {
+            if let Some(t) = self.train.as_mut() {
+                t.last_sent = packet.now;
+                t.sent_bytes = t.sent_bytes.saturating_add(packet.bytes);
+            }
+        }
+        self.burst_credit = self.burst_credit.saturating_sub(packet.bytes);
+        let (Some(min_rtt), Some(latest)) = (self.min_rtt, self.latest_rtt) else {
+            return;
+        };
+        let recent = packet.now.saturating_duration_since(self.bw_before_reset_stamp) <= BURST_MEMORY;
+        let spaced = self
+            .last_burst
+            .is_none_or(|t| packet.now.saturating_duration_since(t) >= min_rtt);
+        if starts_backlog
+            && recent
+            && spaced
+            && matches!(self.mode, Mode::ProbeBw(_))
+            && self.queue_delay(latest) <= queue_free_margin(min_rtt)
+            && (self.bandwidth_estimate() as f64) < BURST_BELOW * self.bw_before_reset as f64
+        {
+            self.burst_credit = BURST_PROBE_BYTES.saturating_sub(packet.bytes);
+            self.last_burst = Some(packet.now);
+            self.train = Some(Train {
+                first_sent: packet.now,
+                last_sent: packet.now,
+                sent_bytes: packet.bytes,
+                first_ack: None,
+                last_ack: None,
+                acked_bytes: 0,
+                bytes_after_first_ack: 0,
+            });
+        }
+    }
+
+    /// Notices, within half a min RTT, a queue we are building ourselves while the application limits us:
+    /// every RTT sample shows a queue, and we offered more than the path delivered meanwhile. The path got
+    /// slower (a squeeze); what it delivered since the queue appeared is its rate. Waiting for the buffer to
+    /// overflow would put seconds of queue ahead of the stream's audio. A loss-based flow's standing queue does
+    /// not trigger this: with a queue that is not ours, what we send is what gets delivered.
+    fn watch_own_queue(&mut self, now: Instant, latest: Option<Duration>, lost: bool) -> Option<u64> {
+        let (Some(min_rtt), Some(latest)) = (self.min_rtt, latest) else {
+            return None;
+        };
+        let queued = self.queue_delay(latest) > standing_queue_margin(min_rtt) / 2;
+        if lost || !queued || !matches!(self.mode, Mode::ProbeBw(_)) {
+            self.queue_watch = None;
+            return None;
+        }
+        let (total_sent, delivered_now) = (self.total_sent_bytes, self.sampler.delivered_bytes());
+        let w = *self.queue_watch.get_or_insert(QueueWatch {
+            since: now,
+            sent_at: total_sent,
+            delivered_at: delivered_now,
+            app_limited: self.was_app_limited,
+        });
+        let elapsed = now.saturating_duration_since(w.since);
+        if elapsed < min_rtt / 2 {
+            return None;
+        }
+        let sent = total_sent.saturating_sub(w.sent_at);
+        let delivered = delivered_now.saturating_sub(w.delivered_at);
+        if w.app_limited && delivered > 0 && sent as f64 > SELF_QUEUE_RATIO * delivered as f64 {
+            self.queue_watch = None;
+            return Some(rate_bytes_per_s(delivered, elapsed));
+        }
+        None
+    }
+
+    /// The path's rate fell to `rate`: take it as the estimate at once and drain the queue we built.
+    fn on_path_slowed(&mut self, now: Instant, rate: u64) {
+        let before = self.bandwidth_estimate();
+        if rate >= before {
+            return;
+        }
+        if before > self.bw_before_reset
+            || now.saturating_duration_since(self.bw_before_reset_stamp) > BURST_MEMORY
+        {
+            self.bw_before_reset = before;
+        }
+        self.bw_before_reset_stamp = now;
+        self.reset_delivered_mark = self.sampler.delivered_bytes();
+        self.bw_filter.reset(self.bw_round, rate.max(1));
+        self.congestion_events = self.congestion_events.saturating_add(1);
+        let min_rtt = self.min_rtt.unwrap_or(INITIAL_RTT);
+        self.mode = Mode::Drain {
+            gain: CONGESTION_DRAIN_GAIN,
+            deadline: now + min_rtt * DRAIN_MAX_MIN_RTTS * 2,
+        };
+    }
+
     fn enter_probe_bw(&mut self, now: Instant) {
+        self.probe_step = 0;
+        self.probe_eval = None;
         self.mode = Mode::ProbeBw(ProbePhase::Cruise);
         self.cycle_start = now;
         self.phase_start = now;
@@ -492,17 +779,31 @@ impl Popline {
                 let queue_delay = self.latest_rtt.map_or(Duration::ZERO, |r| self.queue_delay(r));
                 match phase {
                     ProbePhase::Up => {
-                        if in_phase >= min_rtt.min(PROBE_UP_MAX)
-                            || queue_delay > self.cycle_base_queue_delay.saturating_add(margin)
-                        {
+                        let rtt_rose = queue_delay > self.cycle_base_queue_delay.saturating_add(margin);
+                        if in_phase >= self.probe_up_duration(min_rtt) || rtt_rose {
+                            let expected_growth = (self.probe_up_gain() - 1.0)
+                                * (in_phase.as_secs_f64() / min_rtt.as_secs_f64()).min(1.0);
+                            if let Some(eval) = self.probe_eval.as_mut() {
+                                eval.up_end = Some(now);
+                                eval.cut_short = rtt_rose;
+                                eval.expected_growth = expected_growth;
+                            }
                             self.up_duration = in_phase;
+                            self.up_gain = self.probe_up_gain();
                             self.mode = Mode::ProbeBw(ProbePhase::Down);
                             self.phase_start = now;
                         }
                     }
                     ProbePhase::Down => {
                         let bdp = self.bdp_bytes().unwrap_or(0);
-                        if in_phase >= self.up_duration || bytes_in_flight <= bdp {
+                        // The probe queued at most `(gain - 1) x up` worth of the estimate, and Down removes
+                        // `(1 - PROBE_DOWN_GAIN)` of it per unit of time; in flight shows the queue gone a round
+                        // trip later at worst.
+                        let drain = self
+                            .up_duration
+                            .mul_f64((self.up_gain - 1.0).max(0.0) / (1.0 - PROBE_DOWN_GAIN))
+                            .max(self.up_duration);
+                        if bytes_in_flight <= bdp || in_phase >= drain.saturating_add(min_rtt) {
                             self.mode = Mode::ProbeBw(ProbePhase::Cruise);
                             self.phase_start = now;
                         }
@@ -510,10 +811,7 @@ impl Popline {
                     ProbePhase::Cruise => {
                         let cycle = min_rtt.saturating_mul(PROBE_CYCLE_MIN_RTTS);
                         if now.saturating_duration_since(self.cycle_start) >= cycle {
-                            self.cycle_start = now;
-                            self.phase_start = now;
-                            self.cycle_base_queue_delay = queue_delay;
-                            self.mode = Mode::ProbeBw(ProbePhase::Up);
+                            self.start_up_probe(now, queue_delay);
                         }
                     }
                 }
@@ -534,6 +832,59 @@ impl Popline {
                     }
                 }
             }
+        }
+    }
+
+    fn start_up_probe(&mut self, now: Instant, queue_delay: Duration) {
+        self.cycle_start = now;
+        self.phase_start = now;
+        self.cycle_base_queue_delay = queue_delay;
+        self.mode = Mode::ProbeBw(ProbePhase::Up);
+        self.probe_eval = Some(ProbeEval {
+            start_bw: self.bandwidth_estimate(),
+            up_end: None,
+            expected_growth: 0.0,
+            cut_short: false,
+            app_limited: false,
+            max_queue: Duration::ZERO,
+        });
+    }
+
+    /// Judges the pending up-probe once the ACK of a packet sent after it arrives. A probe that raised the
+    /// estimate by at least half of what it could show ([`PROBE_SUCCESS_FRACTION`]) without queueing is a
+    /// success: the next one starts at once, one step larger. A probe that found nothing resets the step, unless
+    /// the sender was application-limited (then it proves nothing and the step is kept).
+    fn judge_probe(&mut self, now: Instant, newest_sent: Option<Instant>, latest_rtt: Option<Duration>) {
+        let Some(min_rtt) = self.min_rtt else { return };
+        let Some(eval) = self.probe_eval.as_mut() else {
+            return;
+        };
+        if let Some(rtt) = latest_rtt {
+            let queue = rtt
+                .saturating_sub(min_rtt)
+                .saturating_sub(self.cycle_base_queue_delay);
+            eval.max_queue = eval.max_queue.max(queue);
+        }
+        let Some(up_end) = eval.up_end else { return };
+        let sent_after = newest_sent.is_some_and(|t| t >= up_end);
+        // Packets sent during the probe may all be lost: give up waiting two round trips after it ended.
+        let timed_out = now.saturating_duration_since(up_end) >= min_rtt.saturating_mul(2);
+        if !sent_after && !timed_out {
+            return;
+        }
+        let eval = *eval;
+        self.probe_eval = None;
+        let threshold = 1.0 + (eval.expected_growth * PROBE_SUCCESS_FRACTION).max(PROBE_MIN_GROWTH);
+        let grew = self.bandwidth_estimate() as f64 >= eval.start_bw as f64 * threshold;
+        let queue_free = !eval.cut_short && eval.max_queue <= queue_free_margin(min_rtt);
+        if grew && queue_free {
+            self.probe_step = (self.probe_step + 1).min(MAX_PROBE_STEP);
+            if let Mode::ProbeBw(ProbePhase::Down | ProbePhase::Cruise) = self.mode {
+                let queue_delay = self.latest_rtt.map_or(Duration::ZERO, |r| self.queue_delay(r));
+                self.start_up_probe(now, queue_delay);
+            }
+        } else if !(eval.app_limited && queue_free) {
+            self.probe_step = 0;
         }
     }
 
@@ -563,11 +914,34 @@ impl Popline {
 }
 
 impl Controller for Popline {
+    fn phase(&self) -> &'static str {
+        match self.mode {
+            Mode::Startup => "startup",
+            Mode::Drain { .. } => "drain",
+            Mode::ProbeBw(ProbePhase::Up) => "up",
+            Mode::ProbeBw(ProbePhase::Down) => "down",
+            Mode::ProbeBw(ProbePhase::Cruise) => "cruise",
+            Mode::ProbeRtt { .. } => "probe_rtt",
+        }
+    }
+
     fn name(&self) -> &'static str {
         "popline"
     }
 
     fn on_sent(&mut self, packet: &SentPacket) -> RateSnapshot {
+        self.total_sent_bytes = self.total_sent_bytes.saturating_add(packet.bytes);
+        if let Some(w) = self.queue_watch.as_mut() {
+            w.app_limited |= packet.app_limited;
+        }
+        self.maybe_burst_probe(packet);
+        self.round_stats.sent_bytes = self.round_stats.sent_bytes.saturating_add(packet.bytes);
+        self.round_stats.app_limited |= packet.app_limited;
+        if packet.app_limited && self.mode == Mode::ProbeBw(ProbePhase::Up) {
+            if let Some(eval) = self.probe_eval.as_mut() {
+                eval.app_limited = true;
+            }
+        }
         self.sampler.on_sent(packet)
     }
 
@@ -600,12 +974,39 @@ impl Controller for Popline {
         if let Some(sample) = sample {
             self.on_rate_sample(&sample);
         }
+        if let Some(train) = self.train.as_mut() {
+            if let Some(rate) = train.on_acked(now, event.acked) {
+                self.train = None;
+                // Never above what the path carried before: a compressed ACK train must not inflate the model.
+                let rate = rate.min(self.bw_before_reset);
+                if rate > self.bandwidth_estimate() {
+                    self.bw_filter.update(self.bw_round, rate);
+                }
+            } else if now.saturating_duration_since(train.last_sent) > self.min_rtt.unwrap_or(INITIAL_RTT) * 4
+            {
+                self.train = None;
+            }
+        }
         if round_started {
             self.next_round_delivered = self.sampler.delivered_bytes();
+            let path_limited = self.round_stats.max_rate_bytes_per_s > 0;
             self.end_round(now);
             self.round = self.round.saturating_add(1);
+            if path_limited {
+                self.bw_round = self.bw_round.saturating_add(1);
+            }
+        }
+        if let Some(rate) = self.watch_own_queue(now, event.rtt.latest, !event.lost.is_empty()) {
+            self.on_path_slowed(now, rate);
         }
         self.update_mode(now, event.bytes_in_flight, round_started);
+        if matches!(self.mode, Mode::ProbeBw(_)) {
+            let newest_sent = event.acked.iter().map(|p| p.sent_time).max();
+            self.judge_probe(now, newest_sent, event.rtt.latest.filter(|d| !d.is_zero()));
+        } else {
+            self.probe_step = 0;
+            self.probe_eval = None;
+        }
         self.update_control(acked_bytes);
     }
 
@@ -628,6 +1029,9 @@ impl Controller for Popline {
     }
 
     fn pacing_rate(&self) -> u64 {
+        if self.burst_credit > 0 {
+            return self.pacing_rate_bytes_per_s.max(self.bw_before_reset);
+        }
         self.pacing_rate_bytes_per_s
     }
 

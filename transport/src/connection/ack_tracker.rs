@@ -56,8 +56,9 @@ impl AckTracker {
         if self.largest() == Some(pn) {
             self.largest_received_at = Some(now);
         }
-        if !in_order {
-            // A gap opened or a hole was filled: tell the sender at once.
+        if !in_order && ack_eliciting {
+            // A gap opened or a hole was filled: tell the sender at once. (Packets that carry only ACKs never
+            // trigger an ACK by themselves, or two receivers would acknowledge each other's ACKs forever.)
             self.ack_due = Some(now);
             if self.ranges.len() > 1 {
                 self.nak_repeats_left = NAK_REPEATS;

@@ -337,10 +337,16 @@ impl Connection {
         s.rtt = self.recovery.rtt.smoothed();
         s.min_rtt = self.recovery.rtt.min();
         s.congestion = self.cc.stats();
+        s.congestion_phase = self.cc.phase();
         s.bytes_in_flight = self.recovery.bytes_in_flight();
         s.send = self.sendq.stats.clone();
         s.recv = self.recv.stats;
         s
+    }
+
+    /// One stream's send-side counters, if the stream has sent anything.
+    pub fn stream_send_stats(&self, stream: u32) -> Option<send_queue::SendStats> {
+        self.sendq.stream_stats(stream).cloned()
     }
 
     fn timing(&self) -> PathTiming {
@@ -474,7 +480,7 @@ impl Connection {
                 Frame::Padding | Frame::Ping => {}
                 Frame::Ack(ack) => self.on_ack_frame(now, &ack),
                 Frame::Fragment(h, range) => self.recv.on_fragment(now, &h, payload.slice(range)),
-                Frame::Dropped(n) => self.recv.on_dropped(&n),
+                Frame::Dropped(n) => self.recv.on_dropped(now, &n),
                 Frame::Close { code, reason } => {
                     self.terminate(CloseReason::PeerClosed { code, reason });
                 }
@@ -738,11 +744,9 @@ impl Connection {
         );
         let tag = keys.send.tag_len();
         let limit = mtu.saturating_sub(tag);
-        if want_ack || may_send_data {
+        if want_ack {
             if let Some(ack) = self.acks.build_ack(now) {
-                if buf.len() + ack.max_encoded_len() <= limit {
-                    ack.encode(buf);
-                }
+                ack.encode(buf);
             }
         }
         let mut chunks = Vec::new();
@@ -777,6 +781,11 @@ impl Connection {
             buf.clear();
             return false;
         }
+        debug_assert!(
+            buf.len() + tag <= mtu,
+            "packet of {} bytes over the {mtu}-byte limit",
+            buf.len() + tag
+        );
         let Some(keys) = self.keys.as_mut() else {
             return false;
         };

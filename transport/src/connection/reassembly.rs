@@ -6,7 +6,7 @@
 //! needs a keyframe: inter and disposable frames are discarded until one arrives (audio keeps flowing), and
 //! when decoding can resume the gap is reported as one event.
 
-use crate::media::{DropReason, MediaKind};
+use crate::media::MediaKind;
 use crate::wire::frame::{DroppedNotice, FragmentHeader};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -88,6 +88,10 @@ pub struct RecvStats {
     pub frames_discarded_undecodable: u64,
     /// Gaps reported.
     pub gaps: u64,
+    /// Frames with a budget delivered within it (by this host's estimate of their capture time).
+    pub deadline_hits: u64,
+    /// Frames with a budget delivered after it.
+    pub deadline_misses: u64,
     /// Fragments that repeated data already received (or already delivered).
     pub duplicate_fragments: u64,
     /// Fragments refused by a limit or because they contradicted earlier fragments.
@@ -309,11 +313,11 @@ impl Reassembler {
             }
         }
         self.buffered_bytes = (self.buffered_bytes + added).saturating_sub(released);
-        self.drain(h.stream);
+        self.drain(now, h.stream);
     }
 
     /// The sender gave up on a frame.
-    pub fn on_dropped(&mut self, n: &DroppedNotice) {
+    pub fn on_dropped(&mut self, now: Instant, n: &DroppedNotice) {
         let max_ahead = self.limits.max_frames_ahead;
         let Some(st) = self.stream(n.stream) else { return };
         if n.seq < st.next || n.seq - st.next >= max_ahead {
@@ -322,11 +326,10 @@ impl Reassembler {
         if let Some(Slot::Partial(a)) = st.slots.insert(n.seq, Slot::Dropped { kind: n.kind }) {
             self.buffered_bytes = self.buffered_bytes.saturating_sub(u64::from(a.frame_len));
         }
-        let _ = n.reason;
-        self.drain(n.stream);
+        self.drain(now, n.stream);
     }
 
-    fn drain(&mut self, stream: u32) {
+    fn drain(&mut self, now: Instant, stream: u32) {
         let Some(st) = self.streams.get_mut(&stream) else {
             return;
         };
@@ -379,6 +382,13 @@ impl Reassembler {
                             }
                         }
                     }
+                    if let Some(b) = budget {
+                        if now.saturating_duration_since(capture) <= b {
+                            self.stats.deadline_hits += 1;
+                        } else {
+                            self.stats.deadline_misses += 1;
+                        }
+                    }
                     self.stats.frames_delivered += 1;
                     self.stats.bytes_delivered += bytes.len() as u64;
                     self.out.push_back(RecvOutput::Frame(DeliveredFrame {
@@ -393,16 +403,12 @@ impl Reassembler {
             }
         }
     }
-
-    /// A drop reason is informational at the receiver; kept for symmetry with the sender's stats.
-    pub fn reason_name(r: DropReason) -> &'static str {
-        r.name()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::DropReason;
 
     fn hdr(seq: u64, kind: MediaKind, frame_len: u32, offset: u32) -> FragmentHeader {
         FragmentHeader {
@@ -464,12 +470,15 @@ mod tests {
             r.on_fragment(t, &hdr(seq, kind, 1, 0), Bytes::from_static(b"x"))
         };
         one(&mut r, 0, MediaKind::Key);
-        r.on_dropped(&DroppedNotice {
-            stream: 1,
-            seq: 1,
-            kind: MediaKind::Inter,
-            reason: DropReason::Deadline,
-        });
+        r.on_dropped(
+            t,
+            &DroppedNotice {
+                stream: 1,
+                seq: 1,
+                kind: MediaKind::Inter,
+                reason: DropReason::Deadline,
+            },
+        );
         one(&mut r, 2, MediaKind::Disposable);
         one(&mut r, 3, MediaKind::Audio);
         one(&mut r, 4, MediaKind::Inter);
@@ -495,12 +504,15 @@ mod tests {
         let t = Instant::now();
         let mut r = Reassembler::new(RecvLimits::default());
         r.on_fragment(t, &hdr(0, MediaKind::Key, 1, 0), Bytes::from_static(b"k"));
-        r.on_dropped(&DroppedNotice {
-            stream: 1,
-            seq: 1,
-            kind: MediaKind::Disposable,
-            reason: DropReason::Deadline,
-        });
+        r.on_dropped(
+            t,
+            &DroppedNotice {
+                stream: 1,
+                seq: 1,
+                kind: MediaKind::Disposable,
+                reason: DropReason::Deadline,
+            },
+        );
         r.on_fragment(t, &hdr(2, MediaKind::Inter, 1, 0), Bytes::from_static(b"i"));
         assert_eq!(frames(&mut r), vec![(0, MediaKind::Key), (2, MediaKind::Inter)]);
         assert_eq!(r.stats.gaps, 1);

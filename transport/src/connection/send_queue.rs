@@ -103,6 +103,7 @@ impl OutFrame {
 
 #[derive(Debug, Default)]
 struct StreamSend {
+    stats: SendStats,
     next_seq: u64,
     /// True after a key/inter frame was dropped: video frames wait for the next keyframe.
     broken: bool,
@@ -199,12 +200,14 @@ impl SendQueue {
         let seq = st.next_seq;
         st.next_seq += 1;
         let kind = frame.kind;
-        self.stats.by_kind[kind.code() as usize].queued += 1;
-        let id = FrameId { stream, seq };
         if kind == MediaKind::Key {
             st.broken = false;
-        } else if kind.is_video() && st.broken {
-            self.count_drop(kind, DropReason::Dependency);
+        }
+        let broken = st.broken;
+        self.account(stream, |s| s.by_kind[kind.code() as usize].queued += 1);
+        let id = FrameId { stream, seq };
+        if kind.is_video() && kind != MediaKind::Key && broken {
+            self.count_drop(stream, kind, DropReason::Dependency);
             self.notices.push_back(DroppedNotice {
                 stream,
                 seq,
@@ -216,9 +219,11 @@ impl SendQueue {
         if self.unsent_bytes + len as u64 > self.max_unsent_bytes && frame.deadline().is_some() {
             // Over the bound: this frame is the one dropped (newest, so older frames keep their chance).
             if kind.breaks_gop_when_lost() {
-                st.broken = true;
+                if let Some(st) = self.streams.get_mut(&stream) {
+                    st.broken = true;
+                }
             }
-            self.count_drop(kind, DropReason::QueueFull);
+            self.count_drop(stream, kind, DropReason::QueueFull);
             self.notices.push_back(DroppedNotice {
                 stream,
                 seq,
@@ -227,7 +232,9 @@ impl SendQueue {
             });
             return Ok(seq);
         }
-        st.live.insert(seq);
+        if let Some(st) = self.streams.get_mut(&stream) {
+            st.live.insert(seq);
+        }
         let n_frags = (len as u64).div_ceil(u64::from(self.frag_size)).max(1) as u32;
         let out = OutFrame {
             kind,
@@ -250,13 +257,28 @@ impl SendQueue {
         Ok(seq)
     }
 
-    fn count_drop(&mut self, kind: MediaKind, reason: DropReason) {
-        let c = &mut self.stats.by_kind[kind.code() as usize];
-        match reason {
-            DropReason::Deadline => c.dropped_deadline += 1,
-            DropReason::Dependency => c.dropped_dependency += 1,
-            DropReason::QueueFull => c.dropped_queue_full += 1,
+    /// Applies a counter update to the connection's stats and to the stream's.
+    fn account(&mut self, stream: u32, update: impl Fn(&mut SendStats)) {
+        update(&mut self.stats);
+        if let Some(st) = self.streams.get_mut(&stream) {
+            update(&mut st.stats);
         }
+    }
+
+    fn count_drop(&mut self, stream: u32, kind: MediaKind, reason: DropReason) {
+        self.account(stream, |s| {
+            let c = &mut s.by_kind[kind.code() as usize];
+            match reason {
+                DropReason::Deadline => c.dropped_deadline += 1,
+                DropReason::Dependency => c.dropped_dependency += 1,
+                DropReason::QueueFull => c.dropped_queue_full += 1,
+            }
+        });
+    }
+
+    /// One stream's send-side counters (frames by kind and drop reason, payload and repair bytes).
+    pub fn stream_stats(&self, stream: u32) -> Option<&SendStats> {
+        self.streams.get(&stream).map(|s| &s.stats)
     }
 
     /// Drops a frame whole, announces it, and drops the video frames that depend on it.
@@ -267,8 +289,8 @@ impl SendQueue {
                 .len()
                 .saturating_sub(f.next_new as usize * f.frag_size as usize) as u64,
         );
-        self.count_drop(f.kind, reason);
-        self.stats.deadline_misses += 1;
+        self.count_drop(id.stream, f.kind, reason);
+        self.account(id.stream, |s| s.deadline_misses += 1);
         self.notices.push_back(DroppedNotice {
             stream: id.stream,
             seq: id.seq,
@@ -308,7 +330,7 @@ impl SendQueue {
                         .saturating_sub(f.next_new as usize * f.frag_size as usize)
                         as u64,
                 );
-                self.count_drop(f.kind, DropReason::Dependency);
+                self.count_drop(id.stream, f.kind, DropReason::Dependency);
                 self.notices.push_back(DroppedNotice {
                     stream: id.stream,
                     seq,
@@ -324,7 +346,8 @@ impl SendQueue {
 
     fn finish_frame(&mut self, id: FrameId) {
         if let Some(f) = self.frames.remove(&id) {
-            self.stats.by_kind[f.kind.code() as usize].acked += 1;
+            let kind = f.kind;
+            self.account(id.stream, |s| s.by_kind[kind.code() as usize].acked += 1);
             if let Some(st) = self.streams.get_mut(&id.stream) {
                 st.live.remove(&id.seq);
             }
@@ -400,11 +423,12 @@ impl SendQueue {
                     }
                 }
                 let emit = self.build(id, index, now, timing, true)?;
-                if emit.header.encoded_len(emit.data.len()) > space {
+                if emit.header.encoded_len(emit.data.len()) + emit.data.len() > space {
                     return None;
                 }
                 self.retx_q[class].pop_front();
-                self.stats.payload_bytes_repair += emit.data.len() as u64;
+                let n = emit.data.len() as u64;
+                self.account(id.stream, |s| s.payload_bytes_repair += n);
                 // A repair that has time for no further try is sent twice, in different packets.
                 let last_chance = self
                     .frames
@@ -413,7 +437,7 @@ impl SendQueue {
                     .is_some_and(|d| now + timing.repair_round + timing.one_way > d);
                 if last_chance && !second_copy {
                     self.retx_q[class].push_back((id, index, true));
-                    self.stats.duplicated_repairs += 1;
+                    self.account(id.stream, |s| s.duplicated_repairs += 1);
                 }
                 return Some(emit);
             }
@@ -435,7 +459,7 @@ impl SendQueue {
                 }
                 let index = f.next_new;
                 let emit = self.build(id, index, now, timing, false)?;
-                if emit.header.encoded_len(emit.data.len()) > space {
+                if emit.header.encoded_len(emit.data.len()) + emit.data.len() > space {
                     return None;
                 }
                 if let Some(f) = self.frames.get_mut(&id) {
@@ -445,7 +469,8 @@ impl SendQueue {
                     }
                 }
                 self.unsent_bytes = self.unsent_bytes.saturating_sub(emit.data.len() as u64);
-                self.stats.payload_bytes_first += emit.data.len() as u64;
+                let n = emit.data.len() as u64;
+                self.account(id.stream, |s| s.payload_bytes_first += n);
                 return Some(emit);
             }
         }

@@ -2,6 +2,7 @@
 
 use super::reassembly::RecvStats;
 use super::send_queue::SendStats;
+
 use crate::congestion::ControllerStats;
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ pub struct ConnectionStats {
     pub min_rtt: Duration,
     /// Congestion controller gauges (cwnd, pacing rate, bandwidth estimate, delivery rate).
     pub congestion: ControllerStats,
+    /// The controller's phase (e.g. `startup`, `cruise`).
+    pub congestion_phase: &'static str,
     /// Bytes in flight now.
     pub bytes_in_flight: u64,
     /// Packets sent.
@@ -42,13 +45,20 @@ pub struct ConnectionStats {
     pub recv: RecvStats,
 }
 
+impl SendStats {
+    /// Repair bytes over first-transmission payload bytes.
+    pub fn overhead_ratio(&self) -> f64 {
+        if self.payload_bytes_first == 0 {
+            0.0
+        } else {
+            self.payload_bytes_repair as f64 / self.payload_bytes_first as f64
+        }
+    }
+}
+
 impl ConnectionStats {
     /// Repair bytes over first-transmission payload bytes.
     pub fn overhead_ratio(&self) -> f64 {
-        if self.send.payload_bytes_first == 0 {
-            0.0
-        } else {
-            self.send.payload_bytes_repair as f64 / self.send.payload_bytes_first as f64
-        }
+        self.send.overhead_ratio()
     }
 }

@@ -65,6 +65,37 @@ pub struct Scenario {
     pub encryption: bool,
     /// Seed.
     pub seed: u64,
+    /// Record a [`TraceRow`] of the measured flow this often (for plots and debugging).
+    pub trace_interval: Option<Duration>,
+    /// Live mode: before the stream starts, the connection carries this long of low-priority bulk data
+    /// (disposable frames that expire when the warm-up ends), as a PoP-to-PoP connection that already carries
+    /// other streams would. The stream's frames are all counted; the warm-up's are not. Zero = a cold start.
+    pub warmup: Duration,
+}
+
+/// The measured flow's state at one instant of a traced run.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceRow {
+    /// Time since the start.
+    pub t: Duration,
+    /// Goodput since the previous row, bits per second.
+    pub goodput_bps: f64,
+    /// Pacing rate, bits per second.
+    pub pacing_bps: f64,
+    /// Bandwidth estimate, bits per second.
+    pub bandwidth_bps: f64,
+    /// Congestion window, bytes.
+    pub cwnd_bytes: u64,
+    /// Bytes in flight.
+    pub in_flight_bytes: u64,
+    /// Smoothed RTT.
+    pub srtt: Duration,
+    /// Packets lost so far.
+    pub packets_lost: u64,
+    /// Congestion controller phase.
+    pub phase: &'static str,
+    /// Bytes the sender put on the wire since the previous row, as bits per second.
+    pub send_bps: f64,
 }
 
 impl Default for Scenario {
@@ -85,6 +116,8 @@ impl Default for Scenario {
             competitor: None,
             encryption: true,
             seed: 1,
+            trace_interval: None,
+            warmup: Duration::ZERO,
         }
     }
 }
@@ -117,6 +150,8 @@ pub struct Report {
     pub frames_dropped: u64,
     /// Frames delivered whose reference was not (must be 0).
     pub frames_undecodable_delivered: u64,
+    /// Frames delivered twice or out of order (must be 0).
+    pub frames_out_of_order: u64,
     /// Median capture-to-delivery latency.
     pub frame_latency_p50: Duration,
     /// 99th percentile capture-to-delivery latency.
@@ -131,9 +166,13 @@ pub struct Report {
     pub outcomes: Vec<super::media::FrameOutcome>,
     /// Simulator loop iterations.
     pub steps: u64,
+    /// Rows recorded when `trace_interval` is set.
+    pub trace: Vec<TraceRow>,
 }
 
 const BULK_FRAME: usize = 256 * 1024;
+/// The stream that carries warm-up traffic.
+const WARMUP_STREAM: u32 = 1;
 
 struct Driver {
     mode: Mode,
@@ -142,15 +181,58 @@ struct Driver {
     checker: Checker,
     delivered_bytes: Vec<u64>,
     bulk_target_unsent: u64,
+    trace_interval: Option<Duration>,
+    next_trace: Option<Instant>,
+    start: Instant,
+    traced_bytes: u64,
+    traced_sent: u64,
+    trace: Vec<TraceRow>,
+    warmup_end: Instant,
 }
 
 impl App for Driver {
     fn pump(&mut self, now: Instant, flows: &mut [Flow]) {
+        if let (Some(every), Some(at)) = (self.trace_interval, self.next_trace) {
+            if now >= at {
+                self.next_trace = Some(at + every);
+                if let Some(st) = flows.first().and_then(|f| f.client.connection_stats(f.conn)) {
+                    let bytes = self.delivered_bytes.first().copied().unwrap_or(0);
+                    let dt = every.as_secs_f64().max(1e-9);
+                    self.trace.push(TraceRow {
+                        t: now - self.start,
+                        goodput_bps: (bytes - self.traced_bytes) as f64 * 8.0 / dt,
+                        pacing_bps: st.congestion.pacing_rate_bytes_per_s as f64 * 8.0,
+                        bandwidth_bps: st.congestion.bandwidth_estimate_bytes_per_s as f64 * 8.0,
+                        cwnd_bytes: st.congestion.cwnd_bytes,
+                        in_flight_bytes: st.bytes_in_flight,
+                        srtt: st.rtt,
+                        packets_lost: st.packets_lost,
+                        phase: st.congestion_phase,
+                        send_bps: (st.bytes_sent - self.traced_sent) as f64 * 8.0 / dt,
+                    });
+                    self.traced_bytes = bytes;
+                    self.traced_sent = st.bytes_sent;
+                }
+            }
+        }
         for (i, f) in flows.iter_mut().enumerate() {
             if f.connected_at.is_none() {
                 continue;
             }
             let live = i == 0 && self.mode == Mode::Live;
+            if live && now < self.warmup_end {
+                let unsent = f.client.connection(f.conn).map_or(u64::MAX, |c| c.unsent_bytes());
+                if unsent < self.bulk_target_unsent {
+                    let frame = MediaFrame {
+                        kind: MediaKind::Disposable,
+                        bytes: self.bulk_payload.clone(),
+                        capture: now,
+                        budget: Some(self.warmup_end.saturating_duration_since(now)),
+                    };
+                    let _ = f.client.send_frame(f.conn, StreamId(WARMUP_STREAM), frame);
+                }
+                continue;
+            }
             if live {
                 let Some(src) = self.source.as_mut() else { continue };
                 while let Some(frame) = src.poll(now) {
@@ -178,11 +260,22 @@ impl App for Driver {
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
-        self.source.as_ref().map(LiveSource::next_due)
+        let src = self
+            .source
+            .as_ref()
+            .map(LiveSource::next_due)
+            .map(|t| t.max(self.warmup_end));
+        match (src, self.next_trace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn on_event(&mut self, now: Instant, flow: usize, end: End, event: Event) {
         if let (End::Server, Event::Frame(f)) = (end, event) {
+            if f.stream == WARMUP_STREAM {
+                return;
+            }
             if let Some(d) = self.delivered_bytes.get_mut(flow) {
                 *d += f.bytes.len() as u64;
             }
@@ -196,6 +289,11 @@ impl App for Driver {
 /// Runs a scenario.
 pub fn run(s: &Scenario) -> Result<Report, EndpointError> {
     let start = Instant::now();
+    let warmup = if s.mode == Mode::Live {
+        s.warmup
+    } else {
+        Duration::ZERO
+    };
     let one_way = s.rtt / 2;
     let bdp_bytes = (s.rate_bps as f64 / 8.0 * s.rtt.as_secs_f64() * s.queue_bdp) as u64;
     let forward = LinkConfig {
@@ -229,12 +327,19 @@ pub fn run(s: &Scenario) -> Result<Report, EndpointError> {
     let mut driver = Driver {
         mode: s.mode,
         bulk_payload: Bytes::from(vec![0xb0; BULK_FRAME]),
-        source: (s.mode == Mode::Live).then(|| LiveSource::new(s.live, start)),
+        source: (s.mode == Mode::Live).then(|| LiveSource::new(s.live, start + warmup)),
         checker: Checker::new(s.live.budget),
         delivered_bytes: vec![0; controllers.len()],
         bulk_target_unsent: (bdp_bytes * 2).max(4 * BULK_FRAME as u64),
+        trace_interval: s.trace_interval,
+        next_trace: s.trace_interval.map(|_| start),
+        start,
+        traced_bytes: 0,
+        traced_sent: 0,
+        trace: Vec::new(),
+        warmup_end: start + warmup,
     };
-    let end = start + s.duration;
+    let end = start + warmup + s.duration;
     net.run_until(end, &mut driver);
     let secs = s.duration.as_secs_f64().max(1e-9);
     let flows: Vec<FlowReport> = net
@@ -249,6 +354,16 @@ pub fn run(s: &Scenario) -> Result<Report, EndpointError> {
         })
         .collect();
     let sender = flows.first().map(|f| f.sender.clone()).unwrap_or_default();
+    // In live mode the overhead is the stream's own (the warm-up traffic is not the stream's cost).
+    let overhead_ratio = match s.mode {
+        Mode::Live => net
+            .flows
+            .first()
+            .and_then(|f| f.client.connection(f.conn))
+            .and_then(|c| c.stream_send_stats(0))
+            .map_or(0.0, |st| st.overhead_ratio()),
+        Mode::Bulk => sender.overhead_ratio(),
+    };
     let c = &driver.checker;
     // Frames captured too late to possibly arrive before the run ended are not counted against anyone.
     let horizon = end.checked_sub(s.live.budget).unwrap_or(end);
@@ -264,11 +379,12 @@ pub fn run(s: &Scenario) -> Result<Report, EndpointError> {
     let frames_delivered = counted.iter().filter(|f| f.delivered.is_some()).count() as u64;
     Ok(Report {
         goodput_bps: flows.first().map_or(0.0, |f| f.goodput_bps),
-        overhead_ratio: sender.overhead_ratio(),
+        overhead_ratio,
         frames_sent,
         frames_on_time,
         frames_dropped: frames_sent - frames_delivered,
         frames_undecodable_delivered: c.undecodable_delivered,
+        frames_out_of_order: c.out_of_order,
         frame_latency_p50: c.latency.percentile(50.0),
         frame_latency_p99: c.latency.percentile(99.0),
         p95_queue_delay: net.forward.queue_delay().percentile(95.0),
@@ -276,6 +392,7 @@ pub fn run(s: &Scenario) -> Result<Report, EndpointError> {
         flows,
         outcomes: c.frames.clone(),
         steps: net.steps,
+        trace: driver.trace,
         scenario: s.clone(),
     })
 }

@@ -30,8 +30,31 @@ struct Outstanding {
     acked: bool,
 }
 
+/// A live-video-like application source: after `bulk_until_ns` of unlimited data, `rate` bytes per second plus
+/// a keyframe of `keyframe_bytes` every `gop_ns` (the first at `bulk_until_ns`).
+#[derive(Clone, Copy)]
+struct Source {
+    bulk_until_ns: u64,
+    rate: u64,
+    keyframe_bytes: u64,
+    gop_ns: u64,
+}
+
+impl Source {
+    /// Bytes the application has produced by `t_ns` (after the bulk phase, counted from its end).
+    fn produced(&self, t_ns: u64) -> u64 {
+        let t = t_ns.saturating_sub(self.bulk_until_ns);
+        let keyframes = t / self.gop_ns + 1;
+        keyframes * self.keyframe_bytes + (u128::from(t) * u128::from(self.rate) / 1_000_000_000) as u64
+    }
+}
+
 struct Flow {
     cc: Box<dyn Controller>,
+    /// None: always has data.
+    source: Option<Source>,
+    /// Bytes sent after the source's bulk phase.
+    source_sent: u64,
     pacer: Pacer,
     outstanding: VecDeque<Outstanding>,
     /// (ack arrival time, packet number), in arrival order.
@@ -48,6 +71,8 @@ impl Flow {
     fn new(cc: Box<dyn Controller>) -> Self {
         Flow {
             cc,
+            source: None,
+            source_sent: 0,
             pacer: Pacer::default(),
             outstanding: VecDeque::new(),
             acks: VecDeque::new(),
@@ -88,6 +113,8 @@ struct Outcome {
     pacing_trace: Vec<(u64, u64)>,
     /// 95th percentile queueing delay seen by packets entering the queue in the measurement window.
     p95_queue_ns: u64,
+    /// (time, bandwidth estimate of flow 0) every 10 ms.
+    bw_trace: Vec<(u64, u64)>,
 }
 
 fn simulate(path: &Path, mut flows: Vec<Flow>, duration_ns: u64, measure_from_ns: u64, seed: u64) -> Outcome {
@@ -98,6 +125,7 @@ fn simulate(path: &Path, mut flows: Vec<Flow>, duration_ns: u64, measure_from_ns
     let mut link_free_ns = 0u64; // when the bottleneck finishes its queue
     let mut queue_samples = Vec::new();
     let mut pacing_trace = Vec::new();
+    let mut bw_trace = Vec::new();
     let mut next_trace = 0u64;
     while now < duration_ns {
         // Earliest event over all flows: an ACK, a send, or a timeout.
@@ -109,10 +137,21 @@ fn simulate(path: &Path, mut flows: Vec<Flow>, duration_ns: u64, measure_from_ns
                 }
             }
             if f.bytes_in_flight + MSS <= f.cc.window() {
-                let t = match f.pacer.delay(at(now), MSS, f.cc.pacing_rate()) {
+                let mut t = match f.pacer.delay(at(now), MSS, f.cc.pacing_rate()) {
                     None => now,
                     Some(t) => now + (t - at(now)).as_nanos() as u64,
                 };
+                if let Some(src) = f.source.filter(|s| t >= s.bulk_until_ns) {
+                    // Not before the application has produced the next datagram.
+                    let need = f.source_sent + MSS;
+                    if src.produced(t) < need {
+                        let t0 = t.max(src.bulk_until_ns);
+                        let by_rate = t0 + (need - src.produced(t0)) * 1_000_000_000 / src.rate.max(1) + 1;
+                        let next_gop =
+                            src.bulk_until_ns + ((t0 - src.bulk_until_ns) / src.gop_ns + 1) * src.gop_ns;
+                        t = by_rate.min(next_gop).max(t);
+                    }
+                }
                 if t < best.0 {
                     best = (t, i, 1);
                 }
@@ -131,6 +170,7 @@ fn simulate(path: &Path, mut flows: Vec<Flow>, duration_ns: u64, measure_from_ns
         now = now.max(t);
         while next_trace <= now {
             pacing_trace.push((next_trace, flows[0].cc.pacing_rate()));
+            bw_trace.push((next_trace, flows[0].cc.stats().bandwidth_estimate_bytes_per_s));
             if std::env::var("POPLINE_TRACE").is_ok() && next_trace % 500_000_000 == 0 {
                 let st: Vec<_> = flows
                     .iter()
@@ -143,13 +183,21 @@ fn simulate(path: &Path, mut flows: Vec<Flow>, duration_ns: u64, measure_from_ns
         let f = &mut flows[i];
         match kind {
             1 => {
+                let mut app_limited = false;
+                if let Some(src) = f.source.filter(|s| now >= s.bulk_until_ns) {
+                    if src.produced(now) < f.source_sent + MSS {
+                        continue; // woke up early: the data is not there yet
+                    }
+                    f.source_sent += MSS;
+                    app_limited = src.produced(now) < f.source_sent + MSS;
+                }
                 let pn = f.next_pn;
                 f.next_pn += 1;
                 let snapshot = f.cc.on_sent(&SentPacket {
                     now: at(now),
                     bytes: MSS,
                     bytes_in_flight: f.bytes_in_flight,
-                    app_limited: false,
+                    app_limited,
                 });
                 f.pacer.on_sent(at(now), MSS);
                 f.bytes_in_flight += MSS;
@@ -287,6 +335,7 @@ fn simulate(path: &Path, mut flows: Vec<Flow>, duration_ns: u64, measure_from_ns
         mean_pacing,
         pacing_trace,
         p95_queue_ns,
+        bw_trace,
     }
 }
 
@@ -402,4 +451,97 @@ fn retransmission_timeout_holds_the_window_until_an_ack() {
     c.on_retransmission_timeout(t0 + Duration::from_secs(1));
     assert_eq!(c.window(), MIN_CWND_PACKETS * MSS);
     assert_eq!(c.stats().congestion_events, 1);
+}
+
+/// A live stream after bulk warm-up: 6 Mbit/s with a 300 kB keyframe every 2 s, app-limited except in the
+/// keyframe bursts (which fit in one round trip, so even those samples are app-limited).
+fn live_source(bulk_until_ns: u64) -> Source {
+    Source {
+        bulk_until_ns,
+        rate: 750_000,
+        keyframe_bytes: 300_000,
+        gop_ns: 2 * SECOND,
+    }
+}
+
+#[test]
+fn app_limited_rounds_keep_the_bandwidth_estimate() {
+    let warmup = 5 * SECOND;
+    let path = Path {
+        rtt_ns: RTT_100_MS,
+        loss: 0.03,
+        buffer_bytes: C_100_MBIT / 10,
+        rates: vec![(0, C_100_MBIT)],
+    };
+    let mut flow = popline();
+    flow.source = Some(live_source(warmup));
+    let o = simulate(&path, vec![flow], 25 * SECOND, warmup, 21);
+    let at_warmup_end = o.bw_trace.iter().find(|(t, _)| *t >= warmup).map_or(0, |r| r.1);
+    let lowest = o
+        .bw_trace
+        .iter()
+        .filter(|(t, _)| *t >= warmup)
+        .map(|r| r.1)
+        .min()
+        .unwrap_or(0);
+    eprintln!(
+        "estimate at the end of warm-up {:.1} Mbit/s, lowest while app-limited {:.1} Mbit/s",
+        at_warmup_end as f64 * 8e-6,
+        lowest as f64 * 8e-6
+    );
+    assert!(at_warmup_end as f64 >= 0.8 * C_100_MBIT as f64);
+    // Twenty seconds of app-limited rounds: the estimate is what the last path-limited rounds measured.
+    assert!(lowest >= at_warmup_end * 9 / 10, "estimate fell to {lowest} B/s");
+}
+
+#[test]
+fn probing_escalates_when_the_rate_comes_back() {
+    // A bulk flow settled on a 3.6 Mbit/s path (a squeezed link) that goes back to 100 Mbit/s.
+    let squeezed = 450_000;
+    let restore = 8 * SECOND;
+    let path = Path {
+        rtt_ns: RTT_100_MS,
+        loss: 0.01,
+        buffer_bytes: squeezed / 10,
+        rates: vec![(0, squeezed), (restore, C_100_MBIT)],
+    };
+    let o = simulate(&path, vec![popline()], 14 * SECOND, 10 * SECOND, 31);
+    let before = o
+        .bw_trace
+        .iter()
+        .filter(|(t, _)| *t + SECOND / 2 >= restore && *t < restore)
+        .map(|r| r.1)
+        .max()
+        .unwrap_or(0);
+    let recovered = o
+        .bw_trace
+        .iter()
+        .find(|(t, bw)| *t >= restore && *bw as f64 >= 0.8 * C_100_MBIT as f64)
+        .map(|(t, _)| t - restore);
+    eprintln!(
+        "estimate {:.1} Mbit/s before, back to 80 % of 100 Mbit/s after {:?} ms",
+        before as f64 * 8e-6,
+        recovered.map(|t| t / 1_000_000)
+    );
+    assert!(
+        before <= squeezed * 3 / 2,
+        "not settled on the squeezed rate: {before} B/s"
+    );
+    let recovered = recovered.expect("never recovered");
+    // Without escalation one 25 ms probe per 8-RTT cycle gains a few percent: 28x would take minutes.
+    assert!(recovered <= 20 * RTT_100_MS, "recovered after {recovered} ns");
+    let later_max = o
+        .bw_trace
+        .iter()
+        .filter(|(t, _)| *t >= restore)
+        .map(|r| r.1)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (later_max as f64) <= 1.3 * C_100_MBIT as f64,
+        "estimate overshot to {later_max} B/s"
+    );
+    // Then steady again: the queue stays short.
+    eprintln!("p95 queue after recovery {:.1} ms", o.p95_queue_ns as f64 / 1e6);
+    assert!(o.p95_queue_ns <= 10_000_000, "p95 queue {} ns", o.p95_queue_ns);
 }

@@ -1,0 +1,6 @@
+//! `cargo fuzz run handshake`: see `transport::fuzzing::handshake`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    transport::fuzzing::handshake(data);
+});
