@@ -78,6 +78,9 @@ pub const BURST_BELOW: f64 = 0.5;
 /// How long the pre-congestion rate stays a burst probe's ceiling.
 pub const BURST_MEMORY: Duration = Duration::from_secs(30);
 
+/// The own-queue watch acts only when the path delivers less than this fraction of the estimate.
+pub const SLOWED_FRACTION: f64 = 0.5;
+
 /// A round that offered this many times what it delivered, with a standing queue and while app-limited, means
 /// the path slowed below the application's rate.
 pub const SELF_QUEUE_RATIO: f64 = 1.2;
@@ -716,9 +719,14 @@ impl Popline {
         }
         let sent = total_sent.saturating_sub(w.sent_at);
         let delivered = delivered_now.saturating_sub(w.delivered_at);
-        if w.app_limited && delivered > 0 && sent as f64 > SELF_QUEUE_RATIO * delivered as f64 {
+        let rate = rate_bytes_per_s(delivered, elapsed);
+        // A burst we sent faster than the link (a keyframe) also queues, but drains at the rate we know; only
+        // a path delivering far less than the estimate has slowed.
+        let slowed = (rate as f64) < SLOWED_FRACTION * self.bandwidth_estimate() as f64;
+        let enough = delivered >= 10 * MAX_DATAGRAM_BYTES;
+        if w.app_limited && slowed && enough && sent as f64 > SELF_QUEUE_RATIO * delivered as f64 {
             self.queue_watch = None;
-            return Some(rate_bytes_per_s(delivered, elapsed));
+            return Some(rate);
         }
         None
     }

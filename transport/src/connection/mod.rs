@@ -801,11 +801,16 @@ impl Connection {
         let snapshot = if eliciting {
             self.last_eliciting_sent = now;
             self.pacer.on_sent(now, bytes);
+            // App-limited (as Linux's tcp_rate_check_app_limited decides): what we have queued and in flight
+            // cannot fill the window. A frame burst shorter than the pipe says nothing about the path's rate,
+            // so its samples may raise the estimate but never age or lower it.
+            let in_flight = self.recovery.bytes_in_flight();
+            let backlog = self.sendq.unsent_bytes() + in_flight + bytes;
             self.cc.on_sent(&SentPacket {
                 now,
                 bytes,
-                bytes_in_flight: self.recovery.bytes_in_flight(),
-                app_limited: !self.sendq.has_pending(),
+                bytes_in_flight: in_flight,
+                app_limited: !self.sendq.has_pending() || backlog < self.cc.window(),
             })
         } else {
             Default::default()

@@ -55,7 +55,7 @@ pub struct AckOutcome {
     pub acked: Vec<SentRecord>,
     /// Packets declared lost.
     pub lost: Vec<SentRecord>,
-    /// Whether the ACK produced an RTT sample.
+    /// The RTT sample this ACK produced, less the peer's ACK delay (not below the minimum RTT).
     pub rtt_sample: Option<Duration>,
 }
 
@@ -164,7 +164,10 @@ impl Recovery {
                 let sample = now.saturating_duration_since(newest.sent_time);
                 let delay = Duration::from_micros(ack.ack_delay_us).min(max_ack_delay);
                 self.rtt.update(sample, delay);
-                out.rtt_sample = Some(sample);
+                // The controller sees the path's RTT: the receiver's deliberate ACK delay is taken out (but
+                // never below the minimum), or a delayed ACK would read as queueing on a short path.
+                let min = self.rtt.min();
+                out.rtt_sample = Some(sample.saturating_sub(delay).max(min.min(sample)));
             }
         }
         self.pto_count = 0;

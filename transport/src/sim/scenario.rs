@@ -68,8 +68,8 @@ pub struct Scenario {
     /// Record a [`TraceRow`] of the measured flow this often (for plots and debugging).
     pub trace_interval: Option<Duration>,
     /// Live mode: before the stream starts, the connection carries this long of low-priority bulk data
-    /// (disposable frames that expire when the warm-up ends), as a PoP-to-PoP connection that already carries
-    /// other streams would. The stream's frames are all counted; the warm-up's are not. Zero = a cold start.
+    /// (disposable frames that stop, and expire, one RTT before the stream starts), as a PoP-to-PoP
+    /// connection that already carries other streams would. The stream's frames are all counted; the warm-up's are not. Zero = a cold start.
     pub warmup: Duration,
 }
 
@@ -188,6 +188,9 @@ struct Driver {
     traced_sent: u64,
     trace: Vec<TraceRow>,
     warmup_end: Instant,
+    /// Warm-up traffic stops (and expires) one RTT before the stream starts, so its last packets have left
+    /// the bottleneck when the first keyframe arrives.
+    warmup_traffic_end: Instant,
 }
 
 impl App for Driver {
@@ -220,14 +223,14 @@ impl App for Driver {
                 continue;
             }
             let live = i == 0 && self.mode == Mode::Live;
-            if live && now < self.warmup_end {
+            if live && now < self.warmup_traffic_end {
                 let unsent = f.client.connection(f.conn).map_or(u64::MAX, |c| c.unsent_bytes());
                 if unsent < self.bulk_target_unsent {
                     let frame = MediaFrame {
                         kind: MediaKind::Disposable,
                         bytes: self.bulk_payload.clone(),
                         capture: now,
-                        budget: Some(self.warmup_end.saturating_duration_since(now)),
+                        budget: Some(self.warmup_traffic_end.saturating_duration_since(now)),
                     };
                     let _ = f.client.send_frame(f.conn, StreamId(WARMUP_STREAM), frame);
                 }
@@ -338,6 +341,7 @@ pub fn run(s: &Scenario) -> Result<Report, EndpointError> {
         traced_sent: 0,
         trace: Vec::new(),
         warmup_end: start + warmup,
+        warmup_traffic_end: start + warmup.saturating_sub(s.rtt),
     };
     let end = start + warmup + s.duration;
     net.run_until(end, &mut driver);
