@@ -67,6 +67,9 @@ pub struct SimArgs {
     /// included), e.g. `3.6mbit@12s,100mbit@17s` for a 5 s squeeze.
     #[arg(long)]
     rate_change: Option<String>,
+    /// A competing bulk flow on the same bottleneck with this controller (e.g. `cubic`): the fairness test.
+    #[arg(long)]
+    competitor: Option<String>,
     /// Seed of the link's random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -184,7 +187,11 @@ fn base_scenario(a: &SimArgs) -> Result<Scenario> {
             budget: parse_duration(&a.budget)?,
             ..LiveParams::default()
         },
-        competitor: None,
+        competitor: a
+            .competitor
+            .as_deref()
+            .map(|n| ControllerKind::parse(n).ok_or_else(|| anyhow!("unknown --competitor {n:?}")))
+            .transpose()?,
         encryption: !a.plaintext,
         seed: a.seed,
         trace_interval: a.trace.as_deref().map(parse_duration).transpose()?,
@@ -311,6 +318,9 @@ fn to_json(row: &Row) -> serde_json::Value {
         "p95_queue_delay_ms": ms(r.p95_queue_delay),
         "min_queue_delay_ms": ms(r.min_queue_delay),
         "packets_lost": r.flows.first().map_or(0, |f| f.sender.packets_lost),
+        "competitor_cc": r.flows.get(1).map(|f| f.cc.name()),
+        "competitor_goodput_bps": r.flows.get(1).map(|f| f.goodput_bps.round() as u64),
+        "share_of_fair": r.flows.get(1).map(|f| 2.0 * r.goodput_bps / (r.goodput_bps + f.goodput_bps).max(1.0)),
         "wall_s": row.wall.as_secs_f64(),
     })
 }
@@ -428,6 +438,17 @@ pub fn run(a: &SimArgs) -> Result<()> {
         }
     } else {
         print_table(&rows, &ccs);
+        for row in rows.iter().filter(|r| r.report.flows.len() > 1) {
+            let (a, b) = (&row.report.flows[0], &row.report.flows[1]);
+            println!(
+                "shared bottleneck: {} {:.1} Mbit/s vs {} {:.1} Mbit/s: {:.2}x its fair share",
+                a.cc.name(),
+                a.goodput_bps / 1e6,
+                b.cc.name(),
+                b.goodput_bps / 1e6,
+                2.0 * a.goodput_bps / (a.goodput_bps + b.goodput_bps).max(1.0)
+            );
+        }
         let virt: f64 = rows
             .iter()
             .map(|r| r.report.scenario.duration.as_secs_f64())
