@@ -6,16 +6,13 @@
 //! region the window is at least what Reno with the same multiplicative decrease would reach (`W_est`). Fast
 //! convergence lowers `W_max` when a flow loses before regaining its previous maximum, releasing bandwidth to
 //! newer flows. Slow start, the recovery-period rule and the collapse on persistent congestion or a
-//! retransmission timeout are as in [`super::new_reno`]. HyStart is not implemented: slow start ends at the first
-//! loss, as in RFC 9002.
+//! retransmission timeout are [`super::loss_based`]'s, shared with [`super::new_reno`]. HyStart is not
+//! implemented: slow start ends at the first loss, as in RFC 9002.
 
 use std::time::{Duration, Instant};
 
-use super::delivery_rate::DeliveryRateSampler;
-use super::new_reno::{
-    is_persistent_congestion, window_pacing_rate, INITIAL_WINDOW_BYTES, MINIMUM_WINDOW_BYTES,
-};
-use super::{AckEvent, Controller, ControllerStats, RateSnapshot, SentPacket, MAX_DATAGRAM_BYTES};
+use super::loss_based::{GrowthRule, LossBased, Window, MINIMUM_WINDOW_BYTES};
+use super::{RttSnapshot, MAX_DATAGRAM_BYTES};
 
 /// The cubic constant `C`, in datagrams per second cubed (RFC 9438).
 pub const CUBIC_C: f64 = 0.4;
@@ -27,10 +24,12 @@ pub const ALPHA_CUBIC: f64 = 3.0 * (1.0 - BETA_CUBIC) / (1.0 + BETA_CUBIC);
 const MSS: f64 = MAX_DATAGRAM_BYTES as f64;
 
 /// RFC 9438 CUBIC.
-#[derive(Debug, Clone)]
-pub struct Cubic {
-    cwnd_bytes: u64,
-    ssthresh_bytes: u64,
+pub type Cubic = LossBased<CubicGrowth>;
+
+/// CUBIC's own rules: the cubic curve and the Reno-friendly estimate in congestion avoidance, the `beta_cubic`
+/// reduction with fast convergence on congestion.
+#[derive(Debug, Clone, Default)]
+pub struct CubicGrowth {
     /// Window before the last reduction, in datagrams.
     w_max: f64,
     /// Seconds from the epoch start to the return to `w_max`.
@@ -39,87 +38,55 @@ pub struct Cubic {
     epoch_start: Option<Instant>,
     /// Reno-friendly estimate, in datagrams.
     w_est: f64,
-    /// Start of the current recovery period; losses of packets sent before it do not reduce the window again.
-    recovery_start: Option<Instant>,
-    srtt: Option<Duration>,
     min_rtt: Option<Duration>,
-    sampler: DeliveryRateSampler,
-    delivery_rate_bytes_per_s: u64,
-    congestion_events: u64,
 }
 
 impl Cubic {
-    /// A controller in slow start with the initial window.
-    pub fn new(_now: Instant) -> Self {
-        Cubic {
-            cwnd_bytes: INITIAL_WINDOW_BYTES,
-            ssthresh_bytes: u64::MAX,
-            w_max: 0.0,
-            k_s: 0.0,
-            epoch_start: None,
-            w_est: 0.0,
-            recovery_start: None,
-            srtt: None,
-            min_rtt: None,
-            sampler: DeliveryRateSampler::new(),
-            delivery_rate_bytes_per_s: 0,
-            congestion_events: 0,
-        }
-    }
-
     /// `W(t)` in datagrams for `t` seconds after the epoch start.
     pub fn w_cubic(&self, t_s: f64) -> f64 {
-        CUBIC_C * (t_s - self.k_s).powi(3) + self.w_max
+        self.rule().w_cubic(t_s)
     }
 
     /// `W_max` in datagrams.
     pub fn w_max(&self) -> f64 {
-        self.w_max
+        self.rule().w_max
     }
 
     /// `K` in seconds.
     pub fn k_s(&self) -> f64 {
-        self.k_s
+        self.rule().k_s
+    }
+}
+
+fn cwnd_segments(window: &Window) -> f64 {
+    window.cwnd_bytes as f64 / MSS
+}
+
+fn set_cwnd_segments(window: &mut Window, segments: f64) {
+    let bytes = (segments * MSS).max(MINIMUM_WINDOW_BYTES as f64);
+    window.cwnd_bytes = if bytes >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        bytes as u64
+    };
+}
+
+impl CubicGrowth {
+    /// `W(t)` in datagrams for `t` seconds after the epoch start.
+    pub fn w_cubic(&self, t_s: f64) -> f64 {
+        CUBIC_C * (t_s - self.k_s).powi(3) + self.w_max
+    }
+}
+
+impl GrowthRule for CubicGrowth {
+    const NAME: &'static str = "cubic";
+
+    fn on_rtt(&mut self, rtt: &RttSnapshot) {
+        self.min_rtt = Some(rtt.min).filter(|d| !d.is_zero()).or(self.min_rtt);
     }
 
-    fn cwnd_segments(&self) -> f64 {
-        self.cwnd_bytes as f64 / MSS
-    }
-
-    fn set_cwnd_segments(&mut self, segments: f64) {
-        let bytes = (segments * MSS).max(MINIMUM_WINDOW_BYTES as f64);
-        self.cwnd_bytes = if bytes >= u64::MAX as f64 {
-            u64::MAX
-        } else {
-            bytes as u64
-        };
-    }
-
-    fn in_recovery(&self, sent_time: Instant) -> bool {
-        self.recovery_start.is_some_and(|start| sent_time <= start)
-    }
-
-    fn on_congestion_event(&mut self, now: Instant, sent_time: Instant) {
-        if self.in_recovery(sent_time) {
-            return;
-        }
-        self.recovery_start = Some(now);
-        self.congestion_events = self.congestion_events.saturating_add(1);
-        let cwnd = self.cwnd_segments();
-        // Fast convergence: a flow that lost before regaining its last maximum gives some of it up.
-        self.w_max = if cwnd < self.w_max {
-            cwnd * (1.0 + BETA_CUBIC) / 2.0
-        } else {
-            cwnd
-        };
-        self.set_cwnd_segments(cwnd * BETA_CUBIC);
-        self.ssthresh_bytes = self.cwnd_bytes;
-        self.epoch_start = None;
-    }
-
-    /// Congestion avoidance for `acked_bytes` acknowledged at `now`.
-    fn avoidance(&mut self, now: Instant, acked_bytes: u64) {
-        let cwnd = self.cwnd_segments();
+    fn on_avoidance_ack(&mut self, window: &mut Window, now: Instant, acked_bytes: u64) {
+        let cwnd = cwnd_segments(window);
         let epoch_start = match self.epoch_start {
             Some(t) => t,
             None => {
@@ -135,86 +102,47 @@ impl Cubic {
             }
         };
         let t_s = now.saturating_duration_since(epoch_start).as_secs_f64();
-        let rtt_s = self.min_rtt.or(self.srtt).map_or(0.1, |d| d.as_secs_f64());
+        let rtt_s = self.min_rtt.or(window.srtt).map_or(0.1, |d| d.as_secs_f64());
         let acked = acked_bytes as f64 / MSS;
         // Reno-friendly estimate: alpha datagrams per window acknowledged.
         self.w_est += ALPHA_CUBIC * acked / cwnd.max(1.0);
         let w_cubic_now = self.w_cubic(t_s);
         if w_cubic_now < self.w_est {
-            self.set_cwnd_segments(self.w_est);
+            set_cwnd_segments(window, self.w_est);
             return;
         }
         // Concave/convex region: aim at W(t + RTT), no faster than 1.5x per RTT.
         let target = self.w_cubic(t_s + rtt_s).clamp(cwnd, 1.5 * cwnd);
-        self.set_cwnd_segments(cwnd + (target - cwnd) * acked / cwnd.max(1.0));
-    }
-}
-
-impl Controller for Cubic {
-    fn name(&self) -> &'static str {
-        "cubic"
+        set_cwnd_segments(window, cwnd + (target - cwnd) * acked / cwnd.max(1.0));
     }
 
-    fn on_sent(&mut self, packet: &SentPacket) -> RateSnapshot {
-        self.sampler.on_sent(packet)
-    }
-
-    fn on_ack(&mut self, event: &AckEvent<'_>) {
-        self.srtt = Some(event.rtt.smoothed).filter(|d| !d.is_zero()).or(self.srtt);
-        self.min_rtt = Some(event.rtt.min).filter(|d| !d.is_zero()).or(self.min_rtt);
-        if let Some(sample) = self.sampler.on_ack(event.now, event.acked, Duration::ZERO) {
-            self.delivery_rate_bytes_per_s = sample.delivery_rate_bytes_per_s;
-        }
-        for packet in event.acked {
-            if self.in_recovery(packet.sent_time) || packet.snapshot.is_app_limited {
-                continue;
-            }
-            if self.cwnd_bytes < self.ssthresh_bytes {
-                self.cwnd_bytes = self.cwnd_bytes.saturating_add(packet.bytes);
-            } else {
-                self.avoidance(event.now, packet.bytes);
-            }
-        }
-        if let Some(newest_lost) = event.lost.last() {
-            self.on_congestion_event(event.now, newest_lost.sent_time);
-            if is_persistent_congestion(event) {
-                self.cwnd_bytes = MINIMUM_WINDOW_BYTES;
-                self.epoch_start = None;
-            }
-        }
-    }
-
-    fn on_retransmission_timeout(&mut self, now: Instant) {
-        self.ssthresh_bytes = ((self.cwnd_bytes as f64 * BETA_CUBIC) as u64).max(MINIMUM_WINDOW_BYTES);
-        self.w_max = self.cwnd_segments();
-        self.cwnd_bytes = MINIMUM_WINDOW_BYTES;
+    fn on_congestion_event(&mut self, window: &mut Window) {
+        let cwnd = cwnd_segments(window);
+        // Fast convergence: a flow that lost before regaining its last maximum gives some of it up.
+        self.w_max = if cwnd < self.w_max {
+            cwnd * (1.0 + BETA_CUBIC) / 2.0
+        } else {
+            cwnd
+        };
+        set_cwnd_segments(window, cwnd * BETA_CUBIC);
+        window.ssthresh_bytes = window.cwnd_bytes;
         self.epoch_start = None;
-        self.recovery_start = Some(now);
-        self.congestion_events = self.congestion_events.saturating_add(1);
     }
 
-    fn window(&self) -> u64 {
-        self.cwnd_bytes
+    fn on_retransmission_timeout(&mut self, window: &mut Window) {
+        window.ssthresh_bytes = ((window.cwnd_bytes as f64 * BETA_CUBIC) as u64).max(MINIMUM_WINDOW_BYTES);
+        self.w_max = cwnd_segments(window);
     }
 
-    fn pacing_rate(&self) -> u64 {
-        window_pacing_rate(self.cwnd_bytes, self.srtt)
-    }
-
-    fn stats(&self) -> ControllerStats {
-        ControllerStats {
-            cwnd_bytes: self.cwnd_bytes,
-            pacing_rate_bytes_per_s: self.pacing_rate(),
-            bandwidth_estimate_bytes_per_s: 0,
-            delivery_rate_bytes_per_s: self.delivery_rate_bytes_per_s,
-            congestion_events: self.congestion_events,
-        }
+    fn on_collapse(&mut self) {
+        self.epoch_start = None;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::new_reno::tests::{ack, lose, MSS as MSS_BYTES};
+    use super::super::loss_based::tests::{ack, lose, MSS as MSS_BYTES};
+    use super::super::Controller;
     use super::*;
 
     #[test]

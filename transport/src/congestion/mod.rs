@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 pub mod cubic;
 pub mod delivery_rate;
+pub mod loss_based;
 pub mod new_reno;
 pub mod pacer;
 pub mod popline;

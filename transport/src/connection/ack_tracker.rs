@@ -51,7 +51,7 @@ impl AckTracker {
 
     /// Records an authenticated packet.
     pub fn on_packet(&mut self, now: Instant, pn: u64, ack_eliciting: bool) {
-        let in_order = self.largest().map_or(pn == 0, |l| pn == l + 1);
+        let in_order = self.largest().map_or(pn == 0, |l| l.checked_add(1) == Some(pn));
         self.insert(pn);
         if self.largest() == Some(pn) {
             self.largest_received_at = Some(now);
@@ -82,11 +82,11 @@ impl AckTracker {
                 self.ranges.push_back(pn..=pn);
                 return;
             }
-            Some(last) if pn == *last.end() + 1 => {
+            Some(last) if last.end().checked_add(1) == Some(pn) => {
                 *last = *last.start()..=pn;
                 return;
             }
-            Some(last) if pn > *last.end() + 1 => {
+            Some(last) if pn > last.end().saturating_add(1) => {
                 self.ranges.push_back(pn..=pn);
                 self.trim();
                 return;
@@ -100,8 +100,15 @@ impl AckTracker {
                 return;
             }
         }
-        let joins_prev = idx > 0 && self.ranges.get(idx - 1).is_some_and(|r| *r.end() + 1 == pn);
-        let joins_next = self.ranges.get(idx).is_some_and(|r| *r.start() == pn + 1);
+        let joins_prev = idx > 0
+            && self
+                .ranges
+                .get(idx - 1)
+                .is_some_and(|r| r.end().checked_add(1) == Some(pn));
+        let joins_next = self
+            .ranges
+            .get(idx)
+            .is_some_and(|r| pn.checked_add(1) == Some(*r.start()));
         match (joins_prev, joins_next) {
             (true, true) => {
                 if let Some(next) = self.ranges.remove(idx) {

@@ -9,7 +9,7 @@ pub mod send_queue;
 pub mod stats;
 
 use self::ack_tracker::AckTracker;
-use self::reassembly::{DeliveredFrame, Gap, Reassembler, RecvOutput};
+use self::reassembly::{DeliveredFrame, FragmentOutcome, Gap, Reassembler, RecvOutput};
 use self::recovery::{Chunk, Recovery, SentRecord};
 use self::send_queue::{PathTiming, PushError, SendQueue};
 use self::stats::ConnectionStats;
@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 
 /// Largest frame-header overhead of a fragment (type + varints), used to size fragments.
 const MAX_FRAGMENT_OVERHEAD: usize = 1 + 5 + 9 + 1 + 5 + 5 + 9 + 9 + 3;
+/// Longest wait between handshake retransmissions.
+const MAX_HANDSHAKE_RETRY: Duration = Duration::from_secs(2);
+/// Shortest wait before a tail probe (a later frame that leaves sooner makes the probe unnecessary).
+const MIN_TAIL_PROBE_DELAY: Duration = Duration::from_millis(2);
 /// Room kept in a data packet for an ACK frame with a few ranges.
 const ACK_RESERVE: usize = 64;
 
@@ -141,6 +145,9 @@ pub struct Connection {
     closing: Option<(u64, String)>,
     closed: bool,
     next_pacing: Option<Instant>,
+    /// When to send a tail probe: a PING after the last packet of a burst, so that the receiver sees a gap
+    /// (and NAKs) at once if that packet was lost, instead of waiting for the next frame.
+    tail_probe_at: Option<Instant>,
 }
 
 impl Connection {
@@ -178,6 +185,7 @@ impl Connection {
             closing: None,
             closed: false,
             next_pacing: None,
+            tail_probe_at: None,
             config,
         }
     }
@@ -349,14 +357,20 @@ impl Connection {
         self.sendq.stream_stats(stream).cloned()
     }
 
+    fn tail_probe_delay(&self) -> Duration {
+        (self.recovery.rtt.min() / 16).max(MIN_TAIL_PROBE_DELAY)
+    }
+
     fn timing(&self) -> PathTiming {
         let rtt = &self.recovery.rtt;
         let srtt = rtt.smoothed();
-        // One-way delay: half the RTT, the queueing part included. A repair round is detection (one RTT plus
-        // the ACK delay and a little jitter allowance) before the repair leaves.
+        // One-way delay: half the RTT, the queueing part included. A repair round is how long after sending a
+        // packet we can know it was lost and send its repair: the loss-detection time threshold (9/8 RTT),
+        // the RTT's variation, the peer's ACK delay, and the tail probe's delay (a frame's last packet is
+        // followed by a probe that reveals its loss).
         PathTiming {
             one_way: srtt / 2,
-            repair_round: srtt + rtt.var() + self.config.max_ack_delay + Duration::from_millis(1),
+            repair_round: srtt * 9 / 8 + rtt.var() + self.config.max_ack_delay + self.tail_probe_delay(),
         }
     }
 
@@ -420,6 +434,12 @@ impl Connection {
             return;
         };
         let pn = header.packet_number;
+        if pn > crate::wire::codec::VARINT_MAX {
+            // Never sent by a conforming peer (and not expressible in an ACK).
+            self.stats.malformed += 1;
+            return;
+        }
+        let newest = self.replay.highest().is_none_or(|h| pn > h);
         if !self.replay.check(pn) {
             self.stats.replays += 1;
             return;
@@ -452,7 +472,9 @@ impl Connection {
         };
         self.replay.record(pn);
         self.last_heard = now;
-        if remote != self.remote {
+        // Follow the peer to a new address (NAT rebinding) only on its newest packet: a replayed or delayed
+        // old packet from elsewhere must not redirect the stream.
+        if remote != self.remote && newest {
             tracing::info!(old = %self.remote, new = %remote, "peer address changed");
             self.remote = remote;
         }
@@ -463,6 +485,7 @@ impl Connection {
         self.stats.bytes_received += datagram.len() as u64;
         let payload = datagram.freeze().slice(DATA_HEADER_LEN..DATA_HEADER_LEN + len);
         let mut ack_eliciting = false;
+        let mut refused = false;
         let mut frames: Vec<Frame> = Vec::new();
         for f in Frames::new(&payload) {
             match f {
@@ -479,14 +502,20 @@ impl Connection {
             match f {
                 Frame::Padding | Frame::Ping => {}
                 Frame::Ack(ack) => self.on_ack_frame(now, &ack),
-                Frame::Fragment(h, range) => self.recv.on_fragment(now, &h, payload.slice(range)),
+                Frame::Fragment(h, range) => {
+                    refused |=
+                        self.recv.on_fragment(now, &h, payload.slice(range)) == FragmentOutcome::Refused;
+                }
                 Frame::Dropped(n) => self.recv.on_dropped(now, &n),
                 Frame::Close { code, reason } => {
                     self.terminate(CloseReason::PeerClosed { code, reason });
                 }
             }
         }
-        self.acks.on_packet(now, pn, ack_eliciting);
+        // A packet with a refused fragment is not acknowledged, so the sender repairs or drops it.
+        if !refused {
+            self.acks.on_packet(now, pn, ack_eliciting);
+        }
     }
 
     fn on_ack_frame(&mut self, now: Instant, ack: &AckFrame) {
@@ -513,7 +542,9 @@ impl Connection {
             }
         }
         for r in &lost {
-            self.stats.packets_lost += 1;
+            if r.in_flight {
+                self.stats.packets_lost += 1;
+            }
             for c in &r.chunks {
                 self.sendq.on_lost(c, now, timing);
             }
@@ -574,13 +605,17 @@ impl Connection {
             Handshake::Server { resend: true, .. } => consider(Some(self.last_heard)),
             _ => {}
         }
-        consider(Some(self.last_heard + self.config.idle_timeout));
+        if !matches!(self.handshake, Handshake::Client { .. }) {
+            consider(Some(self.last_heard + self.config.idle_timeout));
+        }
         if self.keys.is_none() {
             return t;
         }
         consider(self.acks.next_deadline());
         consider(self.recovery.timer(self.config.max_ack_delay));
         consider(self.next_pacing);
+        consider(self.tail_probe_at);
+        consider(self.recv.next_expiry());
         consider(Some(self.last_eliciting_sent + self.config.keepalive));
         consider(self.sendq.next_expiry(self.timing()));
         t
@@ -591,7 +626,9 @@ impl Connection {
         if self.closed {
             return;
         }
-        if now >= self.last_heard + self.config.idle_timeout {
+        // The handshake has its own retry budget (and ends with HandshakeTimeout); idleness counts after it.
+        let handshaking = matches!(self.handshake, Handshake::Client { .. });
+        if !handshaking && now >= self.last_heard + self.config.idle_timeout {
             self.terminate(CloseReason::IdleTimeout);
             return;
         }
@@ -626,8 +663,13 @@ impl Connection {
         if now >= self.last_eliciting_sent + self.config.keepalive {
             self.ping_pending = true;
         }
+        if self.tail_probe_at.is_some_and(|t| t <= now) {
+            self.tail_probe_at = None;
+            self.ping_pending = true;
+        }
         let timing = self.timing();
         self.sendq.expire(now, timing);
+        self.recv.expire(now);
     }
 
     // ----- sending -----
@@ -660,7 +702,7 @@ impl Connection {
                 }
                 packet::write_initial(buf, 0, self.local_cid, cookie, message1);
                 *next_send = now + *interval;
-                *interval *= 2;
+                *interval = (*interval * 2).min(MAX_HANDSHAKE_RETRY);
                 self.stats.packets_sent += 1;
                 self.stats.bytes_sent += buf.len() as u64;
                 return true;
@@ -798,6 +840,15 @@ impl Connection {
         let bytes = buf.len() as u64;
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += bytes;
+        // A burst of frame data just ended: arm the tail probe (a later packet disarms it).
+        let carried_data = !chunks.is_empty();
+        self.tail_probe_at = if carried_data && !self.sendq.has_pending() {
+            Some(now + self.tail_probe_delay())
+        } else if eliciting {
+            None
+        } else {
+            self.tail_probe_at
+        };
         let snapshot = if eliciting {
             self.last_eliciting_sent = now;
             self.pacer.on_sent(now, bytes);

@@ -51,6 +51,17 @@ pub enum RecvOutput {
     Gap(Gap),
 }
 
+/// What became of one fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FragmentOutcome {
+    /// New data, kept.
+    Accepted,
+    /// Already had it (or the frame already left): harmless, acknowledge it.
+    Duplicate,
+    /// Over a limit or contradicting earlier fragments: do not acknowledge it.
+    Refused,
+}
+
 /// Bounds on what a peer can make the receiver hold.
 #[derive(Debug, Clone, Copy)]
 pub struct RecvLimits {
@@ -67,7 +78,7 @@ pub struct RecvLimits {
 impl Default for RecvLimits {
     fn default() -> Self {
         RecvLimits {
-            max_frame_bytes: 16 << 20,
+            max_frame_bytes: crate::wire::frame::MAX_FRAME_LEN,
             max_buffered_bytes: 256 << 20,
             max_frames_ahead: 1 << 16,
             max_streams: 4096,
@@ -84,6 +95,8 @@ pub struct RecvStats {
     pub bytes_delivered: u64,
     /// Frames the sender announced dropped.
     pub frames_dropped_by_sender: u64,
+    /// Incomplete frames given up at their deadline without waiting for the sender's notice.
+    pub frames_expired: u64,
     /// Frames that arrived but were discarded because a frame they depend on was lost.
     pub frames_discarded_undecodable: u64,
     /// Gaps reported.
@@ -224,39 +237,61 @@ impl Reassembler {
         Some(self.streams.entry(id).or_insert_with(RecvStream::new))
     }
 
-    /// Takes one fragment. `data` is a slice of the decrypted datagram.
-    pub fn on_fragment(&mut self, now: Instant, h: &FragmentHeader, data: Bytes) {
+    /// Takes one fragment. `data` is a slice of the decrypted datagram. A refused fragment must not be
+    /// acknowledged: the sender then repairs it or, at the deadline, announces the frame dropped, instead of
+    /// believing it delivered while the receiver waits for it forever.
+    pub fn on_fragment(&mut self, now: Instant, h: &FragmentHeader, data: Bytes) -> FragmentOutcome {
+        let outcome = self.take_fragment(now, h, data);
+        match outcome {
+            FragmentOutcome::Accepted => self.drain(now, h.stream),
+            FragmentOutcome::Duplicate => self.stats.duplicate_fragments += 1,
+            FragmentOutcome::Refused => self.stats.refused_fragments += 1,
+        }
+        outcome
+    }
+
+    fn take_fragment(&mut self, now: Instant, h: &FragmentHeader, data: Bytes) -> FragmentOutcome {
         let limits = self.limits;
         if h.frame_len > limits.max_frame_bytes {
-            self.stats.refused_fragments += 1;
-            return;
+            return FragmentOutcome::Refused;
         }
         let buffered = self.buffered_bytes;
         let Some(st) = self.stream(h.stream) else {
-            self.stats.refused_fragments += 1;
-            return;
+            return FragmentOutcome::Refused;
         };
         if h.seq < st.next {
-            self.stats.duplicate_fragments += 1;
-            return;
+            return FragmentOutcome::Duplicate;
         }
         if h.seq - st.next >= limits.max_frames_ahead {
-            self.stats.refused_fragments += 1;
-            return;
+            return FragmentOutcome::Refused;
         }
-        let mut added = 0u64;
-        let mut refused = false;
-        let mut duplicate = false;
         match st.slots.get_mut(&h.seq) {
-            Some(Slot::Done { .. }) | Some(Slot::Dropped { .. }) => duplicate = true,
+            Some(Slot::Done { .. }) | Some(Slot::Dropped { .. }) => FragmentOutcome::Duplicate,
             Some(Slot::Partial(a)) => {
                 if a.kind != h.kind || a.frame_len != h.frame_len {
-                    refused = true;
-                } else if a.add(h.offset, &data) == 0 {
-                    duplicate = true;
+                    return FragmentOutcome::Refused;
                 }
+                if a.add(h.offset, &data) == 0 {
+                    return FragmentOutcome::Duplicate;
+                }
+                if a.received == a.frame_len {
+                    if let Some(Slot::Partial(a)) = st.slots.remove(&h.seq) {
+                        let done = Slot::Done {
+                            kind: a.kind,
+                            bytes: Bytes::from(a.buf),
+                            capture: a.capture,
+                            budget: a.budget,
+                        };
+                        st.slots.insert(h.seq, done);
+                    }
+                }
+                FragmentOutcome::Accepted
             }
             None => {
+                // Every frame held, complete or not, counts against the bound until it leaves.
+                if buffered + u64::from(h.frame_len) > limits.max_buffered_bytes {
+                    return FragmentOutcome::Refused;
+                }
                 let capture = now.checked_sub(Duration::from_micros(h.age_us)).unwrap_or(now);
                 let budget = h.budget_us.map(Duration::from_micros);
                 if h.offset == 0 && data.len() == h.frame_len as usize {
@@ -269,8 +304,6 @@ impl Reassembler {
                             budget,
                         },
                     );
-                } else if buffered + u64::from(h.frame_len) > limits.max_buffered_bytes {
-                    refused = true;
                 } else {
                     let mut a = Assembly {
                         kind: h.kind,
@@ -282,38 +315,51 @@ impl Reassembler {
                         budget,
                     };
                     a.add(h.offset, &data);
-                    added = u64::from(h.frame_len);
                     st.slots.insert(h.seq, Slot::Partial(a));
                 }
+                self.buffered_bytes += u64::from(h.frame_len);
+                FragmentOutcome::Accepted
             }
         }
-        if refused {
-            self.stats.refused_fragments += 1;
-            return;
-        }
-        if duplicate {
-            self.stats.duplicate_fragments += 1;
-            return;
-        }
-        let mut released = 0u64;
-        if let Some(Slot::Partial(a)) = st.slots.get(&h.seq) {
-            if a.received == a.frame_len {
-                if let Some(Slot::Partial(a)) = st.slots.remove(&h.seq) {
-                    released = u64::from(a.frame_len);
-                    st.slots.insert(
-                        h.seq,
-                        Slot::Done {
-                            kind: a.kind,
-                            bytes: Bytes::from(a.buf),
-                            capture: a.capture,
-                            budget: a.budget,
-                        },
-                    );
+    }
+
+    /// When the oldest incomplete frame at the head of some stream passes its deadline, if any: the
+    /// receiver stops waiting for it then (see [`Reassembler::expire`]).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.streams
+            .values()
+            .filter_map(|st| match st.slots.get(&st.next) {
+                Some(Slot::Partial(a)) => a.budget.and_then(|b| a.capture.checked_add(b)),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Gives up on incomplete frames at the head of a stream whose deadline has passed: a late frame is of no
+    /// use to a live viewer, and waiting for it would make the frames behind it late too. The frame's kind is
+    /// known from its fragments, so the GOP rules apply as for a frame the sender dropped.
+    pub fn expire(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (&id, st) in &mut self.streams {
+            let past = match st.slots.get(&st.next) {
+                Some(Slot::Partial(a)) => a
+                    .budget
+                    .and_then(|b| a.capture.checked_add(b))
+                    .is_some_and(|d| d < now)
+                    .then_some(a.kind),
+                _ => None,
+            };
+            if let Some(kind) = past {
+                if let Some(Slot::Partial(a)) = st.slots.insert(st.next, Slot::Dropped { kind }) {
+                    self.buffered_bytes = self.buffered_bytes.saturating_sub(u64::from(a.frame_len));
                 }
+                self.stats.frames_expired += 1;
+                expired.push(id);
             }
         }
-        self.buffered_bytes = (self.buffered_bytes + added).saturating_sub(released);
-        self.drain(now, h.stream);
+        for id in expired {
+            self.drain(now, id);
+        }
     }
 
     /// The sender gave up on a frame.
@@ -321,6 +367,10 @@ impl Reassembler {
         let max_ahead = self.limits.max_frames_ahead;
         let Some(st) = self.stream(n.stream) else { return };
         if n.seq < st.next || n.seq - st.next >= max_ahead {
+            return;
+        }
+        // A frame that arrived whole stays: the sender gave up on it before its ACK came back.
+        if matches!(st.slots.get(&n.seq), Some(Slot::Done { .. })) {
             return;
         }
         if let Some(Slot::Partial(a)) = st.slots.insert(n.seq, Slot::Dropped { kind: n.kind }) {
@@ -342,6 +392,9 @@ impl Reassembler {
                 break;
             };
             st.next = seq + 1;
+            if let Slot::Done { bytes, .. } = &slot {
+                self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes.len() as u64);
+            }
             match slot {
                 Slot::Partial(_) => {}
                 Slot::Dropped { kind } => {

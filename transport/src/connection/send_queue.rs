@@ -11,7 +11,7 @@ use super::recovery::Chunk;
 use crate::media::{DropReason, MediaFrame, MediaKind};
 use crate::wire::frame::{DroppedNotice, FragmentHeader};
 use bytes::Bytes;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Identifies a frame on the sending side.
@@ -83,6 +83,18 @@ impl OutFrame {
         (start, end)
     }
 
+    /// The instant by which this frame must be able to arrive, or be dropped and announced. Unsent data must
+    /// make the deadline itself. A key or inter frame already sent whole gets one repair round of grace
+    /// (its ACK may be on the way, and dropping it would drop the rest of its GOP); anything else is
+    /// announced at the deadline, so the receiver stops holding later frames for it.
+    fn give_up_limit(&self, deadline: Instant, timing: PathTiming) -> Instant {
+        if self.next_new >= self.n_frags && self.kind.breaks_gop_when_lost() {
+            deadline + timing.repair_round
+        } else {
+            deadline
+        }
+    }
+
     fn is_acked(&self, index: u32) -> bool {
         self.acked
             .get(index as usize / 64)
@@ -107,6 +119,8 @@ struct StreamSend {
     next_seq: u64,
     /// True after a key/inter frame was dropped: video frames wait for the next keyframe.
     broken: bool,
+    /// Sequence number of the newest keyframe queued (a drop before it cannot break what follows it).
+    last_key_seq: Option<u64>,
     live: BTreeSet<u64>,
 }
 
@@ -141,6 +155,9 @@ pub struct SendQueue {
     new_q: [VecDeque<FrameId>; MediaKind::PRIORITY_CLASSES],
     /// Repairs: (frame, fragment, is the second copy of a last-chance repair).
     retx_q: [VecDeque<(FrameId, u32, bool)>; MediaKind::PRIORITY_CLASSES],
+    /// First copies of repairs now in `retx_q`, so a repeated loss report does not queue a fragment twice
+    /// (a set, not a scan: a peer's ACK pattern must not make this quadratic).
+    retx_queued: HashSet<(FrameId, u32)>,
     /// Frames with a deadline, in the order they were queued (for the expiry sweep).
     watch: VecDeque<FrameId>,
     streams: HashMap<u32, StreamSend>,
@@ -159,6 +176,7 @@ impl SendQueue {
             frames: HashMap::new(),
             new_q: Default::default(),
             retx_q: Default::default(),
+            retx_queued: HashSet::new(),
             watch: VecDeque::new(),
             streams: HashMap::new(),
             notices: VecDeque::new(),
@@ -202,6 +220,7 @@ impl SendQueue {
         let kind = frame.kind;
         if kind == MediaKind::Key {
             st.broken = false;
+            st.last_key_seq = Some(seq);
         }
         let broken = st.broken;
         self.account(stream, |s| s.by_kind[kind.code() as usize].queued += 1);
@@ -301,8 +320,14 @@ impl SendQueue {
         if let Some(st) = self.streams.get_mut(&id.stream) {
             st.live.remove(&id.seq);
             if f.kind.breaks_gop_when_lost() {
-                st.broken = true;
-                for &seq in st.live.range(id.seq + 1..) {
+                // Only this frame's own GOP breaks: frames from the next keyframe on (queued, sent or already
+                // acknowledged) do not depend on it.
+                let next_key = st.last_key_seq.filter(|&k| k > id.seq);
+                if next_key.is_none() {
+                    st.broken = true;
+                }
+                let end = next_key.unwrap_or(u64::MAX);
+                for &seq in st.live.range(id.seq + 1..end) {
                     match self
                         .frames
                         .get(&FrameId {
@@ -354,43 +379,34 @@ impl SendQueue {
         }
     }
 
-    /// Drops frames that can no longer arrive in time: unsent ones whose deadline is closer than the one-way
-    /// delay, and in-flight ones a repair round past their deadline (their ACK had time to come back).
+    /// Drops frames that can no longer arrive in time (see `give_up_limit`), oldest first.
     pub fn expire(&mut self, now: Instant, timing: PathTiming) {
-        while let Some(&id) = self.watch.front() {
-            let Some(f) = self.frames.get(&id) else {
-                self.watch.pop_front();
-                continue;
-            };
-            let Some(deadline) = f.deadline else {
-                self.watch.pop_front();
-                continue;
-            };
-            let all_sent = f.next_new >= f.n_frags;
-            let limit = if all_sent {
-                deadline + timing.repair_round
-            } else {
-                deadline
-            };
-            if now + timing.one_way > limit {
-                self.watch.pop_front();
-                self.drop_frame(id, DropReason::Deadline);
-            } else {
-                break;
+        // Limits are not in queue order (budgets differ, sent frames get grace), so every watched frame is
+        // checked; the watch holds only frames still in play, a few dozen for a live stream.
+        let frames = &self.frames;
+        let mut expired = Vec::new();
+        self.watch.retain(|id| {
+            let Some(f) = frames.get(id) else { return false };
+            let Some(deadline) = f.deadline else { return false };
+            if now + timing.one_way > f.give_up_limit(deadline, timing) {
+                expired.push(*id);
+                return false;
             }
+            true
+        });
+        for id in expired {
+            self.drop_frame(id, DropReason::Deadline);
         }
     }
 
-    /// When the oldest watched frame would expire (so the connection can wake up to drop and announce it).
+    /// When the next watched frame would expire (so the connection can wake up to drop and announce it).
     pub fn next_expiry(&self, timing: PathTiming) -> Option<Instant> {
-        let f = self.watch.iter().find_map(|id| self.frames.get(id))?;
-        let deadline = f.deadline?;
-        let limit = if f.next_new >= f.n_frags {
-            deadline + timing.repair_round
-        } else {
-            deadline
-        };
-        Some(limit.checked_sub(timing.one_way).unwrap_or(limit) + Duration::from_micros(1))
+        self.watch
+            .iter()
+            .filter_map(|id| self.frames.get(id))
+            .filter_map(|f| f.deadline.map(|d| f.give_up_limit(d, timing)))
+            .min()
+            .map(|limit| limit.checked_sub(timing.one_way).unwrap_or(limit) + Duration::from_micros(1))
     }
 
     /// The next dropped-frame notice to send, if any.
@@ -403,21 +419,29 @@ impl SendQueue {
         self.notices.push_front(n);
     }
 
+    fn pop_retx(&mut self, class: usize) {
+        if let Some((id, index, second_copy)) = self.retx_q[class].pop_front() {
+            if !second_copy {
+                self.retx_queued.remove(&(id, index));
+            }
+        }
+    }
+
     /// Picks the next fragment to send, if one fits in `space` bytes of frame encoding.
     pub fn next_fragment(&mut self, now: Instant, space: usize, timing: PathTiming) -> Option<Emit> {
         for class in 0..MediaKind::PRIORITY_CLASSES {
             while let Some(&(id, index, second_copy)) = self.retx_q[class].front() {
                 let Some(f) = self.frames.get(&id) else {
-                    self.retx_q[class].pop_front();
+                    self.pop_retx(class);
                     continue;
                 };
                 if f.is_acked(index) {
-                    self.retx_q[class].pop_front();
+                    self.pop_retx(class);
                     continue;
                 }
                 if let Some(deadline) = f.deadline {
                     if now + timing.one_way > deadline {
-                        self.retx_q[class].pop_front();
+                        self.pop_retx(class);
                         self.drop_frame(id, DropReason::Deadline);
                         continue;
                     }
@@ -426,7 +450,7 @@ impl SendQueue {
                 if emit.header.encoded_len(emit.data.len()) + emit.data.len() > space {
                     return None;
                 }
-                self.retx_q[class].pop_front();
+                self.pop_retx(class);
                 let n = emit.data.len() as u64;
                 self.account(id.stream, |s| s.payload_bytes_repair += n);
                 // A repair that has time for no further try is sent twice, in different packets.
@@ -532,7 +556,7 @@ impl SendQueue {
                     return;
                 }
                 let class = f.kind.priority();
-                if !self.retx_q[class].contains(&(id, index, false)) {
+                if self.retx_queued.insert((id, index)) {
                     self.retx_q[class].push_back((id, index, false));
                 }
             }
@@ -550,7 +574,7 @@ impl SendQueue {
             if let Some(f) = self.frames.get(&id) {
                 if !f.is_acked(index) {
                     let class = f.kind.priority();
-                    if !self.retx_q[class].contains(&(id, index, false)) {
+                    if self.retx_queued.insert((id, index)) {
                         self.retx_q[class].push_front((id, index, false));
                     }
                 }

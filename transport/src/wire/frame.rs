@@ -16,8 +16,9 @@ use std::ops::{Range, RangeInclusive};
 
 /// Most ACK ranges one ACK frame may carry (decoder bound and encoder cap).
 pub const MAX_ACK_RANGES: usize = 64;
-/// Largest media frame the protocol carries, in bytes.
-pub const MAX_FRAME_LEN: u32 = 64 << 20;
+/// Largest media frame the protocol carries, in bytes (also the receiver's default limit, so that a sender
+/// never queues a frame its peer will refuse).
+pub const MAX_FRAME_LEN: u32 = 16 << 20;
 /// Longest close reason kept, in bytes.
 pub const MAX_REASON_LEN: usize = 256;
 
@@ -236,6 +237,18 @@ impl<'a> Frames<'a> {
         }
     }
 
+    /// Reads the `stream | seq | kind` prefix that FRAGMENT and DROPPED share.
+    fn frame_ref(&mut self) -> Result<(u32, u64, MediaKind), WireError> {
+        let stream = self.r.varint_u32("stream id")?;
+        let seq = self.r.varint()?;
+        let code = self.r.u8()?;
+        let kind = MediaKind::from_code(code).ok_or(WireError::Invalid {
+            field: "media kind",
+            value: u64::from(code),
+        })?;
+        Ok((stream, seq, kind))
+    }
+
     fn next_frame(&mut self) -> Result<Frame, WireError> {
         let ty = self.r.u8()?;
         Ok(match ty {
@@ -247,13 +260,7 @@ impl<'a> Frames<'a> {
             PING => Frame::Ping,
             ACK => Frame::Ack(AckFrame::decode(&mut self.r)?),
             FRAGMENT => {
-                let stream = self.r.varint_u32("stream id")?;
-                let seq = self.r.varint()?;
-                let code = self.r.u8()?;
-                let kind = MediaKind::from_code(code).ok_or(WireError::Invalid {
-                    field: "media kind",
-                    value: u64::from(code),
-                })?;
+                let (stream, seq, kind) = self.frame_ref()?;
                 let frame_len = self.r.varint_u32("frame length")?;
                 if frame_len > MAX_FRAME_LEN {
                     return Err(WireError::Invalid {
@@ -285,13 +292,7 @@ impl<'a> Frames<'a> {
                 Frame::Fragment(header, start..start + len)
             }
             DROPPED => {
-                let stream = self.r.varint_u32("stream id")?;
-                let seq = self.r.varint()?;
-                let code = self.r.u8()?;
-                let kind = MediaKind::from_code(code).ok_or(WireError::Invalid {
-                    field: "media kind",
-                    value: u64::from(code),
-                })?;
+                let (stream, seq, kind) = self.frame_ref()?;
                 let code = self.r.u8()?;
                 let reason = DropReason::from_code(code).ok_or(WireError::Invalid {
                     field: "drop reason",
