@@ -143,14 +143,15 @@ fn a_squeezed_link_drops_disposable_then_inter_frames_keeps_audio_and_recovers_w
     };
     let r = run(&s).unwrap();
     assert_eq!(r.frames_undecodable_delivered, 0);
-    let start = r.outcomes.first().unwrap().capture - Duration::ZERO;
-    let at = |d: Duration| start + (d - warmup);
+    // Rate changes count from the links' start; the stream starts after the handshake and the warm-up.
+    let start = r.stream_started;
+    let at = |d: Duration| r.started + d;
     let late = |f: &transport::sim::media::FrameOutcome| {
         f.delivered
             .is_none_or(|d| d.saturating_duration_since(f.capture) > params.budget)
     };
     // No audio frame lost or late.
-    let run_end = at(s.duration + warmup);
+    let run_end = r.stream_started + s.duration;
     let counted = |f: &&transport::sim::media::FrameOutcome| f.capture + params.budget <= run_end;
     let audio_late: Vec<_> = r
         .outcomes

@@ -365,12 +365,17 @@ impl Connection {
         let rtt = &self.recovery.rtt;
         let srtt = rtt.smoothed();
         // One-way delay: half the RTT, the queueing part included. A repair round is how long after sending a
-        // packet we can know it was lost and send its repair: the loss-detection time threshold (9/8 RTT),
+        // packet we can know it was lost and send its repair: the loss-detection time threshold (RTT plus the
+        // reordering allowance),
         // the RTT's variation, the peer's ACK delay, and the tail probe's delay (a frame's last packet is
         // followed by a probe that reveals its loss).
         PathTiming {
             one_way: srtt / 2,
-            repair_round: srtt * 9 / 8 + rtt.var() + self.config.max_ack_delay + self.tail_probe_delay(),
+            repair_round: srtt
+                + self.recovery.reorder_allowance()
+                + rtt.var()
+                + self.config.max_ack_delay
+                + self.tail_probe_delay(),
         }
     }
 

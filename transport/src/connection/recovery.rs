@@ -9,9 +9,13 @@ use std::time::{Duration, Instant};
 
 /// A packet is lost once a packet this many numbers later is acknowledged.
 pub const PACKET_THRESHOLD: u64 = 3;
-/// ... or once it is older than this fraction of the RTT (9/8) and a later packet was acknowledged.
-const TIME_THRESHOLD_NUM: u32 = 9;
-const TIME_THRESHOLD_DEN: u32 = 8;
+/// ... or once it is older than the RTT plus a reordering allowance and a later packet was acknowledged.
+/// The allowance starts at RTT/16 (a deadline-bound repair cannot afford RFC 9002's fixed RTT/8 on every tail
+/// loss) and doubles, up to RTT/2, each time a packet declared lost turns out to have arrived (reordering).
+const MIN_REORDER_SHIFT: u32 = 4;
+const MAX_REORDER_SHIFT: u32 = 1;
+/// Packet numbers recently declared lost, kept to notice spurious loss declarations.
+const LOST_MEMORY: usize = 512;
 /// Never declare loss faster than this after sending (timer granularity).
 const GRANULARITY: Duration = Duration::from_millis(1);
 
@@ -72,6 +76,14 @@ pub struct Recovery {
     last_ack_eliciting_sent: Option<Instant>,
     /// Consecutive probe timeouts without an ACK.
     pub pto_count: u32,
+    /// The reordering allowance is RTT >> this.
+    reorder_shift: u32,
+    /// Packet-count threshold; disabled (time threshold only, as RACK does) once reordering was seen.
+    packet_threshold: u64,
+    /// Recently declared lost, ascending.
+    recently_lost: VecDeque<u64>,
+    /// Packets declared lost that were acknowledged later.
+    pub spurious_losses: u64,
     /// The RTT estimator.
     pub rtt: RttEstimator,
 }
@@ -88,6 +100,10 @@ impl Recovery {
             loss_time: None,
             last_ack_eliciting_sent: None,
             pto_count: 0,
+            reorder_shift: MIN_REORDER_SHIFT,
+            packet_threshold: PACKET_THRESHOLD,
+            recently_lost: VecDeque::new(),
+            spurious_losses: 0,
             rtt: RttEstimator::new(initial_rtt),
         }
     }
@@ -139,6 +155,7 @@ impl Recovery {
         if largest >= next_pn {
             return out; // acknowledges packets never sent: ignore (the caller counts it)
         }
+        self.check_spurious(ack);
         let newly_largest = self.largest_acked.is_none_or(|l| largest > l);
         if newly_largest {
             self.largest_acked = Some(largest);
@@ -176,6 +193,36 @@ impl Recovery {
         out
     }
 
+    /// Widens the reordering allowance when an ACK covers a packet already declared lost.
+    fn check_spurious(&mut self, ack: &AckFrame) {
+        if self.recently_lost.is_empty() {
+            return;
+        }
+        let mut spurious = false;
+        for range in &ack.ranges {
+            let i = self.recently_lost.partition_point(|&pn| pn < *range.start());
+            while self.recently_lost.get(i).is_some_and(|&pn| pn <= *range.end()) {
+                self.recently_lost.remove(i);
+                self.spurious_losses += 1;
+                spurious = true;
+            }
+        }
+        if spurious {
+            // The path reorders: counting packets misfires, so only time decides from now on, with a
+            // wider allowance each time it still misfires.
+            self.packet_threshold = u64::MAX;
+            if self.reorder_shift > MAX_REORDER_SHIFT {
+                self.reorder_shift -= 1;
+            }
+        }
+    }
+
+    /// The reordering allowance in use (a fraction of the RTT).
+    pub fn reorder_allowance(&self) -> Duration {
+        let rtt = self.rtt.latest().max(self.rtt.smoothed());
+        rtt / (1 << self.reorder_shift)
+    }
+
     /// Declares lost what the thresholds say is lost, and arms the loss timer for the rest.
     pub fn detect_lost(&mut self, now: Instant) -> Vec<SentRecord> {
         let mut lost = Vec::new();
@@ -184,7 +231,7 @@ impl Recovery {
             return lost;
         };
         let rtt = self.rtt.latest().max(self.rtt.smoothed());
-        let loss_delay = (rtt * TIME_THRESHOLD_NUM / TIME_THRESHOLD_DEN).max(GRANULARITY);
+        let loss_delay = (rtt + rtt / (1 << self.reorder_shift)).max(GRANULARITY);
         let end = largest.saturating_sub(self.base).min(self.sent.len() as u64) as usize;
         for idx in 0..end {
             let Some(Some(rec)) = self.sent.get(idx) else {
@@ -192,8 +239,14 @@ impl Recovery {
             };
             let pn = rec.pn;
             let sent_time = rec.sent_time;
-            if largest >= pn + PACKET_THRESHOLD || sent_time + loss_delay <= now {
+            if largest >= pn.saturating_add(self.packet_threshold) || sent_time + loss_delay <= now {
                 if let Some(rec) = self.take(pn) {
+                    if rec.in_flight {
+                        if self.recently_lost.len() >= LOST_MEMORY {
+                            self.recently_lost.pop_front();
+                        }
+                        self.recently_lost.push_back(pn);
+                    }
                     lost.push(rec);
                 }
             } else {

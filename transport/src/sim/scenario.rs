@@ -168,9 +168,15 @@ pub struct Report {
     pub steps: u64,
     /// Rows recorded when `trace_interval` is set.
     pub trace: Vec<TraceRow>,
+    /// When the run began (the links' time zero: outages and rate changes count from here).
+    pub started: Instant,
+    /// When the stream (live mode) or the measurement (bulk mode) began.
+    pub stream_started: Instant,
 }
 
 const BULK_FRAME: usize = 256 * 1024;
+/// Longest a scenario waits for its handshake before starting the warm-up clock anyway.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(30);
 /// The stream that carries warm-up traffic.
 const WARMUP_STREAM: u32 = 1;
 
@@ -330,7 +336,7 @@ pub fn run(s: &Scenario) -> Result<Report, EndpointError> {
     let mut driver = Driver {
         mode: s.mode,
         bulk_payload: Bytes::from(vec![0xb0; BULK_FRAME]),
-        source: (s.mode == Mode::Live).then(|| LiveSource::new(s.live, start + warmup)),
+        source: None,
         checker: Checker::new(s.live.budget),
         delivered_bytes: vec![0; controllers.len()],
         bulk_target_unsent: (bdp_bytes * 2).max(4 * BULK_FRAME as u64),
@@ -340,10 +346,28 @@ pub fn run(s: &Scenario) -> Result<Report, EndpointError> {
         traced_bytes: 0,
         traced_sent: 0,
         trace: Vec::new(),
-        warmup_end: start + warmup,
-        warmup_traffic_end: start + warmup.saturating_sub(s.rtt),
+        warmup_end: start,
+        warmup_traffic_end: start,
     };
-    let end = start + warmup + s.duration;
+    // The warm-up counts from the handshake's end (a lossy path can delay it by seconds); a cold start
+    // (no warm-up) counts from the first Initial, as a viewer would see it.
+    let mut anchor = start;
+    if s.mode == Mode::Live && !warmup.is_zero() {
+        driver.warmup_end = start + HANDSHAKE_LIMIT;
+        driver.warmup_traffic_end = driver.warmup_end;
+        while net.flows.first().is_some_and(|f| f.connected_at.is_none()) && net.now < start + HANDSHAKE_LIMIT
+        {
+            let step = net.now + Duration::from_millis(5);
+            net.run_until(step, &mut driver);
+        }
+        anchor = net.flows.first().and_then(|f| f.connected_at).unwrap_or(net.now);
+    }
+    driver.warmup_end = anchor + warmup;
+    driver.warmup_traffic_end = anchor + warmup.saturating_sub(s.rtt);
+    if s.mode == Mode::Live {
+        driver.source = Some(LiveSource::new(s.live, anchor + warmup));
+    }
+    let end = anchor + warmup + s.duration;
     net.run_until(end, &mut driver);
     let secs = s.duration.as_secs_f64().max(1e-9);
     let flows: Vec<FlowReport> = net
@@ -397,6 +421,8 @@ pub fn run(s: &Scenario) -> Result<Report, EndpointError> {
         outcomes: c.frames.clone(),
         steps: net.steps,
         trace: driver.trace,
+        started: start,
+        stream_started: anchor + warmup,
         scenario: s.clone(),
     })
 }
