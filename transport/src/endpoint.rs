@@ -6,7 +6,7 @@
 use crate::config::EndpointConfig;
 use crate::connection::send_queue::PushError;
 use crate::connection::stats::ConnectionStats;
-use crate::connection::{Connection, Event};
+use crate::connection::{CloseReason, Connection, Event};
 use crate::crypto::{random_bytes, CookieJar, CryptoError, InitiatorHandshake, ResponderHandshake};
 use crate::media::{MediaFrame, StreamId};
 use crate::wire::packet::{self, Packet, MIN_INITIAL_SIZE};
@@ -207,7 +207,21 @@ impl Endpoint {
                     .get(&header.dst_cid)
                     .and_then(|&i| self.conns.get_mut(i))
                 {
-                    Some(Some(c)) if c.remote() == remote => c.handle_handshake(now, header.src_cid, message),
+                    Some(Some(c)) if c.remote() == remote => {
+                        c.handle_handshake(now, header.src_cid, message);
+                        if c.wants_new_handshake() {
+                            let remote_static = c.peer_static();
+                            match InitiatorHandshake::start(
+                                &self.config.keypair,
+                                &remote_static,
+                                self.config.psk.as_ref(),
+                                HANDSHAKE_PAYLOAD,
+                            ) {
+                                Ok((init, msg1)) => c.restart_handshake(now, init, msg1),
+                                Err(e) => tracing::warn!(%remote, error = %e, "handshake restart failed"),
+                            }
+                        }
+                    }
                     _ => self.stats.unexpected_handshake += 1,
                 }
             }
@@ -237,9 +251,21 @@ impl Endpoint {
         }
         if let Some(&idx) = self.by_client.get(&(remote, client_cid)) {
             if let Some(Some(c)) = self.conns.get_mut(idx) {
-                c.handle_repeated_initial();
-                return;
+                if c.handle_repeated_initial(message) {
+                    return;
+                }
             }
+            // The client restarted its handshake: the half-open connection goes, the new one is built below.
+            if let Some(Some(old)) = self.conns.get_mut(idx).map(Option::take) {
+                self.by_cid.remove(&old.local_cid());
+                self.events.push_back((
+                    ConnectionHandle(idx),
+                    Event::Closed {
+                        reason: CloseReason::HandshakeRestarted,
+                    },
+                ));
+            }
+            self.by_client.remove(&(remote, client_cid));
         }
         if now.saturating_duration_since(self.last_rotation) >= COOKIE_ROTATION
             && self.cookies.rotate().is_ok()
@@ -302,6 +328,7 @@ impl Endpoint {
             remote,
             peer_static,
             keys,
+            message.to_vec(),
             message2,
         );
         match self.insert(conn) {

@@ -181,6 +181,26 @@ fn a_wrong_psk_is_refused() {
     assert!(!Pair::connected(&p.a_events));
 }
 
+#[test]
+fn a_forged_handshake_reply_does_not_stop_the_client_from_connecting() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let mut p = Pair::new(a_cfg, b_cfg, link(100));
+    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.step(); // the first Initial leaves
+              // The client's connection id is in clear in its Initial (long header: type, version, dst, src).
+    let initial = p.a_sent.first().cloned().unwrap();
+    let client_cid = u64::from_be_bytes(initial[10..18].try_into().unwrap());
+    let mut forged = Vec::new();
+    transport::wire::packet::write_handshake(&mut forged, client_cid, 99, &[0x42; 80]);
+    let now = p.now;
+    p.a.handle_datagram(now, p.b_addr, BytesMut::from(&forged[..]));
+    p.run_for(Duration::from_secs(3));
+    assert!(
+        Pair::connected(&p.a_events),
+        "the client still connects after a forged reply"
+    );
+}
+
 fn frame(kind: MediaKind, len: usize) -> MediaFrame {
     let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
     MediaFrame {

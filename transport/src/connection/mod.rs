@@ -68,6 +68,8 @@ pub enum CloseReason {
     },
     /// This side closed.
     LocalClose,
+    /// The client started its handshake over; this half-open connection was replaced by the new one.
+    HandshakeRestarted,
 }
 
 /// Which side of the handshake this connection is.
@@ -89,6 +91,7 @@ enum Handshake {
         attempts: u32,
     },
     Server {
+        message1: Vec<u8>,
         message2: Vec<u8>,
         resend: bool,
     },
@@ -114,6 +117,7 @@ struct Keys {
     first_pn_in_phase: u64,
     recv: PacketKey,
     recv_prev: Option<PacketKey>,
+    recv_next: Option<PacketKey>,
     recv_phase: bool,
     recv_first_pn_in_phase: u64,
 }
@@ -230,6 +234,7 @@ impl Connection {
         remote: SocketAddr,
         peer_static: [u8; 32],
         keys: SessionKeys,
+        message1: Vec<u8>,
         message2: Vec<u8>,
     ) -> Self {
         let mut c = Connection::new(
@@ -239,6 +244,7 @@ impl Connection {
             local_cid,
             remote,
             Handshake::Server {
+                message1,
                 message2,
                 resend: true,
             },
@@ -264,6 +270,7 @@ impl Connection {
             first_pn_in_phase: 0,
             recv,
             recv_prev: None,
+            recv_next: None,
             recv_phase: false,
             recv_first_pn_in_phase: 0,
         });
@@ -413,16 +420,45 @@ impl Connection {
                 self.events.push_back(Event::Connected { peer_static });
             }
             Err(e) => {
+                // The initiator state is spent: the endpoint starts a fresh handshake (a forged or corrupted
+                // response must not leave the client unable to ever connect).
                 tracing::debug!(remote = %self.remote, error = %e, "handshake response refused");
                 self.stats.auth_failures += 1;
             }
         }
     }
 
-    /// The client repeated its Initial: our Handshake reply was lost (server only).
-    pub(crate) fn handle_repeated_initial(&mut self) {
-        if let Handshake::Server { resend, .. } = &mut self.handshake {
-            *resend = true;
+    /// True when the client's handshake state was spent on a bad response and must be restarted.
+    pub(crate) fn wants_new_handshake(&self) -> bool {
+        matches!(&self.handshake, Handshake::Client { initiator: None, .. })
+    }
+
+    /// Installs a fresh handshake (client only), keeping the cookie and the attempt count.
+    pub(crate) fn restart_handshake(&mut self, now: Instant, init: InitiatorHandshake, msg1: Vec<u8>) {
+        if let Handshake::Client {
+            initiator,
+            message1,
+            next_send,
+            ..
+        } = &mut self.handshake
+        {
+            *initiator = Some(Box::new(init));
+            *message1 = msg1;
+            *next_send = now;
+        }
+    }
+
+    /// The client sent an Initial again (server only). The same message means our reply was lost: send it
+    /// again and return true. A different one means the client restarted its handshake: return false, and
+    /// the endpoint replaces this half-open connection. Once confirmed, Initials are ignored (true).
+    pub(crate) fn handle_repeated_initial(&mut self, message: &[u8]) -> bool {
+        match &mut self.handshake {
+            Handshake::Server { message1, resend, .. } if message1.as_slice() == message => {
+                *resend = true;
+                true
+            }
+            Handshake::Server { .. } => false,
+            _ => true,
         }
     }
 
@@ -456,9 +492,14 @@ impl Connection {
                 .as_ref()
                 .and_then(|k| k.open(pn, &mut datagram, DATA_HEADER_LEN).ok())
         } else {
-            // The peer moved to the next key generation.
-            match keys.recv.next_generation() {
-                Ok(next) => match next.open(pn, &mut datagram, DATA_HEADER_LEN) {
+            // The peer moved to the next key generation. The next key is derived once and kept, so forged
+            // packets with a flipped phase bit cost one AEAD check each, not a key derivation.
+            let next = match keys.recv_next.take() {
+                Some(k) => Some(k),
+                None => keys.recv.next_generation().ok(),
+            };
+            match next {
+                Some(next) => match next.open(pn, &mut datagram, DATA_HEADER_LEN) {
                     Ok(len) => {
                         let prev = std::mem::replace(&mut keys.recv, next);
                         keys.recv_prev = Some(prev);
@@ -466,9 +507,12 @@ impl Connection {
                         keys.recv_first_pn_in_phase = pn;
                         Some(len)
                     }
-                    Err(_) => None,
+                    Err(_) => {
+                        keys.recv_next = Some(next);
+                        None
+                    }
                 },
-                Err(_) => None,
+                None => None,
             }
         };
         let Some(len) = opened else {
@@ -712,7 +756,7 @@ impl Connection {
                 self.stats.bytes_sent += buf.len() as u64;
                 return true;
             }
-            Handshake::Server { message2, resend } if *resend => {
+            Handshake::Server { message2, resend, .. } if *resend => {
                 *resend = false;
                 packet::write_handshake(buf, self.remote_cid, self.local_cid, message2);
                 self.stats.packets_sent += 1;
