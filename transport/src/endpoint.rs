@@ -24,7 +24,10 @@ const HANDSHAKE_PAYLOAD: &[u8] = b"popline/1";
 
 /// Refers to a connection of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionHandle(pub usize);
+pub struct ConnectionHandle {
+    index: usize,
+    generation: u64,
+}
 
 /// A datagram to send, written into the caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +86,8 @@ pub struct Endpoint {
     epoch: Instant,
     last_rotation: Instant,
     conns: Vec<Option<Connection>>,
+    /// Generation of each slot, bumped when a connection is reaped: a stale handle never reaches a newer peer.
+    generations: Vec<u64>,
     by_cid: HashMap<u64, usize>,
     by_client: HashMap<(SocketAddr, u64), usize>,
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -100,6 +105,7 @@ impl Endpoint {
             epoch: now,
             last_rotation: now,
             conns: Vec::new(),
+            generations: Vec::new(),
             by_cid: HashMap::new(),
             by_client: HashMap::new(),
             stateless: VecDeque::new(),
@@ -128,6 +134,19 @@ impl Endpoint {
         }
     }
 
+    fn handle(&self, index: usize) -> ConnectionHandle {
+        ConnectionHandle {
+            index,
+            generation: self.generations.get(index).copied().unwrap_or(0),
+        }
+    }
+
+    fn retire(&mut self, index: usize) {
+        if let Some(g) = self.generations.get_mut(index) {
+            *g += 1;
+        }
+    }
+
     fn insert(&mut self, conn: Connection) -> Result<ConnectionHandle, EndpointError> {
         if self.connection_count() >= self.config.max_connections {
             return Err(EndpointError::TooManyConnections(self.config.max_connections));
@@ -140,11 +159,12 @@ impl Endpoint {
             }
             None => {
                 self.conns.push(Some(conn));
+                self.generations.push(0);
                 self.conns.len() - 1
             }
         };
         self.by_cid.insert(cid, idx);
-        Ok(ConnectionHandle(idx))
+        Ok(self.handle(idx))
     }
 
     /// Starts a connection to `remote`, whose static public key must be `remote_static`.
@@ -258,12 +278,14 @@ impl Endpoint {
             // The client restarted its handshake: the half-open connection goes, the new one is built below.
             if let Some(Some(old)) = self.conns.get_mut(idx).map(Option::take) {
                 self.by_cid.remove(&old.local_cid());
+                let old_handle = self.handle(idx);
                 self.events.push_back((
-                    ConnectionHandle(idx),
+                    old_handle,
                     Event::Closed {
                         reason: CloseReason::HandshakeRestarted,
                     },
                 ));
+                self.retire(idx);
             }
             self.by_client.remove(&(remote, client_cid));
         }
@@ -333,7 +355,7 @@ impl Endpoint {
         );
         match self.insert(conn) {
             Ok(h) => {
-                self.by_client.insert((remote, client_cid), h.0);
+                self.by_client.insert((remote, client_cid), h.index);
                 self.stats.accepted += 1;
                 tracing::debug!(%remote, cid, "connection accepted");
             }
@@ -388,6 +410,7 @@ impl Endpoint {
                 if let Some(Some(c)) = self.conns.get_mut(idx).map(Option::take) {
                     self.by_cid.remove(&c.local_cid());
                     self.by_client.retain(|_, v| *v != idx);
+                    self.retire(idx);
                 }
             }
         }
@@ -396,8 +419,13 @@ impl Endpoint {
     fn collect_events(&mut self) {
         for (idx, c) in self.conns.iter_mut().enumerate() {
             if let Some(c) = c {
+                let generation = self.generations.get(idx).copied().unwrap_or(0);
+                let handle = ConnectionHandle {
+                    index: idx,
+                    generation,
+                };
                 while let Some(e) = c.poll_event() {
-                    self.events.push_back((ConnectionHandle(idx), e));
+                    self.events.push_back((handle, e));
                 }
             }
         }
@@ -430,12 +458,18 @@ impl Endpoint {
 
     /// A connection, for stats and inspection.
     pub fn connection(&self, ch: ConnectionHandle) -> Option<&Connection> {
-        self.conns.get(ch.0).and_then(Option::as_ref)
+        if self.generations.get(ch.index) != Some(&ch.generation) {
+            return None;
+        }
+        self.conns.get(ch.index).and_then(Option::as_ref)
     }
 
     fn connection_mut(&mut self, ch: ConnectionHandle) -> Result<&mut Connection, EndpointError> {
+        if self.generations.get(ch.index) != Some(&ch.generation) {
+            return Err(EndpointError::UnknownConnection(ch));
+        }
         self.conns
-            .get_mut(ch.0)
+            .get_mut(ch.index)
             .and_then(Option::as_mut)
             .ok_or(EndpointError::UnknownConnection(ch))
     }

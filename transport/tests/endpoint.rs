@@ -354,7 +354,7 @@ fn an_idle_peer_times_out() {
     let (mut a_cfg, b_cfg, b_pub) = configs();
     a_cfg.connection.idle_timeout = Duration::from_secs(3);
     let mut p = Pair::new(a_cfg, b_cfg, link(20));
-    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    let old = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
     p.run_for(Duration::from_millis(200));
     assert!(Pair::connected(&p.a_events));
     // Cut the path: nothing more arrives.
@@ -369,4 +369,13 @@ fn an_idle_peer_times_out() {
     p.run_for(Duration::from_secs(5));
     assert!(p.a_events.iter().any(|e| matches!(e, Event::Closed { .. })));
     assert_eq!(p.a.connection_count(), 0);
+    // The reaped connection's handle stays dead, even once its slot holds a new connection.
+    let fresh = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    assert_ne!(old, fresh);
+    assert!(p
+        .a
+        .send_frame(old, StreamId(0), frame(MediaKind::Key, 10))
+        .is_err());
+    assert!(p.a.connection(old).is_none());
+    assert!(p.a.connection(fresh).is_some());
 }

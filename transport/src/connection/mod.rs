@@ -394,8 +394,11 @@ impl Connection {
             cookie: c, next_send, ..
         } = &mut self.handshake
         {
-            if c.is_empty() {
-                *c = cookie.to_vec();
+            // The newest cookie wins (a forged Retry must not pin a bad one), but only the first one makes the
+            // Initial leave at once: Retries cannot make the client send faster than its retry schedule.
+            let first = c.is_empty();
+            *c = cookie.to_vec();
+            if first {
                 *next_send = now;
             }
         }
