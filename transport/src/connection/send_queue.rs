@@ -226,13 +226,7 @@ impl SendQueue {
         self.account(stream, |s| s.by_kind[kind.code() as usize].queued += 1);
         let id = FrameId { stream, seq };
         if kind.is_video() && kind != MediaKind::Key && broken {
-            self.count_drop(stream, kind, DropReason::Dependency);
-            self.notices.push_back(DroppedNotice {
-                stream,
-                seq,
-                kind,
-                reason: DropReason::Dependency,
-            });
+            self.announce_drop(stream, seq, kind, DropReason::Dependency);
             return Ok(seq);
         }
         if self.unsent_bytes + len as u64 > self.max_unsent_bytes && frame.deadline().is_some() {
@@ -242,13 +236,7 @@ impl SendQueue {
                     st.broken = true;
                 }
             }
-            self.count_drop(stream, kind, DropReason::QueueFull);
-            self.notices.push_back(DroppedNotice {
-                stream,
-                seq,
-                kind,
-                reason: DropReason::QueueFull,
-            });
+            self.announce_drop(stream, seq, kind, DropReason::QueueFull);
             return Ok(seq);
         }
         if let Some(st) = self.streams.get_mut(&stream) {
@@ -284,6 +272,17 @@ impl SendQueue {
         }
     }
 
+    /// Counts a dropped frame and queues its `DROPPED` notice for the receiver.
+    fn announce_drop(&mut self, stream: u32, seq: u64, kind: MediaKind, reason: DropReason) {
+        self.count_drop(stream, kind, reason);
+        self.notices.push_back(DroppedNotice {
+            stream,
+            seq,
+            kind,
+            reason,
+        });
+    }
+
     fn count_drop(&mut self, stream: u32, kind: MediaKind, reason: DropReason) {
         self.account(stream, |s| {
             let c = &mut s.by_kind[kind.code() as usize];
@@ -308,14 +307,8 @@ impl SendQueue {
                 .len()
                 .saturating_sub(f.next_new as usize * f.frag_size as usize) as u64,
         );
-        self.count_drop(id.stream, f.kind, reason);
         self.account(id.stream, |s| s.deadline_misses += 1);
-        self.notices.push_back(DroppedNotice {
-            stream: id.stream,
-            seq: id.seq,
-            kind: f.kind,
-            reason,
-        });
+        self.announce_drop(id.stream, id.seq, f.kind, reason);
         let mut dependents = Vec::new();
         if let Some(st) = self.streams.get_mut(&id.stream) {
             st.live.remove(&id.seq);
@@ -355,13 +348,7 @@ impl SendQueue {
                         .saturating_sub(f.next_new as usize * f.frag_size as usize)
                         as u64,
                 );
-                self.count_drop(id.stream, f.kind, DropReason::Dependency);
-                self.notices.push_back(DroppedNotice {
-                    stream: id.stream,
-                    seq,
-                    kind: f.kind,
-                    reason: DropReason::Dependency,
-                });
+                self.announce_drop(id.stream, seq, f.kind, DropReason::Dependency);
                 if let Some(st) = self.streams.get_mut(&id.stream) {
                     st.live.remove(&seq);
                 }
