@@ -359,6 +359,11 @@ impl Connection {
         s
     }
 
+    /// One stream's receive-side counters, if the peer has sent on the stream.
+    pub fn stream_recv_stats(&self, stream: u32) -> Option<reassembly::RecvStats> {
+        self.recv.stream_stats(stream).copied()
+    }
+
     /// One stream's send-side counters, if the stream has sent anything.
     pub fn stream_send_stats(&self, stream: u32) -> Option<send_queue::SendStats> {
         self.sendq.stream_stats(stream).cloned()

@@ -180,6 +180,7 @@ enum Slot {
 
 #[derive(Debug)]
 struct RecvStream {
+    stats: RecvStats,
     next: u64,
     slots: BTreeMap<u64, Slot>,
     need_key: bool,
@@ -189,6 +190,7 @@ struct RecvStream {
 impl RecvStream {
     fn new() -> Self {
         RecvStream {
+            stats: RecvStats::default(),
             next: 0,
             slots: BTreeMap::new(),
             need_key: true,
@@ -218,6 +220,11 @@ impl Reassembler {
             out: VecDeque::new(),
             stats: RecvStats::default(),
         }
+    }
+
+    /// One stream's receive counters, if the peer has used the stream.
+    pub fn stream_stats(&self, stream: u32) -> Option<&RecvStats> {
+        self.streams.get(&stream).map(|st| &st.stats)
     }
 
     /// Bytes currently held in incomplete or waiting frames.
@@ -354,6 +361,7 @@ impl Reassembler {
                     self.buffered_bytes = self.buffered_bytes.saturating_sub(u64::from(a.frame_len));
                 }
                 self.stats.frames_expired += 1;
+                st.stats.frames_expired += 1;
                 expired.push(id);
             }
         }
@@ -399,6 +407,7 @@ impl Reassembler {
                 Slot::Partial(_) => {}
                 Slot::Dropped { kind } => {
                     self.stats.frames_dropped_by_sender += 1;
+                    st.stats.frames_dropped_by_sender += 1;
                     if kind.breaks_gop_when_lost() {
                         st.need_key = true;
                     }
@@ -415,6 +424,7 @@ impl Reassembler {
                         st.need_key = false;
                     } else if matches!(kind, MediaKind::Inter | MediaKind::Disposable) && st.need_key {
                         self.stats.frames_discarded_undecodable += 1;
+                        st.stats.frames_discarded_undecodable += 1;
                         // Only a gap if something was lost; a stream that started mid-GOP just waits.
                         if let Some(g) = st.gap.as_mut() {
                             g.1 += 1;
@@ -426,6 +436,7 @@ impl Reassembler {
                             if !st.need_key {
                                 st.gap = None;
                                 self.stats.gaps += 1;
+                                st.stats.gaps += 1;
                                 self.out.push_back(RecvOutput::Gap(Gap {
                                     stream,
                                     first_seq,
@@ -438,12 +449,16 @@ impl Reassembler {
                     if let Some(b) = budget {
                         if now.saturating_duration_since(capture) <= b {
                             self.stats.deadline_hits += 1;
+                            st.stats.deadline_hits += 1;
                         } else {
                             self.stats.deadline_misses += 1;
+                            st.stats.deadline_misses += 1;
                         }
                     }
                     self.stats.frames_delivered += 1;
+                    st.stats.frames_delivered += 1;
                     self.stats.bytes_delivered += bytes.len() as u64;
+                    st.stats.bytes_delivered += bytes.len() as u64;
                     self.out.push_back(RecvOutput::Frame(DeliveredFrame {
                         stream,
                         seq,
@@ -550,6 +565,12 @@ mod tests {
             vec!["0:key", "3:audio", "gap 1..5 (3)", "5:key", "6:inter"]
         );
         assert_eq!(r.stats.frames_discarded_undecodable, 2);
+        let st = r.stream_stats(1).unwrap();
+        assert_eq!(
+            (st.frames_delivered, st.frames_discarded_undecodable, st.gaps),
+            (4, 2, 1)
+        );
+        assert!(r.stream_stats(2).is_none());
     }
 
     #[test]
