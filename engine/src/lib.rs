@@ -2,8 +2,20 @@
 //!
 //! This crate will own every socket, ring and syscall of the node: one thread per core, each with its own
 //! io_uring (or epoll, where io_uring is refused), its UDP and TCP sockets and its timers. It is the only crate
-//! of the workspace with `unsafe` code. The runtime itself lands with its own issue; until then this crate only
-//! names the backends so that configuration and stats can refer to them.
+//! of the workspace with `unsafe` code.
+//!
+//! What exists so far is the first slice of the epoll backend:
+//! - [`udp`]: a non-blocking UDP socket (socket2) with large, reported socket buffers;
+//! - [`poller`]: a minimal epoll reactor with deadline-bounded waits;
+//! - [`transport_driver`]: [`TransportDriver`], which runs one sans-IO `transport::Endpoint` over one socket.
+
+pub mod poller;
+pub mod transport_driver;
+pub mod udp;
+
+pub use poller::{Events, Interest, Poller, Readiness};
+pub use transport_driver::{DriverConfig, DriverStats, TransportDriver};
+pub use udp::{BufferSizes, UdpConfig, UdpSocket};
 
 /// Which kernel interface a core uses for its IO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

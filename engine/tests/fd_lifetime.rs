@@ -1,0 +1,76 @@
+//! Resource lifetime: a dropped driver closes its socket and its epoll fd.
+//!
+//! This file holds a single test so that no other test of the same process opens descriptors while it counts
+//! them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use engine::{DriverConfig, TransportDriver, UdpConfig};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use transport::crypto::StaticKeypair;
+use transport::{Endpoint, EndpointConfig, Event};
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn driver(cfg: EndpointConfig) -> TransportDriver {
+    let ep = Endpoint::new(cfg, Instant::now()).unwrap();
+    let udp = UdpConfig {
+        reuse_port: false,
+        ..UdpConfig::default()
+    };
+    TransportDriver::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &udp,
+        ep,
+        DriverConfig::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn dropping_connected_drivers_closes_every_fd_and_frees_the_ports() {
+    let before = open_fds();
+    let client_key = StaticKeypair::generate().unwrap();
+    let server_key = StaticKeypair::generate().unwrap();
+    let server_pub = server_key.public;
+    let mut client_cfg = EndpointConfig::new(client_key);
+    client_cfg.accept_incoming = false;
+    let mut client = driver(client_cfg);
+    let mut server = driver(EndpointConfig::new(server_key));
+    assert_eq!(open_fds(), before + 4, "a socket and an epoll fd per driver");
+    let ports = [client.local_addr(), server.local_addr()];
+
+    // Both drivers on this one thread, taking turns with short waits.
+    let server_addr = server.local_addr();
+    client
+        .endpoint_mut()
+        .connect(Instant::now(), server_addr, server_pub)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let (mut client_up, mut server_up) = (false, false);
+    while !(client_up && server_up) {
+        assert!(Instant::now() < deadline, "handshake did not complete");
+        client.poll(Duration::from_millis(1)).unwrap();
+        server.poll(Duration::from_millis(1)).unwrap();
+        while let Some((_, e)) = client.poll_event() {
+            client_up |= matches!(e, Event::Connected { .. });
+        }
+        while let Some((_, e)) = server.poll_event() {
+            server_up |= matches!(e, Event::Connected { .. });
+        }
+    }
+    assert!(
+        client.stats().datagrams_sent >= 2,
+        "Initial twice (before and after the cookie)"
+    );
+
+    drop(client);
+    drop(server);
+    assert_eq!(open_fds(), before, "every fd closed");
+    for addr in ports {
+        // Without SO_REUSEPORT/SO_REUSEADDR, binding the same port succeeds only if the old socket is closed.
+        std::net::UdpSocket::bind(addr).unwrap();
+    }
+}
