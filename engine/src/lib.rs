@@ -6,9 +6,11 @@
 //!
 //! What exists so far is the first slice of the epoll backend:
 //! - [`udp`]: a non-blocking UDP socket (socket2) with large, reported socket buffers;
+//! - [`batch`]: `sendmmsg`/`recvmmsg`, up to 64 datagrams per syscall;
 //! - [`poller`]: a minimal epoll reactor with deadline-bounded waits;
 //! - [`transport_driver`]: [`TransportDriver`], which runs one sans-IO `transport::Endpoint` over one socket.
 
+pub mod batch;
 pub mod poller;
 pub mod transport_driver;
 pub mod udp;
