@@ -2,7 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod cpu;
+mod emulate;
 mod sim;
+mod transport_bench;
+mod udp_bench;
 mod units;
 
 /// Benchmarks for popline. Each prints a table, or one JSON object per run with `--json`.
@@ -13,15 +17,31 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant's arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The transport over the deterministic link simulator, in virtual time.
     Sim(sim::SimArgs),
+    /// A userspace link emulator between two network namespaces, from a netem profile.
+    Emulate(emulate::EmulateArgs),
+    /// UDP blast on loopback: plain sockets, sendmmsg/recvmmsg and the engine, side by side.
+    Udp(udp_bench::UdpArgs),
+    /// The encrypted popline transport over the engine on loopback, bulk, 1 and N connections.
+    Transport(transport_bench::TransportArgs),
 }
+
+/// Tests that load the CPU (traffic blasts, the emulator's fidelity runs) take this lock, so that on a small
+/// machine they measure what they test and not each other.
+#[cfg(test)]
+pub(crate) static HEAVY_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => sim::run(&args),
+        Command::Emulate(args) => emulate::run(&args),
+        Command::Udp(args) => udp_bench::run(&args),
+        Command::Transport(args) => transport_bench::run(&args),
     }
 }

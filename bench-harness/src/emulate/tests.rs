@@ -1,0 +1,320 @@
+//! Fidelity of the emulator: UDP datagrams sent from namespace A to namespace B through a profile, measured
+//! against it. The sender and receiver are this test binary run again inside the namespaces (`ip netns exec`)
+//! with `POPLINE_EMU_ROLE` set; without it, [`udp_role`] does nothing.
+//!
+//! These need root and `ip netns`; without them they print why and pass.
+
+use super::*;
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::process::Stdio;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const ROLE: &str = "POPLINE_EMU_ROLE";
+/// IPv4 + UDP headers: what the link charges on top of the payload.
+const HEADERS: u64 = 28;
+
+fn wall_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn env_u64(name: &str) -> u64 {
+    std::env::var(name).unwrap().parse().unwrap()
+}
+
+/// What the receiver measured.
+#[derive(Debug, Default)]
+struct Received {
+    packets: u64,
+    payload_bytes: u64,
+    delay_sum_ns: u128,
+    delay_min_ns: u64,
+    delay_max_ns: u64,
+    first_ns: u64,
+    last_ns: u64,
+}
+
+impl Received {
+    fn mean_delay_ms(&self) -> f64 {
+        self.delay_sum_ns as f64 / self.packets.max(1) as f64 / 1e6
+    }
+}
+
+/// The sender or receiver, when run inside a namespace by a fidelity test.
+#[test]
+fn udp_role() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("recv") => receive(),
+        Ok("send") => send(),
+        _ => {}
+    }
+}
+
+/// Receives on ADDR_B until `COUNT` datagrams came, or none for a second; prints `READY port` then `RESULT ...`.
+fn receive() {
+    let count = env_u64("COUNT");
+    let sock = UdpSocket::bind((ADDR_B, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    println!("READY {}", sock.local_addr().unwrap().port());
+    let mut r = Received {
+        delay_min_ns: u64::MAX,
+        ..Received::default()
+    };
+    let mut buf = vec![0u8; 65_536];
+    let give_up = Instant::now() + Duration::from_secs(25);
+    let mut last = Instant::now();
+    while r.packets < count && Instant::now() < give_up {
+        match sock.recv(&mut buf) {
+            Ok(n) if n >= 16 => {
+                let now = wall_ns();
+                let sent = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+                let d = now.saturating_sub(sent);
+                r.packets += 1;
+                r.payload_bytes += n as u64;
+                r.delay_sum_ns += u128::from(d);
+                r.delay_min_ns = r.delay_min_ns.min(d);
+                r.delay_max_ns = r.delay_max_ns.max(d);
+                if r.first_ns == 0 {
+                    r.first_ns = now;
+                }
+                r.last_ns = now;
+                last = Instant::now();
+            }
+            Ok(_) => {}
+            Err(_) => {
+                if r.packets > 0 && last.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+            }
+        }
+    }
+    println!(
+        "RESULT {} {} {} {} {} {} {}",
+        r.packets, r.payload_bytes, r.delay_sum_ns, r.delay_min_ns, r.delay_max_ns, r.first_ns, r.last_ns
+    );
+}
+
+/// Sends `COUNT` datagrams of `SIZE` bytes to `TARGET` at `PPS`, each carrying its number and send time.
+fn send() {
+    let (count, size, pps) = (env_u64("COUNT"), env_u64("SIZE") as usize, env_u64("PPS"));
+    let target = std::env::var("TARGET").unwrap();
+    let sock = UdpSocket::bind((ADDR_A, 0)).unwrap();
+    let mut buf = vec![0u8; size.max(16)];
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / pps as f64);
+    for seq in 0..count {
+        let due = start + interval * seq as u32;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        buf[..8].copy_from_slice(&seq.to_le_bytes());
+        buf[8..16].copy_from_slice(&wall_ns().to_le_bytes());
+        // ENOBUFS under a blast is a loss before the link: count it as sent, as a real sender would.
+        let _ = sock.send_to(&buf, &target);
+    }
+}
+
+/// This test binary, run in a namespace as `role`.
+fn role(mut cmd: Command, role: &str, env: &[(&str, String)]) -> Command {
+    cmd.args([
+        "emulate::tests::udp_role",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE, role);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Sends `count` datagrams of `size` bytes at `pps` from A to B through `profile`; what B received, and the
+/// emulator's counters.
+fn blast(profile: &str, count: u64, size: usize, pps: u64) -> (Received, Vec<DirectionStats>) {
+    // One lab at a time, and no other benchmark test beside it: two blasts at once on a small machine measure
+    // the scheduler, not the emulator.
+    let _turn = crate::HEAVY_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let profile = Profile::parse("test", profile).unwrap();
+    let (lab, ends) = Lab::create(profile.mtu).unwrap();
+    let emulator = Emulator::start(
+        ends.a,
+        ends.b,
+        profile.a_to_b.clone(),
+        profile.b_to_a.clone(),
+        profile.seed,
+        profile.limit_packets,
+    )
+    .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let exe = exe.to_str().unwrap();
+
+    let mut receiver = role(lab.command_in_b(exe), "recv", &[("COUNT", count.to_string())])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("the receiver exited before READY").unwrap();
+        // libtest prints `test ... ` before the test's own output on the same line.
+        if let Some((_, p)) = line.split_once("READY ") {
+            break p.trim().to_string();
+        }
+    };
+    let sender = role(
+        lab.command_in_a(exe),
+        "send",
+        &[
+            ("COUNT", count.to_string()),
+            ("SIZE", size.to_string()),
+            ("PPS", pps.to_string()),
+            ("TARGET", format!("{ADDR_B}:{port}")),
+        ],
+    )
+    .stdout(Stdio::null())
+    .status()
+    .unwrap();
+    assert!(sender.success(), "sender failed: {sender}");
+    let result = loop {
+        let line = lines.next().expect("the receiver exited before RESULT").unwrap();
+        if let Some((_, r)) = line.split_once("RESULT ") {
+            break r.to_string();
+        }
+    };
+    receiver.wait().unwrap();
+    let v: Vec<u128> = result.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let received = Received {
+        packets: v[0] as u64,
+        payload_bytes: v[1] as u64,
+        delay_sum_ns: v[2],
+        delay_min_ns: v[3] as u64,
+        delay_max_ns: v[4] as u64,
+        first_ns: v[5] as u64,
+        last_ns: v[6] as u64,
+    };
+    let stats = emulator.stop().unwrap();
+    drop(lab);
+    (received, stats)
+}
+
+fn skip() -> bool {
+    match netns::unavailable() {
+        Some(why) => {
+            println!("skipping the emulator fidelity test: {why}");
+            true
+        }
+        None => false,
+    }
+}
+
+/// Delay 20 ms and 2% loss: 20,000 datagrams lose 2% within 15% relative, and arrive 20 ms late within 1 ms.
+#[test]
+fn emulate_fidelity_delay_and_loss() {
+    if skip() {
+        return;
+    }
+    let sent = 20_000u64;
+    let (r, stats) = blast("delay=20ms\nloss=2%\nseed=7\n", sent, 200, 10_000);
+    let loss = 1.0 - r.packets as f64 / sent as f64;
+    let delay = r.mean_delay_ms();
+    println!(
+        "fidelity: sent {sent}, received {}, loss {:.3}% (profile 2%), one-way delay mean {delay:.3} ms \
+         min {:.3} max {:.3} (profile 20 ms); emulator {:?}",
+        r.packets,
+        loss * 100.0,
+        r.delay_min_ns as f64 / 1e6,
+        r.delay_max_ns as f64 / 1e6,
+        stats[0]
+    );
+    let link = &stats[0].link;
+    println!(
+        "fidelity: lost before the emulator (TUN queue) {}, by the link model {}, after it (receiver) {}",
+        sent - link.offered_packets,
+        link.lost_packets,
+        link.delivered_packets.saturating_sub(r.packets)
+    );
+    assert!(
+        (loss - 0.02).abs() <= 0.02 * 0.15,
+        "loss {loss} not within 15% of 2%"
+    );
+    assert!(
+        (delay - 20.0).abs() <= 1.0,
+        "mean delay {delay} ms not within 1 ms of 20 ms"
+    );
+    assert!(
+        r.delay_min_ns >= 20_000_000,
+        "a datagram arrived early: {} ns",
+        r.delay_min_ns
+    );
+}
+
+/// Rate 20 Mbit/s offered 30 Mbit/s: what arrives comes at 20 Mbit/s within 2% (IP bytes over the arrival span).
+#[test]
+fn emulate_fidelity_rate() {
+    if skip() {
+        return;
+    }
+    let (size, pps, sent) = (1_200usize, 3_000u64, 9_000u64);
+    let (r, stats) = blast("delay=5ms\nrate=20mbit\nqueue=100000\n", sent, size, pps);
+    let ip_bytes = r.payload_bytes + HEADERS * r.packets;
+    // The first packet's bits are not in the span between the first and last arrival.
+    let span_s = (r.last_ns - r.first_ns) as f64 / 1e9;
+    let rate = (ip_bytes - (size as u64 + HEADERS)) as f64 * 8.0 / span_s;
+    println!(
+        "rate fidelity: received {} of {sent}, {:.3} Mbit/s (profile 20 Mbit/s), mean delay {:.2} ms; emulator {:?}",
+        r.packets,
+        rate / 1e6,
+        r.mean_delay_ms(),
+        stats[0]
+    );
+    assert!(
+        (rate / 20e6 - 1.0).abs() <= 0.02,
+        "rate {rate} not within 2% of 20 Mbit/s"
+    );
+    assert!(
+        stats[0].link.queue_drop_packets > 0,
+        "the bottleneck never filled"
+    );
+}
+
+/// Every shipped profile parses; `lossy-1pct` means 100 Mbit/s, RTT 100 ms and 1% loss each way.
+#[test]
+fn shipped_profiles_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../netem-scripts/profiles");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "profile") {
+            let p = Profile::load(&path).unwrap();
+            names.push(p.name);
+        }
+    }
+    names.sort();
+    for want in [
+        "burst",
+        "intra-region",
+        "lossy-1pct",
+        "lossy-3pct",
+        "outage-500ms",
+        "satellite",
+        "trans-pacific",
+    ] {
+        assert!(names.iter().any(|n| n == want), "no {want}.profile in {names:?}");
+    }
+    let p = Profile::load(&dir.join("lossy-1pct.profile")).unwrap();
+    for c in [&p.a_to_b, &p.b_to_a] {
+        assert_eq!(c.rate_bps, Some(100_000_000));
+        assert_eq!(c.delay, Duration::from_millis(50));
+        assert_eq!(c.loss, transport::sim::LossModel::Bernoulli { p: 0.01 });
+        // One BDP: 100 Mbit/s x 100 ms.
+        assert_eq!(c.queue_bytes, 1_250_000);
+    }
+    let s = Profile::load(&dir.join("satellite.profile")).unwrap();
+    assert_eq!(s.a_to_b.rate_bps, Some(50_000_000));
+    assert_eq!(s.b_to_a.rate_bps, Some(10_000_000));
+    assert!(
+        Profile::parse("x", "dleay=5ms").is_err(),
+        "a typo must be refused"
+    );
+}

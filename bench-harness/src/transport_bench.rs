@@ -1,0 +1,470 @@
+//! `popline-bench transport`: the encrypted popline transport over [`engine::TransportDriver`] on loopback,
+//! bulk, with 1 and N connections in the same run.
+//!
+//! Each connection is a client driver thread and a server driver thread on their own sockets (one thread
+//! per side per connection for now; the thread-per-core engine will put several on one core). The client
+//! keeps its send queue topped up with big frames that have no deadline, as `transport::sim::scenario`'s
+//! bulk mode does (through `Connection::unsent_bytes`), and the server counts the frame bytes delivered.
+//! After a warm-up (handshake, congestion-control ramp) the delivered bytes and the process's CPU time are
+//! sampled over the measured window.
+//!
+//! TODO(issue 5): the quinn baseline row (quinn set up as its `perf` tool does: release, GSO, large
+//! windows, one bulk stream, same payload, same run) is not here yet; it needs quinn, rustls, rcgen and a
+//! tokio runtime as dependencies of this crate. Until then no `quinn` row is printed.
+
+use crate::cpu::process_cpu_seconds;
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use clap::Args;
+use engine::{DriverConfig, DriverStats, TransportDriver, UdpConfig};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+use transport::crypto::StaticKeypair;
+use transport::{
+    CloseReason, ConnectionStats, Endpoint, EndpointConfig, Event, MediaFrame, MediaKind, StreamId,
+};
+
+/// How long a connection may take to complete its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often driver threads look at the stop flag (at most).
+const TICK: Duration = Duration::from_millis(5);
+/// The stream the bulk frames travel on.
+const BULK_STREAM: StreamId = StreamId(0);
+
+/// Arguments of `popline-bench transport`.
+#[derive(Debug, Args)]
+pub struct TransportArgs {
+    /// Seconds measured per run (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Seconds of transfer before measuring (handshake and congestion-control ramp-up).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Connection counts to run, comma-separated.
+    #[arg(long, default_value = "1,2")]
+    connections: String,
+    /// Bytes per bulk frame.
+    #[arg(long, default_value_t = 256 * 1024)]
+    frame_bytes: usize,
+    /// Variants, comma-separated: `popline` (encrypted), `popline-plaintext` (encryption off, for the
+    /// cost of the AEAD). The `quinn` baseline is still to come (see the module's TODO).
+    #[arg(long, default_value = "popline")]
+    variants: String,
+    /// Print one JSON object per run instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A transport under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The popline transport, encrypted (the default and the one the targets are about).
+    Popline,
+    /// The popline transport with encryption turned off (an experiment: the AEAD's share of the cost).
+    PoplinePlaintext,
+}
+
+impl Variant {
+    /// The name in the CLI and the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Popline => "popline",
+            Variant::PoplinePlaintext => "popline-plaintext",
+        }
+    }
+
+    /// Parses a variant name.
+    pub fn parse(s: &str) -> Result<Variant> {
+        match s {
+            "popline" => Ok(Variant::Popline),
+            "popline-plaintext" => Ok(Variant::PoplinePlaintext),
+            "quinn" => bail!("the quinn baseline is not implemented yet (TODO in transport_bench.rs)"),
+            _ => bail!("unknown variant {s:?}: popline, popline-plaintext"),
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransportReport {
+    /// `popline` or `popline-plaintext`.
+    pub variant: &'static str,
+    /// Connections in parallel.
+    pub connections: usize,
+    /// Frame payload delivered, in Gbit/s (1e9 bits), all connections together.
+    pub gbps: f64,
+    /// CPU seconds (user + system, every thread of both sides) per GB (1e9 bytes) delivered.
+    pub cpu_s_per_gb: f64,
+    /// Bytes per bulk frame.
+    pub frame_bytes: usize,
+    /// Length of the measured window, in seconds.
+    pub seconds: f64,
+    /// CPU seconds used in the window.
+    pub cpu_s: f64,
+    /// Frame bytes delivered in the window.
+    pub bytes: u64,
+    /// Packets the senders declared lost (whole run, all connections).
+    pub packets_lost: u64,
+    /// Packets the senders sent (whole run, all connections).
+    pub packets_sent: u64,
+    /// Times a sender's socket buffer was full (whole run).
+    pub send_blocked: u64,
+    /// Smoothed RTT of the first connection at the end, in microseconds.
+    pub srtt_us: u64,
+    /// Datagrams sent per sender driver loop iteration (whole run, all connections): low values mean the
+    /// sender wakes often for little work (pacer or ACK clocked), high values mean it sends in bursts.
+    pub datagrams_per_iteration: f64,
+}
+
+/// Runs `popline-bench transport`.
+pub fn run(args: &TransportArgs) -> Result<()> {
+    let variants = args
+        .variants
+        .split(',')
+        .map(|v| Variant::parse(v.trim()))
+        .collect::<Result<Vec<_>>>()?;
+    let counts = args
+        .connections
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| anyhow!("bad --connections entry {c:?}: 1..=64"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let seconds = positive_duration(args.seconds, "--seconds")?;
+    let warmup = Duration::try_from_secs_f64(args.warmup).map_err(|_| anyhow!("bad --warmup"))?;
+    let mut reports = Vec::new();
+    for &v in &variants {
+        for &n in &counts {
+            let r = measure(v, n, args.frame_bytes, warmup, seconds)
+                .with_context(|| format!("{} with {n} connection(s)", v.name()))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+            reports.push(r);
+        }
+    }
+    if !args.json {
+        print_table(&reports);
+    }
+    Ok(())
+}
+
+fn positive_duration(s: f64, name: &str) -> Result<Duration> {
+    if !(s > 0.0 && s.is_finite()) {
+        bail!("{name} must be positive");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn print_table(reports: &[TransportReport]) {
+    println!(
+        "{:<18} {:>5} {:>8} {:>10} {:>9} {:>8} {:>8} {:>9}",
+        "variant", "conns", "Gbit/s", "cpu s/GB", "lost", "blocked", "srtt us", "dgram/it"
+    );
+    for r in reports {
+        println!(
+            "{:<18} {:>5} {:>8.2} {:>10.2} {:>8.3}% {:>8} {:>8} {:>9.1}",
+            r.variant,
+            r.connections,
+            r.gbps,
+            r.cpu_s_per_gb,
+            if r.packets_sent > 0 {
+                r.packets_lost as f64 * 100.0 / r.packets_sent as f64
+            } else {
+                0.0
+            },
+            r.send_blocked,
+            r.srtt_us,
+            r.datagrams_per_iteration
+        );
+    }
+    println!(
+        "(Gbit/s of frame payload delivered; cpu over every thread of both ends; loopback, same process)"
+    );
+}
+
+/// What a client thread reports when it ends.
+#[derive(Debug, Clone)]
+struct ClientSummary {
+    conn: Option<ConnectionStats>,
+    driver: DriverStats,
+}
+
+/// Runs `connections` bulk connections of `variant` on loopback: `warmup`, then `window` measured.
+pub fn measure(
+    variant: Variant,
+    connections: usize,
+    frame_bytes: usize,
+    warmup: Duration,
+    window: Duration,
+) -> Result<TransportReport> {
+    if frame_bytes == 0 {
+        bail!("--frame-bytes must be positive");
+    }
+    let encryption = variant == Variant::Popline;
+    let stop = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+
+    let started = (|| -> Result<()> {
+        for i in 0..connections {
+            let server_key = StaticKeypair::generate()?;
+            let server_pub = server_key.public;
+            let mut server_cfg = EndpointConfig::new(server_key);
+            server_cfg.connection.encryption = encryption;
+            let mut client_cfg = EndpointConfig::new(StaticKeypair::generate()?);
+            client_cfg.accept_incoming = false;
+            client_cfg.connection.encryption = encryption;
+
+            let (addr_tx, addr_rx) = mpsc::channel();
+            let (stop_s, delivered_s) = (stop.clone(), delivered.clone());
+            servers.push(
+                thread::Builder::new()
+                    .name(format!("srv-{i}"))
+                    .spawn(move || run_server(server_cfg, addr_tx, &stop_s, &delivered_s))?,
+            );
+            let server_addr = addr_rx
+                .recv_timeout(HANDSHAKE_TIMEOUT)
+                .map_err(|_| anyhow!("server {i} did not start"))?;
+            let (stop_c, ready) = (stop.clone(), ready_tx.clone());
+            clients.push(thread::Builder::new().name(format!("cli-{i}")).spawn(move || {
+                run_client(client_cfg, server_addr, server_pub, frame_bytes, &stop_c, ready)
+            })?);
+        }
+        for _ in 0..connections {
+            ready_rx
+                .recv_timeout(HANDSHAKE_TIMEOUT * 2)
+                .map_err(|_| anyhow!("a connection did not become ready"))??;
+        }
+        Ok(())
+    })();
+
+    let window_result = started.and_then(|()| {
+        thread::sleep(warmup);
+        let (b0, c0, t0) = (
+            delivered.load(Ordering::Relaxed),
+            process_cpu_seconds()?,
+            Instant::now(),
+        );
+        thread::sleep(window);
+        let (b1, c1, t1) = (
+            delivered.load(Ordering::Relaxed),
+            process_cpu_seconds()?,
+            Instant::now(),
+        );
+        Ok((b1 - b0, c1 - c0, (t1 - t0).as_secs_f64()))
+    });
+    stop.store(true, Ordering::Release);
+
+    let mut summaries = Vec::new();
+    let mut first_err = None;
+    for c in clients {
+        match c
+            .join()
+            .map_err(|_| anyhow!("client thread panicked"))
+            .and_then(|r| r)
+        {
+            Ok(s) => summaries.push(s),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    for s in servers {
+        if let Err(e) = s
+            .join()
+            .map_err(|_| anyhow!("server thread panicked"))
+            .and_then(|r| r)
+        {
+            first_err.get_or_insert(e);
+        }
+    }
+    let (bytes, cpu_s, seconds) = window_result?;
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let gb = bytes as f64 / 1e9;
+    Ok(TransportReport {
+        variant: variant.name(),
+        connections,
+        gbps: gb * 8.0 / seconds.max(1e-9),
+        cpu_s_per_gb: if gb > 0.0 { cpu_s / gb } else { f64::INFINITY },
+        frame_bytes,
+        seconds,
+        cpu_s,
+        bytes,
+        packets_lost: summaries
+            .iter()
+            .filter_map(|s| s.conn.as_ref())
+            .map(|c| c.packets_lost)
+            .sum(),
+        packets_sent: summaries
+            .iter()
+            .filter_map(|s| s.conn.as_ref())
+            .map(|c| c.packets_sent)
+            .sum(),
+        send_blocked: summaries.iter().map(|s| s.driver.send_blocked).sum(),
+        srtt_us: summaries
+            .first()
+            .and_then(|s| s.conn.as_ref())
+            .map_or(0, |c| c.rtt.as_micros() as u64),
+        datagrams_per_iteration: {
+            let sent: u64 = summaries.iter().map(|s| s.driver.datagrams_sent).sum();
+            let iterations: u64 = summaries.iter().map(|s| s.driver.iterations).sum();
+            sent as f64 / iterations.max(1) as f64
+        },
+    })
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn bind(cfg: EndpointConfig) -> Result<TransportDriver> {
+    let ep = Endpoint::new(cfg, Instant::now())?;
+    Ok(TransportDriver::bind(
+        loopback(),
+        &UdpConfig::default(),
+        ep,
+        DriverConfig::default(),
+    )?)
+}
+
+/// The receiving side: accepts one connection and counts the frame bytes delivered until `stop`.
+fn run_server(
+    cfg: EndpointConfig,
+    addr_tx: mpsc::Sender<SocketAddr>,
+    stop: &AtomicBool,
+    delivered: &AtomicU64,
+) -> Result<()> {
+    let mut d = bind(cfg)?;
+    addr_tx
+        .send(d.local_addr())
+        .map_err(|_| anyhow!("the benchmark went away"))?;
+    let mut closed: Option<CloseReason> = None;
+    while !stop.load(Ordering::Acquire) {
+        d.run_until(Instant::now() + TICK, |_, _, e| {
+            match e {
+                Event::Frame(f) => {
+                    delivered.fetch_add(f.bytes.len() as u64, Ordering::Relaxed);
+                }
+                Event::Closed { reason } => {
+                    closed = Some(reason);
+                    return ControlFlow::Break(());
+                }
+                Event::Connected { .. } | Event::Gap(_) => {}
+            }
+            ControlFlow::Continue(())
+        })?;
+        if let Some(reason) = closed.take() {
+            bail!("server side closed: {reason:?}");
+        }
+    }
+    Ok(())
+}
+
+/// The sending side: connects, reports ready, and keeps the send queue topped up with bulk frames.
+fn run_client(
+    cfg: EndpointConfig,
+    server: SocketAddr,
+    server_pub: [u8; 32],
+    frame_bytes: usize,
+    stop: &AtomicBool,
+    ready: mpsc::Sender<Result<()>>,
+) -> Result<ClientSummary> {
+    let connected = (|| -> Result<(TransportDriver, transport::ConnectionHandle)> {
+        let mut d = bind(cfg)?;
+        let ch = d.endpoint_mut().connect(Instant::now(), server, server_pub)?;
+        let mut closed = None;
+        let ok = d.run_until(Instant::now() + HANDSHAKE_TIMEOUT, |_, _, e| match e {
+            Event::Connected { .. } => ControlFlow::Break(()),
+            Event::Closed { reason } => {
+                closed = Some(reason);
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        })?;
+        if let Some(reason) = closed {
+            bail!("handshake failed: {reason:?}");
+        }
+        if !ok {
+            bail!("handshake timed out");
+        }
+        Ok((d, ch))
+    })();
+    let (mut d, ch) = match connected {
+        Ok(x) => {
+            let _ = ready.send(Ok(()));
+            x
+        }
+        Err(e) => {
+            let _ = ready.send(Err(anyhow!("{e:#}")));
+            return Err(e);
+        }
+    };
+
+    let payload = Bytes::from(vec![0xb0u8; frame_bytes]);
+    // Enough queued that the sender never runs dry between two top-ups (one per loop iteration).
+    let target = (4 * frame_bytes as u64).max(4 << 20);
+    while !stop.load(Ordering::Acquire) {
+        let mut unsent = d.endpoint().connection(ch).map_or(u64::MAX, |c| c.unsent_bytes());
+        while unsent < target {
+            let frame = MediaFrame {
+                kind: MediaKind::Key,
+                bytes: payload.clone(),
+                capture: Instant::now(),
+                budget: None,
+            };
+            if d.endpoint_mut().send_frame(ch, BULK_STREAM, frame).is_err() {
+                break;
+            }
+            unsent += frame_bytes as u64;
+        }
+        d.poll(TICK)?;
+        while let Some((_, e)) = d.poll_event() {
+            if let Event::Closed { reason } = e {
+                bail!("client side closed: {reason:?}");
+            }
+        }
+    }
+    Ok(ClientSummary {
+        conn: d.endpoint().connection_stats(ch),
+        driver: d.stats(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_and_two_connections_move_data_on_loopback() {
+        let _turn = crate::HEAVY_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        for n in [1, 2] {
+            let r = measure(
+                Variant::Popline,
+                n,
+                64 * 1024,
+                Duration::from_millis(100),
+                Duration::from_millis(300),
+            )
+            .unwrap();
+            assert!(r.bytes > 0, "{r:?}");
+            assert!(r.gbps > 0.0, "{r:?}");
+            assert_eq!(r.connections, n);
+        }
+        assert!(Variant::parse("quinn").is_err());
+        assert_eq!(Variant::parse("popline").unwrap(), Variant::Popline);
+    }
+}
