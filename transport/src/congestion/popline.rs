@@ -69,6 +69,9 @@ use std::time::{Duration, Instant};
 use super::delivery_rate::{bytes_in, rate_bytes_per_s, DeliveryRateSampler, RateSample};
 use super::{AckEvent, Controller, ControllerStats, RateSnapshot, SentPacket, MAX_DATAGRAM_BYTES};
 
+/// Extra window for late or bunched ACKs, as time at the estimated rate.
+pub const ACK_AGGREGATION_ALLOWANCE: Duration = Duration::from_millis(2);
+
 /// Rounds after Startup ends in which losses are taken as Startup's own overshoot, not as congestion.
 pub const STARTUP_AFTERMATH_ROUNDS: u64 = 3;
 
@@ -924,7 +927,11 @@ impl Popline {
                 scale(rate_bytes_per_s(self.cwnd_bytes, rtt), self.pacing_gain()).max(1);
         }
         let target = match self.bdp_bytes() {
-            Some(bdp) => scale(bdp, self.cwnd_gain()).saturating_add(EXTRA_CWND_PACKETS * MAX_DATAGRAM_BYTES),
+            // Plus room for ACKs that arrive late or in bunches (delayed ACKs, a busy receiver): on a path of
+            // tens of microseconds the BDP alone would starve the window whenever the receiver is scheduled late.
+            Some(bdp) => scale(bdp, self.cwnd_gain())
+                .saturating_add(EXTRA_CWND_PACKETS * MAX_DATAGRAM_BYTES)
+                .saturating_add(bytes_in(bw, ACK_AGGREGATION_ALLOWANCE)),
             None => INITIAL_CWND_PACKETS * MAX_DATAGRAM_BYTES,
         };
         if self.filled_pipe {
