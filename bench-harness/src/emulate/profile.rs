@@ -213,21 +213,9 @@ fn parse_bool(s: &str) -> Result<bool> {
     }
 }
 
-/// `0.01` or `1%`, in `[0, 1]`.
+/// `0.01` or `1%`, in `[0, 1]` (the simulator's own parser, so profiles and `--loss` read alike).
 fn parse_probability(s: &str) -> Result<f64> {
-    let t = s.trim();
-    let (number, scale) = match t.strip_suffix('%') {
-        Some(n) => (n.trim(), 100.0),
-        None => (t, 1.0),
-    };
-    let v: f64 = number
-        .parse()
-        .map_err(|_| anyhow!("{t:?} is not a probability (e.g. 0.01 or 1%)"))?;
-    let v = v / scale;
-    if !(0.0..=1.0).contains(&v) {
-        bail!("{t:?} is not a probability in [0, 1]");
-    }
-    Ok(v)
+    transport::sim::loss::parse_fraction(s).map_err(|e| anyhow!(e))
 }
 
 /// A comma-separated list of `X@T` items.

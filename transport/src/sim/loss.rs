@@ -107,7 +107,7 @@ impl LossModel {
 }
 
 /// Parses "0.01" or "1%" into a fraction in `[0, 1]`.
-fn parse_fraction(s: &str) -> Result<f64, String> {
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let (number, scale) = match t.strip_suffix('%') {
         Some(n) => (n.trim(), 100.0),
