@@ -30,8 +30,6 @@ const MAX_FRAGMENT_OVERHEAD: usize = 1 + 5 + 9 + 1 + 5 + 5 + 9 + 9 + 3;
 const MAX_HANDSHAKE_RETRY: Duration = Duration::from_secs(2);
 /// Shortest wait before a tail probe (a later frame that leaves sooner makes the probe unnecessary).
 const MIN_TAIL_PROBE_DELAY: Duration = Duration::from_millis(2);
-/// Room kept in a data packet for an ACK frame with a few ranges.
-const ACK_RESERVE: usize = 64;
 
 /// Something the application should know about a connection.
 #[derive(Debug, Clone)]
@@ -932,11 +930,5 @@ impl Connection {
             chunks,
         });
         true
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        let _ = ACK_RESERVE;
     }
 }
