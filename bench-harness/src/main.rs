@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod cpu;
 mod emulate;
+mod quinn_baseline;
 mod sim;
 mod transport_bench;
 mod udp_bench;

@@ -8,9 +8,11 @@
 //! After a warm-up (handshake, congestion-control ramp) the delivered bytes and the process's CPU time are
 //! sampled over the measured window.
 //!
-//! TODO(issue 5): the quinn baseline row (quinn set up as its `perf` tool does: release, GSO, large
-//! windows, one bulk stream, same payload, same run) is not here yet; it needs quinn, rustls, rcgen and a
-//! tokio runtime as dependencies of this crate. Until then no `quinn` row is printed.
+//! The `quinn` variant is the baseline of issue 5: quinn set up as its `perf` tool does (GSO, large
+//! windows, one bulk unidirectional stream per connection, the same payload size, in the same run), in
+//! [`crate::quinn_baseline`], with the same warm-up, window and CPU accounting.
+
+use crate::quinn_baseline;
 
 use crate::cpu::process_cpu_seconds;
 use anyhow::{anyhow, bail, Context, Result};
@@ -52,7 +54,7 @@ pub struct TransportArgs {
     #[arg(long, default_value_t = 256 * 1024)]
     frame_bytes: usize,
     /// Variants, comma-separated: `popline` (encrypted), `popline-plaintext` (encryption off, for the
-    /// cost of the AEAD). The `quinn` baseline is still to come (see the module's TODO).
+    /// cost of the AEAD), `quinn` (the baseline: quinn with rustls, set up as its `perf` tool).
     #[arg(long, default_value = "popline")]
     variants: String,
     /// Print one JSON object per run instead of a table.
@@ -67,6 +69,8 @@ pub enum Variant {
     Popline,
     /// The popline transport with encryption turned off (an experiment: the AEAD's share of the cost).
     PoplinePlaintext,
+    /// quinn over rustls (ring), one bulk unidirectional stream per connection: the baseline.
+    Quinn,
 }
 
 impl Variant {
@@ -75,6 +79,7 @@ impl Variant {
         match self {
             Variant::Popline => "popline",
             Variant::PoplinePlaintext => "popline-plaintext",
+            Variant::Quinn => quinn_baseline::VARIANT_NAME,
         }
     }
 
@@ -83,8 +88,8 @@ impl Variant {
         match s {
             "popline" => Ok(Variant::Popline),
             "popline-plaintext" => Ok(Variant::PoplinePlaintext),
-            "quinn" => bail!("the quinn baseline is not implemented yet (TODO in transport_bench.rs)"),
-            _ => bail!("unknown variant {s:?}: popline, popline-plaintext"),
+            "quinn" => Ok(Variant::Quinn),
+            _ => bail!("unknown variant {s:?}: popline, popline-plaintext, quinn"),
         }
     }
 }
@@ -92,7 +97,7 @@ impl Variant {
 /// What one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct TransportReport {
-    /// `popline` or `popline-plaintext`.
+    /// `popline`, `popline-plaintext` or `quinn`.
     pub variant: &'static str,
     /// Connections in parallel.
     pub connections: usize,
@@ -112,13 +117,16 @@ pub struct TransportReport {
     pub packets_lost: u64,
     /// Packets the senders sent (whole run, all connections).
     pub packets_sent: u64,
-    /// Times a sender's socket buffer was full (whole run).
-    pub send_blocked: u64,
+    /// Times a sender's socket buffer was full (whole run); absent for `quinn`, which does not count it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_blocked: Option<u64>,
     /// Smoothed RTT of the first connection at the end, in microseconds.
     pub srtt_us: u64,
     /// Datagrams sent per sender driver loop iteration (whole run, all connections): low values mean the
     /// sender wakes often for little work (pacer or ACK clocked), high values mean it sends in bursts.
-    pub datagrams_per_iteration: f64,
+    /// Absent for `quinn`, whose driver loop is tokio's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datagrams_per_iteration: Option<f64>,
 }
 
 /// Runs `popline-bench transport`.
@@ -172,7 +180,7 @@ fn print_table(reports: &[TransportReport]) {
     );
     for r in reports {
         println!(
-            "{:<18} {:>5} {:>8.2} {:>10.2} {:>8.3}% {:>8} {:>8} {:>9.1}",
+            "{:<18} {:>5} {:>8.2} {:>10.2} {:>8.3}% {:>8} {:>8} {:>9}",
             r.variant,
             r.connections,
             r.gbps,
@@ -182,9 +190,10 @@ fn print_table(reports: &[TransportReport]) {
             } else {
                 0.0
             },
-            r.send_blocked,
+            r.send_blocked.map_or_else(|| "-".to_string(), |b| b.to_string()),
             r.srtt_us,
             r.datagrams_per_iteration
+                .map_or_else(|| "-".to_string(), |d| format!("{d:.1}"))
         );
     }
     println!(
@@ -209,6 +218,10 @@ pub fn measure(
 ) -> Result<TransportReport> {
     if frame_bytes == 0 {
         bail!("--frame-bytes must be positive");
+    }
+    if variant == Variant::Quinn {
+        // The baseline has its own module; the popline variants run on the engine below.
+        return quinn_baseline::measure(connections, frame_bytes, warmup, window);
     }
     let encryption = variant == Variant::Popline;
     let stop = Arc::new(AtomicBool::new(false));
@@ -314,7 +327,7 @@ pub fn measure(
             .filter_map(|s| s.conn.as_ref())
             .map(|c| c.packets_sent)
             .sum(),
-        send_blocked: summaries.iter().map(|s| s.driver.send_blocked).sum(),
+        send_blocked: Some(summaries.iter().map(|s| s.driver.send_blocked).sum()),
         srtt_us: summaries
             .first()
             .and_then(|s| s.conn.as_ref())
@@ -322,7 +335,7 @@ pub fn measure(
         datagrams_per_iteration: {
             let sent: u64 = summaries.iter().map(|s| s.driver.datagrams_sent).sum();
             let iterations: u64 = summaries.iter().map(|s| s.driver.iterations).sum();
-            sent as f64 / iterations.max(1) as f64
+            Some(sent as f64 / iterations.max(1) as f64)
         },
     })
 }
@@ -464,7 +477,23 @@ mod tests {
             assert!(r.gbps > 0.0, "{r:?}");
             assert_eq!(r.connections, n);
         }
-        assert!(Variant::parse("quinn").is_err());
+        assert_eq!(Variant::parse("quinn").unwrap(), Variant::Quinn);
+        assert!(Variant::parse("tcp").is_err());
         assert_eq!(Variant::parse("popline").unwrap(), Variant::Popline);
+        // The baseline, through the same dispatch as the CLI: a fraction of a second must move data.
+        let q = measure(
+            Variant::Quinn,
+            2,
+            64 * 1024,
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        assert!(q.bytes > 0, "{q:?}");
+        assert_eq!((q.variant, q.connections), ("quinn", 2));
+        let json = serde_json::to_value(&q).unwrap();
+        for key in ["variant", "connections", "gbps", "cpu_s_per_gb"] {
+            assert!(json.get(key).is_some(), "{json}");
+        }
     }
 }
