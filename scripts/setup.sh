@@ -17,6 +17,14 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
+# The impairment lab's TUN devices: load the module and create the device node where they are missing.
+if [ "$(id -u)" -eq 0 ] && [ ! -e /dev/net/tun ]; then
+  modprobe tun 2>/dev/null || true
+  if [ ! -e /dev/net/tun ]; then
+    mkdir -p /dev/net && mknod /dev/net/tun c 10 200 2>/dev/null && chmod 0666 /dev/net/tun || true
+  fi
+fi
+
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
     echo "setup: adding rustup component $component"
