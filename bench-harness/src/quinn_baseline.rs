@@ -7,8 +7,7 @@
 //! client opens one unidirectional stream and writes `chunk_bytes` chunks continuously; the server reads
 //! and counts the bytes. Warm-up, measured window and CPU accounting are the same as the popline rows.
 
-use crate::cpu::process_cpu_seconds;
-use crate::transport_bench::TransportReport;
+use crate::transport_bench::{join_all, sample_window, TransportReport};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use quinn::crypto::rustls::QuicClientConfig;
@@ -18,7 +17,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// The name of the row.
@@ -148,47 +147,11 @@ pub fn measure(
         Ok(())
     })();
 
-    let window_result = started.and_then(|()| {
-        thread::sleep(warmup);
-        let (b0, c0, t0) = (
-            delivered.load(Ordering::Relaxed),
-            process_cpu_seconds()?,
-            Instant::now(),
-        );
-        thread::sleep(window);
-        let (b1, c1, t1) = (
-            delivered.load(Ordering::Relaxed),
-            process_cpu_seconds()?,
-            Instant::now(),
-        );
-        Ok((b1 - b0, c1 - c0, (t1 - t0).as_secs_f64()))
-    });
+    let window_result = started.and_then(|()| sample_window(&delivered, warmup, window));
     // Receivers may be gone already (a thread that failed): nothing to tell them then.
     let _ = stop_tx.send(true);
 
-    let mut summaries = Vec::new();
-    let mut first_err = None;
-    for c in clients {
-        match c
-            .join()
-            .map_err(|_| anyhow!("quinn client thread panicked"))
-            .and_then(|r| r)
-        {
-            Ok(s) => summaries.push(s),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    for s in servers {
-        if let Err(e) = s
-            .join()
-            .map_err(|_| anyhow!("quinn server thread panicked"))
-            .and_then(|r| r)
-        {
-            first_err.get_or_insert(e);
-        }
-    }
+    let (summaries, first_err) = join_all(clients, servers, "quinn ");
     let (bytes, cpu_s, seconds) = window_result?;
     if let Some(e) = first_err {
         return Err(e);

@@ -166,6 +166,61 @@ pub fn run(args: &TransportArgs) -> Result<()> {
     Ok(())
 }
 
+/// Waits out `warmup`, then samples delivered bytes, process CPU and time over `window`: returns the bytes
+/// delivered, the CPU seconds spent and the seconds elapsed in the window.
+pub(crate) fn sample_window(
+    delivered: &AtomicU64,
+    warmup: Duration,
+    window: Duration,
+) -> Result<(u64, f64, f64)> {
+    thread::sleep(warmup);
+    let (b0, c0, t0) = (
+        delivered.load(Ordering::Relaxed),
+        process_cpu_seconds()?,
+        Instant::now(),
+    );
+    thread::sleep(window);
+    let (b1, c1, t1) = (
+        delivered.load(Ordering::Relaxed),
+        process_cpu_seconds()?,
+        Instant::now(),
+    );
+    Ok((b1 - b0, c1 - c0, (t1 - t0).as_secs_f64()))
+}
+
+/// Joins every client thread (collecting its summary) and every server thread; returns the summaries and the
+/// first error any of them met. `what` prefixes the panic messages (e.g. `"quinn "`).
+pub(crate) fn join_all<S, T>(
+    clients: Vec<thread::JoinHandle<Result<S>>>,
+    servers: Vec<thread::JoinHandle<Result<T>>>,
+    what: &str,
+) -> (Vec<S>, Option<anyhow::Error>) {
+    let mut summaries = Vec::new();
+    let mut first_err = None;
+    for c in clients {
+        match c
+            .join()
+            .map_err(|_| anyhow!("{what}client thread panicked"))
+            .and_then(|r| r)
+        {
+            Ok(s) => summaries.push(s),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    for s in servers {
+        if let Err(e) = s
+            .join()
+            .map_err(|_| anyhow!("{what}server thread panicked"))
+            .and_then(|r| r)
+        {
+            first_err.get_or_insert(e);
+        }
+    }
+    (summaries, first_err)
+}
+
 fn positive_duration(s: f64, name: &str) -> Result<Duration> {
     if !(s > 0.0 && s.is_finite()) {
         bail!("{name} must be positive");
@@ -263,46 +318,10 @@ pub fn measure(
         Ok(())
     })();
 
-    let window_result = started.and_then(|()| {
-        thread::sleep(warmup);
-        let (b0, c0, t0) = (
-            delivered.load(Ordering::Relaxed),
-            process_cpu_seconds()?,
-            Instant::now(),
-        );
-        thread::sleep(window);
-        let (b1, c1, t1) = (
-            delivered.load(Ordering::Relaxed),
-            process_cpu_seconds()?,
-            Instant::now(),
-        );
-        Ok((b1 - b0, c1 - c0, (t1 - t0).as_secs_f64()))
-    });
+    let window_result = started.and_then(|()| sample_window(&delivered, warmup, window));
     stop.store(true, Ordering::Release);
 
-    let mut summaries = Vec::new();
-    let mut first_err = None;
-    for c in clients {
-        match c
-            .join()
-            .map_err(|_| anyhow!("client thread panicked"))
-            .and_then(|r| r)
-        {
-            Ok(s) => summaries.push(s),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    for s in servers {
-        if let Err(e) = s
-            .join()
-            .map_err(|_| anyhow!("server thread panicked"))
-            .and_then(|r| r)
-        {
-            first_err.get_or_insert(e);
-        }
-    }
+    let (summaries, first_err) = join_all(clients, servers, "");
     let (bytes, cpu_s, seconds) = window_result?;
     if let Some(e) = first_err {
         return Err(e);
