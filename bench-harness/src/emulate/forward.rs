@@ -83,6 +83,18 @@ struct Direction {
 }
 
 impl Emulator {
+    /// Starts forwarding between `a` and `b` with a profile's two directions, seed and packet limit.
+    pub fn for_profile(a: tun::Device, b: tun::Device, profile: &super::Profile) -> Result<Emulator> {
+        Emulator::start(
+            a,
+            b,
+            profile.a_to_b.clone(),
+            profile.b_to_a.clone(),
+            profile.seed,
+            profile.limit_packets,
+        )
+    }
+
     /// Starts forwarding between the TUN ends `a` and `b`: `a_to_b` shapes packets read from `a` and written to
     /// `b`, `b_to_a` the reverse. `seed` seeds the A-to-B link, `seed + 1` the other; each direction holds at most
     /// `limit_packets` packets.

@@ -66,14 +66,7 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
     }
 
     let (lab, ends) = Lab::create(profile.mtu)?;
-    let emulator = Emulator::start(
-        ends.a,
-        ends.b,
-        profile.a_to_b.clone(),
-        profile.b_to_a.clone(),
-        profile.seed,
-        profile.limit_packets,
-    )?;
+    let emulator = Emulator::for_profile(ends.a, ends.b, &profile)?;
     eprintln!(
         "popline-bench emulate: profile {} between {} ({ADDR_A}) and {} ({ADDR_B})",
         profile.name, lab.ns_a, lab.ns_b

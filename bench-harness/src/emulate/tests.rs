@@ -138,15 +138,7 @@ fn blast(profile: &str, count: u64, size: usize, pps: u64) -> (Received, Vec<Dir
     let _turn = crate::HEAVY_TESTS.lock().unwrap_or_else(|p| p.into_inner());
     let profile = Profile::parse("test", profile).unwrap();
     let (lab, ends) = Lab::create(profile.mtu).unwrap();
-    let emulator = Emulator::start(
-        ends.a,
-        ends.b,
-        profile.a_to_b.clone(),
-        profile.b_to_a.clone(),
-        profile.seed,
-        profile.limit_packets,
-    )
-    .unwrap();
+    let emulator = Emulator::for_profile(ends.a, ends.b, &profile).unwrap();
     let exe = std::env::current_exe().unwrap();
     let exe = exe.to_str().unwrap();
 
