@@ -7,14 +7,27 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# The node's integration tests publish and play real media; the fan-out benchmark and interop tests run
+# nginx with the RTMP module as the baseline.
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(libnginx-mod-rtmp)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
+  # Installing nginx must not start it as a service (it would hold port 80): the tests start their own.
+  policy_rc_d=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    policy_rc_d=1
+  fi
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  [ -n "$policy_rc_d" ] && $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
 # The impairment lab's TUN devices: load the module and create the device node where they are missing.

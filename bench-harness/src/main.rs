@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod cpu;
 mod emulate;
+mod fanout;
 mod quinn_baseline;
 mod sim;
 mod transport_bench;
@@ -30,6 +31,8 @@ enum Command {
     Udp(udp_bench::UdpArgs),
     /// The encrypted popline transport over the engine on loopback, bulk, 1 and N connections.
     Transport(transport_bench::TransportArgs),
+    /// RTMP fan-out ramp (one publisher, N players) against popline and nginx-rtmp, side by side.
+    Fanout(fanout::FanoutArgs),
 }
 
 /// Tests that load the CPU (traffic blasts, the emulator's fidelity runs) take this lock, so that on a small
@@ -44,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Emulate(args) => emulate::run(&args),
         Command::Udp(args) => udp_bench::run(&args),
         Command::Transport(args) => transport_bench::run(&args),
+        Command::Fanout(args) => fanout::run(&args),
     }
 }

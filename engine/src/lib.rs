@@ -8,16 +8,24 @@
 //! - [`udp`]: a non-blocking UDP socket (socket2) with large, reported socket buffers;
 //! - [`batch`]: `sendmmsg`/`recvmmsg`, up to 64 datagrams per syscall;
 //! - [`poller`]: a minimal epoll reactor with deadline-bounded waits;
-//! - [`transport_driver`]: [`TransportDriver`], which runs one sans-IO `transport::Endpoint` over one socket.
+//! - [`transport_driver`]: [`TransportDriver`], which runs one sans-IO `transport::Endpoint` over one socket;
+//! - [`tcp`]: SO_REUSEPORT listeners (one per core) and non-blocking streams for the node's RTMP clients;
+//! - [`waker`]: an eventfd to wake another core's poller; [`affinity`]: pinning a core's thread to a CPU.
 
+pub mod affinity;
 pub mod batch;
+pub mod limits;
 pub mod poller;
+pub mod tcp;
 pub mod transport_driver;
 pub mod udp;
+pub mod waker;
 
 pub use poller::{Events, Interest, Poller, Readiness};
+pub use tcp::{Listener, ListenerConfig};
 pub use transport_driver::{DriverConfig, DriverStats, TransportDriver};
 pub use udp::{BufferSizes, UdpConfig, UdpSocket};
+pub use waker::Waker;
 
 /// Which kernel interface a core uses for its IO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,357 @@
+//! One lightweight RTMP player: handshake, `connect`, `createStream`, `play`, then read media without decoding
+//! it, measuring what a viewer would see.
+//!
+//! Per player it measures:
+//! - time to first frame: from the start of the TCP connect to the first video *keyframe* (the first frame a
+//!   decoder can show; inter frames a server sends before it do not count);
+//! - lag: for every stamped video frame sent after the player asked to play, its receive time minus the
+//!   publisher's send time (both on [`super::clock`], in this process);
+//! - missed frames: gaps in the publisher's frame numbers (servers drop frames for slow viewers).
+//!
+//! A player costs one task, one 16 KiB read buffer and a [`ChunkReader`]; it takes its shared lock once per
+//! socket read that completed a stamped frame.
+
+use super::chunk_reader::{message_type, ChunkReader, Message};
+use super::clock;
+use super::rtmp_client::{self, Command, CommandWriter, TX_CONNECT, TX_CREATE_STREAM};
+use super::sei;
+use anyhow::{anyhow, bail, Context, Result};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bytes read from the socket at a time.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// Most lag samples a player keeps between two collections (a step holds ~25/s; this bounds a stuck
+/// controller's memory, not a normal step).
+const MAX_LAG_SAMPLES: usize = 16 * 1024;
+
+/// Where to play from.
+#[derive(Debug, Clone)]
+pub struct PlayerConfig {
+    /// The server's RTMP address.
+    pub addr: SocketAddr,
+    /// RTMP application (`live`).
+    pub app: String,
+    /// Stream key.
+    pub stream: String,
+    /// How long connect, handshake, `connect`, `createStream` and `play` may take together.
+    pub setup_timeout: Duration,
+}
+
+impl PlayerConfig {
+    fn tc_url(&self) -> String {
+        format!("rtmp://{}/{}", self.addr, self.app)
+    }
+}
+
+/// Where a player is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Connecting, handshaking or sending commands.
+    Connecting,
+    /// `play` was accepted (or media arrived).
+    Playing,
+    /// The session ended: the reason (an error, or the server closing the connection).
+    Ended(String),
+}
+
+/// What a player has measured, read and reset by the ramp between steps.
+#[derive(Debug)]
+pub struct PlayerStats {
+    /// Where the player is.
+    pub phase: Phase,
+    /// Connect start to the first video keyframe, in microseconds.
+    pub ttff_us: Option<u64>,
+    /// Lags of stamped frames since the last collection, in microseconds.
+    pub lags_us: Vec<u32>,
+    /// Stamped frames the server skipped (gaps in frame numbers) since the last collection.
+    pub missed_frames: u64,
+}
+
+/// A player's measurements, shared between its task and the ramp.
+#[derive(Debug)]
+pub struct PlayerShared {
+    /// Bytes read from the socket so far.
+    pub bytes: AtomicU64,
+    /// Audio messages received so far.
+    pub audio_messages: AtomicU64,
+    /// Video messages (sequence headers included) received so far.
+    pub video_messages: AtomicU64,
+    stats: Mutex<PlayerStats>,
+}
+
+impl Default for PlayerShared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PlayerShared {
+    /// A player that has not started.
+    pub fn new() -> Self {
+        Self {
+            bytes: AtomicU64::new(0),
+            audio_messages: AtomicU64::new(0),
+            video_messages: AtomicU64::new(0),
+            stats: Mutex::new(PlayerStats {
+                phase: Phase::Connecting,
+                ttff_us: None,
+                lags_us: Vec::new(),
+                missed_frames: 0,
+            }),
+        }
+    }
+
+    /// The stats, locked (a panicked holder cannot leave them inconsistent: every update is one field).
+    pub fn lock(&self) -> MutexGuard<'_, PlayerStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs one player, after `start_delay`, until its connection ends (or the runtime drops it), recording why
+/// it ended.
+pub async fn run(config: Arc<PlayerConfig>, shared: Arc<PlayerShared>, start_delay: Duration) {
+    tokio::time::sleep(start_delay).await;
+    let reason = match play(&config, &shared).await {
+        Ok(()) => "the server closed the connection".to_string(),
+        Err(e) => format!("{e:#}"),
+    };
+    shared.lock().phase = Phase::Ended(reason);
+}
+
+/// Where the command exchange is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    AwaitConnect,
+    AwaitStream,
+    AwaitPlay,
+    Playing,
+}
+
+/// The per-connection state that the chunk reader's callback updates.
+struct Session<'a> {
+    config: &'a PlayerConfig,
+    shared: &'a PlayerShared,
+    writer: CommandWriter,
+    out: Vec<u8>,
+    step: Step,
+    error: Option<anyhow::Error>,
+    connect_start: Instant,
+    /// Frames stamped before this (microseconds on the clock) are old (a GOP cache) and not measured.
+    play_sent_us: u64,
+    got_keyframe: bool,
+    last_seq: Option<u32>,
+    /// Lags found in the current read, flushed to `shared` after it.
+    lags: Vec<u32>,
+    missed: u64,
+    ack_window: Option<u64>,
+}
+
+impl Session<'_> {
+    fn on_message(&mut self, m: &Message<'_>, now_us: u64) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.handle(m, now_us) {
+            self.error = Some(e);
+        }
+    }
+
+    fn handle(&mut self, m: &Message<'_>, now_us: u64) -> Result<()> {
+        match m.type_id {
+            message_type::VIDEO => self.on_video(m.payload, now_us),
+            message_type::AUDIO => {
+                self.shared.audio_messages.fetch_add(1, Ordering::Relaxed);
+                self.mark_playing();
+                Ok(())
+            }
+            message_type::WINDOW_ACK_SIZE => {
+                if let [a, b, c, d, ..] = *m.payload {
+                    self.ack_window = Some(u64::from(u32::from_be_bytes([a, b, c, d])).max(1));
+                }
+                Ok(())
+            }
+            message_type::USER_CONTROL => {
+                // Event 6 is a ping request; answer with its timestamp or the server may drop us.
+                if let [0, 6, a, b, c, d, ..] = *m.payload {
+                    self.writer
+                        .ping_response(&mut self.out, u32::from_be_bytes([a, b, c, d]))?;
+                }
+                Ok(())
+            }
+            message_type::COMMAND_AMF0 | message_type::COMMAND_AMF3 => {
+                let command = Command::parse(m.type_id, m.payload)?;
+                self.on_command(&command)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn on_command(&mut self, c: &Command) -> Result<()> {
+        match (c.name.as_str(), self.step) {
+            ("_result", Step::AwaitConnect) if c.transaction_id == TX_CONNECT => {
+                self.writer.create_stream(&mut self.out)?;
+                self.step = Step::AwaitStream;
+            }
+            ("_result", Step::AwaitStream) if c.transaction_id == TX_CREATE_STREAM => {
+                let id = c
+                    .first_number()
+                    .context("createStream's answer has no stream id")?;
+                self.writer.play(&mut self.out, id as u32, &self.config.stream)?;
+                self.play_sent_us = clock::now_us();
+                self.step = Step::AwaitPlay;
+            }
+            ("_error", _) => {
+                bail!(
+                    "the server refused transaction {}: {}",
+                    c.transaction_id,
+                    c.info("description")
+                        .or(c.info("code"))
+                        .unwrap_or("no description")
+                );
+            }
+            ("onStatus", _) => {
+                let code = c.info("code").unwrap_or("");
+                if code == "NetStream.Play.Start" {
+                    self.mark_playing();
+                } else if code.contains("Failed") || code.contains("NotFound") || code.contains("BadName") {
+                    bail!("play refused: {code} ({})", c.info("description").unwrap_or(""));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn mark_playing(&mut self) {
+        if self.step == Step::AwaitPlay {
+            self.step = Step::Playing;
+            self.shared.lock().phase = Phase::Playing;
+        }
+    }
+
+    fn on_video(&mut self, payload: &[u8], now_us: u64) -> Result<()> {
+        self.shared.video_messages.fetch_add(1, Ordering::Relaxed);
+        self.mark_playing();
+        let (Some(&first), Some(&second)) = (payload.first(), payload.get(1)) else {
+            return Ok(());
+        };
+        let avc = first & 0x0f == 7;
+        if avc && second == 0 {
+            return Ok(()); // sequence header: not a frame
+        }
+        if !self.got_keyframe && first >> 4 == 1 {
+            self.got_keyframe = true;
+            let ttff = self.connect_start.elapsed();
+            self.shared.lock().ttff_us = Some(u64::try_from(ttff.as_micros()).unwrap_or(u64::MAX));
+        }
+        let Some(stamp) = sei::find_stamp(payload) else {
+            return Ok(());
+        };
+        if stamp.send_us < self.play_sent_us {
+            return Ok(());
+        }
+        if let Some(last) = self.last_seq {
+            if stamp.seq > last {
+                self.missed += u64::from(stamp.seq - last - 1);
+            }
+        }
+        self.last_seq = Some(stamp.seq);
+        let lag = now_us.saturating_sub(stamp.send_us);
+        self.lags.push(u32::try_from(lag).unwrap_or(u32::MAX));
+        Ok(())
+    }
+
+    /// Moves this read's measurements to the shared stats.
+    fn flush(&mut self) {
+        if self.lags.is_empty() && self.missed == 0 {
+            return;
+        }
+        let mut stats = self.shared.lock();
+        let room = MAX_LAG_SAMPLES.saturating_sub(stats.lags_us.len());
+        let take = self.lags.len().min(room);
+        stats.lags_us.extend_from_slice(&self.lags[..take]);
+        stats.missed_frames += self.missed;
+        drop(stats);
+        self.lags.clear();
+        self.missed = 0;
+    }
+}
+
+async fn play(config: &PlayerConfig, shared: &PlayerShared) -> Result<()> {
+    let connect_start = Instant::now();
+    let setup_deadline = tokio::time::Instant::from_std(connect_start + config.setup_timeout);
+    let mut sock = tokio::time::timeout_at(setup_deadline, TcpStream::connect(config.addr))
+        .await
+        .map_err(|_| anyhow!("connect timed out"))?
+        .with_context(|| format!("connecting to {}", config.addr))?;
+    sock.set_nodelay(true).context("TCP_NODELAY")?;
+    let leftover = tokio::time::timeout_at(setup_deadline, rtmp_client::handshake_async(&mut sock))
+        .await
+        .map_err(|_| anyhow!("handshake timed out"))??;
+
+    let mut session = Session {
+        config,
+        shared,
+        writer: CommandWriter::new(),
+        out: Vec::with_capacity(512),
+        step: Step::AwaitConnect,
+        error: None,
+        connect_start,
+        play_sent_us: u64::MAX,
+        got_keyframe: false,
+        last_seq: None,
+        lags: Vec::new(),
+        missed: 0,
+        ack_window: None,
+    };
+    let tc_url = config.tc_url();
+    session.writer.connect(&mut session.out, &config.app, &tc_url)?;
+    sock.write_all(&session.out).await.context("sending connect")?;
+    session.out.clear();
+
+    let mut reader = ChunkReader::new();
+    let mut buf = vec![0u8; READ_BUFFER_BYTES];
+    let mut received = leftover.len() as u64;
+    let mut acked = 0u64;
+    let mut pending: &[u8] = &leftover;
+    loop {
+        if pending.is_empty() {
+            let n = if session.step == Step::Playing {
+                sock.read(&mut buf).await
+            } else {
+                tokio::time::timeout_at(setup_deadline, sock.read(&mut buf))
+                    .await
+                    .map_err(|_| anyhow!("no answer to {:?} in time", session.step))?
+            }
+            .context("reading")?;
+            if n == 0 {
+                return Ok(());
+            }
+            received += n as u64;
+            shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            pending = &buf[..n];
+        }
+        let now_us = clock::now_us();
+        reader.feed(pending, |m| session.on_message(m, now_us))?;
+        pending = &[];
+        if let Some(e) = session.error.take() {
+            return Err(e);
+        }
+        session.flush();
+        if let Some(window) = session.ack_window {
+            if received - acked >= window {
+                session.writer.acknowledgement(&mut session.out, received)?;
+                acked = received;
+            }
+        }
+        if !session.out.is_empty() {
+            sock.write_all(&session.out).await.context("writing")?;
+            session.out.clear();
+        }
+    }
+}

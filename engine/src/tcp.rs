@@ -1,0 +1,115 @@
+//! TCP for the node's RTMP clients: one SO_REUSEPORT listener per core and non-blocking streams.
+//!
+//! With one listener per core on the same port, the kernel spreads new connections over the cores
+//! (by 4-tuple hash), so no core accepts for another. Streams are std's `TcpStream` in non-blocking mode:
+//! reads and vectored writes are plain safe calls; readiness comes from the core's [`crate::Poller`].
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// How to create a [`Listener`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Set SO_REUSEPORT before binding (one listener per core on the same port).
+    pub reuse_port: bool,
+    /// Backlog of not-yet-accepted connections.
+    pub backlog: i32,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            reuse_port: true,
+            backlog: 4096,
+        }
+    }
+}
+
+/// A non-blocking listening socket.
+#[derive(Debug)]
+pub struct Listener {
+    inner: TcpListener,
+}
+
+impl Listener {
+    /// Binds `addr` (SO_REUSEADDR, and SO_REUSEPORT when asked) and listens.
+    pub fn bind(addr: SocketAddr, config: ListenerConfig) -> io::Result<Listener> {
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.cloexec(),
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        if config.reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(config.backlog)?;
+        Ok(Listener { inner: socket.into() })
+    }
+
+    /// Accepts one pending connection, non-blocking with TCP_NODELAY set; `Ok(None)` when none is pending.
+    pub fn accept(&self) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+        match self.inner.accept() {
+            Ok((stream, peer)) => {
+                stream.set_nonblocking(true)?;
+                stream.set_nodelay(true)?;
+                Ok(Some((stream, peer)))
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The bound address (the real port when bound to port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+/// Sets a stream's send buffer (SO_SNDBUF), which bounds how much the kernel holds for a slow peer.
+pub fn set_send_buffer(stream: &TcpStream, bytes: usize) -> io::Result<()> {
+    socket2::SockRef::from(stream).set_send_buffer_size(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn two_reuseport_listeners_share_a_port_and_accept() {
+        let first = Listener::bind("127.0.0.1:0".parse().unwrap(), ListenerConfig::default()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = Listener::bind(addr, ListenerConfig::default()).unwrap();
+        let mut clients: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut accepted = Vec::new();
+        for listener in [&first, &second] {
+            while let Some((stream, _)) = listener.accept().unwrap() {
+                accepted.push(stream);
+            }
+        }
+        assert_eq!(accepted.len(), 16);
+        clients[0].write_all(b"x").unwrap();
+        let mut got = 0;
+        for stream in &mut accepted {
+            let mut buf = [0u8; 1];
+            if let Ok(1) = stream.read(&mut buf) {
+                got += 1;
+            }
+        }
+        assert_eq!(got, 1);
+        assert!(first.accept().unwrap().is_none());
+    }
+}

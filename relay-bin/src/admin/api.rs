@@ -1,0 +1,287 @@
+//! The admin API's routes and handlers (axum).
+//!
+//! Every call into the node ([`NodeControl`]) and every ban-file write runs on the blocking pool under a
+//! deadline, so a slow core or disk answers 503 instead of stalling the API's two worker threads.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::auth_token::{require_token, BearerToken};
+use super::error::ApiError;
+use super::metrics;
+use crate::bans::{Ban, BanStore};
+use crate::control::{ClientId, ClientInfo, NodeControl, NodeStats, StreamInfo};
+use crate::stream_key::StreamKey;
+
+/// Most bytes of a request body; a bigger one is answered 413.
+pub const MAX_BODY_BYTES: usize = 4 << 10;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The running node.
+    pub control: Arc<dyn NodeControl>,
+    /// The ban table.
+    pub bans: Arc<BanStore>,
+    /// The bearer token every route but `/healthz` needs, if one is configured.
+    pub token: Option<Arc<BearerToken>>,
+    /// How long a call into the node (or a ban-file write) may take before the API answers 503.
+    pub deadline: Duration,
+}
+
+/// The body of `POST /api/v1/streams/{app}/{stream}/forbid` (the whole body may be empty).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForbidRequest {
+    /// Seconds the ban lasts; absent: until lifted.
+    duration_s: Option<u64>,
+    /// Why (kept with the ban, cut to 1 KiB).
+    reason: Option<String>,
+}
+
+/// The answer to a forbid: the ban in force and how many clients were closed.
+#[derive(Debug, Serialize)]
+struct ForbidResponse {
+    ban: Ban,
+    kicked: u64,
+}
+
+/// The whole API: `/api/v1/...` and `/metrics` behind the token, `/healthz` open.
+pub fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/streams", get(list_streams))
+        .route("/api/v1/clients", get(list_clients))
+        .route("/api/v1/clients/{id}", delete(kick_client))
+        .route("/api/v1/stats", get(stats))
+        .route(
+            "/api/v1/streams/{app}/{stream}/forbid",
+            post(forbid).delete(unforbid),
+        )
+        .route("/api/v1/bans", get(list_bans))
+        .route("/metrics", get(metrics_page))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.token.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .merge(protected)
+        .with_state(state)
+}
+
+/// Runs `work` on the blocking pool; 503 if it takes longer than `deadline`.
+async fn blocking<T: Send + 'static>(
+    deadline: Duration,
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(join)) => Err(ApiError::internal(format!("{what} failed: {join}"))),
+        Err(_) => Err(ApiError::unavailable(format!(
+            "{what} did not finish within {} ms",
+            deadline.as_millis()
+        ))),
+    }
+}
+
+fn stream_key(path: Result<Path<(String, String)>, PathRejection>) -> Result<StreamKey, ApiError> {
+    let Path((app, stream)) = path.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    StreamKey::new(&app, &stream)
+        .map_err(|e| ApiError::bad_request(format!("bad stream name {app}/{stream}: {e}")))
+}
+
+async fn list_streams(State(state): State<ApiState>) -> Result<Json<Vec<StreamInfo>>, ApiError> {
+    let control = Arc::clone(&state.control);
+    let mut streams = blocking(state.deadline, "listing streams", move || control.streams()).await?;
+    streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+    Ok(Json(streams))
+}
+
+async fn list_clients(State(state): State<ApiState>) -> Result<Json<Vec<ClientInfo>>, ApiError> {
+    let control = Arc::clone(&state.control);
+    let mut clients = blocking(state.deadline, "listing clients", move || control.clients()).await?;
+    clients.sort_by_key(|client| client.id);
+    Ok(Json(clients))
+}
+
+async fn stats(State(state): State<ApiState>) -> Result<Json<NodeStats>, ApiError> {
+    let control = Arc::clone(&state.control);
+    Ok(Json(
+        blocking(state.deadline, "reading stats", move || control.stats()).await?,
+    ))
+}
+
+async fn kick_client(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(raw) = path.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let id = raw
+        .parse::<u64>()
+        .map(ClientId)
+        .map_err(|_| ApiError::bad_request(format!("bad client id {raw:?}: want a decimal integer")))?;
+    let control = Arc::clone(&state.control);
+    let result = blocking(state.deadline, "kicking the client", move || {
+        control.kick_client(id)
+    })
+    .await;
+    match result {
+        Ok(true) => {
+            info!(%peer, client = id.0, "admin: client kicked");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Ok(false) => {
+            info!(%peer, client = id.0, "admin: kick of an unknown client");
+            Err(ApiError::not_found(format!("no client {}", id.0)))
+        }
+        Err(error) => {
+            warn!(%peer, client = id.0, %error, "admin: kick failed");
+            Err(error)
+        }
+    }
+}
+
+async fn forbid(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ForbidResponse>, ApiError> {
+    let key = stream_key(path)?;
+    let body = body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    let request: ForbidRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ForbidRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "bad forbid body: {e} (want {{\"duration_s\": seconds, \"reason\": text}}, both optional)"
+            ))
+        })?
+    };
+    if request.duration_s == Some(0) {
+        return Err(ApiError::bad_request(
+            "duration_s must be at least 1 (leave it out to ban until lifted)",
+        ));
+    }
+    let duration = request.duration_s.map(Duration::from_secs);
+    let reason = request.reason.unwrap_or_default();
+
+    // The ban is on disk before anyone is kicked: a client that reconnects at once is refused.
+    let bans = Arc::clone(&state.bans);
+    let ban_key = key.clone();
+    let ban = match blocking(state.deadline, "writing the ban", move || {
+        bans.forbid(ban_key, duration, reason)
+    })
+    .await
+    {
+        Ok(Ok(ban)) => ban,
+        Ok(Err(error)) => {
+            warn!(%peer, stream = %key, %error, "admin: forbid failed");
+            return Err(ApiError::internal(format!("ban of {key} not saved: {error}")));
+        }
+        Err(error) => {
+            warn!(%peer, stream = %key, %error, "admin: forbid timed out");
+            return Err(ApiError::new(
+                error.status,
+                format!("{}; the ban of {key} may still take effect", error.message),
+            ));
+        }
+    };
+    let control = Arc::clone(&state.control);
+    let kick_key = key.clone();
+    match blocking(state.deadline, "kicking the stream's clients", move || {
+        control.kick_stream(&kick_key)
+    })
+    .await
+    {
+        Ok(kicked) => {
+            info!(%peer, stream = %key, ban = ban.id, until_unix_ms = ?ban.until_unix_ms, reason = %ban.reason, kicked, "admin: stream forbidden");
+            Ok(Json(ForbidResponse { ban, kicked }))
+        }
+        Err(error) => {
+            warn!(%peer, stream = %key, ban = ban.id, %error, "admin: stream forbidden but the kick did not finish");
+            Err(ApiError::new(
+                error.status,
+                format!(
+                    "ban {} of {key} is saved and refuses new requests, but {}",
+                    ban.id, error.message
+                ),
+            ))
+        }
+    }
+}
+
+async fn unforbid(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Ban>, ApiError> {
+    let key = stream_key(path)?;
+    let bans = Arc::clone(&state.bans);
+    let lift_key = key.clone();
+    let result = blocking(state.deadline, "writing the ban file", move || {
+        bans.unforbid(&lift_key)
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(ban))) => {
+            info!(%peer, stream = %key, ban = ban.id, "admin: ban lifted");
+            Ok(Json(ban))
+        }
+        Ok(Ok(None)) => {
+            info!(%peer, stream = %key, "admin: unforbid of a stream without a ban");
+            Err(ApiError::not_found(format!("stream {key} has no active ban")))
+        }
+        Ok(Err(error)) => {
+            warn!(%peer, stream = %key, %error, "admin: unforbid failed");
+            Err(ApiError::internal(format!("ban of {key} not lifted: {error}")))
+        }
+        Err(error) => {
+            warn!(%peer, stream = %key, %error, "admin: unforbid timed out");
+            Err(error)
+        }
+    }
+}
+
+async fn list_bans(State(state): State<ApiState>) -> Json<Vec<Ban>> {
+    Json(state.bans.list())
+}
+
+async fn metrics_page(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let control = Arc::clone(&state.control);
+    let (stats, streams) = blocking(state.deadline, "reading metrics", move || {
+        (control.stats(), control.streams())
+    })
+    .await?;
+    let text = metrics::render(&stats, &streams, state.bans.active_count());
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

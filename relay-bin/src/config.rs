@@ -1,0 +1,312 @@
+//! The node's configuration: one serde tree, every field defaulted, mirrored by the TOML file
+//! (`popline --config pop.toml`). `popline` with no file serves RTMP on 127.0.0.1:1935 and HTTP on
+//! 127.0.0.1:8080.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// RTMP listener and protocol limits.
+    pub rtmp: RtmpConfig,
+    /// Admin HTTP API.
+    pub http: HttpConfig,
+    /// Data-plane threads.
+    pub engine: EngineConfig,
+    /// Fan-out defaults, for every app without its own entry in `apps`.
+    pub fanout: FanoutConfig,
+    /// Per-app fan-out overrides, keyed by app name (`[apps.live]`).
+    pub apps: BTreeMap<String, FanoutConfig>,
+    /// Stream bans (forbid).
+    pub bans: BansConfig,
+    /// Publish authorisation.
+    pub auth: AuthConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// RTMP listener and protocol limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Address the RTMP listener binds (one SO_REUSEPORT socket per core).
+    pub listen: SocketAddr,
+    /// Outbound RTMP chunk size in bytes (sent to every client with SetChunkSize).
+    pub chunk_size: u32,
+    /// Largest audio/video message a publisher may send, in bytes (a bigger one ends its session).
+    pub max_message_bytes: usize,
+    /// Largest command or data (AMF) message a client may send, in bytes.
+    pub max_command_bytes: usize,
+    /// Milliseconds a client has to finish the handshake and start publishing or playing.
+    pub handshake_timeout_ms: u64,
+    /// Milliseconds without a byte from a publisher (or an idle connection) before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Most client connections per core; more are accepted and closed at once (counted).
+    pub max_connections_per_core: usize,
+    /// Milliseconds viewers wait for a publisher to come back before they are closed.
+    pub unpublish_grace_ms: u64,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1935)),
+            chunk_size: 4096,
+            max_message_bytes: 8 << 20,
+            max_command_bytes: 64 << 10,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            max_connections_per_core: 20_000,
+            unpublish_grace_ms: 5_000,
+        }
+    }
+}
+
+/// The admin HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the admin API binds.
+    pub listen: SocketAddr,
+    /// Serve the admin API at all.
+    pub enabled: bool,
+    /// Bearer token required on every `/api/v1` request (and `/metrics`) when set.
+    pub token: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            enabled: true,
+            token: None,
+        }
+    }
+}
+
+/// Data-plane threads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Data-plane cores (threads); 0 = one per CPU the process may run on.
+    pub cores: usize,
+    /// Pin each core's thread to one CPU.
+    pub pin: bool,
+    /// Capacity of each core's inbox of cross-core messages.
+    pub inbox_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            cores: 0,
+            pin: true,
+            inbox_capacity: 16_384,
+        }
+    }
+}
+
+/// How a viewer's queue behaves when the viewer cannot keep up.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPolicy {
+    /// Never drop: disconnect the viewer when its queue hits its bound.
+    None,
+    /// Drop frames older than the latency budget (whole GOP remainder once a reference frame goes).
+    Latency,
+    /// When behind, drop disposable then inter frames up to the next keyframe; audio last.
+    Gop,
+}
+
+/// Fan-out behaviour of one app (or the default).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FanoutConfig {
+    /// What a slow viewer's queue does.
+    pub drop_policy: DropPolicy,
+    /// Most bytes queued for one viewer (its memory bound).
+    pub viewer_queue_bytes: usize,
+    /// Latency budget for policy `latency`, and the lag at which policy `gop` starts dropping, in ms.
+    pub latency_budget_ms: u64,
+    /// Most bytes of the current GOP kept for instant start.
+    pub gop_cache_bytes: usize,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig {
+            drop_policy: DropPolicy::Gop,
+            viewer_queue_bytes: 4 << 20,
+            latency_budget_ms: 3_000,
+            gop_cache_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Stream bans.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BansConfig {
+    /// File the bans persist to (written atomically, fsynced); none keeps them in memory only.
+    pub path: Option<PathBuf>,
+}
+
+impl Default for BansConfig {
+    fn default() -> Self {
+        BansConfig {
+            path: Some(PathBuf::from("popline-bans.json")),
+        }
+    }
+}
+
+/// Publish authorisation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Shared secret of publish tokens (`?expires=UNIX&token=HEX`); when set every publish needs a valid one.
+    pub publish_secret: Option<String>,
+    /// `http://` URL called (POST) before a publish is accepted; a non-2xx answer refuses the publish.
+    pub on_publish: Option<String>,
+    /// Milliseconds to wait for `on_publish` before refusing.
+    pub on_publish_timeout_ms: Option<u64>,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter (`info`, `relay=debug`, ...); `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".to_string(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this tree.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rtmp = &self.rtmp;
+        if !(128..=65_536).contains(&rtmp.chunk_size) {
+            return Err(ConfigError::Invalid(format!(
+                "rtmp.chunk_size = {} (allowed 128..=65536)",
+                rtmp.chunk_size
+            )));
+        }
+        if rtmp.max_message_bytes == 0 || rtmp.max_message_bytes > 0xFF_FFFF {
+            return Err(ConfigError::Invalid(format!(
+                "rtmp.max_message_bytes = {} (allowed 1..=16777215, the RTMP maximum)",
+                rtmp.max_message_bytes
+            )));
+        }
+        if self.engine.inbox_capacity < 64 {
+            return Err(ConfigError::Invalid("engine.inbox_capacity below 64".to_string()));
+        }
+        for (app, fanout) in std::iter::once(("(default)", &self.fanout))
+            .chain(self.apps.iter().map(|(name, f)| (name.as_str(), f)))
+        {
+            if fanout.viewer_queue_bytes < 64 << 10 {
+                return Err(ConfigError::Invalid(format!(
+                    "fanout.viewer_queue_bytes of app {app} below 64 KiB"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The fan-out settings of `app`.
+    pub fn fanout_for(&self, app: &str) -> &FanoutConfig {
+        self.apps.get(app).unwrap_or(&self.fanout)
+    }
+
+    /// The sample configuration file: every field at its default, as TOML.
+    pub fn sample_toml() -> String {
+        toml::to_string_pretty(&Config::default()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_on_localhost() {
+        let config = Config::default();
+        assert_eq!(config.rtmp.listen.to_string(), "127.0.0.1:1935");
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:8080");
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn sample_round_trips() {
+        let text = Config::sample_toml();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, Config::default());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults_and_unknown_fields_are_errors() {
+        let config: Config =
+            toml::from_str("[rtmp]\nlisten = \"0.0.0.0:1936\"\n[apps.live]\ndrop_policy = \"latency\"\n")
+                .unwrap();
+        assert_eq!(config.rtmp.listen.port(), 1936);
+        assert_eq!(config.rtmp.chunk_size, 4096);
+        assert_eq!(config.fanout_for("live").drop_policy, DropPolicy::Latency);
+        assert_eq!(config.fanout_for("other").drop_policy, DropPolicy::Gop);
+        assert!(toml::from_str::<Config>("[rtmp]\nlisten_typo = 1\n").is_err());
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let mut config = Config::default();
+        config.rtmp.chunk_size = 10;
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! The control plane's view of the node: what the admin API may ask of the data-plane cores.
+//!
+//! The admin API never touches a core's sockets: it calls [`NodeControl`], whose implementation
+//! (`node::NodeHandle`) sends bounded messages to the cores and waits (briefly) for their answers.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::stream_key::StreamKey;
+
+/// A client connection's id, unique in this process (the owning core is in the top 16 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ClientId(pub u64);
+
+impl ClientId {
+    /// The id of the `sequence`-th connection accepted by core `core`.
+    pub fn new(core: usize, sequence: u64) -> ClientId {
+        ClientId(((core as u64 & 0xffff) << 48) | (sequence & 0xffff_ffff_ffff))
+    }
+
+    /// The core that owns the connection.
+    pub fn core(self) -> usize {
+        (self.0 >> 48) as usize
+    }
+}
+
+/// What a client connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientRole {
+    /// Handshake or connect in progress: neither publishing nor playing yet.
+    Connecting,
+    /// Publishing a stream.
+    Publisher,
+    /// Playing a stream.
+    Viewer,
+}
+
+/// One client connection, as `GET /api/v1/clients` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientInfo {
+    /// The connection's id (for `DELETE /api/v1/clients/{id}`).
+    pub id: ClientId,
+    /// What it does.
+    pub role: ClientRole,
+    /// The stream it publishes or plays, once known.
+    pub stream: Option<StreamKey>,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The core that serves it.
+    pub core: usize,
+    /// Milliseconds since the connection was accepted.
+    pub connected_ms: u64,
+    /// Bytes read from the peer.
+    pub bytes_in: u64,
+    /// Bytes written to the peer.
+    pub bytes_out: u64,
+    /// Frames dropped for this viewer by its drop policy.
+    pub frames_dropped: u64,
+    /// Bytes waiting in this viewer's send queue.
+    pub queue_bytes: u64,
+}
+
+/// One live stream, as `GET /api/v1/streams` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamInfo {
+    /// `app/stream`.
+    pub stream: StreamKey,
+    /// The core that owns the stream (by hash of its key).
+    pub owner_core: usize,
+    /// The publishing client, if one is publishing now.
+    pub publisher: Option<ClientId>,
+    /// Viewers on all cores.
+    pub viewers: u64,
+    /// Frames received from the publisher.
+    pub frames_in: u64,
+    /// Payload bytes received from the publisher.
+    pub bytes_in: u64,
+    /// Frames in the GOP cache now.
+    pub gop_cache_frames: u64,
+    /// Milliseconds since the publisher started.
+    pub publishing_ms: u64,
+}
+
+/// Node-wide counters, for `GET /api/v1/stats` and `GET /metrics`. Counters only grow; gauges are "now".
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeStats {
+    /// IO backend in use (`epoll` or `uring`).
+    pub backend: &'static str,
+    /// Data-plane cores.
+    pub cores: usize,
+    /// Seconds since the node started.
+    pub uptime_s: u64,
+    /// Connections open now (gauge).
+    pub connections: u64,
+    /// Publishers now (gauge).
+    pub publishers: u64,
+    /// Viewers now (gauge).
+    pub viewers: u64,
+    /// Connections accepted since start.
+    pub connections_accepted: u64,
+    /// Connections refused or closed for bad input (protocol errors, hostile sizes, timeouts).
+    pub connections_rejected: u64,
+    /// Publish or play requests refused (ban, auth, duplicate publisher, bad name).
+    pub requests_refused: u64,
+    /// Clients kicked by the API or by a ban.
+    pub clients_kicked: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Frames received from publishers.
+    pub frames_in: u64,
+    /// Frames queued to viewers.
+    pub frames_out: u64,
+    /// Frames dropped by viewer drop policies.
+    pub frames_dropped: u64,
+    /// Viewers disconnected because their queue hit its bound (policy `none`).
+    pub viewers_overflowed: u64,
+    /// Cross-core messages dropped because a core's inbox was full.
+    pub inbox_full: u64,
+}
+
+/// What the admin API can ask of the running node. Implemented by the node; every call is bounded in time.
+pub trait NodeControl: Send + Sync + 'static {
+    /// Every live stream (with or without a publisher right now).
+    fn streams(&self) -> Vec<StreamInfo>;
+    /// Every client connection.
+    fn clients(&self) -> Vec<ClientInfo>;
+    /// Node-wide counters.
+    fn stats(&self) -> NodeStats;
+    /// Closes one client's connection; `false` when no such client exists.
+    fn kick_client(&self, id: ClientId) -> bool;
+    /// Closes the publisher and every viewer of `stream` on every core; returns how many were closed.
+    /// Returns once every core has acted (or after a bounded wait).
+    fn kick_stream(&self, stream: &StreamKey) -> u64;
+}

@@ -1,0 +1,540 @@
+//! [`ViewerQueue`]: one viewer's bounded queue of frames, with its app's drop policy.
+//!
+//! The queue holds shared frames (reference counts, never payload copies) and the count of bytes of its head
+//! already written to the socket. A slow viewer costs at most `bound_bytes` of queue; what happens at the
+//! bound is the policy's choice:
+//! - `none`: nothing is dropped; hitting the bound ends the viewer (the caller disconnects it);
+//! - `latency`: frames older than the budget are dropped from the front; dropping a reference frame drops the
+//!   rest of its GOP (video waits for the next keyframe), so the viewer never gets an undecodable frame;
+//! - `gop`: when behind (over the bound, or the oldest frame older than the budget), drop disposable frames,
+//!   then the video up to the next keyframe, and audio only last.
+//!
+//! Metadata and sequence headers are never dropped: a decoder cannot work without them and they are small.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::DropPolicy;
+use crate::media::{Frame, FrameKind, Track};
+
+/// Most frames handed to one `writev`.
+const WRITE_BATCH: usize = 64;
+
+/// What [`ViewerQueue::push`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// Dropped (policy, or waiting for a keyframe after an earlier drop).
+    Dropped,
+    /// The queue is at its bound and the policy is `none`: the viewer must be disconnected.
+    Overflow,
+}
+
+/// Counters of one viewer's queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Frames queued.
+    pub frames_queued: u64,
+    /// Frames dropped (by policy or while waiting for a keyframe), by any cause.
+    pub frames_dropped: u64,
+    /// Times the queue decided to skip to the next keyframe.
+    pub gop_skips: u64,
+    /// Bytes written to the socket.
+    pub bytes_written: u64,
+}
+
+/// One viewer's queue. See the module docs for the policies.
+#[derive(Debug)]
+pub struct ViewerQueue {
+    policy: DropPolicy,
+    bound_bytes: usize,
+    budget: Duration,
+    /// Control messages (rml_rtmp's responses), written before the next frame starts.
+    control: VecDeque<Bytes>,
+    frames: VecDeque<Frame>,
+    /// Bytes of `frames` not yet written.
+    queued_bytes: usize,
+    /// Bytes of the front frame already written (a frame in flight is never dropped).
+    head_written: usize,
+    /// Bytes of the front control message already written.
+    control_written: usize,
+    /// Video is being skipped until the next keyframe.
+    waiting_for_key: bool,
+    stats: QueueStats,
+}
+
+impl ViewerQueue {
+    /// An empty queue.
+    pub fn new(policy: DropPolicy, bound_bytes: usize, budget: Duration) -> ViewerQueue {
+        ViewerQueue {
+            policy,
+            bound_bytes,
+            budget,
+            control: VecDeque::new(),
+            frames: VecDeque::new(),
+            queued_bytes: 0,
+            head_written: 0,
+            control_written: 0,
+            waiting_for_key: false,
+            stats: QueueStats::default(),
+        }
+    }
+
+    /// Changes the policy, bound and budget (when a connection becomes a viewer of an app).
+    pub fn set_policy(&mut self, policy: DropPolicy, bound_bytes: usize, budget: Duration) {
+        self.policy = policy;
+        self.bound_bytes = bound_bytes;
+        self.budget = budget;
+    }
+
+    /// Queues protocol bytes (never dropped; written before the next frame begins).
+    pub fn push_control(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.control.push_back(bytes);
+        }
+    }
+
+    /// Offers a frame to the queue at time `now`.
+    pub fn push(&mut self, frame: &Frame, now: Instant) -> Pushed {
+        let essential = matches!(frame.kind, FrameKind::Meta | FrameKind::SeqHeader);
+        if frame.track == Track::Video && !essential {
+            if frame.kind == FrameKind::Key {
+                self.waiting_for_key = false;
+            } else if self.waiting_for_key {
+                return self.dropped(1);
+            }
+        }
+        let cost = frame.cost_bytes();
+        match self.policy {
+            DropPolicy::None => {
+                if self.queued_bytes + cost > self.bound_bytes && !essential {
+                    return Pushed::Overflow;
+                }
+            }
+            DropPolicy::Latency => {
+                self.drop_older_than_budget(now);
+                if self.queued_bytes + cost > self.bound_bytes {
+                    self.skip_gop();
+                }
+            }
+            DropPolicy::Gop => {
+                if self.behind(now, cost) {
+                    self.drop_disposable();
+                }
+                if self.behind(now, cost) {
+                    self.skip_gop();
+                }
+                if self.queued_bytes + cost > self.bound_bytes {
+                    self.drop_audio();
+                }
+            }
+        }
+        if self.queued_bytes + cost > self.bound_bytes && !essential {
+            // Still no room (one huge frame, or only essentials queued): drop this one and resync.
+            if frame.track == Track::Video {
+                self.waiting_for_key = true;
+                self.stats.gop_skips += 1;
+            }
+            return self.dropped(1);
+        }
+        if frame.track == Track::Video && self.waiting_for_key && !essential {
+            // The skip above removed this frame's references.
+            return self.dropped(1);
+        }
+        self.queued_bytes += cost;
+        self.frames.push_back(frame.clone());
+        self.stats.frames_queued += 1;
+        Pushed::Queued
+    }
+
+    /// Writes as much as the socket takes, with one vectored write per batch. Returns bytes written;
+    /// `Ok(0)` with [`ViewerQueue::is_empty`] false means the socket is full (WouldBlock).
+    pub fn write_to<W: Write>(&mut self, out: &mut W) -> io::Result<usize> {
+        let mut total = 0;
+        loop {
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(WRITE_BATCH);
+            let mut control_slices = 0;
+            if self.head_written == 0 {
+                for (i, bytes) in self.control.iter().enumerate() {
+                    let start = if i == 0 { self.control_written } else { 0 };
+                    slices.push(IoSlice::new(bytes.get(start..).unwrap_or_default()));
+                    control_slices += 1;
+                    if slices.len() == WRITE_BATCH {
+                        break;
+                    }
+                }
+            }
+            for (i, frame) in self.frames.iter().enumerate() {
+                if slices.len() == WRITE_BATCH {
+                    break;
+                }
+                let start = if i == 0 { self.head_written } else { 0 };
+                slices.push(IoSlice::new(frame.wire.get(start..).unwrap_or_default()));
+            }
+            if slices.is_empty() {
+                return Ok(total);
+            }
+            let written = match out.write_vectored(&slices) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "peer closed")),
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            };
+            drop(slices);
+            total += written;
+            self.stats.bytes_written += written as u64;
+            self.consume(written, control_slices);
+        }
+    }
+
+    fn consume(&mut self, mut written: usize, control_slices: usize) {
+        for _ in 0..control_slices {
+            let Some(front) = self.control.front() else { break };
+            let left = front.len() - self.control_written;
+            if written >= left {
+                written -= left;
+                self.control.pop_front();
+                self.control_written = 0;
+            } else {
+                self.control_written += written;
+                return;
+            }
+        }
+        while written > 0 {
+            let Some(front) = self.frames.front() else { break };
+            let left = front.wire.len() - self.head_written;
+            if written >= left {
+                written -= left;
+                self.queued_bytes -= front.cost_bytes();
+                self.frames.pop_front();
+                self.head_written = 0;
+            } else {
+                self.head_written += written;
+                written = 0;
+            }
+        }
+    }
+
+    /// Nothing left to write.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.control.is_empty()
+    }
+
+    /// Bytes of frames queued (including the unwritten part of the head).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Frames queued.
+    pub fn queued_frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// The queue's counters.
+    pub fn stats(&self) -> QueueStats {
+        self.stats
+    }
+
+    /// Video is being skipped until the next keyframe.
+    pub fn waiting_for_key(&self) -> bool {
+        self.waiting_for_key
+    }
+
+    fn dropped(&mut self, frames: u64) -> Pushed {
+        self.stats.frames_dropped += frames;
+        Pushed::Dropped
+    }
+
+    fn behind(&self, now: Instant, incoming: usize) -> bool {
+        if self.queued_bytes + incoming > self.bound_bytes {
+            return true;
+        }
+        self.frames
+            .get(usize::from(self.head_written > 0))
+            .is_some_and(|oldest| now.saturating_duration_since(oldest.received_at) > self.budget)
+    }
+
+    /// The index from which frames may be removed (a partly written head stays).
+    fn first_droppable(&self) -> usize {
+        usize::from(self.head_written > 0)
+    }
+
+    fn remove_where(&mut self, mut drop: impl FnMut(&Frame) -> bool) -> u64 {
+        let start = self.first_droppable();
+        let mut removed = 0;
+        let mut index = 0;
+        let mut freed = 0;
+        self.frames.retain(|frame| {
+            let keep = index < start || !drop(frame);
+            index += 1;
+            if !keep {
+                removed += 1;
+                freed += frame.cost_bytes();
+            }
+            keep
+        });
+        self.queued_bytes -= freed;
+        self.stats.frames_dropped += removed;
+        removed
+    }
+
+    fn drop_disposable(&mut self) {
+        self.remove_where(|frame| frame.kind == FrameKind::Disposable);
+    }
+
+    fn drop_audio(&mut self) {
+        self.remove_where(|frame| frame.kind == FrameKind::Audio);
+    }
+
+    /// Drops queued video up to the latest queued keyframe (one that would leave something to drop); with
+    /// none, drops the current GOP's video and skips video until the next keyframe arrives.
+    fn skip_gop(&mut self) {
+        let start = self.first_droppable();
+        let next_key = self
+            .frames
+            .iter()
+            .enumerate()
+            .skip(start + 1)
+            .rev()
+            .find(|(_, frame)| frame.kind == FrameKind::Key)
+            .map(|(index, _)| index);
+        let mut index = 0;
+        self.remove_where(|frame| {
+            let here = index + start;
+            index += 1;
+            frame.track == Track::Video
+                && matches!(
+                    frame.kind,
+                    FrameKind::Key | FrameKind::Inter | FrameKind::Disposable
+                )
+                && next_key.is_none_or(|key| here < key)
+        });
+        self.stats.gop_skips += 1;
+        if next_key.is_none() {
+            self.waiting_for_key = true;
+        }
+    }
+
+    /// Latency policy: frames older than the budget go; losing a reference frame skips to the next keyframe.
+    fn drop_older_than_budget(&mut self, now: Instant) {
+        let start = self.first_droppable();
+        let stale = self
+            .frames
+            .iter()
+            .skip(start)
+            .take_while(|frame| now.saturating_duration_since(frame.received_at) > self.budget)
+            .count();
+        if stale == 0 {
+            return;
+        }
+        let mut lost_reference = false;
+        let mut index = 0;
+        self.remove_where(|frame| {
+            let stale_here = index < stale;
+            index += 1;
+            let essential = matches!(frame.kind, FrameKind::Meta | FrameKind::SeqHeader);
+            if stale_here && !essential {
+                lost_reference |= matches!(frame.kind, FrameKind::Key | FrameKind::Inter);
+                true
+            } else {
+                false
+            }
+        });
+        if lost_reference {
+            self.skip_gop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: FrameKind, size: usize, at: Instant) -> Frame {
+        let track = match kind {
+            FrameKind::Audio => Track::Audio,
+            FrameKind::Meta => Track::Data,
+            _ => Track::Video,
+        };
+        Frame {
+            kind,
+            track,
+            dts_ms: 0,
+            pts_ms: 0,
+            body: Bytes::new(),
+            wire: Bytes::from(vec![kind as u8; size]),
+            received_at: at,
+        }
+    }
+
+    /// A writer that takes at most `room` bytes, then reports WouldBlock.
+    struct Socket {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Socket {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn kinds(queue: &ViewerQueue) -> Vec<FrameKind> {
+        queue.frames.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn none_policy_overflows_at_the_bound() {
+        let now = Instant::now();
+        let mut queue = ViewerQueue::new(DropPolicy::None, 1000, Duration::from_secs(1));
+        assert_eq!(queue.push(&frame(FrameKind::Key, 600, now), now), Pushed::Queued);
+        assert_eq!(
+            queue.push(&frame(FrameKind::Inter, 600, now), now),
+            Pushed::Overflow
+        );
+        assert_eq!(queue.queued_bytes(), 600);
+    }
+
+    #[test]
+    fn gop_policy_drops_disposable_first_then_the_gop_and_audio_last() {
+        let now = Instant::now();
+        let mut queue = ViewerQueue::new(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        for kind in [
+            FrameKind::Key,
+            FrameKind::Audio,
+            FrameKind::Disposable,
+            FrameKind::Inter,
+        ] {
+            assert_eq!(queue.push(&frame(kind, 200, now), now), Pushed::Queued);
+        }
+        // 800 queued; 300 more is over the bound: the disposable frame goes first.
+        assert_eq!(
+            queue.push(&frame(FrameKind::Inter, 300, now), now),
+            Pushed::Queued
+        );
+        assert_eq!(
+            kinds(&queue),
+            vec![
+                FrameKind::Key,
+                FrameKind::Audio,
+                FrameKind::Inter,
+                FrameKind::Inter
+            ]
+        );
+        // Over again: no disposable left, so the GOP's video goes and video waits for a keyframe.
+        assert_eq!(
+            queue.push(&frame(FrameKind::Inter, 300, now), now),
+            Pushed::Dropped
+        );
+        assert_eq!(kinds(&queue), vec![FrameKind::Audio]);
+        assert!(queue.waiting_for_key());
+        assert_eq!(
+            queue.push(&frame(FrameKind::Audio, 100, now), now),
+            Pushed::Queued
+        );
+        assert_eq!(queue.push(&frame(FrameKind::Key, 300, now), now), Pushed::Queued);
+        assert!(!queue.waiting_for_key());
+        assert!(queue.queued_bytes() <= 1000);
+    }
+
+    #[test]
+    fn gop_policy_keeps_a_queued_keyframe_and_what_follows() {
+        let now = Instant::now();
+        let mut queue = ViewerQueue::new(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        for kind in [FrameKind::Key, FrameKind::Inter, FrameKind::Key, FrameKind::Inter] {
+            queue.push(&frame(kind, 200, now), now);
+        }
+        assert_eq!(
+            queue.push(&frame(FrameKind::Inter, 300, now), now),
+            Pushed::Queued
+        );
+        assert_eq!(
+            kinds(&queue),
+            vec![FrameKind::Key, FrameKind::Inter, FrameKind::Inter]
+        );
+        assert!(!queue.waiting_for_key());
+    }
+
+    #[test]
+    fn latency_policy_drops_stale_frames_and_resyncs_on_a_keyframe() {
+        let start = Instant::now();
+        let later = start + Duration::from_millis(500);
+        let mut queue = ViewerQueue::new(DropPolicy::Latency, 1 << 20, Duration::from_millis(300));
+        queue.push(&frame(FrameKind::SeqHeader, 40, start), start);
+        queue.push(&frame(FrameKind::Key, 100, start), start);
+        queue.push(&frame(FrameKind::Inter, 100, start), start);
+        // Half a second later the old frames are past the budget: they go, seq header stays.
+        assert_eq!(
+            queue.push(&frame(FrameKind::Inter, 100, later), later),
+            Pushed::Dropped
+        );
+        assert_eq!(kinds(&queue), vec![FrameKind::SeqHeader]);
+        assert_eq!(
+            queue.push(&frame(FrameKind::Audio, 10, later), later),
+            Pushed::Queued
+        );
+        assert_eq!(
+            queue.push(&frame(FrameKind::Key, 100, later), later),
+            Pushed::Queued
+        );
+    }
+
+    #[test]
+    fn a_partly_written_frame_is_never_dropped_and_bytes_stay_in_order() {
+        let now = Instant::now();
+        let mut queue = ViewerQueue::new(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        queue.push_control(Bytes::from_static(b"ctl"));
+        queue.push(&frame(FrameKind::Key, 400, now), now);
+        queue.push(&frame(FrameKind::Inter, 400, now), now);
+        let mut socket = Socket {
+            taken: Vec::new(),
+            room: 100,
+        };
+        assert_eq!(queue.write_to(&mut socket).unwrap(), 100);
+        assert_eq!(&socket.taken[..3], b"ctl");
+        // Pressure: the partly written keyframe stays; the inter frame behind it goes.
+        assert_eq!(
+            queue.push(&frame(FrameKind::Inter, 600, now), now),
+            Pushed::Dropped
+        );
+        assert_eq!(kinds(&queue), vec![FrameKind::Key]);
+        socket.room = usize::MAX;
+        queue.write_to(&mut socket).unwrap();
+        assert!(queue.is_empty());
+        assert_eq!(socket.taken.len(), 3 + 400);
+        assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn memory_never_exceeds_the_bound_under_any_policy() {
+        let now = Instant::now();
+        for policy in [DropPolicy::Gop, DropPolicy::Latency, DropPolicy::None] {
+            let mut queue = ViewerQueue::new(policy, 10_000, Duration::from_millis(100));
+            for i in 0..2000u32 {
+                let kind = match i % 50 {
+                    0 => FrameKind::Key,
+                    n if n % 2 == 0 => FrameKind::Audio,
+                    n if n % 3 == 0 => FrameKind::Disposable,
+                    _ => FrameKind::Inter,
+                };
+                let at = now + Duration::from_millis(u64::from(i) * 10);
+                let _ = queue.push(&frame(kind, 300 + (i as usize % 7) * 100, at), at);
+                assert!(queue.queued_bytes() <= 10_000, "{policy:?} at {i}");
+            }
+        }
+    }
+}

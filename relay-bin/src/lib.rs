@@ -1,0 +1,17 @@
+//! `relay`: the popline PoP node (binary `popline`).
+//!
+//! A frame's path: [`rtmp::ingest`] turns a publisher's RTMP messages into [`media::Frame`]s on the core that
+//! accepted it; the stream's owner core ([`node`]) keeps its GOP cache and forwards each frame to the cores
+//! that have viewers of it; each core fans it out to its viewers' queues ([`fanout::viewer_queue`], with the
+//! app's drop policy) and [`rtmp::playback`] writes the frame's shared wire bytes to their sockets.
+
+pub mod admin;
+pub mod auth;
+pub mod bans;
+pub mod config;
+pub mod control;
+pub mod fanout;
+pub mod media;
+pub mod node;
+pub mod rtmp;
+pub mod stream_key;

@@ -1,0 +1,276 @@
+//! [`GopCache`]: what a new viewer needs to start playing at once: the stream's metadata, its sequence
+//! headers, and the current GOP from its keyframe on.
+
+use super::frame::{Frame, FrameKind, Track};
+
+/// One stream's start-up cache, kept by the stream's owner core.
+///
+/// Rules:
+/// - metadata and sequence headers are kept apart from the GOP, the latest of each (video and audio
+///   sequence headers told apart by [`Frame::track`]);
+/// - a `Key` frame starts a new GOP and releases the previous one;
+/// - before the first keyframe (and after an overflow, until the next keyframe) audio and video frames are
+///   not kept: a viewer must start on a keyframe;
+/// - a video sequence header that differs from the one kept releases the current GOP: its frames were coded
+///   against the old configuration, and the encoder sends a keyframe next;
+/// - when the GOP's frames cost more than `max_bytes` ([`Frame::cost_bytes`]), the GOP is dropped and nothing
+///   is kept until the next keyframe; [`GopCache::overflows`] counts it.
+#[derive(Debug, Clone)]
+pub struct GopCache {
+    max_bytes: usize,
+    meta: Option<Frame>,
+    video_header: Option<Frame>,
+    audio_header: Option<Frame>,
+    /// The current GOP, its keyframe first; empty while waiting for a keyframe.
+    gop: Vec<Frame>,
+    gop_bytes: usize,
+    overflows: u64,
+}
+
+impl GopCache {
+    /// An empty cache whose GOP may cost at most `max_bytes` (wire bytes).
+    pub fn new(max_bytes: usize) -> Self {
+        GopCache {
+            max_bytes,
+            meta: None,
+            video_header: None,
+            audio_header: None,
+            gop: Vec::new(),
+            gop_bytes: 0,
+            overflows: 0,
+        }
+    }
+
+    /// Offers a frame of the stream, in the order received; keeps a clone of it (two reference counts) if a
+    /// new viewer would need it.
+    pub fn push(&mut self, frame: &Frame) {
+        match (frame.kind, frame.track) {
+            (FrameKind::Meta, _) => self.meta = Some(frame.clone()),
+            (FrameKind::SeqHeader, Track::Video) => {
+                if self
+                    .video_header
+                    .as_ref()
+                    .is_some_and(|old| old.body != frame.body)
+                {
+                    self.release_gop();
+                }
+                self.video_header = Some(frame.clone());
+            }
+            (FrameKind::SeqHeader, Track::Audio) => self.audio_header = Some(frame.clone()),
+            // A configuration record on the data track means nothing to a decoder.
+            (FrameKind::SeqHeader, Track::Data) => {}
+            (FrameKind::Key, _) => {
+                self.release_gop();
+                self.add(frame);
+            }
+            (FrameKind::Inter | FrameKind::Disposable | FrameKind::Audio, _) => {
+                if self.has_keyframe() {
+                    self.add(frame);
+                }
+            }
+        }
+    }
+
+    /// What a new viewer is sent first, in order: the latest metadata, the latest video sequence header, the
+    /// latest audio sequence header (each if any), then every frame of the current GOP from its keyframe on,
+    /// audio and video interleaved as received.
+    pub fn start_frames(&self) -> impl Iterator<Item = &Frame> {
+        self.meta
+            .iter()
+            .chain(&self.video_header)
+            .chain(&self.audio_header)
+            .chain(&self.gop)
+    }
+
+    /// Forgets everything (the publisher is gone). The overflow counter is kept.
+    pub fn clear(&mut self) {
+        self.meta = None;
+        self.video_header = None;
+        self.audio_header = None;
+        self.release_gop();
+    }
+
+    /// Frames in the current GOP (metadata and sequence headers not counted).
+    pub fn frames(&self) -> usize {
+        self.gop.len()
+    }
+
+    /// Wire bytes of the current GOP's frames (metadata and sequence headers not counted).
+    pub fn bytes(&self) -> usize {
+        self.gop_bytes
+    }
+
+    /// Whether a GOP is being kept, starting with its keyframe.
+    pub fn has_keyframe(&self) -> bool {
+        !self.gop.is_empty()
+    }
+
+    /// How many GOPs were dropped for costing more than `max_bytes`.
+    pub fn overflows(&self) -> u64 {
+        self.overflows
+    }
+
+    fn add(&mut self, frame: &Frame) {
+        self.gop_bytes = self.gop_bytes.saturating_add(frame.cost_bytes());
+        if self.gop_bytes > self.max_bytes {
+            self.overflows += 1;
+            self.release_gop();
+        } else {
+            self.gop.push(frame.clone());
+        }
+    }
+
+    fn release_gop(&mut self) {
+        // A fresh Vec rather than `clear()`: one huge GOP must not pin its capacity for the stream's life.
+        self.gop = Vec::new();
+        self.gop_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn frame(kind: FrameKind, track: Track, dts_ms: u64, size: usize) -> Frame {
+        Frame {
+            kind,
+            track,
+            dts_ms,
+            pts_ms: dts_ms,
+            body: Bytes::from(vec![dts_ms as u8; 4]),
+            wire: Bytes::from(vec![0; size]),
+            received_at: Instant::now(),
+        }
+    }
+
+    fn video(kind: FrameKind, dts_ms: u64) -> Frame {
+        frame(kind, Track::Video, dts_ms, 100)
+    }
+
+    fn audio(dts_ms: u64) -> Frame {
+        frame(FrameKind::Audio, Track::Audio, dts_ms, 10)
+    }
+
+    fn start(cache: &GopCache) -> Vec<(FrameKind, Track, u64)> {
+        cache
+            .start_frames()
+            .map(|f| (f.kind, f.track, f.dts_ms))
+            .collect()
+    }
+
+    #[test]
+    fn nothing_before_the_first_keyframe() {
+        let mut c = GopCache::new(1 << 20);
+        c.push(&audio(0));
+        c.push(&video(FrameKind::Inter, 0));
+        c.push(&video(FrameKind::Disposable, 40));
+        assert!(!c.has_keyframe());
+        assert_eq!((c.frames(), c.bytes()), (0, 0));
+        assert_eq!(c.start_frames().count(), 0);
+    }
+
+    #[test]
+    fn headers_first_then_the_gop_as_received() {
+        let mut c = GopCache::new(1 << 20);
+        c.push(&frame(FrameKind::SeqHeader, Track::Audio, 0, 20));
+        c.push(&frame(FrameKind::Meta, Track::Data, 0, 50));
+        c.push(&frame(FrameKind::SeqHeader, Track::Video, 0, 30));
+        c.push(&video(FrameKind::Key, 0));
+        c.push(&audio(10));
+        c.push(&video(FrameKind::Disposable, 40));
+        c.push(&video(FrameKind::Inter, 80));
+        // A later metadata replaces the first one and stays out of the GOP.
+        c.push(&frame(FrameKind::Meta, Track::Data, 90, 50));
+        assert_eq!(
+            start(&c),
+            [
+                (FrameKind::Meta, Track::Data, 90),
+                (FrameKind::SeqHeader, Track::Video, 0),
+                (FrameKind::SeqHeader, Track::Audio, 0),
+                (FrameKind::Key, Track::Video, 0),
+                (FrameKind::Audio, Track::Audio, 10),
+                (FrameKind::Disposable, Track::Video, 40),
+                (FrameKind::Inter, Track::Video, 80),
+            ]
+        );
+        assert_eq!((c.frames(), c.bytes()), (4, 310));
+        assert!(c.has_keyframe());
+    }
+
+    #[test]
+    fn a_keyframe_starts_a_new_gop() {
+        let mut c = GopCache::new(1 << 20);
+        c.push(&video(FrameKind::Key, 0));
+        c.push(&video(FrameKind::Inter, 40));
+        c.push(&audio(50));
+        c.push(&video(FrameKind::Key, 2000));
+        c.push(&audio(2010));
+        assert_eq!(
+            start(&c),
+            [
+                (FrameKind::Key, Track::Video, 2000),
+                (FrameKind::Audio, Track::Audio, 2010)
+            ]
+        );
+        assert_eq!((c.frames(), c.bytes()), (2, 110));
+    }
+
+    #[test]
+    fn overflow_drops_the_gop_until_the_next_keyframe() {
+        let mut c = GopCache::new(350);
+        c.push(&frame(FrameKind::SeqHeader, Track::Video, 0, 30));
+        c.push(&video(FrameKind::Key, 0));
+        c.push(&video(FrameKind::Inter, 40));
+        c.push(&video(FrameKind::Inter, 80));
+        assert_eq!((c.bytes(), c.overflows()), (300, 0));
+        c.push(&video(FrameKind::Inter, 120));
+        assert_eq!((c.frames(), c.bytes(), c.overflows()), (0, 0, 1));
+        assert!(!c.has_keyframe());
+        c.push(&video(FrameKind::Inter, 160));
+        c.push(&audio(170));
+        assert_eq!(c.frames(), 0);
+        // Headers survive an overflow.
+        assert_eq!(start(&c), [(FrameKind::SeqHeader, Track::Video, 0)]);
+        c.push(&video(FrameKind::Key, 2000));
+        assert_eq!((c.frames(), c.overflows()), (1, 1));
+        // A keyframe alone larger than the budget overflows too.
+        c.push(&frame(FrameKind::Key, Track::Video, 4000, 351));
+        assert_eq!((c.frames(), c.overflows()), (0, 2));
+    }
+
+    #[test]
+    fn a_changed_video_header_releases_the_gop() {
+        let mut c = GopCache::new(1 << 20);
+        c.push(&frame(FrameKind::SeqHeader, Track::Video, 0, 30));
+        c.push(&video(FrameKind::Key, 0));
+        // The same header again (some encoders repeat it) keeps the GOP.
+        c.push(&frame(FrameKind::SeqHeader, Track::Video, 0, 30));
+        assert_eq!(c.frames(), 1);
+        // A new configuration (the body differs) releases it.
+        c.push(&frame(FrameKind::SeqHeader, Track::Video, 40, 30));
+        assert_eq!(c.frames(), 0);
+        c.push(&video(FrameKind::Inter, 80));
+        assert_eq!(c.frames(), 0);
+        assert_eq!(start(&c), [(FrameKind::SeqHeader, Track::Video, 40)]);
+    }
+
+    #[test]
+    fn clear_keeps_nothing() {
+        let mut c = GopCache::new(1 << 20);
+        c.push(&frame(FrameKind::Meta, Track::Data, 0, 50));
+        c.push(&frame(FrameKind::SeqHeader, Track::Video, 0, 30));
+        c.push(&frame(FrameKind::SeqHeader, Track::Audio, 0, 20));
+        c.push(&video(FrameKind::Key, 0));
+        c.push(&audio(10));
+        c.clear();
+        assert_eq!(c.start_frames().count(), 0);
+        assert_eq!((c.frames(), c.bytes()), (0, 0));
+        assert!(!c.has_keyframe());
+        c.push(&audio(20));
+        assert_eq!(c.frames(), 0);
+    }
+}

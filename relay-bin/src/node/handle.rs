@@ -1,0 +1,225 @@
+//! [`Node`]: starts the data-plane cores; [`NodeHandle`]: the control plane's [`NodeControl`] over them.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use engine::{Listener, ListenerConfig, Waker};
+use tracing::{info, warn};
+
+use crate::bans::BanStore;
+use crate::config::Config;
+use crate::control::{ClientId, ClientInfo, NodeControl, NodeStats, StreamInfo};
+use crate::node::core::Core;
+use crate::node::hooks::HookRunner;
+use crate::node::mailbox::{CoreMsg, CoreReport, Mailbox};
+use crate::node::shared::Shared;
+use crate::stream_key::StreamKey;
+
+/// How long the control plane waits for a core's answer.
+const CORE_REPLY_WAIT: Duration = Duration::from_millis(500);
+
+/// The running node's data plane.
+pub struct Node {
+    handle: Arc<NodeHandle>,
+    threads: Vec<JoinHandle<()>>,
+    rtmp_addr: SocketAddr,
+}
+
+/// The control plane's handle on the cores (implements [`NodeControl`]).
+#[derive(Debug)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+}
+
+impl Node {
+    /// Binds one RTMP listener per core (so a bind error surfaces here) and starts the cores.
+    pub fn start(config: Config, bans: Arc<BanStore>) -> io::Result<Node> {
+        match engine::limits::raise_nofile_limit() {
+            Ok(limit) => info!(limit, "open file limit"),
+            Err(error) => warn!(%error, "cannot raise the open file limit"),
+        }
+        let allowed = engine::affinity::allowed_cpus().unwrap_or_default();
+        let cores = match config.engine.cores {
+            0 => allowed.len().max(1),
+            n => n,
+        };
+        // Bind the first listener, then the others on the port it got (port 0 picks one for all).
+        let first = Listener::bind(config.rtmp.listen, ListenerConfig::default())?;
+        let rtmp_addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..cores {
+            listeners.push(Listener::bind(rtmp_addr, ListenerConfig::default())?);
+        }
+        let mut mailboxes = Vec::with_capacity(cores);
+        let mut inboxes = Vec::with_capacity(cores);
+        let mut wakers = Vec::with_capacity(cores);
+        for _ in 0..cores {
+            let waker = Arc::new(Waker::new()?);
+            let (mailbox, inbox) = Mailbox::new(config.engine.inbox_capacity, waker.clone());
+            mailboxes.push(mailbox);
+            inboxes.push(inbox);
+            wakers.push(waker);
+        }
+        let pin = config.engine.pin;
+        let hooks = match &config.auth.on_publish {
+            Some(url) => {
+                let timeout = Duration::from_millis(config.auth.on_publish_timeout_ms.unwrap_or(3_000));
+                Some(HookRunner::start(url.clone(), timeout, mailboxes.clone())?)
+            }
+            None => None,
+        };
+        let mut shared = Shared::new(config, bans, mailboxes);
+        shared.hooks = hooks;
+        let shared = Arc::new(shared);
+        let mut threads = Vec::with_capacity(cores);
+        for (index, ((listener, inbox), waker)) in listeners.into_iter().zip(inboxes).zip(wakers).enumerate()
+        {
+            let core = Core::new(index, shared.clone(), listener, inbox, waker)?;
+            let cpu = (pin && !allowed.is_empty())
+                .then(|| allowed.get(index % allowed.len()).copied())
+                .flatten();
+            let thread = std::thread::Builder::new()
+                .name(format!("popline-core-{index}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        if let Err(error) = engine::affinity::pin_current_thread(cpu) {
+                            warn!(core = index, cpu, %error, "cannot pin core thread");
+                        }
+                    }
+                    core.run();
+                })?;
+            threads.push(thread);
+        }
+        info!(%rtmp_addr, cores, backend = "epoll", pinned = pin, "RTMP listening");
+        Ok(Node {
+            handle: Arc::new(NodeHandle { shared }),
+            threads,
+            rtmp_addr,
+        })
+    }
+
+    /// The address the RTMP listeners are bound to.
+    pub fn rtmp_addr(&self) -> SocketAddr {
+        self.rtmp_addr
+    }
+
+    /// The control plane's handle.
+    pub fn handle(&self) -> Arc<NodeHandle> {
+        self.handle.clone()
+    }
+
+    /// Stops every core (their clients are closed) and waits for them.
+    pub fn shutdown(self) {
+        for mailbox in &self.handle.shared.mailboxes {
+            let _ = mailbox.send(CoreMsg::Shutdown);
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl NodeHandle {
+    fn query_all(&self) -> Vec<CoreReport> {
+        let mut waiting = Vec::new();
+        for mailbox in &self.shared.mailboxes {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            if mailbox.send(CoreMsg::Query { reply }).is_ok() {
+                waiting.push(answer);
+            }
+        }
+        let deadline = Instant::now() + CORE_REPLY_WAIT;
+        waiting
+            .into_iter()
+            .filter_map(|answer| answer.recv_deadline(deadline).ok())
+            .collect()
+    }
+}
+
+impl NodeControl for NodeHandle {
+    fn streams(&self) -> Vec<StreamInfo> {
+        let reports = self.query_all();
+        let mut viewers: HashMap<StreamKey, u64> = HashMap::new();
+        for report in &reports {
+            for (key, count) in &report.viewers {
+                *viewers.entry(key.clone()).or_default() += count;
+            }
+        }
+        let mut streams: Vec<StreamInfo> = reports.into_iter().flat_map(|r| r.owned).collect();
+        for stream in &mut streams {
+            stream.viewers = viewers.get(&stream.stream).copied().unwrap_or(0);
+        }
+        streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+        streams
+    }
+
+    fn clients(&self) -> Vec<ClientInfo> {
+        let mut clients: Vec<ClientInfo> = self.query_all().into_iter().flat_map(|r| r.clients).collect();
+        clients.sort_by_key(|c| c.id);
+        clients
+    }
+
+    fn stats(&self) -> NodeStats {
+        let mut stats = NodeStats {
+            backend: "epoll",
+            cores: self.shared.cores(),
+            uptime_s: self.shared.started.elapsed().as_secs(),
+            ..NodeStats::default()
+        };
+        for c in &self.shared.counters {
+            let get = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+            stats.connections += get(&c.connections);
+            stats.publishers += get(&c.publishers);
+            stats.viewers += get(&c.viewers);
+            stats.connections_accepted += get(&c.accepted);
+            stats.connections_rejected += get(&c.rejected);
+            stats.requests_refused += get(&c.refused);
+            stats.clients_kicked += get(&c.kicked);
+            stats.bytes_in += get(&c.bytes_in);
+            stats.bytes_out += get(&c.bytes_out);
+            stats.frames_in += get(&c.frames_in);
+            stats.frames_out += get(&c.frames_out);
+            stats.frames_dropped += get(&c.frames_dropped);
+            stats.viewers_overflowed += get(&c.viewers_overflowed);
+            stats.inbox_full += get(&c.inbox_full);
+        }
+        stats
+    }
+
+    fn kick_client(&self, id: ClientId) -> bool {
+        let Some(mailbox) = self.shared.mailboxes.get(id.core()) else {
+            return false;
+        };
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if mailbox.send(CoreMsg::Kick { id, reply }).is_err() {
+            return false;
+        }
+        answer.recv_timeout(CORE_REPLY_WAIT).unwrap_or(false)
+    }
+
+    fn kick_stream(&self, stream: &StreamKey) -> u64 {
+        let mut waiting = Vec::new();
+        for mailbox in &self.shared.mailboxes {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            if mailbox
+                .send(CoreMsg::KickStream {
+                    key: stream.clone(),
+                    reply,
+                })
+                .is_ok()
+            {
+                waiting.push(answer);
+            }
+        }
+        let deadline = Instant::now() + CORE_REPLY_WAIT;
+        waiting
+            .into_iter()
+            .filter_map(|a| a.recv_deadline(deadline).ok())
+            .sum()
+    }
+}

@@ -1,0 +1,138 @@
+//! What the cores share: configuration, bans, the publisher registry, mailboxes and counters.
+//!
+//! Nothing here is touched per frame: the registry and bans are read when a client asks to publish or play,
+//! counters are relaxed atomics each written by one core.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::bans::BanStore;
+use crate::config::Config;
+use crate::control::ClientId;
+use crate::node::mailbox::Mailbox;
+use crate::stream_key::StreamKey;
+
+/// Counters of one core, written by that core only (relaxed), read by the admin API.
+#[derive(Debug, Default)]
+pub struct CoreCounters {
+    /// Connections open now.
+    pub connections: AtomicU64,
+    /// Publishers now.
+    pub publishers: AtomicU64,
+    /// Viewers now.
+    pub viewers: AtomicU64,
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections ended for bad input, limits or timeouts.
+    pub rejected: AtomicU64,
+    /// Publish/play requests refused.
+    pub refused: AtomicU64,
+    /// Clients kicked.
+    pub kicked: AtomicU64,
+    /// Bytes read.
+    pub bytes_in: AtomicU64,
+    /// Bytes written.
+    pub bytes_out: AtomicU64,
+    /// Frames ingested.
+    pub frames_in: AtomicU64,
+    /// Frames queued to viewers.
+    pub frames_out: AtomicU64,
+    /// Frames dropped by viewer policies.
+    pub frames_dropped: AtomicU64,
+    /// Viewers closed at their queue bound.
+    pub viewers_overflowed: AtomicU64,
+    /// Media messages lost to full inboxes.
+    pub inbox_full: AtomicU64,
+}
+
+impl CoreCounters {
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Subtracts `n` from a gauge.
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// State shared by all cores and the admin API.
+#[derive(Debug)]
+pub struct Shared {
+    /// The node's configuration.
+    pub config: Config,
+    /// Stream bans, checked on every publish and play request.
+    pub bans: Arc<BanStore>,
+    /// Who publishes each stream now (one publisher per stream on this node).
+    pub publishers: Mutex<HashMap<StreamKey, ClientId>>,
+    /// Each core's inbox.
+    pub mailboxes: Vec<Mailbox>,
+    /// Each core's counters.
+    pub counters: Vec<Arc<CoreCounters>>,
+    /// When the node started.
+    pub started: Instant,
+    /// The `on_publish` callback runner, when one is configured.
+    pub hooks: Option<crate::node::hooks::HookRunner>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Shared {
+    /// Shared state for `mailboxes.len()` cores.
+    pub fn new(config: Config, bans: Arc<BanStore>, mailboxes: Vec<Mailbox>) -> Shared {
+        let counters = mailboxes
+            .iter()
+            .map(|_| Arc::new(CoreCounters::default()))
+            .collect();
+        Shared {
+            config,
+            bans,
+            publishers: Mutex::new(HashMap::new()),
+            mailboxes,
+            counters,
+            started: Instant::now(),
+            hooks: None,
+            hasher: foldhash::fast::FixedState::with_seed(0x706f_706c_696e_6521),
+        }
+    }
+
+    /// Number of data-plane cores.
+    pub fn cores(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    /// The core that owns `key`: its hash (foldhash, fixed seed) modulo the core count.
+    pub fn owner_of(&self, key: &StreamKey) -> usize {
+        let cores = self.cores().max(1) as u64;
+        (self.hasher.hash_one(key.as_str()) % cores) as usize
+    }
+
+    /// Claims `key` for `publisher`; `Err` with the current publisher when someone already publishes it.
+    pub fn claim(&self, key: &StreamKey, publisher: ClientId) -> Result<(), ClientId> {
+        let mut publishers = match self.publishers.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match publishers.get(key) {
+            Some(current) if *current != publisher => Err(*current),
+            _ => {
+                publishers.insert(key.clone(), publisher);
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases `key` if `publisher` holds it.
+    pub fn release(&self, key: &StreamKey, publisher: ClientId) {
+        let mut publishers = match self.publishers.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if publishers.get(key) == Some(&publisher) {
+            publishers.remove(key);
+        }
+    }
+}

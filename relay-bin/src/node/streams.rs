@@ -1,0 +1,83 @@
+//! [`LocalStream`]: what one core holds of one stream: its local viewers and a GOP cache, plus, on the
+//! stream's owner core, the publisher and the cores subscribed to it.
+
+use std::time::Instant;
+
+use crate::control::ClientId;
+use crate::media::gop_cache::GopCache;
+use crate::media::{Frame, FrameKind, Track};
+use crate::node::clients::Token;
+
+/// One subscribed core, as its stream's owner sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Subscriber {
+    /// The core.
+    pub core: usize,
+    /// A frame to it was lost to a full inbox: skip its video until the next keyframe.
+    pub needs_key: bool,
+}
+
+/// Owner-only state of a stream.
+#[derive(Debug, Default)]
+pub struct OwnerState {
+    /// The publishing client, while one publishes.
+    pub publisher: Option<ClientId>,
+    /// Cores with viewers of the stream.
+    pub subscribers: Vec<Subscriber>,
+    /// Frames received since the node started.
+    pub frames_in: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// When the current publisher started.
+    pub publishing_since: Option<Instant>,
+}
+
+/// What one core holds of one stream.
+#[derive(Debug)]
+pub struct LocalStream {
+    /// Viewers on this core.
+    pub viewers: Vec<Token>,
+    /// Metadata, sequence headers and the current GOP, for instant start.
+    pub gop: GopCache,
+    /// This core subscribed to the owner and waits for the snapshot.
+    pub awaiting_snapshot: bool,
+    /// The publisher left at this instant; viewers are closed after the grace period.
+    pub ended_at: Option<Instant>,
+    /// Present on the owner core only.
+    pub owner: Option<OwnerState>,
+}
+
+impl LocalStream {
+    /// An empty stream record; `owner` on the owning core.
+    pub fn new(gop_cache_bytes: usize, owner: bool) -> LocalStream {
+        LocalStream {
+            viewers: Vec::new(),
+            gop: GopCache::new(gop_cache_bytes),
+            awaiting_snapshot: false,
+            ended_at: None,
+            owner: owner.then(OwnerState::default),
+        }
+    }
+
+    /// Nothing keeps this record alive: no viewers here and, on the owner, no publisher or subscriber.
+    pub fn is_unused(&self) -> bool {
+        self.viewers.is_empty()
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|owner| owner.publisher.is_none() && owner.subscribers.is_empty())
+    }
+}
+
+/// Whether a path that lost a frame (`needs_key`) may carry `frame`; updates `needs_key` on a keyframe.
+/// Audio, metadata and sequence headers always pass; video waits for the next keyframe.
+pub fn passes_after_loss(needs_key: &mut bool, frame: &Frame) -> bool {
+    if !*needs_key || frame.track != Track::Video || frame.kind == FrameKind::SeqHeader {
+        return true;
+    }
+    if frame.kind == FrameKind::Key {
+        *needs_key = false;
+        return true;
+    }
+    false
+}
