@@ -6,7 +6,7 @@
 //! - `none`: nothing is dropped; hitting the bound ends the viewer (the caller disconnects it);
 //! - `latency`: frames older than the budget are dropped from the front; dropping a reference frame drops the
 //!   rest of its GOP (video waits for the next keyframe), so the viewer never gets an undecodable frame;
-//! - `gop`: when behind (over the bound, or the oldest frame older than the budget), drop disposable frames,
+//! - `gop`: when behind (over the bound, or the oldest frame queued longer than the budget), drop disposable frames,
 //!   then the video up to the next keyframe, and audio only last.
 //!
 //! Metadata and sequence headers are never dropped: a decoder cannot work without them and they are small.
@@ -34,6 +34,17 @@ pub enum Pushed {
     Overflow,
 }
 
+/// A queued frame and when it entered the queue.
+#[derive(Debug)]
+struct Queued {
+    frame: Frame,
+    queued_at: Instant,
+}
+
+fn is_essential(frame: &Frame) -> bool {
+    matches!(frame.kind, FrameKind::Meta | FrameKind::SeqHeader)
+}
+
 /// Counters of one viewer's queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
@@ -55,7 +66,7 @@ pub struct ViewerQueue {
     budget: Duration,
     /// Control messages (rml_rtmp's responses), written before the next frame starts.
     control: VecDeque<Bytes>,
-    frames: VecDeque<Frame>,
+    frames: VecDeque<Queued>,
     /// Bytes of `frames` not yet written.
     queued_bytes: usize,
     /// Bytes of the front frame already written (a frame in flight is never dropped).
@@ -100,7 +111,7 @@ impl ViewerQueue {
 
     /// Offers a frame to the queue at time `now`.
     pub fn push(&mut self, frame: &Frame, now: Instant) -> Pushed {
-        let essential = matches!(frame.kind, FrameKind::Meta | FrameKind::SeqHeader);
+        let essential = is_essential(frame);
         if frame.track == Track::Video && !essential {
             if frame.kind == FrameKind::Key {
                 self.waiting_for_key = false;
@@ -133,6 +144,10 @@ impl ViewerQueue {
                 }
             }
         }
+        if frame.kind == FrameKind::Key {
+            // Whatever the policy skipped above, this keyframe is where video resumes.
+            self.waiting_for_key = false;
+        }
         if self.queued_bytes + cost > self.bound_bytes && !essential {
             // Still no room (one huge frame, or only essentials queued): drop this one and resync.
             if frame.track == Track::Video {
@@ -146,7 +161,10 @@ impl ViewerQueue {
             return self.dropped(1);
         }
         self.queued_bytes += cost;
-        self.frames.push_back(frame.clone());
+        self.frames.push_back(Queued {
+            frame: frame.clone(),
+            queued_at: now,
+        });
         self.stats.frames_queued += 1;
         Pushed::Queued
     }
@@ -168,7 +186,7 @@ impl ViewerQueue {
                     }
                 }
             }
-            for (i, frame) in self.frames.iter().enumerate() {
+            for (i, Queued { frame, .. }) in self.frames.iter().enumerate() {
                 if slices.len() == WRITE_BATCH {
                     break;
                 }
@@ -206,7 +224,9 @@ impl ViewerQueue {
             }
         }
         while written > 0 {
-            let Some(front) = self.frames.front() else { break };
+            let Some(Queued { frame: front, .. }) = self.frames.front() else {
+                break;
+            };
             let left = front.wire.len() - self.head_written;
             if written >= left {
                 written -= left;
@@ -254,9 +274,13 @@ impl ViewerQueue {
         if self.queued_bytes + incoming > self.bound_bytes {
             return true;
         }
+        // Behind = the oldest droppable frame has waited in this queue longer than the budget. Queue time, not
+        // frame age: a new viewer's GOP-cache burst is old but not late, and metadata may be hours old.
         self.frames
-            .get(usize::from(self.head_written > 0))
-            .is_some_and(|oldest| now.saturating_duration_since(oldest.received_at) > self.budget)
+            .iter()
+            .skip(self.first_droppable())
+            .find(|entry| !is_essential(&entry.frame))
+            .is_some_and(|oldest| now.saturating_duration_since(oldest.queued_at) > self.budget)
     }
 
     /// The index from which frames may be removed (a partly written head stays).
@@ -269,7 +293,7 @@ impl ViewerQueue {
         let mut removed = 0;
         let mut index = 0;
         let mut freed = 0;
-        self.frames.retain(|frame| {
+        self.frames.retain(|Queued { frame, .. }| {
             let keep = index < start || !drop(frame);
             index += 1;
             if !keep {
@@ -295,14 +319,25 @@ impl ViewerQueue {
     /// none, drops the current GOP's video and skips video until the next keyframe arrives.
     fn skip_gop(&mut self) {
         let start = self.first_droppable();
-        let next_key = self
+        let is_video_frame =
+            |entry: &Queued| entry.frame.track == Track::Video && !is_essential(&entry.frame);
+        // Resume at the latest queued keyframe that has some video before it to drop.
+        let first_video = self
             .frames
             .iter()
             .enumerate()
-            .skip(start + 1)
-            .rev()
-            .find(|(_, frame)| frame.kind == FrameKind::Key)
+            .skip(start)
+            .find(|(_, entry)| is_video_frame(entry))
             .map(|(index, _)| index);
+        let next_key = first_video.and_then(|first| {
+            self.frames
+                .iter()
+                .enumerate()
+                .skip(first + 1)
+                .rev()
+                .find(|(_, entry)| entry.frame.kind == FrameKind::Key)
+                .map(|(index, _)| index)
+        });
         let mut index = 0;
         self.remove_where(|frame| {
             let here = index + start;
@@ -327,7 +362,7 @@ impl ViewerQueue {
             .frames
             .iter()
             .skip(start)
-            .take_while(|frame| now.saturating_duration_since(frame.received_at) > self.budget)
+            .take_while(|entry| now.saturating_duration_since(entry.frame.received_at) > self.budget)
             .count();
         if stale == 0 {
             return;
@@ -394,7 +429,7 @@ mod tests {
     }
 
     fn kinds(queue: &ViewerQueue) -> Vec<FrameKind> {
-        queue.frames.iter().map(|f| f.kind).collect()
+        queue.frames.iter().map(|f| f.frame.kind).collect()
     }
 
     #[test]
@@ -517,6 +552,47 @@ mod tests {
         assert!(queue.is_empty());
         assert_eq!(socket.taken.len(), 3 + 400);
         assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_new_viewers_old_cached_gop_is_not_dropped_as_late() {
+        let joined = Instant::now() + Duration::from_secs(3600);
+        let published = Instant::now();
+        let keyframe_at = joined - Duration::from_millis(1_900);
+        let mut queue = ViewerQueue::new(DropPolicy::Gop, 1 << 20, Duration::from_secs(1));
+        // Metadata and sequence headers from an hour ago, a GOP that started 1.9 s ago (older than the budget).
+        assert_eq!(
+            queue.push(&frame(FrameKind::Meta, 50, published), joined),
+            Pushed::Queued
+        );
+        assert_eq!(
+            queue.push(&frame(FrameKind::SeqHeader, 50, published), joined),
+            Pushed::Queued
+        );
+        assert_eq!(
+            queue.push(&frame(FrameKind::Key, 5000, keyframe_at), joined),
+            Pushed::Queued
+        );
+        assert_eq!(
+            queue.push(&frame(FrameKind::Inter, 500, keyframe_at), joined),
+            Pushed::Queued
+        );
+        assert_eq!(
+            queue.push(&frame(FrameKind::Inter, 500, joined), joined),
+            Pushed::Queued
+        );
+        assert!(!queue.waiting_for_key());
+        // Unread for longer than the budget: now the viewer is behind, and the GOP goes.
+        let later = joined + Duration::from_millis(1_500);
+        assert_eq!(
+            queue.push(&frame(FrameKind::Inter, 500, later), later),
+            Pushed::Dropped
+        );
+        assert!(queue.waiting_for_key());
+        assert_eq!(
+            queue.push(&frame(FrameKind::Key, 5000, later), later),
+            Pushed::Queued
+        );
     }
 
     #[test]
