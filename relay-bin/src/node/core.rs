@@ -99,6 +99,9 @@ pub struct Core {
     events: Vec<ServerSessionEvent>,
     out: Vec<Bytes>,
     guard_limits: GuardLimits,
+    /// Viewers are written no sooner than this (see `rtmp.write_coalesce_ms`).
+    next_flush: Instant,
+    write_coalesce: Duration,
     /// The listener is unregistered after an accept error (out of fds) until the next tick.
     accept_paused: bool,
     stop: bool,
@@ -123,6 +126,7 @@ impl Core {
             ..GuardLimits::default()
         };
         let counters = shared.counters.get(index).cloned().unwrap_or_default();
+        let write_coalesce = Duration::from_millis(shared.config.rtmp.write_coalesce_ms);
         let cores = shared.cores();
         Ok(Core {
             index,
@@ -142,6 +146,8 @@ impl Core {
             guard_limits,
             shared,
             accept_paused: false,
+            next_flush: Instant::now(),
+            write_coalesce,
             stop: false,
         })
     }
@@ -151,7 +157,11 @@ impl Core {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         while !self.stop {
-            if let Err(error) = self.poller.wait_until(&mut events, Some(next_tick)) {
+            let mut deadline = next_tick;
+            if !self.dirty.is_empty() {
+                deadline = deadline.min(self.next_flush);
+            }
+            if let Err(error) = self.poller.wait_until(&mut events, Some(deadline)) {
                 warn!(core = self.index, %error, "poller wait failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -934,12 +944,29 @@ impl Core {
         }
     }
 
+    /// Writes dirty clients. Viewers are written at most once per `write_coalesce_ms` (the frames of the
+    /// interval go in one `writev`); everyone else (handshakes, commands, closing clients) at once.
     fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
+        let now = Instant::now();
+        let all = now >= self.next_flush;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut wrote_viewers = false;
         for &token in &dirty {
+            let coalesced = self
+                .clients
+                .get(token)
+                .is_some_and(|c| matches!(c.role, Role::Viewer { .. }) && c.closing.is_none());
+            if coalesced && !all {
+                // Stays dirty: written at the next flush.
+                self.dirty.push(token);
+                continue;
+            }
+            wrote_viewers |= coalesced;
             self.flush(token);
         }
-        let mut dirty = dirty;
+        if wrote_viewers {
+            self.next_flush = now + self.write_coalesce;
+        }
         dirty.clear();
         if self.dirty.is_empty() {
             self.dirty = dirty;
