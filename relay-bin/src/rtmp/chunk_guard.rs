@@ -90,6 +90,10 @@ pub struct GuardLimits {
     /// Most distinct chunk stream ids a peer may use (rml_rtmp remembers a header per id, forever).
     /// Default 64.
     pub max_chunk_streams: usize,
+    /// Most AMF command messages (types 17, 20) one connection may send. rml_rtmp keeps an entry for every
+    /// `createStream` and every request the node has not answered, for the session's life: this bounds them.
+    /// A publisher or player sends a handful. Default 256.
+    pub max_commands: u64,
 }
 
 impl Default for GuardLimits {
@@ -100,6 +104,7 @@ impl Default for GuardLimits {
             max_chunk_size: RTMP_MAX_CHUNK_SIZE,
             max_amf_depth: 16,
             max_chunk_streams: 64,
+            max_commands: 256,
         }
     }
 }
@@ -218,6 +223,12 @@ pub enum GuardError {
         /// Offset in the message payload, in bytes.
         offset: usize,
     },
+    /// More command messages than [`GuardLimits::max_commands`].
+    #[error("more than {limit} AMF command messages on one connection")]
+    TooManyCommands {
+        /// The limit.
+        limit: u64,
+    },
     /// A command, or an `@setDataFrame` data message, with fewer top-level values than rml_rtmp indexes.
     #[error("AMF message of type {type_id} has {values} values, needs at least {needed}")]
     MissingAmfValues {
@@ -288,6 +299,8 @@ pub struct ChunkGuard {
     /// The payload of the current message when the guard must read it.
     payload: Vec<u8>,
     messages: u64,
+    /// AMF command messages seen.
+    commands: u64,
     bytes: u64,
     failed: Option<GuardError>,
 }
@@ -305,6 +318,7 @@ impl ChunkGuard {
             header_len: 0,
             payload: Vec::new(),
             messages: 0,
+            commands: 0,
             bytes: 0,
             failed: None,
         }
@@ -636,6 +650,12 @@ impl ChunkGuard {
                 }
             }
             TYPE_AMF0_COMMAND | TYPE_AMF3_COMMAND => {
+                self.commands += 1;
+                if self.commands > self.limits.max_commands {
+                    return Err(GuardError::TooManyCommands {
+                        limit: self.limits.max_commands,
+                    });
+                }
                 // rml_rtmp skips a leading 0 byte of an "AMF3" command and reads the rest as AMF0.
                 let start = usize::from(message.type_id == TYPE_AMF3_COMMAND && payload.first() == Some(&0));
                 let summary = check_amf0(payload, start, self.limits.max_amf_depth)?;
@@ -1288,6 +1308,29 @@ mod tests {
         guard().inspect(&ack(2_500_000)).unwrap();
         let error = guard().inspect(&ack(0x8000_0000)).unwrap_err();
         assert_eq!(error, GuardError::WindowAckSizeOutOfRange { size: 0x8000_0000 });
+    }
+
+    #[test]
+    fn a_flood_of_create_stream_commands_is_refused() {
+        let mut guard = ChunkGuard::new(GuardLimits {
+            max_commands: 10,
+            ..GuardLimits::default()
+        });
+        let mut serializer = ChunkSerializer::new();
+        for i in 0..10 {
+            let bytes = serialize(
+                &mut serializer,
+                command("createStream", f64::from(i), Vec::new()),
+                0,
+                0,
+            );
+            guard.inspect(&bytes).unwrap();
+        }
+        let bytes = serialize(&mut serializer, command("createStream", 11.0, Vec::new()), 0, 0);
+        assert_eq!(
+            guard.inspect(&bytes),
+            Err(GuardError::TooManyCommands { limit: 10 })
+        );
     }
 
     #[test]
