@@ -76,6 +76,11 @@ fn late_joiner_starts_at_once_on_a_keyframe_from_the_gop_cache() {
     let url = node.url("live/late");
     let publisher = publish(&media("h264-aac-360p25-baseline.flv"), &url);
     std::thread::sleep(Duration::from_millis(3_000));
+    // A player sees exactly the publisher's tracks: no phantom data or subtitle track from the server's
+    // own notices (|RtmpSampleAccess, NetStream.Data.Start).
+    let mut types = live_stream_types(&url);
+    types.sort();
+    assert_eq!(types, vec!["audio".to_string(), "video".to_string()]);
     // Two late players; on a two-core node at least one of them is on a core that does not own the stream
     // with good probability, and each gets its start from the GOP cache.
     let recordings: Vec<_> = (0..4).map(|i| scratch.path(&format!("late-{i}.flv"))).collect();

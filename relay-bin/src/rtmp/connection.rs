@@ -135,7 +135,17 @@ impl RtmpConnection {
         let results = session
             .accept_request(request_id)
             .map_err(ConnectionError::Session)?;
+        let first = out.len();
         collect(results, events, out);
+        let mut index = first;
+        while let Some(packet) = out.get_mut(index) {
+            if is_data_start_notice(packet) {
+                out.remove(index);
+                continue;
+            }
+            zero_data_message_timestamp(packet);
+            index += 1;
+        }
         Ok(())
     }
 
@@ -170,6 +180,33 @@ impl RtmpConnection {
     pub fn messages_in(&self) -> u64 {
         self.guard.messages()
     }
+}
+
+/// rml_rtmp stamps the `|RtmpSampleAccess` data message it sends on play with its session clock; ffmpeg's FLV
+/// demuxer treats a data message with a non-zero timestamp as a stream of its own (a phantom subtitle track).
+/// Servers (nginx-rtmp, SRS) send it at 0: a full (type 0) header of a data message gets timestamp 0.
+fn zero_data_message_timestamp(packet: &mut Bytes) {
+    let bytes = packet.as_ref();
+    let full_header = bytes.first().is_some_and(|b| b >> 6 == 0 && b & 0x3f >= 2);
+    let data_message = bytes.get(7) == Some(&18);
+    let extended = bytes.get(1..4) == Some(&[0xff, 0xff, 0xff][..]);
+    if full_header && data_message && !extended {
+        let mut patched = bytes.to_vec();
+        if let Some(field) = patched.get_mut(1..4) {
+            field.copy_from_slice(&[0, 0, 0]);
+        }
+        *packet = Bytes::from(patched);
+    }
+}
+
+/// rml_rtmp also sends `onStatus(NetStream.Data.Start)` as a data message on play: ffmpeg turns it into a
+/// phantom data track, and nginx-rtmp does not send it. It is the last message rml writes on its data chunk
+/// stream (the node writes metadata on its own), so leaving it out cannot break rml's header compression.
+fn is_data_start_notice(packet: &Bytes) -> bool {
+    // A type 0 or type 1 chunk header (one-byte csid) carries the message type at byte 7.
+    let typed_header = packet.first().is_some_and(|b| b >> 6 <= 1 && b & 0x3f >= 2);
+    let data_message = packet.get(7) == Some(&18);
+    typed_header && data_message && packet.windows(8).any(|w| w == b"onStatus")
 }
 
 fn push(out: &mut Vec<Bytes>, bytes: Vec<u8>) {

@@ -141,7 +141,10 @@ impl Ingest {
         self.last_dts = self.last_dts.max(dts_ms);
         self.stats.bytes += body.len() as u64;
         // RTMP timestamps are 32-bit and wrap: the wire carries the unwrapped dts modulo 2^32.
-        let wire = encode_message(track, PLAY_STREAM_ID, dts_ms as u32, &body, self.chunk_size);
+        // Data messages (onMetaData) go at timestamp 0, as players expect of metadata (ffmpeg's FLV demuxer
+        // makes a data message with a timestamp into a stream of its own).
+        let wire_timestamp = if track == Track::Data { 0 } else { dts_ms as u32 };
+        let wire = encode_message(track, PLAY_STREAM_ID, wire_timestamp, &body, self.chunk_size);
         Frame {
             kind,
             track,

@@ -415,3 +415,26 @@ pub fn closed_within(socket: &mut TcpStream, limit: Duration) -> bool {
     }
     false
 }
+
+/// The codec types ffprobe finds on a live URL (`video`, `audio`, and any phantom `data`/`subtitle` tracks).
+pub fn live_stream_types(url: &str) -> Vec<String> {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rw_timeout",
+            "10000000",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+            url,
+        ])
+        .output()
+        .expect("ffprobe must be installed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
