@@ -102,3 +102,61 @@ fn enhanced_rtmp_hevc_and_opus_pass_through_across_the_timestamp_wrap() {
         assert!(stamps.last().unwrap() < &2_000, "the wrap was crossed");
     }
 }
+
+/// An AVC keyframe or inter frame tag (legacy FLV header, NALU packet) with a recognisable payload.
+fn avc(key: bool, marker: u8) -> Bytes {
+    let mut body = vec![
+        if key { 0x17 } else { 0x27 },
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        2,
+        0x65,
+        marker,
+    ];
+    body.extend_from_slice(&[marker; 500]);
+    Bytes::from(body)
+}
+
+#[test]
+fn viewers_stay_through_a_publisher_reconnect_within_the_grace_period() {
+    let scratch = Scratch::new("reconnect");
+    let config = base_config(&scratch.0).replace("unpublish_grace_ms = 300", "unpublish_grace_ms = 3000");
+    let node = Popline::start(&scratch.0, &config);
+    let mut player = rtmp_client::Client::connect(node.rtmp, "live", None);
+    player.play("obs");
+
+    let mut first = rtmp_client::Client::connect(node.rtmp, "live", None);
+    assert!(first.try_publish("obs"));
+    first.send_media(true, avc(true, 1), 0);
+    first.send_media(true, avc(false, 1), 40);
+    let before = player.collect_media(2, Duration::from_secs(5));
+    assert_eq!(before.len(), 2);
+    drop(first); // the encoder's connection drops (OBS reconnects in a second or two)
+
+    std::thread::sleep(Duration::from_millis(1_000));
+    let mut second = rtmp_client::Client::connect(node.rtmp, "live", None);
+    assert!(
+        second.try_publish("obs"),
+        "the stream must be free for the reconnecting publisher"
+    );
+    second.send_media(true, avc(false, 2), 0); // an inter frame before any keyframe: not decodable, not sent
+    second.send_media(true, avc(true, 2), 40);
+    second.send_media(true, avc(false, 2), 80);
+    let after = player.collect_media(2, Duration::from_secs(5));
+    assert_eq!(
+        after.len(),
+        2,
+        "the viewer keeps playing the new publisher: {after:?}"
+    );
+    assert_eq!(
+        after[0].data,
+        avc(true, 2),
+        "it resumes on the new publisher's keyframe"
+    );
+    assert_eq!(after[1].data, avc(false, 2));
+}

@@ -102,6 +102,12 @@ impl ViewerQueue {
         self.budget = budget;
     }
 
+    /// Skips video until the next keyframe (the stream's publisher changed: what follows does not depend on
+    /// anything this viewer has).
+    pub fn wait_for_keyframe(&mut self) {
+        self.waiting_for_key = true;
+    }
+
     /// Queues protocol bytes (never dropped; written before the next frame begins).
     pub fn push_control(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {

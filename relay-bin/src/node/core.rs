@@ -722,7 +722,22 @@ impl Core {
         }
     }
 
+    /// The stream's publisher changed: every local viewer skips video until the new publisher's keyframe
+    /// (an inter frame of the new publisher does not decode against the old one's pictures).
+    fn resync_viewers(&mut self, key: &StreamKey) {
+        let Some(stream) = self.streams.get_mut(key) else {
+            return;
+        };
+        stream.gop.clear();
+        for &token in &stream.viewers {
+            if let Some(client) = self.clients.get_mut(token) {
+                client.queue.wait_for_keyframe();
+            }
+        }
+    }
+
     fn on_publish_start(&mut self, key: StreamKey, publisher: ClientId) {
+        self.resync_viewers(&key);
         let gop_bytes = self.gop_cache_bytes(&key);
         let stream = self
             .streams
@@ -730,12 +745,17 @@ impl Core {
             .or_insert_with(|| LocalStream::new(gop_bytes, true));
         stream.gop.clear();
         stream.ended_at = None;
+        let mut subscribers = Vec::new();
         if let Some(owner) = stream.owner.as_mut() {
             owner.publisher = Some(publisher);
             owner.publishing_since = Some(Instant::now());
             for subscriber in &mut owner.subscribers {
                 subscriber.needs_key = false;
+                subscribers.push(subscriber.core);
             }
+        }
+        for core in subscribers {
+            let _ = self.post(core, CoreMsg::PublisherChanged { key: key.clone() });
         }
     }
 
@@ -755,6 +775,7 @@ impl Core {
         stream.gop.clear();
         stream.ended_at = Some(Instant::now());
         let unused = stream.is_unused();
+        self.resync_viewers(&key);
         for core in subscribers {
             let _ = self.post(core, CoreMsg::StreamEnded { key: key.clone() });
         }
@@ -824,8 +845,8 @@ impl Core {
     }
 
     fn on_stream_ended(&mut self, key: StreamKey) {
+        self.resync_viewers(&key);
         if let Some(stream) = self.streams.get_mut(&key) {
-            stream.gop.clear();
             stream.ended_at = Some(Instant::now());
         }
     }
@@ -847,6 +868,7 @@ impl Core {
                 CoreMsg::Snapshot { key, frames, live } => self.on_snapshot(key, frames, live),
                 CoreMsg::Fanout { key, frame } => self.deliver_local(&key, frame, now),
                 CoreMsg::StreamEnded { key } => self.on_stream_ended(key),
+                CoreMsg::PublisherChanged { key } => self.resync_viewers(&key),
                 CoreMsg::Kick { id, reply } => {
                     let token = self.clients.iter().find(|(_, c)| c.id == id).map(|(t, _)| t);
                     if let Some(token) = token {

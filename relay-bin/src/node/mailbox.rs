@@ -76,6 +76,11 @@ pub enum CoreMsg {
         /// The stream.
         key: StreamKey,
     },
+    /// Owner -> subscriber: a new publisher started: viewers skip video to its first keyframe.
+    PublisherChanged {
+        /// The stream.
+        key: StreamKey,
+    },
     /// Admin -> core: close one client.
     Kick {
         /// The client.
