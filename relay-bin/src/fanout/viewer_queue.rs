@@ -41,10 +41,6 @@ struct Queued {
     queued_at: Instant,
 }
 
-fn is_essential(frame: &Frame) -> bool {
-    matches!(frame.kind, FrameKind::Meta | FrameKind::SeqHeader)
-}
-
 /// Counters of one viewer's queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
@@ -117,7 +113,7 @@ impl ViewerQueue {
 
     /// Offers a frame to the queue at time `now`.
     pub fn push(&mut self, frame: &Frame, now: Instant) -> Pushed {
-        let essential = is_essential(frame);
+        let essential = frame.kind.is_essential();
         if frame.track == Track::Video && !essential {
             if frame.kind == FrameKind::Key {
                 self.waiting_for_key = false;
@@ -285,7 +281,7 @@ impl ViewerQueue {
         self.frames
             .iter()
             .skip(self.first_droppable())
-            .find(|entry| !is_essential(&entry.frame))
+            .find(|entry| !entry.frame.kind.is_essential())
             .is_some_and(|oldest| now.saturating_duration_since(oldest.queued_at) > self.budget)
     }
 
@@ -326,7 +322,7 @@ impl ViewerQueue {
     fn skip_gop(&mut self) {
         let start = self.first_droppable();
         let is_video_frame =
-            |entry: &Queued| entry.frame.track == Track::Video && !is_essential(&entry.frame);
+            |entry: &Queued| entry.frame.track == Track::Video && !entry.frame.kind.is_essential();
         // Resume at the latest queued keyframe that has some video before it to drop.
         let first_video = self
             .frames
@@ -378,7 +374,7 @@ impl ViewerQueue {
         self.remove_where(|frame| {
             let stale_here = index < stale;
             index += 1;
-            let essential = matches!(frame.kind, FrameKind::Meta | FrameKind::SeqHeader);
+            let essential = frame.kind.is_essential();
             if stale_here && !essential {
                 lost_reference |= matches!(frame.kind, FrameKind::Key | FrameKind::Inter);
                 true

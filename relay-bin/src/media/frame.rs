@@ -22,6 +22,11 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
+    /// Metadata or a sequence header: a decoder needs it, so no policy ever drops it.
+    pub fn is_essential(self) -> bool {
+        matches!(self, FrameKind::Meta | FrameKind::SeqHeader)
+    }
+
     /// The kind's name in logs and stats.
     pub fn name(self) -> &'static str {
         match self {

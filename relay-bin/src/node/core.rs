@@ -601,7 +601,6 @@ impl Core {
         };
         owner.frames_in += 1;
         owner.bytes_in += frame.body.len() as u64;
-        let mut lost = Vec::new();
         for subscriber in owner.subscribers.iter_mut() {
             if !passes_after_loss(&mut subscriber.needs_key, &frame) {
                 continue;
@@ -610,25 +609,17 @@ impl Core {
                 key: key.clone(),
                 frame: frame.clone(),
             };
-            match self
-                .shared
-                .mailboxes
-                .get(subscriber.core)
-                .map(|m| m.post(message))
+            if post_to(
+                &self.shared,
+                &mut self.wake,
+                &self.counters,
+                subscriber.core,
+                message,
+            )
+            .is_err()
             {
-                Some(Ok(())) => {
-                    if let Some(flag) = self.wake.get_mut(subscriber.core) {
-                        *flag = true;
-                    }
-                }
-                _ => {
-                    subscriber.needs_key = true;
-                    lost.push(subscriber.core);
-                }
+                subscriber.needs_key = true;
             }
-        }
-        if !lost.is_empty() {
-            CoreCounters::add(&self.counters.inbox_full, lost.len() as u64);
         }
         self.deliver_local(key, frame, now);
     }
@@ -858,50 +849,54 @@ impl Core {
             let Ok(message) = self.inbox.try_recv() else {
                 return;
             };
-            let now = Instant::now();
-            match message {
-                CoreMsg::PublishStart { key, publisher } => self.on_publish_start(key, publisher),
-                CoreMsg::Ingest { key, frame } => self.on_ingest(&key, frame, now),
-                CoreMsg::PublishEnd { key, publisher } => self.on_publish_end(key, publisher),
-                CoreMsg::Subscribe { key, core } => self.on_subscribe(key, core),
-                CoreMsg::Unsubscribe { key, core } => self.on_unsubscribe(key, core),
-                CoreMsg::Snapshot { key, frames, live } => self.on_snapshot(key, frames, live),
-                CoreMsg::Fanout { key, frame } => self.deliver_local(&key, frame, now),
-                CoreMsg::StreamEnded { key } => self.on_stream_ended(key),
-                CoreMsg::PublisherChanged { key } => self.resync_viewers(&key),
-                CoreMsg::Kick { id, reply } => {
-                    let token = self.clients.iter().find(|(_, c)| c.id == id).map(|(t, _)| t);
-                    if let Some(token) = token {
-                        CoreCounters::add(&self.counters.kicked, 1);
-                        self.close(token, "kicked by the admin API");
-                    }
-                    let _ = reply.send(token.is_some());
+            self.handle_message(message, Instant::now());
+        }
+    }
+
+    /// Acts on one cross-core message (from the inbox, or from this core to itself).
+    fn handle_message(&mut self, message: CoreMsg, now: Instant) {
+        match message {
+            CoreMsg::PublishStart { key, publisher } => self.on_publish_start(key, publisher),
+            CoreMsg::Ingest { key, frame } => self.on_ingest(&key, frame, now),
+            CoreMsg::PublishEnd { key, publisher } => self.on_publish_end(key, publisher),
+            CoreMsg::Subscribe { key, core } => self.on_subscribe(key, core),
+            CoreMsg::Unsubscribe { key, core } => self.on_unsubscribe(key, core),
+            CoreMsg::Snapshot { key, frames, live } => self.on_snapshot(key, frames, live),
+            CoreMsg::Fanout { key, frame } => self.deliver_local(&key, frame, now),
+            CoreMsg::StreamEnded { key } => self.on_stream_ended(key),
+            CoreMsg::PublisherChanged { key } => self.resync_viewers(&key),
+            CoreMsg::Kick { id, reply } => {
+                let token = self.clients.iter().find(|(_, c)| c.id == id).map(|(t, _)| t);
+                if let Some(token) = token {
+                    CoreCounters::add(&self.counters.kicked, 1);
+                    self.close(token, "kicked by the admin API");
                 }
-                CoreMsg::KickStream { key, reply } => {
-                    let tokens: Vec<Token> = self
-                        .clients
-                        .iter()
-                        .filter(|(_, c)| client_stream(c) == Some(&key))
-                        .map(|(t, _)| t)
-                        .collect();
-                    for &token in &tokens {
-                        CoreCounters::add(&self.counters.kicked, 1);
-                        self.close(token, "stream forbidden");
-                    }
-                    let _ = reply.send(tokens.len() as u64);
-                }
-                CoreMsg::Query { reply } => {
-                    let _ = reply.send(self.report(now));
-                }
-                CoreMsg::HookVerdict {
-                    token,
-                    client,
-                    request_id,
-                    key,
-                    verdict,
-                } => self.on_hook_verdict(token, client, request_id, key, verdict),
-                CoreMsg::Shutdown => self.stop = true,
+                let _ = reply.send(token.is_some());
             }
+            CoreMsg::KickStream { key, reply } => {
+                let tokens: Vec<Token> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| client_stream(c) == Some(&key))
+                    .map(|(t, _)| t)
+                    .collect();
+                for &token in &tokens {
+                    CoreCounters::add(&self.counters.kicked, 1);
+                    self.close(token, "stream forbidden");
+                }
+                let _ = reply.send(tokens.len() as u64);
+            }
+            CoreMsg::Query { reply } => {
+                let _ = reply.send(self.report(now));
+            }
+            CoreMsg::HookVerdict {
+                token,
+                client,
+                request_id,
+                key,
+                verdict,
+            } => self.on_hook_verdict(token, client, request_id, key, verdict),
+            CoreMsg::Shutdown => self.stop = true,
         }
     }
 
@@ -1027,33 +1022,14 @@ impl Core {
     }
 
     fn post(&mut self, core: usize, message: CoreMsg) -> Result<(), SendError> {
-        let Some(mailbox) = self.shared.mailboxes.get(core) else {
-            return Err(SendError::Gone);
-        };
-        let result = mailbox.post(message);
-        match result {
-            Ok(()) => {
-                if let Some(flag) = self.wake.get_mut(core) {
-                    *flag = true;
-                }
-            }
-            Err(SendError::Full) => CoreCounters::add(&self.counters.inbox_full, 1),
-            Err(SendError::Gone) => {}
-        }
-        result
+        post_to(&self.shared, &mut self.wake, &self.counters, core, message)
     }
 
     /// Sends a message about `key` to its owner, or handles it here when this core owns it.
     fn send_to_owner(&mut self, key: &StreamKey, message: CoreMsg) {
         let owner = self.shared.owner_of(key);
         if owner == self.index {
-            let now = Instant::now();
-            match message {
-                CoreMsg::PublishStart { key, publisher } => self.on_publish_start(key, publisher),
-                CoreMsg::PublishEnd { key, publisher } => self.on_publish_end(key, publisher),
-                CoreMsg::Ingest { key, frame } => self.on_ingest(&key, frame, now),
-                _ => {}
-            }
+            self.handle_message(message, Instant::now());
             return;
         }
         if self.post(owner, message).is_err() {
@@ -1187,6 +1163,31 @@ impl Core {
             }
         }
     }
+}
+
+/// Posts `message` to core `core` (woken at the end of the loop iteration) and counts a full inbox. It takes
+/// the fields it needs rather than the core, so a caller holding one of the core's streams can use it.
+fn post_to(
+    shared: &Shared,
+    wake: &mut [bool],
+    counters: &CoreCounters,
+    core: usize,
+    message: CoreMsg,
+) -> Result<(), SendError> {
+    let Some(mailbox) = shared.mailboxes.get(core) else {
+        return Err(SendError::Gone);
+    };
+    let result = mailbox.post(message);
+    match result {
+        Ok(()) => {
+            if let Some(flag) = wake.get_mut(core) {
+                *flag = true;
+            }
+        }
+        Err(SendError::Full) => CoreCounters::add(&counters.inbox_full, 1),
+        Err(SendError::Gone) => {}
+    }
+    result
 }
 
 fn client_stream(client: &Client) -> Option<&StreamKey> {

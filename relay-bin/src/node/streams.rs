@@ -72,7 +72,7 @@ impl LocalStream {
 /// Whether a path that lost a frame (`needs_key`) may carry `frame`; updates `needs_key` on a keyframe.
 /// Audio, metadata and sequence headers always pass; video waits for the next keyframe.
 pub fn passes_after_loss(needs_key: &mut bool, frame: &Frame) -> bool {
-    if !*needs_key || frame.track != Track::Video || frame.kind == FrameKind::SeqHeader {
+    if !*needs_key || frame.track != Track::Video || frame.kind.is_essential() {
         return true;
     }
     if frame.kind == FrameKind::Key {
