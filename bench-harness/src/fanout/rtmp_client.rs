@@ -22,69 +22,65 @@ pub const TX_CREATE_STREAM: f64 = 2.0;
 /// Buffer length a player announces before `play`, in milliseconds (what Flash-era players send).
 const PLAYER_BUFFER_MS: u32 = 1000;
 
+/// The client handshake without IO: C0+C1 to send first, then one [`ClientHandshake::step`] per read.
+pub struct ClientHandshake(Handshake);
+
+impl ClientHandshake {
+    /// Starts the handshake; returns it and the C0+C1 bytes to send.
+    pub fn start() -> Result<(ClientHandshake, Vec<u8>)> {
+        let mut hs = Handshake::new(PeerType::Client);
+        let p0p1 = hs
+            .generate_outbound_p0_and_p1()
+            .map_err(|e| anyhow!("handshake: {e:?}"))?;
+        Ok((ClientHandshake(hs), p0p1))
+    }
+
+    /// Feeds one read (empty: the server closed). Returns the bytes to send back and, once the handshake is
+    /// done, the bytes the server sent after it.
+    pub fn step(&mut self, read: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+        if read.is_empty() {
+            bail!("the server closed the connection during the handshake");
+        }
+        match self
+            .0
+            .process_bytes(read)
+            .map_err(|e| anyhow!("handshake: {e:?}"))?
+        {
+            HandshakeProcessResult::InProgress { response_bytes } => Ok((response_bytes, None)),
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => Ok((response_bytes, Some(remaining_bytes))),
+        }
+    }
+}
+
 /// Runs the client handshake over a blocking socket; returns the bytes the server sent after it.
 pub fn handshake_blocking(stream: &mut TcpStream) -> Result<Vec<u8>> {
-    let mut hs = Handshake::new(PeerType::Client);
-    let p0p1 = hs
-        .generate_outbound_p0_and_p1()
-        .map_err(|e| anyhow!("handshake: {e:?}"))?;
+    let (mut hs, p0p1) = ClientHandshake::start()?;
     stream.write_all(&p0p1).context("sending C0+C1")?;
     let mut buf = [0u8; 4096];
     loop {
         let n = stream.read(&mut buf).context("reading S0+S1+S2")?;
-        if n == 0 {
-            bail!("the server closed the connection during the handshake");
-        }
-        match hs
-            .process_bytes(&buf[..n])
-            .map_err(|e| anyhow!("handshake: {e:?}"))?
-        {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                stream
-                    .write_all(&response_bytes)
-                    .context("sending the handshake")?;
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                stream.write_all(&response_bytes).context("sending C2")?;
-                return Ok(remaining_bytes);
-            }
+        let (reply, done) = hs.step(&buf[..n])?;
+        stream.write_all(&reply).context("sending the handshake")?;
+        if let Some(remaining) = done {
+            return Ok(remaining);
         }
     }
 }
 
 /// Runs the client handshake over a tokio socket; returns the bytes the server sent after it.
 pub async fn handshake_async(stream: &mut tokio::net::TcpStream) -> Result<Vec<u8>> {
-    let mut hs = Handshake::new(PeerType::Client);
-    let p0p1 = hs
-        .generate_outbound_p0_and_p1()
-        .map_err(|e| anyhow!("handshake: {e:?}"))?;
+    let (mut hs, p0p1) = ClientHandshake::start()?;
     stream.write_all(&p0p1).await.context("sending C0+C1")?;
     let mut buf = [0u8; 4096];
     loop {
         let n = stream.read(&mut buf).await.context("reading S0+S1+S2")?;
-        if n == 0 {
-            bail!("the server closed the connection during the handshake");
-        }
-        match hs
-            .process_bytes(&buf[..n])
-            .map_err(|e| anyhow!("handshake: {e:?}"))?
-        {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                stream
-                    .write_all(&response_bytes)
-                    .await
-                    .context("sending the handshake")?;
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                stream.write_all(&response_bytes).await.context("sending C2")?;
-                return Ok(remaining_bytes);
-            }
+        let (reply, done) = hs.step(&buf[..n])?;
+        stream.write_all(&reply).await.context("sending the handshake")?;
+        if let Some(remaining) = done {
+            return Ok(remaining);
         }
     }
 }
