@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -11,27 +11,10 @@ use common::*;
 
 /// Connects and completes the RTMP handshake by hand; returns the socket ready for chunks.
 fn handshaken(addr: std::net::SocketAddr) -> TcpStream {
-    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
     let mut socket = TcpStream::connect(addr).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut handshake = Handshake::new(PeerType::Client);
+    rtmp_client::handshake(&mut socket);
     socket
-        .write_all(&handshake.generate_outbound_p0_and_p1().unwrap())
-        .unwrap();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        let n = socket.read(&mut buf).unwrap();
-        assert!(n > 0);
-        match handshake.process_bytes(&buf[..n]).unwrap() {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                socket.write_all(&response_bytes).unwrap()
-            }
-            HandshakeProcessResult::Completed { response_bytes, .. } => {
-                socket.write_all(&response_bytes).unwrap();
-                return socket;
-            }
-        }
-    }
 }
 
 /// A type 0 chunk header on csid 3 (message stream 0).

@@ -11,6 +11,31 @@ use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
 };
 
+/// Runs the client side of the RTMP handshake on `socket`; returns what the server sent after it.
+pub fn handshake(socket: &mut TcpStream) -> Vec<u8> {
+    let mut handshake = Handshake::new(PeerType::Client);
+    socket
+        .write_all(&handshake.generate_outbound_p0_and_p1().unwrap())
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = socket.read(&mut buf).unwrap();
+        assert!(n > 0, "server closed during handshake");
+        match handshake.process_bytes(&buf[..n]).unwrap() {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                socket.write_all(&response_bytes).unwrap()
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                socket.write_all(&response_bytes).unwrap();
+                return remaining_bytes;
+            }
+        }
+    }
+}
+
 /// A connected, handshaken RTMP client.
 pub struct Client {
     pub socket: TcpStream,
@@ -30,27 +55,7 @@ impl Client {
         socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         socket.set_nodelay(true).unwrap();
         let mut socket = socket;
-        let mut handshake = Handshake::new(PeerType::Client);
-        socket
-            .write_all(&handshake.generate_outbound_p0_and_p1().unwrap())
-            .unwrap();
-        let mut buf = vec![0u8; 65536];
-        let remaining = loop {
-            let n = socket.read(&mut buf).unwrap();
-            assert!(n > 0, "server closed during handshake");
-            match handshake.process_bytes(&buf[..n]).unwrap() {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    socket.write_all(&response_bytes).unwrap()
-                }
-                HandshakeProcessResult::Completed {
-                    response_bytes,
-                    remaining_bytes,
-                } => {
-                    socket.write_all(&response_bytes).unwrap();
-                    break remaining_bytes;
-                }
-            }
-        };
+        let remaining = handshake(&mut socket);
         let (session, results) = ClientSession::new(ClientSessionConfig::new()).unwrap();
         let mut client = Client {
             socket,
