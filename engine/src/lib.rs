@@ -14,13 +14,17 @@
 
 pub mod affinity;
 pub mod batch;
+pub mod datagram_io;
 pub mod limits;
+pub mod offload;
 pub mod poller;
 pub mod tcp;
 pub mod transport_driver;
 pub mod udp;
+pub mod uring;
 pub mod waker;
 
+pub use datagram_io::{BackendChoice, DatagramIo, IoConfig, IoStats};
 pub use poller::{Events, Interest, Poller, Readiness};
 pub use tcp::{Listener, ListenerConfig};
 pub use transport_driver::{DriverConfig, DriverStats, TransportDriver};

@@ -1,42 +1,38 @@
-//! Runs one sans-IO `transport::Endpoint` over one UDP socket, with an epoll reactor.
+//! Runs one sans-IO `transport::Endpoint` over one UDP socket, on either backend ([`DatagramIo`]).
 //!
-//! The loop of [`TransportDriver::poll`]: send what the endpoint has ready, wait for the socket to become
-//! readable or for the endpoint's next timer (`poll_timeout`), receive a bounded burst of datagrams into a
-//! reused buffer arena and hand each to `handle_datagram`, run due timers, send again (ACKs go out at once),
-//! and queue the endpoint's events for the caller. The clock is read here (`Instant::now()`); the transport
-//! never reads one.
+//! The loop of [`TransportDriver::poll`]: send what the endpoint has ready, wait for data or for the
+//! endpoint's next timer (`poll_timeout`), hand each received datagram (GRO runs split into their datagrams,
+//! slices of one arena: no copy on epoll) to `handle_datagram`, run due timers, send again (ACKs go out at
+//! once), and queue the endpoint's events for the caller. The clock is read here (`Instant::now()`); the
+//! transport never reads one.
 //!
-//! A datagram the socket refuses with `EWOULDBLOCK` (send buffer full) is kept and retried when the socket is
-//! writable; until then nothing else is taken from the endpoint, so the send side applies back-pressure
-//! instead of growing a queue.
+//! Sends are batched: consecutive datagrams of the same size to the same peer are built back to back in one
+//! buffer the backend lends and leave in one GSO `sendmsg` (up to `gso_max_segments`). When the backend has
+//! no buffer to lend (a batch the socket refused waits for room, or every io_uring send slot is in flight),
+//! nothing more is taken from the endpoint: the send side applies back-pressure instead of growing a queue.
 
-use crate::poller::{Events, Interest, Poller};
+use crate::datagram_io::{DatagramIo, IoConfig, IoStats};
+use crate::offload::{MAX_GSO_SEGMENTS, MAX_UDP_PAYLOAD};
 use crate::udp::{UdpConfig, UdpSocket};
-use bytes::BytesMut;
+use crate::Backend;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use transport::{ConnectionHandle, Endpoint, Event, Transmit};
 
-/// The token of the driver's socket in its poller.
-const SOCKET_TOKEN: u64 = 0;
-
-/// Bounds and buffer sizes of a [`TransportDriver`].
+/// Bounds and IO knobs of a [`TransportDriver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DriverConfig {
-    /// Most datagrams received per loop iteration (the rest wait for the next iteration; level-triggered
-    /// readiness wakes it at once).
+    /// Most receives (datagrams, or GRO runs) handled per loop iteration; the rest wait for the next one.
     pub max_recv_per_iteration: usize,
-    /// Most datagrams sent per flush.
+    /// Most sends (datagrams, or GSO batches) per flush.
     pub max_send_per_iteration: usize,
-    /// Longest datagram received; longer ones are truncated (and then fail authentication).
-    pub max_datagram_bytes: usize,
-    /// Size of the receive arena that datagrams are read into and split from (`BytesMut`, reused once every
-    /// datagram split from it has been dropped).
-    pub recv_arena_bytes: usize,
+    /// Most datagrams in one GSO batch (1 turns batching off; at most 64).
+    pub gso_max_segments: usize,
+    /// The socket's backend, offloads and buffers.
+    pub io: IoConfig,
 }
 
 impl Default for DriverConfig {
@@ -44,8 +40,8 @@ impl Default for DriverConfig {
         DriverConfig {
             max_recv_per_iteration: 64,
             max_send_per_iteration: 64,
-            max_datagram_bytes: 65_535,
-            recv_arena_bytes: 256 << 10,
+            gso_max_segments: MAX_GSO_SEGMENTS,
+            io: IoConfig::default(),
         }
     }
 }
@@ -59,16 +55,14 @@ pub struct DriverStats {
     pub datagrams_received: u64,
     /// Bytes in those datagrams.
     pub bytes_received: u64,
-    /// Datagrams sent.
+    /// Datagrams sent (handed to the backend).
     pub datagrams_sent: u64,
     /// Bytes in those datagrams.
     pub bytes_sent: u64,
-    /// Times a send met a full socket buffer (the datagram was kept and retried).
+    /// Sends (datagrams or GSO batches) handed to the backend.
+    pub send_batches: u64,
+    /// Flushes that stopped because the backend had no room (a refused batch or all slots in flight).
     pub send_blocked: u64,
-    /// Sends that failed for another reason (the datagram was dropped; the transport repairs losses).
-    pub send_errors: u64,
-    /// Receives that failed for a reason other than an empty queue.
-    pub recv_errors: u64,
     /// Iterations that stopped receiving at `max_recv_per_iteration` with data possibly still queued.
     pub recv_capped: u64,
 }
@@ -77,16 +71,12 @@ pub struct DriverStats {
 #[derive(Debug)]
 pub struct TransportDriver {
     endpoint: Endpoint,
-    socket: UdpSocket,
-    poller: Poller,
-    poll_events: Events,
+    io: DatagramIo,
     config: DriverConfig,
-    recv_arena: BytesMut,
-    send_buf: Vec<u8>,
-    /// A datagram in `send_buf` that the socket refused with `EWOULDBLOCK`.
-    pending: Option<Transmit>,
-    /// The socket is registered for writability (only while `pending` is set).
-    want_write: bool,
+    /// Where `poll_transmit` writes one datagram.
+    scratch: Vec<u8>,
+    /// A datagram in `scratch` taken from the endpoint that did not fit the last batch.
+    carry: Option<Transmit>,
     /// The last flush stopped at `max_send_per_iteration`: there may be more to send right away.
     more_to_send: bool,
     ready: VecDeque<(ConnectionHandle, Event)>,
@@ -94,20 +84,22 @@ pub struct TransportDriver {
 }
 
 impl TransportDriver {
-    /// Drives `endpoint` on `socket`.
+    /// Drives `endpoint` on `socket`, on the backend `config.io` asks for (see [`DatagramIo::open`]).
     pub fn new(endpoint: Endpoint, socket: UdpSocket, config: DriverConfig) -> io::Result<TransportDriver> {
-        let poller = Poller::new()?;
-        poller.add(socket.as_raw_fd(), SOCKET_TOKEN, Interest::READABLE)?;
+        let io = DatagramIo::open(socket, &config.io)?;
+        tracing::info!(
+            local = %io.socket().local_addr(),
+            backend = io.backend().name(),
+            gso = io.gso(),
+            gro = io.gro(),
+            "transport driver started"
+        );
         Ok(TransportDriver {
             endpoint,
-            socket,
-            poller,
-            poll_events: Events::with_capacity(8),
+            io,
             config,
-            recv_arena: BytesMut::with_capacity(config.recv_arena_bytes.max(config.max_datagram_bytes)),
-            send_buf: Vec::with_capacity(2048),
-            pending: None,
-            want_write: false,
+            scratch: Vec::with_capacity(2048),
+            carry: None,
             more_to_send: false,
             ready: VecDeque::new(),
             stats: DriverStats::default(),
@@ -127,12 +119,27 @@ impl TransportDriver {
 
     /// The socket's local address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket.local_addr()
+        self.io.socket().local_addr()
     }
 
     /// The socket (for its buffer sizes and address).
     pub fn socket(&self) -> &UdpSocket {
-        &self.socket
+        self.io.socket()
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.io.backend()
+    }
+
+    /// The socket's IO (backend, offloads in use, fallback reason).
+    pub fn io(&self) -> &DatagramIo {
+        &self.io
+    }
+
+    /// The backend's counters.
+    pub fn io_stats(&self) -> IoStats {
+        self.io.stats()
     }
 
     /// The endpoint, for stats and inspection.
@@ -156,10 +163,10 @@ impl TransportDriver {
     }
 
     /// One loop iteration: sends what is ready, waits at most `max_wait` (less if a timer of the endpoint is
-    /// due sooner, nothing if there is more to send), receives at most `max_recv_per_iteration` datagrams,
+    /// due sooner, nothing if there is more to send), receives at most `max_recv_per_iteration` times,
     /// runs due timers, sends again and queues the endpoint's events for [`Self::poll_event`].
     ///
-    /// Errors are those of the poller; socket errors on single datagrams are counted, not returned.
+    /// Errors are those of the backend's wait; socket errors on single sends or receives are counted.
     pub fn poll(&mut self, max_wait: Duration) -> io::Result<()> {
         self.stats.iterations += 1;
         let now = Instant::now();
@@ -174,18 +181,14 @@ impl TransportDriver {
         } else {
             deadline.map(|d| d.saturating_duration_since(Instant::now()))
         };
-        self.poller.wait(&mut self.poll_events, timeout)?;
-        // Readiness reports are not needed one by one: there is one socket, and a receive tells what it has.
-        let writable = self.poll_events.iter().any(|r| r.writable);
+        self.io.wait(timeout)?;
 
         let now = Instant::now();
         self.receive(now);
         if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
             self.endpoint.handle_timeout(now);
         }
-        if writable || self.pending.is_none() {
-            self.flush(now)?;
-        }
+        self.flush(now)?;
         while let Some(e) = self.endpoint.poll_event() {
             self.ready.push_back(e);
         }
@@ -214,87 +217,78 @@ impl TransportDriver {
     }
 
     fn receive(&mut self, now: Instant) {
-        for _ in 0..self.config.max_recv_per_iteration {
-            // The arena is empty here: each datagram is split off whole.
-            self.recv_arena.clear();
-            if self.recv_arena.capacity() < self.config.max_datagram_bytes {
-                // Every earlier datagram split from the arena may still be alive (zero-copy delivery); reserving
-                // reuses the allocation if they are gone and starts a fresh arena otherwise.
-                self.recv_arena
-                    .reserve(self.config.recv_arena_bytes.max(self.config.max_datagram_bytes));
-            }
-            match self
-                .socket
-                .recv_from(&mut self.recv_arena, self.config.max_datagram_bytes)
-            {
-                Ok((n, from)) => {
-                    let datagram = self.recv_arena.split_to(n);
-                    self.stats.datagrams_received += 1;
-                    self.stats.bytes_received += n as u64;
-                    self.endpoint.handle_datagram(now, from, datagram);
+        let endpoint = &mut self.endpoint;
+        let stats = &mut self.stats;
+        let runs = self.io.receive(
+            self.config.max_recv_per_iteration,
+            &mut |from, mut bytes, segment| {
+                // A GRO run is split into its datagrams, each a slice of the same allocation.
+                let size = segment.unwrap_or(bytes.len()).max(1);
+                // An empty datagram is still one datagram (the endpoint counts it as malformed).
+                loop {
+                    let datagram = bytes.split_to(size.min(bytes.len()));
+                    stats.datagrams_received += 1;
+                    stats.bytes_received += datagram.len() as u64;
+                    endpoint.handle_datagram(now, from, datagram);
+                    if bytes.is_empty() {
+                        break;
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // E.g. ECONNREFUSED from an ICMP error: it concerns an earlier send, not this socket.
-                    self.stats.recv_errors += 1;
-                    tracing::debug!(error = %e, "udp receive failed");
-                }
-            }
+            },
+        );
+        if runs >= self.config.max_recv_per_iteration {
+            self.stats.recv_capped += 1;
         }
-        self.stats.recv_capped += 1;
     }
 
-    /// Sends the pending datagram, then up to `max_send_per_iteration` from the endpoint, stopping at a full
-    /// socket buffer (the datagram is kept and the socket watched for writability).
+    /// Takes datagrams from the endpoint and hands them to the backend in batches (GSO: same peer, same size,
+    /// a shorter one last), at most `max_send_per_iteration` batches; stops when the endpoint has nothing
+    /// ready or the backend has no room (the datagram in hand is kept for the next flush).
     fn flush(&mut self, now: Instant) -> io::Result<()> {
         self.more_to_send = false;
-        if let Some(t) = self.pending.take() {
-            if !self.send(t) {
-                return Ok(());
-            }
-        }
+        let max_segments = if self.io.gso() {
+            self.config.gso_max_segments.clamp(1, MAX_GSO_SEGMENTS)
+        } else {
+            1
+        };
         for _ in 0..self.config.max_send_per_iteration {
-            let Some(t) = self.endpoint.poll_transmit(now, &mut self.send_buf) else {
-                return self.set_write_interest(false);
+            let first = match self.carry.take() {
+                Some(t) => t,
+                None => match self.endpoint.poll_transmit(now, &mut self.scratch) {
+                    Some(t) => t,
+                    None => return Ok(()),
+                },
             };
-            if !self.send(t) {
-                return self.set_write_interest(true);
+            let Some(buf) = self.io.send_buffer() else {
+                self.stats.send_blocked += 1;
+                self.carry = Some(first);
+                return Ok(());
+            };
+            buf.clear();
+            buf.extend_from_slice(self.scratch.get(..first.size).unwrap_or(&self.scratch));
+            let (to, segment) = (first.destination, first.size);
+            let mut count = 1u64;
+            while (count as usize) < max_segments && buf.len() + segment <= MAX_UDP_PAYLOAD {
+                let Some(t) = self.endpoint.poll_transmit(now, &mut self.scratch) else {
+                    break;
+                };
+                if t.destination != to || t.size > segment {
+                    self.carry = Some(t);
+                    break;
+                }
+                buf.extend_from_slice(self.scratch.get(..t.size).unwrap_or(&self.scratch));
+                count += 1;
+                if t.size < segment {
+                    break;
+                }
             }
+            let bytes = buf.len() as u64;
+            self.io.queue_send(to, segment)?;
+            self.stats.send_batches += 1;
+            self.stats.datagrams_sent += count;
+            self.stats.bytes_sent += bytes;
         }
         self.more_to_send = true;
-        self.set_write_interest(false)
-    }
-
-    /// Sends the datagram in `send_buf`; `false` if the socket buffer is full (it is then kept as pending).
-    fn send(&mut self, t: Transmit) -> bool {
-        let datagram = self.send_buf.get(..t.size).unwrap_or(&self.send_buf[..]);
-        match self.socket.send_to(datagram, t.destination) {
-            Ok(n) => {
-                self.stats.datagrams_sent += 1;
-                self.stats.bytes_sent += n as u64;
-                true
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.stats.send_blocked += 1;
-                self.pending = Some(t);
-                false
-            }
-            Err(e) => {
-                self.stats.send_errors += 1;
-                tracing::debug!(error = %e, to = %t.destination, "udp send failed; datagram dropped");
-                true
-            }
-        }
-    }
-
-    fn set_write_interest(&mut self, on: bool) -> io::Result<()> {
-        if on != self.want_write {
-            let interest = if on { Interest::BOTH } else { Interest::READABLE };
-            self.poller
-                .modify(self.socket.as_raw_fd(), SOCKET_TOKEN, interest)?;
-            self.want_write = on;
-        }
         Ok(())
     }
 }

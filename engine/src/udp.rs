@@ -5,6 +5,7 @@
 //! it actually granted are read back, reported in [`UdpSocket::buffer_sizes`] and logged with a warning when
 //! they fall short of the request.
 
+use crate::offload;
 use bytes::BytesMut;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
@@ -123,6 +124,85 @@ impl UdpSocket {
         // and within its capacity.
         unsafe { buf.set_len(start + n) };
         Ok((n, from))
+    }
+
+    /// Receives one datagram, or with UDP GRO on ([`crate::offload::set_gro`]) several coalesced ones,
+    /// appending the bytes to `buf` like [`Self::recv_from`]. Returns the length, the source and the GRO
+    /// segment size (`None`: one datagram). `Err` with [`io::ErrorKind::WouldBlock`] means nothing is queued.
+    pub fn recv_coalesced(
+        &self,
+        buf: &mut BytesMut,
+        max_len: usize,
+    ) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+        buf.reserve(max_len);
+        let start = buf.len();
+        let spare = buf.spare_capacity_mut();
+        let limit = spare.len().min(max_len);
+        let mut name = [0u8; offload::NAME_BYTES];
+        let mut control = [0u64; offload::RECV_CONTROL_BYTES / 8];
+        let mut iov = libc::iovec {
+            iov_base: spare.as_mut_ptr().cast(),
+            iov_len: limit,
+        };
+        // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths); the fields used are set below.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_name = name.as_mut_ptr().cast();
+        hdr.msg_namelen = name.len() as libc::socklen_t;
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: `hdr` points at `name`, `control` and one iovec over `limit` bytes of `buf`'s spare capacity,
+        // all alive and unmoved for the call; the kernel writes at most the lengths given.
+        let rc = unsafe { libc::recvmsg(self.socket.as_raw_fd(), &mut hdr, 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = (rc as usize).min(limit);
+        // SAFETY: recvmsg wrote `n` bytes at the start of the spare capacity (`n <= limit <= spare.len()`).
+        unsafe { buf.set_len(start + n) };
+        let name_len = (hdr.msg_namelen as usize).min(name.len());
+        let from = offload::parse_name(&name[..name_len])
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address"))?;
+        let control_len = hdr.msg_controllen.min(std::mem::size_of_val(&control));
+        // SAFETY: `control` is a u64 array; viewing its first `control_len` (<= its size) bytes as u8 is valid.
+        let control_bytes = unsafe { std::slice::from_raw_parts(control.as_ptr().cast::<u8>(), control_len) };
+        Ok((n, from, offload::gro_segment_size(control_bytes)))
+    }
+
+    /// Sends `data` to `to` as datagrams of `segment` bytes (the last may be shorter) in one `sendmsg` with
+    /// UDP GSO; `segment >= data.len()` sends one plain datagram. `Err` with [`io::ErrorKind::WouldBlock`]
+    /// means the send buffer is full (nothing was sent).
+    pub fn send_segmented(&self, data: &[u8], segment: usize, to: SocketAddr) -> io::Result<usize> {
+        let addr = offload::RawAddr::new(to);
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let mut control = offload::GsoControl::default();
+        // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths); the fields used are set below.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+        hdr.msg_namelen = addr.len();
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        if segment < data.len() {
+            hdr.msg_controllen = control.set_segment(segment.min(u16::MAX as usize) as u16);
+            hdr.msg_control = control.as_mut_ptr();
+        }
+        // SAFETY: `hdr` points at `addr`, `control` and one iovec over `data`, all alive and unmoved for the
+        // call; the kernel only reads them.
+        let rc = unsafe { libc::sendmsg(self.socket.as_raw_fd(), &hdr, 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+
+    /// Puts the socket in blocking mode (for completion-based IO, where the ring waits instead of the
+    /// caller) or back in non-blocking mode.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.socket.set_nonblocking(nonblocking)
     }
 
     /// Sends one datagram to `to`. `Err` with [`io::ErrorKind::WouldBlock`] means the send buffer is full.

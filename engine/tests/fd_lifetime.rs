@@ -1,10 +1,10 @@
-//! Resource lifetime: a dropped driver closes its socket and its epoll fd.
+//! Resource lifetime: a dropped driver closes its socket and its ring or epoll fd, on both backends.
 //!
 //! This file holds a single test so that no other test of the same process opens descriptors while it counts
 //! them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use engine::{DriverConfig, TransportDriver, UdpConfig};
+use engine::{BackendChoice, DriverConfig, IoConfig, TransportDriver, UdpConfig};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use transport::crypto::StaticKeypair;
@@ -14,7 +14,7 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-fn driver(cfg: EndpointConfig) -> TransportDriver {
+fn driver(cfg: EndpointConfig, backend: BackendChoice) -> TransportDriver {
     let ep = Endpoint::new(cfg, Instant::now()).unwrap();
     let udp = UdpConfig {
         reuse_port: false,
@@ -24,22 +24,38 @@ fn driver(cfg: EndpointConfig) -> TransportDriver {
         SocketAddr::from(([127, 0, 0, 1], 0)),
         &udp,
         ep,
-        DriverConfig::default(),
+        DriverConfig {
+            io: IoConfig {
+                backend,
+                ..IoConfig::default()
+            },
+            ..DriverConfig::default()
+        },
     )
     .unwrap()
 }
 
 #[test]
 fn dropping_connected_drivers_closes_every_fd_and_frees_the_ports() {
+    for backend in [BackendChoice::Uring, BackendChoice::Epoll] {
+        drop_connected_drivers(backend);
+    }
+}
+
+fn drop_connected_drivers(backend: BackendChoice) {
     let before = open_fds();
     let client_key = StaticKeypair::generate().unwrap();
     let server_key = StaticKeypair::generate().unwrap();
     let server_pub = server_key.public;
     let mut client_cfg = EndpointConfig::new(client_key);
     client_cfg.accept_incoming = false;
-    let mut client = driver(client_cfg);
-    let mut server = driver(EndpointConfig::new(server_key));
-    assert_eq!(open_fds(), before + 4, "a socket and an epoll fd per driver");
+    let mut client = driver(client_cfg, backend);
+    let mut server = driver(EndpointConfig::new(server_key), backend);
+    assert_eq!(
+        open_fds(),
+        before + 4,
+        "a socket and a ring or epoll fd per driver ({backend:?})"
+    );
     let ports = [client.local_addr(), server.local_addr()];
 
     // Both drivers on this one thread, taking turns with short waits.

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bytes::Bytes;
-use engine::{DriverConfig, TransportDriver, UdpConfig};
+use engine::{Backend, BackendChoice, DriverConfig, IoConfig, TransportDriver, UdpConfig};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,12 +87,14 @@ fn spawn_server(
     addr_tx: mpsc::Sender<SocketAddr>,
     done: Arc<AtomicBool>,
     garbage_expected: u64,
+    backend: BackendChoice,
 ) -> thread::JoinHandle<ServerResult> {
     thread::spawn(move || {
         let deadline = Instant::now() + TEST_DEADLINE;
         let ep = Endpoint::new(cfg, Instant::now()).unwrap();
         let mut d =
-            TransportDriver::bind(loopback(), &UdpConfig::default(), ep, DriverConfig::default()).unwrap();
+            TransportDriver::bind(loopback(), &UdpConfig::default(), ep, driver_config(backend)).unwrap();
+        assert_eq!(d.backend(), expected_backend(backend));
         addr_tx.send(d.local_addr()).unwrap();
         // Phase 1 (garbage test only): every garbage datagram is counted and refused, and no state is kept.
         while d.endpoint().stats().datagrams_received < garbage_expected && Instant::now() < deadline {
@@ -154,12 +156,14 @@ fn spawn_client(
     server_pub: [u8; 32],
     sizes: Vec<usize>,
     done: Arc<AtomicBool>,
+    backend: BackendChoice,
 ) -> thread::JoinHandle<engine::DriverStats> {
     thread::spawn(move || {
         let deadline = Instant::now() + TEST_DEADLINE;
         let ep = Endpoint::new(cfg, Instant::now()).unwrap();
         let mut d =
-            TransportDriver::bind(loopback(), &UdpConfig::default(), ep, DriverConfig::default()).unwrap();
+            TransportDriver::bind(loopback(), &UdpConfig::default(), ep, driver_config(backend)).unwrap();
+        assert_eq!(d.backend(), expected_backend(backend));
         let ch = d
             .endpoint_mut()
             .connect(Instant::now(), server, server_pub)
@@ -208,15 +212,55 @@ fn configs() -> (EndpointConfig, EndpointConfig, [u8; 32], [u8; 32]) {
     (client_cfg, EndpointConfig::new(server), client_pub, server_pub)
 }
 
+/// The engine's tests run on both backends.
+const BACKENDS: [BackendChoice; 2] = [BackendChoice::Uring, BackendChoice::Epoll];
+
+fn driver_config(backend: BackendChoice) -> DriverConfig {
+    DriverConfig {
+        io: IoConfig {
+            backend,
+            ..IoConfig::default()
+        },
+        ..DriverConfig::default()
+    }
+}
+
+fn expected_backend(backend: BackendChoice) -> Backend {
+    match backend {
+        BackendChoice::Epoll => Backend::Epoll,
+        _ => Backend::Uring,
+    }
+}
+
 #[test]
 fn two_drivers_handshake_and_deliver_200_frames_of_mixed_sizes_in_order() {
+    for backend in BACKENDS {
+        handshake_and_deliver(backend);
+    }
+}
+
+#[test]
+fn garbage_datagrams_are_counted_and_harmless() {
+    for backend in BACKENDS {
+        garbage(backend);
+    }
+}
+
+fn handshake_and_deliver(backend: BackendChoice) {
     let (client_cfg, server_cfg, client_pub, server_pub) = configs();
     let sizes = sizes(200);
     let done = Arc::new(AtomicBool::new(false));
     let (addr_tx, addr_rx) = mpsc::channel();
-    let server = spawn_server(server_cfg, sizes.len(), addr_tx, done.clone(), 0);
+    let server = spawn_server(server_cfg, sizes.len(), addr_tx, done.clone(), 0, backend);
     let server_addr = addr_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    let client = spawn_client(client_cfg, server_addr, server_pub, sizes.clone(), done.clone());
+    let client = spawn_client(
+        client_cfg,
+        server_addr,
+        server_pub,
+        sizes.clone(),
+        done.clone(),
+        backend,
+    );
     let client_stats = client.join().unwrap();
     let r = server.join().unwrap();
     assert_eq!(
@@ -235,14 +279,13 @@ fn two_drivers_handshake_and_deliver_200_frames_of_mixed_sizes_in_order() {
     );
 }
 
-#[test]
-fn garbage_datagrams_are_counted_and_harmless() {
+fn garbage(backend: BackendChoice) {
     let (client_cfg, server_cfg, _, server_pub) = configs();
     let sizes = sizes(40);
     let done = Arc::new(AtomicBool::new(false));
     let (addr_tx, addr_rx) = mpsc::channel();
     const GARBAGE: u64 = 120;
-    let server = spawn_server(server_cfg, sizes.len(), addr_tx, done.clone(), GARBAGE);
+    let server = spawn_server(server_cfg, sizes.len(), addr_tx, done.clone(), GARBAGE, backend);
     let server_addr = addr_rx.recv_timeout(Duration::from_secs(5)).unwrap();
 
     let attacker = std::net::UdpSocket::bind(loopback()).unwrap();
@@ -264,7 +307,14 @@ fn garbage_datagrams_are_counted_and_harmless() {
     assert_eq!(server_addr, server_addr2);
 
     // Phase 2: garbage while a client transfers.
-    let client = spawn_client(client_cfg, server_addr, server_pub, sizes.clone(), done.clone());
+    let client = spawn_client(
+        client_cfg,
+        server_addr,
+        server_pub,
+        sizes.clone(),
+        done.clone(),
+        backend,
+    );
     let mut i = 0;
     while !done.load(Ordering::SeqCst) && i < 2_000 {
         attacker.send_to(&junk(i), server_addr).unwrap();

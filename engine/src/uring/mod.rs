@@ -1,0 +1,145 @@
+//! The io_uring backend: ring setup with the best flags the kernel offers, provided buffer rings, and a UDP
+//! socket driven by multishot `recvmsg` and batched `sendmsg` (with GSO) submissions.
+//!
+//! A ring belongs to one thread: it is created disabled (`IORING_SETUP_R_DISABLED`) and enabled by its first
+//! use, so that `SINGLE_ISSUER` and `DEFER_TASKRUN` bind it to the thread that runs it (a core's thread), not
+//! to the one that built it.
+
+pub mod buf_ring;
+pub mod udp;
+
+pub use buf_ring::ProvidedBuffers;
+pub use udp::{UringStats, UringUdp};
+
+use io_uring::IoUring;
+use std::io;
+
+/// How to build a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Submission queue entries (the completion queue gets twice as many, as the kernel defaults to; at least
+    /// 8, rounded up to a power of two by the kernel).
+    pub entries: u32,
+    /// Use a kernel submission-polling thread that idles after this many milliseconds (`None`: no SQPOLL; the
+    /// application's `io_uring_enter` submits). SQPOLL costs a kernel thread per ring.
+    pub sqpoll_idle_ms: Option<u32>,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            entries: 256,
+            sqpoll_idle_ms: None,
+        }
+    }
+}
+
+/// The setup flags a ring got (the kernel may refuse the newer ones; the builder then falls back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RingFeatures {
+    /// `IORING_SETUP_SINGLE_ISSUER` (6.0).
+    pub single_issuer: bool,
+    /// `IORING_SETUP_DEFER_TASKRUN` (6.1): completions are processed only when the owner waits.
+    pub defer_taskrun: bool,
+    /// `IORING_SETUP_COOP_TASKRUN` (5.19): no interrupting IPIs for task work.
+    pub coop_taskrun: bool,
+    /// `IORING_SETUP_SQPOLL`.
+    pub sqpoll: bool,
+}
+
+/// Whether an error from `io_uring_setup` means io_uring is refused here (seccomp, `kernel.io_uring_disabled`,
+/// an old kernel) rather than that a flag was not understood.
+pub fn is_refused(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSYS | libc::EACCES))
+}
+
+/// Builds a ring with the best flags the kernel takes: SINGLE_ISSUER + DEFER_TASKRUN (or SQPOLL when asked),
+/// else COOP_TASKRUN, else none. Fails with the first error that [`is_refused`] (io_uring is not available),
+/// or the last one if every combination was rejected.
+pub fn build_ring(config: &RingConfig) -> io::Result<(IoUring, RingFeatures)> {
+    let entries = config.entries.max(8);
+    let attempts: &[RingFeatures] = if config.sqpoll_idle_ms.is_some() {
+        &[
+            RingFeatures {
+                single_issuer: true,
+                sqpoll: true,
+                ..RingFeatures::default()
+            },
+            RingFeatures {
+                sqpoll: true,
+                ..RingFeatures::default()
+            },
+        ]
+    } else {
+        &[
+            RingFeatures {
+                single_issuer: true,
+                defer_taskrun: true,
+                ..RingFeatures::default()
+            },
+            RingFeatures {
+                coop_taskrun: true,
+                ..RingFeatures::default()
+            },
+            RingFeatures::default(),
+        ]
+    };
+    let mut last = io::Error::new(io::ErrorKind::Unsupported, "no io_uring setup tried");
+    for want in attempts {
+        let mut b = IoUring::builder();
+        b.setup_r_disabled();
+        b.setup_cqsize(entries.saturating_mul(2));
+        if want.single_issuer {
+            b.setup_single_issuer();
+        }
+        if want.defer_taskrun {
+            b.setup_defer_taskrun();
+        }
+        if want.coop_taskrun {
+            b.setup_coop_taskrun();
+        }
+        if want.sqpoll {
+            b.setup_sqpoll(config.sqpoll_idle_ms.unwrap_or(0));
+        }
+        match b.build(entries) {
+            Ok(ring) => return Ok((ring, *want)),
+            Err(e) if is_refused(&e) => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Whether this process may use io_uring: builds (and drops) a small ring. `Err` says why not.
+pub fn probe() -> io::Result<RingFeatures> {
+    build_ring(&RingConfig {
+        entries: 8,
+        sqpoll_idle_ms: None,
+    })
+    .map(|(_, f)| f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_kernel_gives_a_ring_with_the_modern_flags() {
+        // Linux 6.1+ (every machine this project runs CI on) takes SINGLE_ISSUER + DEFER_TASKRUN.
+        let f = probe().unwrap();
+        assert!(f.single_issuer && f.defer_taskrun, "{f:?}");
+        let (_ring, f) = build_ring(&RingConfig {
+            entries: 64,
+            sqpoll_idle_ms: Some(10),
+        })
+        .unwrap();
+        assert!(f.sqpoll, "{f:?}");
+    }
+
+    #[test]
+    fn refusal_is_told_apart_from_an_unknown_flag() {
+        assert!(is_refused(&io::Error::from_raw_os_error(libc::EPERM)));
+        assert!(is_refused(&io::Error::from_raw_os_error(libc::ENOSYS)));
+        assert!(!is_refused(&io::Error::from_raw_os_error(libc::EINVAL)));
+    }
+}

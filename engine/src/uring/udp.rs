@@ -1,0 +1,495 @@
+//! A UDP socket on its own io_uring: one multishot `recvmsg` into a provided buffer ring, and `sendmsg`
+//! submissions (one GSO batch each) from a fixed pool of send slots.
+//!
+//! Receive: one armed request yields a completion per datagram (or per GRO-coalesced run of datagrams), each
+//! naming the provided buffer it filled; [`UringUdp::reap`] hands the peer's address, the bytes and the GRO
+//! segment size to the caller, and gives the buffer back at once. When the ring runs dry the request ends with
+//! `ENOBUFS` (counted) and is re-armed on the next wait.
+//!
+//! Send: the caller builds a batch in a free slot's buffer ([`UringUdp::send_buffer`]) and queues it
+//! ([`UringUdp::queue_send`]); the slot (buffer, `msghdr`, iovec, address and GSO control message, all in one
+//! box that never moves) stays untouched until its completion. With every slot in flight there is no buffer
+//! to build in: that is the back-pressure, and memory stays bounded by `send_slots` x 64 KiB.
+
+use super::buf_ring::ProvidedBuffers;
+use super::{build_ring, RingConfig, RingFeatures};
+use crate::offload::{self, GsoControl, RawAddr, MAX_UDP_PAYLOAD, NAME_BYTES, RECV_CONTROL_BYTES};
+use crate::udp::UdpSocket;
+use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// `user_data` of the multishot receive.
+const RECV: u64 = u64::MAX - 1;
+/// `user_data` of the receive's cancellation (at drop).
+const CANCEL: u64 = u64::MAX - 2;
+/// Buffer group id of the receive ring.
+const GROUP: u16 = 0;
+/// Header the kernel writes in front of each multishot receive (`struct io_uring_recvmsg_out`).
+const RECVMSG_OUT_BYTES: usize = 16;
+
+/// How to set up a [`UringUdp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringUdpConfig {
+    /// The ring.
+    pub ring: RingConfig,
+    /// Provided receive buffers (a power of two).
+    pub buffer_count: u16,
+    /// Payload bytes of each receive buffer (64 KiB with GRO, so a coalesced run fits; else the largest
+    /// datagram). The kernel's header, the name and the control message are added to this.
+    pub buffer_bytes: usize,
+    /// Receive with UDP GRO.
+    pub gro: bool,
+    /// Send with UDP GSO (batches of same-size datagrams in one `sendmsg`).
+    pub gso: bool,
+    /// Send slots (batches in flight at once).
+    pub send_slots: usize,
+}
+
+impl Default for UringUdpConfig {
+    fn default() -> Self {
+        UringUdpConfig {
+            ring: RingConfig::default(),
+            buffer_count: 256,
+            buffer_bytes: MAX_UDP_PAYLOAD,
+            gro: true,
+            gso: true,
+            send_slots: 32,
+        }
+    }
+}
+
+/// Counters of a [`UringUdp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UringStats {
+    /// Receive completions carrying data.
+    pub recv_completions: u64,
+    /// Times the buffer ring ran dry (`ENOBUFS`); the receive was re-armed.
+    pub recv_no_buffers: u64,
+    /// Receives re-armed (after `ENOBUFS` or any other end of the multishot request).
+    pub recv_rearmed: u64,
+    /// Receives that failed otherwise, or whose buffer could not be parsed.
+    pub recv_errors: u64,
+    /// Datagrams cut short because they did not fit a buffer (dropped).
+    pub recv_truncated: u64,
+    /// Send completions (one per batch).
+    pub send_completions: u64,
+    /// Sends the kernel answered `EAGAIN` (resubmitted).
+    pub send_again: u64,
+    /// Sends that failed (their datagrams are lost; the transport repairs).
+    pub send_errors: u64,
+    /// Times a batch could not be built because every send slot was in flight.
+    pub send_slots_exhausted: u64,
+    /// `io_uring_enter` calls.
+    pub enters: u64,
+    /// GSO sends the kernel refused with `EIO` (the device cannot segment): GSO was then turned off.
+    pub gso_refused: u64,
+}
+
+/// What [`UringUdp::reap`] calls for each receive: the source, the bytes (one datagram or a GRO run) and the
+/// GRO segment size (`None`: one datagram).
+pub type OnDatagram<'a> = dyn FnMut(SocketAddr, &[u8], Option<usize>) + 'a;
+
+/// One send in flight: everything the kernel reads until the completion, at a fixed address.
+struct SendSlot {
+    buf: Vec<u8>,
+    iov: libc::iovec,
+    hdr: libc::msghdr,
+    addr: RawAddr,
+    control: GsoControl,
+    segment: usize,
+}
+
+/// A UDP socket driven by an io_uring.
+pub struct UringUdp {
+    // Field order matters for drop only through `Drop::drop`, which quiesces the ring first.
+    ring: IoUring,
+    features: RingFeatures,
+    enabled: bool,
+    socket: UdpSocket,
+    bufs: ProvidedBuffers,
+    /// The multishot receive's template (only `msg_namelen`/`msg_controllen` are read); boxed: the kernel
+    /// keeps its address while the request is armed.
+    recv_hdr: Box<libc::msghdr>,
+    recv_armed: bool,
+    /// Never resized: each slot keeps its address while the kernel reads it.
+    slots: Box<[SendSlot]>,
+    free: Vec<usize>,
+    /// Slot handed out by `send_buffer` and not yet queued.
+    building: Option<usize>,
+    /// Slots whose send the kernel answered `EAGAIN`: resubmitted before anything new.
+    again: VecDeque<usize>,
+    in_flight: usize,
+    gso: bool,
+    gro: bool,
+    stats: UringStats,
+}
+
+impl std::fmt::Debug for UringUdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringUdp")
+            .field("local", &self.socket.local_addr())
+            .field("features", &self.features)
+            .field("gso", &self.gso)
+            .field("gro", &self.gro)
+            .field("in_flight", &self.in_flight)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl UringUdp {
+    /// Puts `socket` on a new ring. Fails where io_uring is refused (see [`super::is_refused`]) or a needed
+    /// feature (provided buffer rings: Linux 5.19; multishot recvmsg: 6.0) is missing.
+    pub fn new(socket: UdpSocket, config: &UringUdpConfig) -> io::Result<UringUdp> {
+        let (ring, features) = build_ring(&config.ring)?;
+        // The ring waits for the socket; a non-blocking socket would make sends fail with EAGAIN instead.
+        socket.set_nonblocking(false)?;
+        let gso = config.gso && offload::gso_supported(socket.as_raw_fd());
+        let gro = config.gro && offload::set_gro(socket.as_raw_fd(), true).is_ok();
+        let payload = if gro {
+            config.buffer_bytes.max(MAX_UDP_PAYLOAD)
+        } else {
+            config.buffer_bytes
+        };
+        let buffer_bytes = RECVMSG_OUT_BYTES + NAME_BYTES + RECV_CONTROL_BYTES + payload;
+        let bufs = ProvidedBuffers::register(&ring, GROUP, config.buffer_count, buffer_bytes)?;
+        // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths); the two lengths the multishot
+        // receive reads are set below.
+        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_hdr.msg_namelen = NAME_BYTES as libc::socklen_t;
+        recv_hdr.msg_controllen = RECV_CONTROL_BYTES;
+        let slots: Box<[SendSlot]> = (0..config.send_slots.max(1))
+            .map(|_| {
+                SendSlot {
+                    buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
+                    iov: libc::iovec {
+                        iov_base: std::ptr::null_mut(),
+                        iov_len: 0,
+                    },
+                    // SAFETY: as above; every field used is set before a send is queued.
+                    hdr: unsafe { std::mem::zeroed() },
+                    addr: RawAddr::new(SocketAddr::from(([0, 0, 0, 0], 0))),
+                    control: GsoControl::default(),
+                    segment: 0,
+                }
+            })
+            .collect();
+        let free = (0..slots.len()).rev().collect();
+        tracing::debug!(local = %socket.local_addr(), ?features, gso, gro, "udp socket on io_uring");
+        Ok(UringUdp {
+            ring,
+            features,
+            enabled: false,
+            socket,
+            bufs,
+            recv_hdr,
+            recv_armed: false,
+            slots,
+            free,
+            building: None,
+            again: VecDeque::new(),
+            in_flight: 0,
+            gso,
+            gro,
+            stats: UringStats::default(),
+        })
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// The flags the ring got.
+    pub fn features(&self) -> RingFeatures {
+        self.features
+    }
+
+    /// Whether sends use GSO (turned off if the kernel refuses it for this path).
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// Whether receives use GRO.
+    pub fn gro(&self) -> bool {
+        self.gro
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> UringStats {
+        self.stats
+    }
+
+    /// Provided buffers not currently in the ring (should be 0 between reaps: each is recycled at once).
+    pub fn buffers_outstanding(&self) -> u32 {
+        self.bufs.outstanding()
+    }
+
+    /// Batches submitted and not yet completed.
+    pub fn sends_in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// An empty buffer to build the next batch in (capacity 64 KiB), or `None` while every slot is in
+    /// flight. The batch goes out with [`Self::queue_send`]; asking again before that returns the same slot.
+    pub fn send_buffer(&mut self) -> Option<&mut Vec<u8>> {
+        if self.building.is_none() {
+            if !self.again.is_empty() {
+                return None;
+            }
+            match self.free.pop() {
+                Some(i) => self.building = Some(i),
+                None => {
+                    self.stats.send_slots_exhausted += 1;
+                    return None;
+                }
+            }
+        }
+        let i = self.building?;
+        let slot = self.slots.get_mut(i)?;
+        Some(&mut slot.buf)
+    }
+
+    /// Queues the batch built in [`Self::send_buffer`] for `to`, as datagrams of `segment` bytes (GSO) or as
+    /// one datagram when `segment >= len`. Submitted by the next [`Self::wait`].
+    pub fn queue_send(&mut self, to: SocketAddr, segment: usize) -> io::Result<()> {
+        let Some(i) = self.building.take() else {
+            return Ok(());
+        };
+        let Some(slot) = self.slots.get_mut(i) else {
+            return Ok(());
+        };
+        if slot.buf.is_empty() {
+            self.free.push(i);
+            return Ok(());
+        }
+        slot.addr = RawAddr::new(to);
+        slot.segment = segment;
+        self.submit_slot(i)
+    }
+
+    fn submit_slot(&mut self, i: usize) -> io::Result<()> {
+        let Some(slot) = self.slots.get_mut(i) else {
+            return Ok(());
+        };
+        slot.iov = libc::iovec {
+            iov_base: slot.buf.as_mut_ptr().cast(),
+            iov_len: slot.buf.len(),
+        };
+        slot.hdr.msg_name = slot.addr.as_ptr() as *mut libc::c_void;
+        slot.hdr.msg_namelen = slot.addr.len();
+        slot.hdr.msg_iov = &mut slot.iov;
+        slot.hdr.msg_iovlen = 1;
+        if self.gso && slot.segment < slot.buf.len() {
+            slot.hdr.msg_controllen = slot
+                .control
+                .set_segment(slot.segment.min(u16::MAX as usize) as u16);
+            slot.hdr.msg_control = slot.control.as_mut_ptr();
+        } else {
+            slot.hdr.msg_control = std::ptr::null_mut();
+            slot.hdr.msg_controllen = 0;
+        }
+        let entry = opcode::SendMsg::new(Fd(self.socket.as_raw_fd()), &slot.hdr)
+            .build()
+            .user_data(i as u64);
+        self.push(&entry)?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        self.enable()?;
+        loop {
+            // SAFETY: every entry pushed points only at memory owned by `self` at a fixed address (a boxed send
+            // slot that is not touched until its completion, the boxed receive header, the provided buffers),
+            // which stays valid until the completion is reaped or the ring is quiesced in `Drop`.
+            let pushed = unsafe { self.ring.submission().push(entry) };
+            if pushed.is_ok() {
+                return Ok(());
+            }
+            // Submission queue full: hand what is queued to the kernel and retry.
+            self.stats.enters += 1;
+            self.ring.submit()?;
+        }
+    }
+
+    fn enable(&mut self) -> io::Result<()> {
+        if !self.enabled {
+            // The ring was built disabled so that the thread that runs it, this one, becomes its single issuer.
+            self.ring.submitter().register_enable_rings()?;
+            self.enabled = true;
+        }
+        Ok(())
+    }
+
+    fn arm_recv(&mut self) -> io::Result<()> {
+        if !self.recv_armed {
+            let entry = opcode::RecvMsgMulti::new(
+                Fd(self.socket.as_raw_fd()),
+                &*self.recv_hdr as *const libc::msghdr,
+                self.bufs.group(),
+            )
+            .build()
+            .user_data(RECV);
+            self.push(&entry)?;
+            self.recv_armed = true;
+        }
+        Ok(())
+    }
+
+    /// Submits what is queued (re-arming the receive and resending `EAGAIN` batches first) and waits until a
+    /// completion is ready or `timeout` passes (`None`: no limit; zero: do not wait).
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.arm_recv()?;
+        while let Some(i) = self.again.pop_front() {
+            self.submit_slot(i)?;
+        }
+        self.stats.enters += 1;
+        let result = match timeout {
+            None => self.ring.submitter().submit_and_wait(1),
+            Some(t) => {
+                let ts = Timespec::from(t);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Handles every completion ready: each received datagram (or GRO run) goes to `on_datagram` with its
+    /// source and segment size, and its buffer back to the ring; finished sends free their slots. Returns the
+    /// number of completions.
+    pub fn reap(&mut self, on_datagram: &mut OnDatagram<'_>) -> usize {
+        let mut n = 0;
+        let mut cq = self.ring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            n += 1;
+            let (data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
+            match data {
+                RECV => {
+                    if !cqueue::more(flags) {
+                        self.recv_armed = false;
+                        self.stats.recv_rearmed += 1;
+                    }
+                    let bid = cqueue::buffer_select(flags);
+                    if res < 0 {
+                        if res == -libc::ENOBUFS {
+                            self.stats.recv_no_buffers += 1;
+                        } else {
+                            self.stats.recv_errors += 1;
+                            tracing::debug!(error = %io::Error::from_raw_os_error(-res), "udp receive failed");
+                        }
+                    } else if let Some(bid) = bid {
+                        self.bufs.taken(bid);
+                        self.stats.recv_completions += 1;
+                        match self
+                            .bufs
+                            .get(bid, res as usize)
+                            .and_then(|b| RecvMsgOut::parse(b, &self.recv_hdr).ok())
+                        {
+                            Some(out) => {
+                                if out.is_payload_truncated() {
+                                    self.stats.recv_truncated += 1;
+                                } else {
+                                    let segment = offload::gro_segment_size(out.control_data());
+                                    match offload::parse_name(out.name_data()) {
+                                        Some(from) => on_datagram(from, out.payload_data(), segment),
+                                        None => self.stats.recv_errors += 1,
+                                    }
+                                }
+                            }
+                            None => self.stats.recv_errors += 1,
+                        }
+                    }
+                    if let Some(bid) = bid {
+                        self.bufs.recycle(bid);
+                    }
+                }
+                CANCEL => {}
+                i => {
+                    let i = i as usize;
+                    if i >= self.slots.len() {
+                        continue;
+                    }
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    self.stats.send_completions += 1;
+                    if res == -libc::EAGAIN || res == -libc::ENOBUFS {
+                        self.stats.send_again += 1;
+                        self.again.push_back(i);
+                        continue;
+                    }
+                    if res == -libc::EIO && self.gso {
+                        // The device cannot segment (or checksum) GSO sends: send plain datagrams from now on.
+                        self.stats.gso_refused += 1;
+                        self.gso = false;
+                        tracing::warn!(local = %self.socket.local_addr(), "UDP GSO refused (EIO); turned off");
+                    } else if res < 0 {
+                        self.stats.send_errors += 1;
+                        tracing::debug!(error = %io::Error::from_raw_os_error(-res), "udp send failed");
+                    }
+                    if let Some(slot) = self.slots.get_mut(i) {
+                        slot.buf.clear();
+                    }
+                    self.free.push(i);
+                }
+            }
+        }
+        n
+    }
+}
+
+impl Drop for UringUdp {
+    fn drop(&mut self) {
+        if !self.quiesce() {
+            // The kernel may still use the slots or buffers: leak them rather than free memory it writes to
+            // (the provided buffers leak themselves while registered).
+            tracing::error!(local = %self.socket.local_addr(), "io_uring did not quiesce; leaking its buffers");
+            std::mem::forget(std::mem::take(&mut self.slots));
+            let copy = *self.recv_hdr;
+            let old = std::mem::replace(&mut self.recv_hdr, Box::new(copy));
+            std::mem::forget(old);
+        }
+    }
+}
+
+impl UringUdp {
+    /// Cancels the receive and waits (at most 2 s) until the kernel has finished with every buffer and send
+    /// slot, then unregisters the buffer ring. Returns whether the ring is quiet.
+    fn quiesce(&mut self) -> bool {
+        if !self.enabled {
+            return self.bufs.unregister(&self.ring).is_ok();
+        }
+        if self.recv_armed {
+            let cancel = opcode::AsyncCancel::new(RECV).build().user_data(CANCEL);
+            if self.push(&cancel).is_err() {
+                return false;
+            }
+        }
+        self.again.clear();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while (self.recv_armed || self.in_flight > 0) && Instant::now() < deadline {
+            self.stats.enters += 1;
+            let ts = Timespec::from(Duration::from_millis(10));
+            let args = SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+                Err(_) => break,
+            }
+            self.reap(&mut |_, _, _| {});
+            // Nothing is resent while stopping.
+            self.again.clear();
+        }
+        !self.recv_armed && self.in_flight == 0 && self.bufs.unregister(&self.ring).is_ok()
+    }
+}

@@ -1,0 +1,135 @@
+//! Automatic fallback to epoll where io_uring is refused, as under Docker's default seccomp profile: a child
+//! process (this test binary, re-run) installs a seccomp filter that answers `io_uring_setup` with `EPERM`,
+//! then opens a socket with the `auto` backend and moves datagrams through it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use engine::{Backend, BackendChoice, DatagramIo, IoConfig, UdpConfig, UdpSocket};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CHILD_ENV: &str = "POPLINE_ENGINE_SECCOMP_CHILD";
+
+/// Denies `io_uring_setup` with `EPERM` for the calling thread (and threads it starts), allows the rest.
+fn deny_io_uring_setup() {
+    let nr = libc::SYS_io_uring_setup as u32;
+    let filter = [
+        // A = seccomp_data.nr
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: nr,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only; it is required before an unprivileged filter.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    assert_eq!(rc, 0, "PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error());
+    // SAFETY: `prog` points at `filter`, a valid classic BPF program that lives for the call; the kernel copies
+    // it. The filter only ever returns ALLOW or ERRNO(EPERM).
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const libc::sock_fprog,
+            0,
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Runs only in the child: under the filter, `auto` must land on epoll, and the socket must work.
+#[test]
+fn child_under_seccomp() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    deny_io_uring_setup();
+    let refused = engine::uring::probe().unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EPERM));
+
+    let forced = DatagramIo::open(
+        UdpSocket::bind(loopback(), &UdpConfig::default()).unwrap(),
+        &IoConfig {
+            backend: BackendChoice::Uring,
+            ..IoConfig::default()
+        },
+    );
+    assert!(
+        forced.is_err(),
+        "a forced uring backend fails where io_uring is refused"
+    );
+
+    let socket = UdpSocket::bind(loopback(), &UdpConfig::default()).unwrap();
+    let mut io = DatagramIo::open(socket, &IoConfig::default()).unwrap();
+    assert_eq!(io.backend(), Backend::Epoll);
+    let reason = io.fallback_reason().unwrap_or_default().to_string();
+    assert!(reason.contains("not permitted"), "{reason}");
+
+    let peer = std::net::UdpSocket::bind(loopback()).unwrap();
+    peer.send_to(b"through epoll", io.socket().local_addr()).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.is_empty() && Instant::now() < deadline {
+        io.wait(Some(Duration::from_millis(50))).unwrap();
+        io.receive(8, &mut |_, bytes, _| got.push(bytes.to_vec()));
+    }
+    assert_eq!(got, vec![b"through epoll".to_vec()]);
+    println!("SECCOMP-CHILD-OK backend={}", io.backend().name());
+}
+
+#[test]
+fn auto_backend_falls_back_to_epoll_when_seccomp_refuses_io_uring() {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args([
+            "--exact",
+            "child_under_seccomp",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
+    assert!(
+        stdout.contains("SECCOMP-CHILD-OK backend=epoll"),
+        "{stdout}\n{stderr}"
+    );
+    // Outside the filter this process gets io_uring.
+    let io = DatagramIo::open(
+        UdpSocket::bind(loopback(), &UdpConfig::default()).unwrap(),
+        &IoConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(io.backend(), Backend::Uring);
+}
