@@ -18,7 +18,7 @@ use crate::cpu::process_cpu_seconds;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
-use engine::{DriverConfig, DriverStats, TransportDriver, UdpConfig};
+use engine::{BackendChoice, DriverConfig, DriverStats, IoConfig, TransportDriver, UdpConfig};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -53,8 +53,10 @@ pub struct TransportArgs {
     /// Bytes per bulk frame.
     #[arg(long, default_value_t = 256 * 1024)]
     frame_bytes: usize,
-    /// Variants, comma-separated: `popline` (encrypted), `popline-plaintext` (encryption off, for the
-    /// cost of the AEAD), `quinn` (the baseline: quinn with rustls, set up as its `perf` tool).
+    /// Variants, comma-separated: `popline` (encrypted, io_uring with GSO/GRO), `popline-epoll` (the epoll
+    /// backend with GSO/GRO), `popline-nogso` (io_uring, one datagram per send), `popline-plaintext`
+    /// (encryption off, for the cost of the AEAD), `quinn` (the baseline: quinn with rustls, set up as its
+    /// `perf` tool).
     #[arg(long, default_value = "popline")]
     variants: String,
     /// Print one JSON object per run instead of a table.
@@ -69,6 +71,10 @@ pub enum Variant {
     Popline,
     /// The popline transport with encryption turned off (an experiment: the AEAD's share of the cost).
     PoplinePlaintext,
+    /// The popline transport on the engine's epoll backend (GSO/GRO on).
+    PoplineEpoll,
+    /// The popline transport on io_uring without GSO/GRO (one datagram per send).
+    PoplineNoGso,
     /// quinn over rustls (ring), one bulk unidirectional stream per connection: the baseline.
     Quinn,
 }
@@ -79,7 +85,24 @@ impl Variant {
         match self {
             Variant::Popline => "popline",
             Variant::PoplinePlaintext => "popline-plaintext",
+            Variant::PoplineEpoll => "popline-epoll",
+            Variant::PoplineNoGso => "popline-nogso",
             Variant::Quinn => quinn_baseline::VARIANT_NAME,
+        }
+    }
+
+    /// The engine IO setup of a popline variant.
+    pub fn io_config(self) -> IoConfig {
+        let (backend, offload) = match self {
+            Variant::PoplineEpoll => (BackendChoice::Epoll, true),
+            Variant::PoplineNoGso => (BackendChoice::Uring, false),
+            _ => (BackendChoice::Auto, true),
+        };
+        IoConfig {
+            backend,
+            gso: offload,
+            gro: offload,
+            ..IoConfig::default()
         }
     }
 
@@ -88,8 +111,12 @@ impl Variant {
         match s {
             "popline" => Ok(Variant::Popline),
             "popline-plaintext" => Ok(Variant::PoplinePlaintext),
+            "popline-epoll" => Ok(Variant::PoplineEpoll),
+            "popline-nogso" => Ok(Variant::PoplineNoGso),
             "quinn" => Ok(Variant::Quinn),
-            _ => bail!("unknown variant {s:?}: popline, popline-plaintext, quinn"),
+            _ => bail!(
+                "unknown variant {s:?}: popline, popline-epoll, popline-nogso, popline-plaintext, quinn"
+            ),
         }
     }
 }
@@ -278,7 +305,8 @@ pub fn measure(
         // The baseline has its own module; the popline variants run on the engine below.
         return quinn_baseline::measure(connections, frame_bytes, warmup, window);
     }
-    let encryption = variant == Variant::Popline;
+    let encryption = variant != Variant::PoplinePlaintext;
+    let io = variant.io_config();
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
@@ -300,14 +328,22 @@ pub fn measure(
             servers.push(
                 thread::Builder::new()
                     .name(format!("srv-{i}"))
-                    .spawn(move || run_server(server_cfg, addr_tx, &stop_s, &delivered_s))?,
+                    .spawn(move || run_server(server_cfg, io, addr_tx, &stop_s, &delivered_s))?,
             );
             let server_addr = addr_rx
                 .recv_timeout(HANDSHAKE_TIMEOUT)
                 .map_err(|_| anyhow!("server {i} did not start"))?;
             let (stop_c, ready) = (stop.clone(), ready_tx.clone());
             clients.push(thread::Builder::new().name(format!("cli-{i}")).spawn(move || {
-                run_client(client_cfg, server_addr, server_pub, frame_bytes, &stop_c, ready)
+                run_client(
+                    client_cfg,
+                    io,
+                    server_addr,
+                    server_pub,
+                    frame_bytes,
+                    &stop_c,
+                    ready,
+                )
             })?);
         }
         for _ in 0..connections {
@@ -363,24 +399,28 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-fn bind(cfg: EndpointConfig) -> Result<TransportDriver> {
+fn bind(cfg: EndpointConfig, io: IoConfig) -> Result<TransportDriver> {
     let ep = Endpoint::new(cfg, Instant::now())?;
     Ok(TransportDriver::bind(
         loopback(),
         &UdpConfig::default(),
         ep,
-        DriverConfig::default(),
+        DriverConfig {
+            io,
+            ..DriverConfig::default()
+        },
     )?)
 }
 
 /// The receiving side: accepts one connection and counts the frame bytes delivered until `stop`.
 fn run_server(
     cfg: EndpointConfig,
+    io: IoConfig,
     addr_tx: mpsc::Sender<SocketAddr>,
     stop: &AtomicBool,
     delivered: &AtomicU64,
 ) -> Result<()> {
-    let mut d = bind(cfg)?;
+    let mut d = bind(cfg, io)?;
     addr_tx
         .send(d.local_addr())
         .map_err(|_| anyhow!("the benchmark went away"))?;
@@ -409,6 +449,7 @@ fn run_server(
 /// The sending side: connects, reports ready, and keeps the send queue topped up with bulk frames.
 fn run_client(
     cfg: EndpointConfig,
+    io: IoConfig,
     server: SocketAddr,
     server_pub: [u8; 32],
     frame_bytes: usize,
@@ -416,7 +457,7 @@ fn run_client(
     ready: mpsc::Sender<Result<()>>,
 ) -> Result<ClientSummary> {
     let connected = (|| -> Result<(TransportDriver, transport::ConnectionHandle)> {
-        let mut d = bind(cfg)?;
+        let mut d = bind(cfg, io)?;
         let ch = d.endpoint_mut().connect(Instant::now(), server, server_pub)?;
         let mut closed = None;
         let ok = d.run_until(Instant::now() + HANDSHAKE_TIMEOUT, |_, _, e| match e {

@@ -5,8 +5,11 @@
 //! - `plain`: blocking socket2 sockets, one `sendto`/`recvfrom` per datagram;
 //! - `mmsg`: blocking sockets with `sendmmsg`/`recvmmsg` in batches (the plain-socket baseline of issue 5),
 //!   through `nix`'s safe wrappers (this crate forbids `unsafe`);
-//! - `engine-epoll`: the engine's non-blocking [`engine::UdpSocket`] with its epoll [`engine::Poller`],
-//!   one datagram per syscall (what `TransportDriver` does today).
+//! - `engine-uring-gso`: the engine's io_uring backend ([`engine::DatagramIo`]) with UDP GSO on send (up to
+//!   `--segments` datagrams per `sendmsg` submission) and GRO + multishot `recvmsg` into a provided buffer ring;
+//! - `engine-uring`: the same without GSO/GRO (one datagram per submission, multishot receive);
+//! - `engine-epoll-gso`: the engine's epoll backend with GSO/GRO;
+//! - `engine-epoll`: the engine's epoll backend, one datagram per syscall.
 //!
 //! Throughput is counted at the receiver: loopback drops datagrams when the receiver falls behind, and that
 //! loss is reported. CPU is the process's user+system time around each run (both threads; the main thread
@@ -14,9 +17,8 @@
 
 use crate::cpu::process_cpu_seconds;
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::BytesMut;
 use clap::Args;
-use engine::{Events, Interest, Poller, UdpConfig};
+use engine::{BackendChoice, DatagramIo, IoConfig, UdpConfig};
 use nix::sys::socket::{recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrIn};
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -48,12 +50,19 @@ pub struct UdpArgs {
     /// Seconds of sending per variant.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Variants to run, comma-separated, in this order: plain, mmsg, engine-epoll.
-    #[arg(long, default_value = "plain,mmsg,engine-epoll")]
+    /// Variants to run, comma-separated, in this order: plain, mmsg, engine-uring-gso, engine-uring,
+    /// engine-epoll-gso, engine-epoll.
+    #[arg(
+        long,
+        default_value = "plain,mmsg,engine-uring-gso,engine-uring,engine-epoll-gso,engine-epoll"
+    )]
     variants: String,
     /// Datagrams per `sendmmsg`/`recvmmsg` call in the `mmsg` variant.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Datagrams per GSO send in the `-gso` variants (1..=64).
+    #[arg(long, default_value_t = 64)]
+    segments: usize,
     /// Print one JSON object per variant instead of a table.
     #[arg(long)]
     json: bool,
@@ -66,9 +75,26 @@ pub enum Variant {
     Plain,
     /// `sendmmsg`/`recvmmsg` in batches on blocking sockets.
     Mmsg,
-    /// The engine's non-blocking socket and epoll poller, one datagram per syscall.
+    /// The engine's io_uring backend with GSO and GRO.
+    EngineUringGso,
+    /// The engine's io_uring backend, one datagram per submission.
+    EngineUring,
+    /// The engine's epoll backend with GSO and GRO.
+    EngineEpollGso,
+    /// The engine's epoll backend, one datagram per syscall.
     EngineEpoll,
 }
+
+/// Every variant, in the default order.
+#[cfg(test)]
+pub const ALL_VARIANTS: [Variant; 6] = [
+    Variant::Plain,
+    Variant::Mmsg,
+    Variant::EngineUringGso,
+    Variant::EngineUring,
+    Variant::EngineEpollGso,
+    Variant::EngineEpoll,
+];
 
 impl Variant {
     /// The variant's name in the CLI and the JSON.
@@ -76,6 +102,9 @@ impl Variant {
         match self {
             Variant::Plain => "plain",
             Variant::Mmsg => "mmsg",
+            Variant::EngineUringGso => "engine-uring-gso",
+            Variant::EngineUring => "engine-uring",
+            Variant::EngineEpollGso => "engine-epoll-gso",
             Variant::EngineEpoll => "engine-epoll",
         }
     }
@@ -85,6 +114,9 @@ impl Variant {
         match s {
             "plain" => Some(Variant::Plain),
             "mmsg" => Some(Variant::Mmsg),
+            "engine-uring-gso" | "uring-gso" => Some(Variant::EngineUringGso),
+            "engine-uring" | "uring" => Some(Variant::EngineUring),
+            "engine-epoll-gso" | "epoll-gso" => Some(Variant::EngineEpollGso),
             "engine-epoll" | "epoll" => Some(Variant::EngineEpoll),
             _ => None,
         }
@@ -118,6 +150,8 @@ pub struct UdpReport {
     pub send_errors: u64,
     /// SO_RCVBUF granted to the receiver, in bytes.
     pub recv_buffer_bytes: usize,
+    /// Datagrams per send call (GSO segments, or the mmsg batch; 1 otherwise).
+    pub datagrams_per_send: usize,
 }
 
 /// Counters of a sender thread.
@@ -143,7 +177,7 @@ pub fn run(args: &UdpArgs) -> Result<()> {
         .split(',')
         .map(|v| {
             Variant::parse(v.trim())
-                .ok_or_else(|| anyhow!("unknown variant {v:?}: plain, mmsg, engine-epoll"))
+                .ok_or_else(|| anyhow!("unknown variant {v:?}: plain, mmsg, engine-uring-gso, engine-uring, engine-epoll-gso, engine-epoll"))
         })
         .collect::<Result<Vec<_>>>()?;
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
@@ -152,7 +186,7 @@ pub fn run(args: &UdpArgs) -> Result<()> {
     let duration = Duration::from_secs_f64(args.seconds);
     let mut reports = Vec::new();
     for v in variants {
-        let r = measure(v, args.payload, duration, args.batch)
+        let r = measure(v, args.payload, duration, args.batch, args.segments)
             .with_context(|| format!("variant {}", v.name()))?;
         if args.json {
             println!("{}", serde_json::to_string(&r)?);
@@ -171,17 +205,18 @@ fn print_table(reports: &[UdpReport]) {
         .find(|r| r.variant == Variant::Mmsg.name())
         .map(|r| r.gbps);
     println!(
-        "{:<14} {:>8} {:>8} {:>8} {:>7} {:>10} {:>9}",
-        "variant", "payload", "Gbit/s", "Mpps", "loss", "cpu s/GB", "vs mmsg"
+        "{:<18} {:>8} {:>6} {:>8} {:>8} {:>7} {:>10} {:>9}",
+        "variant", "payload", "x/send", "Gbit/s", "Mpps", "loss", "cpu s/GB", "vs mmsg"
     );
     for r in reports {
         let ratio = base
             .filter(|b| *b > 0.0)
             .map_or_else(|| "-".to_string(), |b| format!("{:.2}x", r.gbps / b));
         println!(
-            "{:<14} {:>8} {:>8.2} {:>8.3} {:>6.2}% {:>10.2} {:>9}",
+            "{:<18} {:>8} {:>6} {:>8.2} {:>8.3} {:>6.2}% {:>10.2} {:>9}",
             r.variant,
             r.payload_bytes,
+            r.datagrams_per_send,
             r.gbps,
             r.pps / 1e6,
             r.loss * 100.0,
@@ -192,11 +227,20 @@ fn print_table(reports: &[UdpReport]) {
 }
 
 /// Runs one variant: a receiver and a sender thread on 127.0.0.1 for `duration` of sending.
-pub fn measure(variant: Variant, payload: usize, duration: Duration, batch: usize) -> Result<UdpReport> {
+pub fn measure(
+    variant: Variant,
+    payload: usize,
+    duration: Duration,
+    batch: usize,
+    segments: usize,
+) -> Result<UdpReport> {
     if payload == 0 || payload > 65_507 {
         bail!("--payload must be 1..=65507 bytes");
     }
     let batch = batch.clamp(1, MAX_BATCH);
+    let segments = segments
+        .clamp(1, engine::offload::MAX_GSO_SEGMENTS)
+        .min((65_507 / payload).max(1));
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let stop = Arc::new(AtomicBool::new(false));
     let cpu0 = process_cpu_seconds()?;
@@ -224,23 +268,26 @@ pub fn measure(variant: Variant, payload: usize, duration: Duration, batch: usiz
             let (s, r) = join(sender, receiver, &stop)?;
             (s, r, recv_buffer)
         }
-        Variant::EngineEpoll => {
+        Variant::EngineUringGso | Variant::EngineUring | Variant::EngineEpollGso | Variant::EngineEpoll => {
             let cfg = UdpConfig {
                 recv_buffer_bytes: SOCKET_BUFFER_BYTES,
                 send_buffer_bytes: SOCKET_BUFFER_BYTES,
                 ..UdpConfig::default()
             };
+            let io = engine_io_config(variant);
             let rx = engine::UdpSocket::bind(loopback, &cfg)?;
             let recv_buffer = rx.buffer_sizes().recv_effective;
             let tx = engine::UdpSocket::bind(loopback, &cfg)?;
             let dest = rx.local_addr();
             let stop_rx = stop.clone();
+            let per_send = if io.gso { segments } else { 1 };
+            // Each thread opens its own backend: an io_uring belongs to the thread that uses it.
             let receiver = thread::Builder::new()
                 .name("udp-rx".into())
-                .spawn(move || recv_engine(&rx, &stop_rx))?;
+                .spawn(move || recv_engine(rx, &io, &stop_rx))?;
             let sender = thread::Builder::new()
                 .name("udp-tx".into())
-                .spawn(move || send_engine(&tx, dest, payload, start + duration))?;
+                .spawn(move || send_engine(tx, &io, dest, payload, per_send, start + duration))?;
             let (s, r) = join(sender, receiver, &stop)?;
             (s, r, recv_buffer)
         }
@@ -269,7 +316,30 @@ pub fn measure(variant: Variant, payload: usize, duration: Duration, batch: usiz
         cpu_s,
         send_errors: send_count.errors,
         recv_buffer_bytes: recv_buffer,
+        datagrams_per_send: match variant {
+            Variant::Mmsg => batch,
+            Variant::EngineUringGso | Variant::EngineEpollGso => segments,
+            _ => 1,
+        },
     })
+}
+
+/// The engine IO config of an engine variant.
+fn engine_io_config(variant: Variant) -> IoConfig {
+    let (backend, offload) = match variant {
+        Variant::EngineUringGso => (BackendChoice::Uring, true),
+        Variant::EngineUring => (BackendChoice::Uring, false),
+        Variant::EngineEpollGso => (BackendChoice::Epoll, true),
+        _ => (BackendChoice::Epoll, false),
+    };
+    IoConfig {
+        backend,
+        gso: offload,
+        gro: offload,
+        max_datagram_bytes: RECV_SLOT_BYTES.min(engine::offload::MAX_UDP_PAYLOAD),
+        buffer_count: 512,
+        ..IoConfig::default()
+    }
 }
 
 /// Waits for the sender, tells the receiver to drain and stop, and waits for it.
@@ -434,60 +504,67 @@ fn recv_mmsg(rx: &Socket, stop: &AtomicBool, batch: usize) -> Result<RecvCount> 
 }
 
 fn send_engine(
-    tx: &engine::UdpSocket,
+    tx: engine::UdpSocket,
+    config: &IoConfig,
     dest: SocketAddr,
     payload: usize,
+    per_send: usize,
     until: Instant,
 ) -> Result<SendCount> {
-    let buf = vec![0xa5u8; payload];
-    let mut poller = Poller::new()?;
-    let mut events = Events::with_capacity(4);
-    poller.add(tx.as_raw_fd(), 0, Interest::WRITABLE)?;
+    let mut io = DatagramIo::open(tx, config)?;
+    if config.gso && !io.gso() {
+        bail!("the kernel refused UDP GSO on this socket");
+    }
+    let datagram = vec![0xa5u8; payload];
     let mut count = SendCount::default();
     loop {
-        for _ in 0..256 {
-            match tx.send_to(&buf, dest) {
-                Ok(_) => count.datagrams += 1,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // A full send buffer: wait until the kernel has room (level-triggered writability).
-                    poller.wait(&mut events, Some(RECV_TICK))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => count_send_error(&mut count, &e)?,
+        let mut queued = 0;
+        // Queue up to 16 sends, then submit (io_uring) and reap completions that free their slots.
+        while queued < 16 {
+            let Some(buf) = io.send_buffer() else { break };
+            buf.clear();
+            for _ in 0..per_send {
+                buf.extend_from_slice(&datagram);
             }
+            io.queue_send(dest, payload)?;
+            count.datagrams += per_send as u64;
+            queued += 1;
         }
+        let blocked = queued == 0;
+        io.wait(Some(if blocked { RECV_TICK } else { Duration::ZERO }))?;
+        io.receive(64, &mut |_, _, _| {});
         if Instant::now() >= until {
-            return Ok(count);
+            break;
         }
     }
+    // Let the last submissions complete (and a refused batch be retried).
+    let drain = Instant::now() + Duration::from_millis(50);
+    while Instant::now() < drain {
+        io.wait(Some(Duration::from_millis(5)))?;
+        io.receive(64, &mut |_, _, _| {});
+    }
+    let st = io.stats();
+    count.errors = st.send_errors;
+    count.datagrams = count.datagrams.saturating_sub(st.send_errors * per_send as u64);
+    Ok(count)
 }
 
-fn recv_engine(rx: &engine::UdpSocket, stop: &AtomicBool) -> Result<RecvCount> {
-    let mut poller = Poller::new()?;
-    let mut events = Events::with_capacity(4);
-    poller.add(rx.as_raw_fd(), 0, Interest::READABLE)?;
-    let mut buf = BytesMut::with_capacity(RECV_SLOT_BYTES);
+fn recv_engine(rx: engine::UdpSocket, config: &IoConfig, stop: &AtomicBool) -> Result<RecvCount> {
+    let mut io = DatagramIo::open(rx, config)?;
     let mut count = RecvCount {
         datagrams: 0,
         bytes: 0,
         last: None,
     };
     loop {
-        poller.wait(&mut events, Some(RECV_TICK))?;
+        io.wait(Some(RECV_TICK))?;
         let mut got = false;
-        loop {
-            buf.clear();
-            match rx.recv_from(&mut buf, RECV_SLOT_BYTES) {
-                Ok((n, _)) => {
-                    count.datagrams += 1;
-                    count.bytes += n as u64;
-                    got = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).context("receiver"),
-            }
-        }
+        io.receive(256, &mut |_, bytes, segment| {
+            let size = segment.unwrap_or(bytes.len()).max(1);
+            count.datagrams += bytes.len().div_ceil(size).max(1) as u64;
+            count.bytes += bytes.len() as u64;
+            got = true;
+        });
         if got {
             count.last = Some(Instant::now());
         } else if stopped_and_idle(stop, &mut count) {
@@ -503,14 +580,14 @@ mod tests {
     #[test]
     fn every_variant_moves_data_on_loopback() {
         let _turn = crate::HEAVY_TESTS.lock().unwrap_or_else(|p| p.into_inner());
-        for v in [Variant::Plain, Variant::Mmsg, Variant::EngineEpoll] {
-            let r = measure(v, 1200, Duration::from_millis(150), 32).unwrap();
+        for v in ALL_VARIANTS {
+            let r = measure(v, 1200, Duration::from_millis(150), 32, 16).unwrap();
             assert!(r.received > 100, "{r:?}");
             assert!(r.sent >= r.received, "{r:?}");
             assert!(r.gbps > 0.0 && r.pps > 0.0, "{r:?}");
             assert!((0.0..=1.0).contains(&r.loss), "{r:?}");
             assert_eq!(Variant::parse(v.name()), Some(v));
         }
-        assert!(measure(Variant::Plain, 0, Duration::from_millis(10), 1).is_err());
+        assert!(measure(Variant::Plain, 0, Duration::from_millis(10), 1, 1).is_err());
     }
 }

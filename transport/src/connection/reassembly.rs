@@ -9,7 +9,8 @@
 use crate::media::MediaKind;
 use crate::wire::frame::{DroppedNotice, FragmentHeader};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// A frame handed to the application.
@@ -214,7 +215,7 @@ impl Reassembler {
     /// Creates an empty reassembler with the given bounds.
     pub fn new(limits: RecvLimits) -> Self {
         Reassembler {
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             limits,
             buffered_bytes: 0,
             out: VecDeque::new(),

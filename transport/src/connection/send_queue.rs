@@ -11,7 +11,8 @@ use super::recovery::Chunk;
 use crate::media::{DropReason, MediaFrame, MediaKind};
 use crate::wire::frame::{DroppedNotice, FragmentHeader};
 use bytes::Bytes;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use foldhash::{HashMap, HashSet};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Identifies a frame on the sending side.
@@ -173,12 +174,12 @@ impl SendQueue {
     /// `frag_size`: payload bytes per fragment; `max_unsent_bytes`: bound on bytes queued but never sent.
     pub fn new(frag_size: u32, max_unsent_bytes: u64) -> Self {
         SendQueue {
-            frames: HashMap::new(),
+            frames: HashMap::default(),
             new_q: Default::default(),
             retx_q: Default::default(),
-            retx_queued: HashSet::new(),
+            retx_queued: HashSet::default(),
             watch: VecDeque::new(),
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             notices: VecDeque::new(),
             frag_size: frag_size.max(1),
             unsent_bytes: 0,
