@@ -18,7 +18,10 @@ use crate::cpu::process_cpu_seconds;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
-use engine::{BackendChoice, DriverConfig, DriverStats, IoConfig, TransportDriver, UdpConfig};
+use engine::{
+    BackendChoice, CoresConfig, DriverConfig, DriverStats, IoConfig, TransportCores, TransportDriver,
+    UdpConfig,
+};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -27,9 +30,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 use transport::crypto::StaticKeypair;
-use transport::{
-    CloseReason, ConnectionStats, Endpoint, EndpointConfig, Event, MediaFrame, MediaKind, StreamId,
-};
+use transport::{ConnectionStats, Endpoint, EndpointConfig, Event, MediaFrame, MediaKind, StreamId};
 
 /// How long a connection may take to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -310,29 +311,48 @@ pub fn measure(
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
-    let mut servers = Vec::new();
     let mut clients = Vec::new();
+
+    // The receiving side: one endpoint per core on one shared port (thread per core, SO_REUSEPORT), as a
+    // PoP runs it; as many cores as connections, up to the CPUs this process may use.
+    let server_key = StaticKeypair::generate()?;
+    let server_pub = server_key.public;
+    let cpus = engine::affinity::allowed_cpus()?.len().max(1);
+    let server_cores = connections.clamp(1, cpus);
+    let delivered_s = delivered.clone();
+    let mut server = TransportCores::start(
+        loopback(),
+        CoresConfig {
+            cores: server_cores,
+            // The clients share these CPUs: let the scheduler place both.
+            pin: false,
+            driver: DriverConfig {
+                io,
+                ..DriverConfig::default()
+            },
+            ..CoresConfig::default()
+        },
+        move |_core| {
+            let mut cfg = EndpointConfig::new(server_key.clone());
+            cfg.connection.encryption = encryption;
+            let ep = Endpoint::new(cfg, Instant::now()).map_err(std::io::Error::other)?;
+            let delivered = delivered_s.clone();
+            Ok((ep, move |_: &mut Endpoint, _, e: Event| match e {
+                Event::Frame(f) => {
+                    delivered.fetch_add(f.bytes.len() as u64, Ordering::Relaxed);
+                }
+                Event::Closed { reason } => tracing::warn!(?reason, "benchmark connection closed"),
+                _ => {}
+            }))
+        },
+    )?;
+    let server_addr = server.local_addr();
 
     let started = (|| -> Result<()> {
         for i in 0..connections {
-            let server_key = StaticKeypair::generate()?;
-            let server_pub = server_key.public;
-            let mut server_cfg = EndpointConfig::new(server_key);
-            server_cfg.connection.encryption = encryption;
             let mut client_cfg = EndpointConfig::new(StaticKeypair::generate()?);
             client_cfg.accept_incoming = false;
             client_cfg.connection.encryption = encryption;
-
-            let (addr_tx, addr_rx) = mpsc::channel();
-            let (stop_s, delivered_s) = (stop.clone(), delivered.clone());
-            servers.push(
-                thread::Builder::new()
-                    .name(format!("srv-{i}"))
-                    .spawn(move || run_server(server_cfg, io, addr_tx, &stop_s, &delivered_s))?,
-            );
-            let server_addr = addr_rx
-                .recv_timeout(HANDSHAKE_TIMEOUT)
-                .map_err(|_| anyhow!("server {i} did not start"))?;
             let (stop_c, ready) = (stop.clone(), ready_tx.clone());
             clients.push(thread::Builder::new().name(format!("cli-{i}")).spawn(move || {
                 run_client(
@@ -357,7 +377,13 @@ pub fn measure(
     let window_result = started.and_then(|()| sample_window(&delivered, warmup, window));
     stop.store(true, Ordering::Release);
 
-    let (summaries, first_err) = join_all(clients, servers, "");
+    let servers: Vec<thread::JoinHandle<Result<()>>> = Vec::new();
+    let (summaries, mut first_err) = join_all(clients, servers, "");
+    for r in server.stop() {
+        if let Some(e) = r.error {
+            first_err.get_or_insert(anyhow!("server core {}: {e}", r.core));
+        }
+    }
     let (bytes, cpu_s, seconds) = window_result?;
     if let Some(e) = first_err {
         return Err(e);
@@ -410,40 +436,6 @@ fn bind(cfg: EndpointConfig, io: IoConfig) -> Result<TransportDriver> {
             ..DriverConfig::default()
         },
     )?)
-}
-
-/// The receiving side: accepts one connection and counts the frame bytes delivered until `stop`.
-fn run_server(
-    cfg: EndpointConfig,
-    io: IoConfig,
-    addr_tx: mpsc::Sender<SocketAddr>,
-    stop: &AtomicBool,
-    delivered: &AtomicU64,
-) -> Result<()> {
-    let mut d = bind(cfg, io)?;
-    addr_tx
-        .send(d.local_addr())
-        .map_err(|_| anyhow!("the benchmark went away"))?;
-    let mut closed: Option<CloseReason> = None;
-    while !stop.load(Ordering::Acquire) {
-        d.run_until(Instant::now() + TICK, |_, _, e| {
-            match e {
-                Event::Frame(f) => {
-                    delivered.fetch_add(f.bytes.len() as u64, Ordering::Relaxed);
-                }
-                Event::Closed { reason } => {
-                    closed = Some(reason);
-                    return ControlFlow::Break(());
-                }
-                Event::Connected { .. } | Event::Gap(_) => {}
-            }
-            ControlFlow::Continue(())
-        })?;
-        if let Some(reason) = closed.take() {
-            bail!("server side closed: {reason:?}");
-        }
-    }
-    Ok(())
 }
 
 /// The sending side: connects, reports ready, and keeps the send queue topped up with bulk frames.

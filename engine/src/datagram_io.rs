@@ -128,6 +128,7 @@ pub struct EpollUdp {
 }
 
 const SOCKET_TOKEN: u64 = 0;
+const WATCH_TOKEN: u64 = 1;
 
 impl EpollUdp {
     /// Registers `socket` with a new epoll instance.
@@ -396,6 +397,18 @@ impl DatagramIo {
         match &mut self.inner {
             Inner::Epoll(e) => e.queue_send(to, segment),
             Inner::Uring(u) => u.queue_send(to, segment),
+        }
+    }
+
+    /// Makes [`Self::wait`] return when `fd` becomes readable (e.g. a [`crate::Waker`] another core writes
+    /// to). The caller drains `fd` and keeps it open while this socket lives.
+    pub fn watch(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        match &mut self.inner {
+            Inner::Epoll(e) => e.poller.add(fd, WATCH_TOKEN, Interest::READABLE),
+            Inner::Uring(u) => {
+                u.watch(fd);
+                Ok(())
+            }
         }
     }
 

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod offload;
 pub mod poller;
 pub mod tcp;
+pub mod transport_cores;
 pub mod transport_driver;
 pub mod udp;
 pub mod uring;
@@ -27,6 +28,7 @@ pub mod waker;
 pub use datagram_io::{BackendChoice, DatagramIo, IoConfig, IoStats};
 pub use poller::{Events, Interest, Poller, Readiness};
 pub use tcp::{Listener, ListenerConfig};
+pub use transport_cores::{Command, CoreReport, CoresConfig, PostError, TransportCores};
 pub use transport_driver::{DriverConfig, DriverStats, TransportDriver};
 pub use udp::{BufferSizes, UdpConfig, UdpSocket};
 pub use waker::Waker;
@@ -41,6 +43,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend a choice lands on where io_uring is available (`Auto` means io_uring).
+    pub fn from_choice(choice: BackendChoice) -> Backend {
+        match choice {
+            BackendChoice::Epoll => Backend::Epoll,
+            BackendChoice::Auto | BackendChoice::Uring => Backend::Uring,
+        }
+    }
+
     /// The backend's name as it appears in logs, stats and config.
     pub fn name(self) -> &'static str {
         match self {

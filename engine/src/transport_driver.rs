@@ -137,6 +137,12 @@ impl TransportDriver {
         &self.io
     }
 
+    /// Makes the driver's waits end when `fd` becomes readable (a [`crate::Waker`] other threads write to
+    /// after posting work for this one). The caller drains it and keeps it open while the driver lives.
+    pub fn watch(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        self.io.watch(fd)
+    }
+
     /// The backend's counters.
     pub fn io_stats(&self) -> IoStats {
         self.io.stats()

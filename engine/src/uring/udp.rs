@@ -20,13 +20,17 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// `user_data` of the multishot receive.
 const RECV: u64 = u64::MAX - 1;
 /// `user_data` of the receive's cancellation (at drop).
 const CANCEL: u64 = u64::MAX - 2;
+/// `user_data` of the multishot poll on a watched fd (a cross-core waker).
+const WATCH: u64 = u64::MAX - 3;
+/// `user_data` of the watch's cancellation (at drop).
+const CANCEL_WATCH: u64 = u64::MAX - 4;
 /// Buffer group id of the receive ring.
 const GROUP: u16 = 0;
 /// Header the kernel writes in front of each multishot receive (`struct io_uring_recvmsg_out`).
@@ -116,6 +120,9 @@ pub struct UringUdp {
     /// keeps its address while the request is armed.
     recv_hdr: Box<libc::msghdr>,
     recv_armed: bool,
+    /// A file descriptor whose readability ends a wait (see [`UringUdp::watch`]), and whether its poll is armed.
+    watched: Option<RawFd>,
+    watch_armed: bool,
     /// Never resized: each slot keeps its address while the kernel reads it.
     slots: Box<[SendSlot]>,
     free: Vec<usize>,
@@ -189,6 +196,8 @@ impl UringUdp {
             bufs,
             recv_hdr,
             recv_armed: false,
+            watched: None,
+            watch_armed: false,
             slots,
             free,
             building: None,
@@ -342,10 +351,29 @@ impl UringUdp {
         Ok(())
     }
 
+    /// Makes [`Self::wait`] return when `fd` becomes readable (an eventfd another core writes to wake this
+    /// one). The caller drains `fd` and keeps it open while this socket lives.
+    pub fn watch(&mut self, fd: RawFd) {
+        self.watched = Some(fd);
+    }
+
+    fn arm_watch(&mut self) -> io::Result<()> {
+        if let (Some(fd), false) = (self.watched, self.watch_armed) {
+            let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(WATCH);
+            self.push(&entry)?;
+            self.watch_armed = true;
+        }
+        Ok(())
+    }
+
     /// Submits what is queued (re-arming the receive and resending `EAGAIN` batches first) and waits until a
     /// completion is ready or `timeout` passes (`None`: no limit; zero: do not wait).
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.arm_recv()?;
+        self.arm_watch()?;
         while let Some(i) = self.again.pop_front() {
             self.submit_slot(i)?;
         }
@@ -415,7 +443,12 @@ impl UringUdp {
                         self.bufs.recycle(bid);
                     }
                 }
-                CANCEL => {}
+                CANCEL | CANCEL_WATCH => {}
+                WATCH => {
+                    if !cqueue::more(flags) {
+                        self.watch_armed = false;
+                    }
+                }
                 i => {
                     let i = i as usize;
                     if i >= self.slots.len() {
@@ -475,9 +508,15 @@ impl UringUdp {
                 return false;
             }
         }
+        if self.watch_armed {
+            let cancel = opcode::AsyncCancel::new(WATCH).build().user_data(CANCEL_WATCH);
+            if self.push(&cancel).is_err() {
+                return false;
+            }
+        }
         self.again.clear();
         let deadline = Instant::now() + Duration::from_secs(2);
-        while (self.recv_armed || self.in_flight > 0) && Instant::now() < deadline {
+        while (self.recv_armed || self.watch_armed || self.in_flight > 0) && Instant::now() < deadline {
             self.stats.enters += 1;
             let ts = Timespec::from(Duration::from_millis(10));
             let args = SubmitArgs::new().timespec(&ts);

@@ -1,0 +1,319 @@
+//! The transport on every core: one thread per core, pinned, each with its own SO_REUSEPORT UDP socket on
+//! the shared port, its own backend (io_uring ring or epoll), its own `transport::Endpoint` and its own
+//! timers (the endpoint's `poll_timeout`, one deadline per core, no syscall per timer).
+//!
+//! Steering: the kernel spreads datagrams over a reuseport group by a hash of the 4-tuple, so every datagram
+//! of one connection (same peer address and port) reaches the same socket, hence the same core, which is the
+//! core that saw its Initial and owns its state. Nothing crosses cores per packet, and no BPF program is
+//! needed while the group does not change. (A peer that migrates to a new address lands on another core and
+//! reconnects; connection-id steering with a reuseport BPF program is the step after this one.)
+//!
+//! Other threads talk to a core through its bounded inbox ([`TransportCores::post`]: a closure run on the
+//! core with its endpoint) and an eventfd [`Waker`] the core's backend watches, so an idle core sleeps in
+//! its wait and wakes at once, without spinning.
+
+use crate::affinity;
+use crate::datagram_io::IoStats;
+use crate::transport_driver::{DriverConfig, DriverStats, TransportDriver};
+use crate::udp::{UdpConfig, UdpSocket};
+use crate::waker::Waker;
+use crate::Backend;
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+use transport::{ConnectionHandle, Endpoint, EndpointStats, Event};
+
+/// A job for a core: runs on the core's thread with its endpoint.
+pub type Command = Box<dyn FnOnce(&mut Endpoint) + Send>;
+
+/// How to run the transport on cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoresConfig {
+    /// Number of cores (threads); 0 means one per CPU this process may run on.
+    pub cores: usize,
+    /// Pin core `i` to the `i`-th allowed CPU.
+    pub pin: bool,
+    /// Socket options (SO_REUSEPORT is always set).
+    pub udp: UdpConfig,
+    /// The driver and its backend, per core.
+    pub driver: DriverConfig,
+    /// Commands each core's inbox holds before [`TransportCores::post`] refuses more.
+    pub inbox_capacity: usize,
+    /// Longest one wait of an idle core (its waker and its endpoint's timers end a wait sooner).
+    pub max_wait: Duration,
+}
+
+impl Default for CoresConfig {
+    fn default() -> Self {
+        CoresConfig {
+            cores: 0,
+            pin: true,
+            udp: UdpConfig::default(),
+            driver: DriverConfig::default(),
+            inbox_capacity: 1024,
+            max_wait: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What a core reports when it stops.
+#[derive(Debug, Clone)]
+pub struct CoreReport {
+    /// The core's index.
+    pub core: usize,
+    /// The CPU it was pinned to, if it was.
+    pub cpu: Option<usize>,
+    /// The backend its socket ran on.
+    pub backend: Backend,
+    /// Its driver's counters.
+    pub driver: DriverStats,
+    /// Its backend's counters.
+    pub io: IoStats,
+    /// Its endpoint's counters.
+    pub endpoint: EndpointStats,
+    /// Commands it ran.
+    pub commands: u64,
+    /// Why it stopped early, if it failed.
+    pub error: Option<String>,
+}
+
+/// Why [`TransportCores::post`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    /// No such core.
+    #[error("no core {0}")]
+    NoSuchCore(usize),
+    /// The core's inbox is full (it is overloaded); the command was not queued.
+    #[error("core {0}'s inbox is full")]
+    Full(usize),
+    /// The core has stopped.
+    #[error("core {0} has stopped")]
+    Stopped(usize),
+}
+
+struct CoreHandle {
+    inbox: Sender<Command>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<CoreReport>>,
+}
+
+/// The transport running on a set of cores that share one UDP port.
+pub struct TransportCores {
+    local_addr: SocketAddr,
+    cores: Vec<CoreHandle>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for TransportCores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportCores")
+            .field("local_addr", &self.local_addr)
+            .field("cores", &self.cores.len())
+            .finish()
+    }
+}
+
+impl TransportCores {
+    /// Starts the cores on `addr` (port 0: the first core picks one and the others join it). `make(core)`
+    /// runs on each core's thread and returns its endpoint and its event handler, which the core calls with
+    /// every event of its endpoint.
+    pub fn start<M, H>(addr: SocketAddr, config: CoresConfig, make: M) -> io::Result<TransportCores>
+    where
+        M: Fn(usize) -> io::Result<(Endpoint, H)> + Send + Sync + 'static,
+        H: FnMut(&mut Endpoint, ConnectionHandle, Event) + 'static,
+    {
+        let cpus = affinity::allowed_cpus()?;
+        let count = if config.cores == 0 {
+            cpus.len().max(1)
+        } else {
+            config.cores
+        };
+        let make = Arc::new(make);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut cores: Vec<CoreHandle> = Vec::with_capacity(count);
+        let mut bind_addr = addr;
+        let mut started = TransportCores {
+            local_addr: addr,
+            cores: Vec::new(),
+            stop: stop.clone(),
+        };
+        for core in 0..count {
+            let (inbox, commands) = bounded::<Command>(config.inbox_capacity.max(1));
+            let waker = Arc::new(Waker::new()?);
+            let (ready_tx, ready_rx) = mpsc::channel::<io::Result<SocketAddr>>();
+            let cpu = if config.pin {
+                cpus.get(core % cpus.len().max(1)).copied()
+            } else {
+                None
+            };
+            let (make, stop, waker2) = (make.clone(), stop.clone(), waker.clone());
+            let thread = thread::Builder::new()
+                .name(format!("transport-{core}"))
+                .spawn(move || {
+                    run_core(
+                        core, cpu, bind_addr, config, &*make, commands, &waker2, &stop, ready_tx,
+                    )
+                })?;
+            cores.push(CoreHandle {
+                inbox,
+                waker,
+                thread: Some(thread),
+            });
+            let bound = ready_rx
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(|_| io::Error::other(format!("core {core} did not start")))
+                .and_then(|r| r);
+            match bound {
+                Ok(a) => bind_addr = a,
+                Err(e) => {
+                    started.cores = cores;
+                    started.stop();
+                    return Err(e);
+                }
+            }
+        }
+        started.local_addr = bind_addr;
+        started.cores = cores;
+        tracing::info!(local = %bind_addr, cores = count, pinned = config.pin, "transport cores started");
+        Ok(started)
+    }
+
+    /// The shared local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Number of cores.
+    pub fn len(&self) -> usize {
+        self.cores.len()
+    }
+
+    /// Whether there are no cores (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.cores.is_empty()
+    }
+
+    /// Queues `command` for `core` and wakes it. Never blocks: a full inbox is an error for the caller to
+    /// count or retry.
+    pub fn post(&self, core: usize, command: Command) -> Result<(), PostError> {
+        let c = self.cores.get(core).ok_or(PostError::NoSuchCore(core))?;
+        match c.inbox.try_send(command) {
+            Ok(()) => {
+                c.waker.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(PostError::Full(core)),
+            Err(TrySendError::Disconnected(_)) => Err(PostError::Stopped(core)),
+        }
+    }
+
+    /// Stops every core and returns their reports (in core order).
+    pub fn stop(&mut self) -> Vec<CoreReport> {
+        self.stop.store(true, Ordering::Release);
+        for c in &self.cores {
+            c.waker.wake();
+        }
+        let mut reports = Vec::new();
+        for c in &mut self.cores {
+            if let Some(t) = c.thread.take() {
+                match t.join() {
+                    Ok(r) => reports.push(r),
+                    Err(_) => tracing::error!("a transport core panicked"),
+                }
+            }
+        }
+        reports
+    }
+}
+
+impl Drop for TransportCores {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_core<M, H>(
+    core: usize,
+    cpu: Option<usize>,
+    addr: SocketAddr,
+    config: CoresConfig,
+    make: &M,
+    commands: Receiver<Command>,
+    waker: &Waker,
+    stop: &AtomicBool,
+    ready: mpsc::Sender<io::Result<SocketAddr>>,
+) -> CoreReport
+where
+    M: Fn(usize) -> io::Result<(Endpoint, H)>,
+    H: FnMut(&mut Endpoint, ConnectionHandle, Event),
+{
+    let mut report = CoreReport {
+        core,
+        cpu,
+        backend: Backend::Epoll,
+        driver: DriverStats::default(),
+        io: IoStats::default(),
+        endpoint: EndpointStats::default(),
+        commands: 0,
+        error: None,
+    };
+    let setup = (|| -> io::Result<(TransportDriver, H)> {
+        if let Some(cpu) = cpu {
+            affinity::pin_current_thread(cpu)?;
+        }
+        let udp = UdpConfig {
+            reuse_port: true,
+            ..config.udp
+        };
+        let socket = UdpSocket::bind(addr, &udp)?;
+        let (endpoint, handler) = make(core)?;
+        // The backend is opened here, on the core's own thread: an io_uring belongs to the thread that runs it.
+        let mut driver = TransportDriver::new(endpoint, socket, config.driver)?;
+        driver.watch(waker.as_raw_fd())?;
+        Ok((driver, handler))
+    })();
+    let (mut driver, mut handler) = match setup {
+        Ok(x) => {
+            let _ = ready.send(Ok(x.0.local_addr()));
+            x
+        }
+        Err(e) => {
+            report.error = Some(e.to_string());
+            let _ = ready.send(Err(e));
+            return report;
+        }
+    };
+    report.backend = driver.backend();
+    tracing::debug!(
+        core,
+        ?cpu,
+        backend = driver.backend().name(),
+        "transport core running"
+    );
+    while !stop.load(Ordering::Acquire) {
+        waker.drain();
+        while let Ok(cmd) = commands.try_recv() {
+            cmd(driver.endpoint_mut());
+            report.commands += 1;
+        }
+        // One wait per iteration: a posted command (the waker) or the stop flag ends it.
+        if let Err(e) = driver.poll(config.max_wait) {
+            tracing::error!(core, error = %e, "transport core stopped");
+            report.error = Some(e.to_string());
+            break;
+        }
+        while let Some((ch, e)) = driver.poll_event() {
+            handler(driver.endpoint_mut(), ch, e);
+        }
+    }
+    report.driver = driver.stats();
+    report.io = driver.io_stats();
+    report.endpoint = driver.endpoint().stats();
+    report
+}
