@@ -40,6 +40,39 @@ fn dropping_connected_drivers_closes_every_fd_and_frees_the_ports() {
     for backend in [BackendChoice::Uring, BackendChoice::Epoll] {
         drop_connected_drivers(backend);
     }
+    drop_uring_tcp_with_connections();
+}
+
+/// A dropped io_uring TCP server closes its ring, its listener and every accepted connection.
+fn drop_uring_tcp_with_connections() {
+    use engine::uring::{TcpEvent, UringTcp, UringTcpConfig};
+    let before = open_fds();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut tcp = UringTcp::new(listener, UringTcpConfig::default()).unwrap();
+    let clients: Vec<_> = (0..5)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut accepted = 0;
+    while accepted < 5 {
+        assert!(Instant::now() < deadline, "accepts did not complete");
+        tcp.wait(Some(Duration::from_millis(10))).unwrap();
+        tcp.reap(&mut |e| {
+            if let TcpEvent::Accepted(..) = e {
+                accepted += 1;
+            }
+        });
+    }
+    assert_eq!(
+        open_fds(),
+        before + 2 + 5 + 5,
+        "ring, listener, 5 accepted, 5 clients"
+    );
+    drop(tcp);
+    assert_eq!(open_fds(), before + 5, "only the clients' fds remain");
+    drop(clients);
+    assert_eq!(open_fds(), before);
 }
 
 fn drop_connected_drivers(backend: BackendChoice) {

@@ -6,9 +6,11 @@
 //! to the one that built it.
 
 pub mod buf_ring;
+pub mod tcp;
 pub mod udp;
 
 pub use buf_ring::ProvidedBuffers;
+pub use tcp::{TcpConnId, TcpEvent, TcpStats, UringTcp, UringTcpConfig};
 pub use udp::{UringStats, UringUdp};
 
 use io_uring::IoUring;

@@ -1,0 +1,629 @@
+//! TCP on an io_uring: one multishot `accept` on a listener, one multishot `recv` per connection into a
+//! provided buffer ring, and vectored sends of queued `Bytes` with a per-connection byte bound.
+//!
+//! The payloads a caller sends are `Bytes` shared by reference (the same frame for every viewer): a send
+//! queues the handle, and one `writev` per connection takes up to [`MAX_IOVECS`] of them at a time. A peer
+//! that does not read fills its socket buffer, then its queue up to `max_queued_bytes`; past that
+//! [`UringTcp::send`] refuses with [`SendError::Full`] and the caller applies its policy (drop frames,
+//! disconnect). Memory per connection stays bounded whatever the peer does.
+
+use super::buf_ring::ProvidedBuffers;
+use super::{build_ring, RingConfig, RingFeatures};
+use bytes::{Buf, Bytes};
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Most buffers one `writev` takes from a connection's queue.
+pub const MAX_IOVECS: usize = 64;
+/// Buffer group of the receive ring.
+const GROUP: u16 = 1;
+/// `user_data` of the multishot accept.
+const ACCEPT: u64 = u64::MAX - 1;
+/// `user_data` of cancellations (ignored).
+const IGNORE: u64 = u64::MAX - 2;
+/// Low bits of a connection's `user_data`: which operation completed.
+const OP_RECV: u64 = 0;
+const OP_SEND: u64 = 1;
+
+/// A connection's id: its slot and the slot's generation (a stale id never reaches a newer connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpConnId {
+    index: u32,
+    generation: u32,
+}
+
+/// How to set up a [`UringTcp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringTcpConfig {
+    /// The ring.
+    pub ring: RingConfig,
+    /// Provided receive buffers (a power of two), shared by every connection.
+    pub buffer_count: u16,
+    /// Bytes per receive buffer.
+    pub buffer_bytes: usize,
+    /// Bytes queued per connection beyond which [`UringTcp::send`] refuses.
+    pub max_queued_bytes: usize,
+    /// Connections at once; accepts beyond are closed at once and counted.
+    pub max_connections: usize,
+}
+
+impl Default for UringTcpConfig {
+    fn default() -> Self {
+        UringTcpConfig {
+            ring: RingConfig::default(),
+            buffer_count: 512,
+            buffer_bytes: 16 << 10,
+            max_queued_bytes: 4 << 20,
+            max_connections: 65_536,
+        }
+    }
+}
+
+/// Why [`UringTcp::send`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection's queue is at its bound (the peer is not reading fast enough).
+    #[error("send queue full")]
+    Full,
+    /// No such connection (closed).
+    #[error("connection closed")]
+    Closed,
+}
+
+/// What [`UringTcp::reap`] reports.
+#[derive(Debug)]
+pub enum TcpEvent<'a> {
+    /// A new connection.
+    Accepted(TcpConnId, SocketAddr),
+    /// Bytes from a connection (valid for the call only; the buffer goes back to the ring after it).
+    Data(TcpConnId, &'a [u8]),
+    /// A connection's queue drained below half its bound after a refused send.
+    Writable(TcpConnId),
+    /// A connection ended (peer closed, error, or [`UringTcp::close`]); its id is dead.
+    Closed(TcpConnId, Option<io::Error>),
+}
+
+/// What [`UringTcp::reap`] calls with each event.
+pub type OnTcpEvent<'a> = dyn FnMut(TcpEvent<'_>) + 'a;
+
+/// Counters of a [`UringTcp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Accepts closed at once (over `max_connections`) or failed.
+    pub accept_refused: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Sends refused at the queue bound.
+    pub send_full: u64,
+    /// Times the buffer ring ran dry (a connection's receive was re-armed later).
+    pub recv_no_buffers: u64,
+    /// `io_uring_enter` calls.
+    pub enters: u64,
+}
+
+struct Conn {
+    generation: u32,
+    fd: Option<OwnedFd>,
+    peer: SocketAddr,
+    recv_armed: bool,
+    queue: VecDeque<Bytes>,
+    queued_bytes: usize,
+    /// The iovecs of the send in flight (boxed: the kernel reads them until the completion).
+    iovecs: Box<[libc::iovec; MAX_IOVECS]>,
+    sending: bool,
+    /// A send was refused: report `Writable` when the queue drains.
+    refused: bool,
+    closing: bool,
+    error: Option<io::Error>,
+}
+
+/// A TCP listener and its connections on one io_uring.
+pub struct UringTcp {
+    ring: IoUring,
+    features: RingFeatures,
+    enabled: bool,
+    listener: TcpListener,
+    accept_armed: bool,
+    bufs: ProvidedBuffers,
+    conns: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    generations: Vec<u32>,
+    /// Connections whose receive is to be re-armed (new, or after ENOBUFS).
+    rearm: Vec<u32>,
+    /// Connections closed by [`UringTcp::close`] whose end is to be reported.
+    pending_close: Vec<u32>,
+    config: UringTcpConfig,
+    stats: TcpStats,
+}
+
+impl std::fmt::Debug for UringTcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringTcp")
+            .field("features", &self.features)
+            .field("connections", &self.connection_count())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+fn user_data(index: u32, op: u64) -> u64 {
+    (u64::from(index) << 1) | op
+}
+
+impl UringTcp {
+    /// Serves `listener` (already bound and listening) on a new ring.
+    pub fn new(listener: TcpListener, config: UringTcpConfig) -> io::Result<UringTcp> {
+        let (ring, features) = build_ring(&config.ring)?;
+        listener.set_nonblocking(false)?;
+        let bufs = ProvidedBuffers::register(&ring, GROUP, config.buffer_count, config.buffer_bytes)?;
+        Ok(UringTcp {
+            ring,
+            features,
+            enabled: false,
+            listener,
+            accept_armed: false,
+            bufs,
+            conns: Vec::new(),
+            free: Vec::new(),
+            generations: Vec::new(),
+            rearm: Vec::new(),
+            pending_close: Vec::new(),
+            config,
+            stats: TcpStats::default(),
+        })
+    }
+
+    /// The listener's address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> TcpStats {
+        self.stats
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Bytes queued for `id` and not yet written to its socket.
+    pub fn queued_bytes(&self, id: TcpConnId) -> Option<usize> {
+        self.conn(id).map(|c| c.queued_bytes)
+    }
+
+    /// The peer of `id`.
+    pub fn peer(&self, id: TcpConnId) -> Option<SocketAddr> {
+        self.conn(id).map(|c| c.peer)
+    }
+
+    fn conn(&self, id: TcpConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.index as usize)?
+            .as_ref()
+            .filter(|c| c.generation == id.generation && !c.closing)
+    }
+
+    /// Queues `data` for `id` (the same `Bytes` may go to many connections). Refuses with
+    /// [`SendError::Full`] when the queue would pass `max_queued_bytes` (nothing is queued then).
+    pub fn send(&mut self, id: TcpConnId, data: Bytes) -> Result<(), SendError> {
+        let max = self.config.max_queued_bytes;
+        let c = self
+            .conns
+            .get_mut(id.index as usize)
+            .and_then(|c| c.as_mut())
+            .filter(|c| c.generation == id.generation && !c.closing)
+            .ok_or(SendError::Closed)?;
+        if c.queued_bytes + data.len() > max {
+            c.refused = true;
+            self.stats.send_full += 1;
+            return Err(SendError::Full);
+        }
+        c.queued_bytes += data.len();
+        c.queue.push_back(data);
+        if !c.sending {
+            self.submit_send(id.index).map_err(|_| SendError::Closed)?;
+        }
+        Ok(())
+    }
+
+    /// Closes `id` once its in-flight operations finish (queued data is dropped); a `Closed` event follows.
+    pub fn close(&mut self, id: TcpConnId) {
+        if let Some(c) = self
+            .conns
+            .get_mut(id.index as usize)
+            .and_then(|c| c.as_mut())
+            .filter(|c| c.generation == id.generation)
+        {
+            c.closing = true;
+            c.queue.clear();
+            c.queued_bytes = 0;
+            if let Some(fd) = &c.fd {
+                // SAFETY: `fd` is an open socket owned by the connection; shutdown takes no pointers. It ends the
+                // multishot receive (it completes with 0), after which the fd is closed.
+                unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+            }
+            self.pending_close.push(id.index);
+        }
+    }
+
+    fn submit_send(&mut self, index: u32) -> io::Result<()> {
+        let Some(Some(c)) = self.conns.get_mut(index as usize) else {
+            return Ok(());
+        };
+        let Some(fd) = c.fd.as_ref().map(|f| f.as_raw_fd()) else {
+            return Ok(());
+        };
+        let mut n = 0;
+        for (slot, b) in c.iovecs.iter_mut().zip(c.queue.iter()) {
+            *slot = libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            };
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        c.sending = true;
+        let entry = opcode::Writev::new(Fd(fd), c.iovecs.as_ptr(), n as u32)
+            .build()
+            .user_data(user_data(index, OP_SEND));
+        self.push(&entry)
+    }
+
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        if !self.enabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.enabled = true;
+        }
+        loop {
+            // SAFETY: entries point only at memory that outlives their completion: a connection's boxed iovecs
+            // and the `Bytes` they name stay in its queue until the send completes (the queue is only popped
+            // then, and a closing connection keeps its slot until every operation has completed), the provided
+            // buffers are unregistered only after the ring is quiet.
+            let pushed = unsafe { self.ring.submission().push(entry) };
+            if pushed.is_ok() {
+                return Ok(());
+            }
+            self.stats.enters += 1;
+            self.ring.submit()?;
+        }
+    }
+
+    fn arm(&mut self) -> io::Result<()> {
+        if !self.accept_armed && !self.at_capacity() {
+            let entry = opcode::AcceptMulti::new(Fd(self.listener.as_raw_fd()))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+                .user_data(ACCEPT);
+            self.push(&entry)?;
+            self.accept_armed = true;
+        }
+        let rearm = std::mem::take(&mut self.rearm);
+        for index in rearm {
+            self.arm_recv(index)?;
+        }
+        Ok(())
+    }
+
+    fn at_capacity(&self) -> bool {
+        self.connection_count() >= self.config.max_connections
+    }
+
+    fn arm_recv(&mut self, index: u32) -> io::Result<()> {
+        let group = self.bufs.group();
+        let Some(Some(c)) = self.conns.get_mut(index as usize) else {
+            return Ok(());
+        };
+        if c.recv_armed || c.closing {
+            return Ok(());
+        }
+        let Some(fd) = c.fd.as_ref().map(|f| f.as_raw_fd()) else {
+            return Ok(());
+        };
+        c.recv_armed = true;
+        let entry = opcode::RecvMulti::new(Fd(fd), group)
+            .build()
+            .user_data(user_data(index, OP_RECV));
+        self.push(&entry)
+    }
+
+    /// Arms what needs arming, submits, and waits for a completion or `timeout`.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.arm()?;
+        self.stats.enters += 1;
+        let result = match timeout {
+            None => self.ring.submitter().submit_and_wait(1),
+            Some(t) => {
+                let ts = Timespec::from(t);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Handles the ready completions, reporting each to `on`.
+    pub fn reap(&mut self, on: &mut OnTcpEvent<'_>) {
+        for index in std::mem::take(&mut self.pending_close) {
+            self.finish_or_wait(index, on);
+        }
+        let mut ready = Vec::new();
+        {
+            let mut cq = self.ring.completion();
+            cq.sync();
+            for cqe in &mut cq {
+                ready.push((cqe.user_data(), cqe.result(), cqe.flags()));
+            }
+        }
+        for (data, res, flags) in ready {
+            match data {
+                ACCEPT => self.on_accept(res, flags, on),
+                IGNORE => {}
+                d => {
+                    let index = (d >> 1) as u32;
+                    if d & 1 == OP_SEND {
+                        self.on_send(index, res, on);
+                    } else {
+                        self.on_recv(index, res, flags, on);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, flags: u32, on: &mut OnTcpEvent<'_>) {
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+        }
+        if res < 0 {
+            self.stats.accept_refused += 1;
+            return;
+        }
+        // SAFETY: a successful accept completion's result is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(res) };
+        if self.at_capacity() {
+            self.stats.accept_refused += 1;
+            return; // dropped: closed at once
+        }
+        let peer = peer_addr(fd.as_raw_fd()).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let _ = socket2::SockRef::from(&fd).set_nodelay(true);
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.generations.push(0);
+                (self.conns.len() - 1) as u32
+            }
+        };
+        let generation = self.generations[index as usize].wrapping_add(1);
+        self.generations[index as usize] = generation;
+        self.conns[index as usize] = Some(Conn {
+            generation,
+            fd: Some(fd),
+            peer,
+            recv_armed: false,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            iovecs: Box::new(
+                [libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                }; MAX_IOVECS],
+            ),
+            sending: false,
+            refused: false,
+            closing: false,
+            error: None,
+        });
+        self.stats.accepted += 1;
+        self.rearm.push(index);
+        on(TcpEvent::Accepted(TcpConnId { index, generation }, peer));
+    }
+
+    fn on_recv(&mut self, index: u32, res: i32, flags: u32, on: &mut OnTcpEvent<'_>) {
+        let bid = cqueue::buffer_select(flags);
+        let more = cqueue::more(flags);
+        let Some(Some(c)) = self.conns.get_mut(index as usize) else {
+            if let Some(b) = bid {
+                self.bufs.recycle(b);
+            }
+            return;
+        };
+        if !more {
+            c.recv_armed = false;
+        }
+        let id = TcpConnId {
+            index,
+            generation: c.generation,
+        };
+        if res > 0 {
+            if let Some(b) = bid {
+                self.bufs.taken(b);
+                self.stats.bytes_received += res as u64;
+                if !c.closing {
+                    // Read in place: the buffer goes back to the ring right after the callback.
+                    if let Some(data) = self.bufs.get(b, res as usize) {
+                        on(TcpEvent::Data(id, data));
+                    }
+                }
+                self.bufs.recycle(b);
+            }
+            if !more {
+                self.rearm.push(index);
+            }
+            return;
+        }
+        if let Some(b) = bid {
+            self.bufs.recycle(b);
+        }
+        if res == -libc::ENOBUFS {
+            self.stats.recv_no_buffers += 1;
+            if c.closing {
+                self.pending_close.push(index);
+            } else {
+                self.rearm.push(index);
+            }
+            return;
+        }
+        // 0: the peer closed (or our shutdown); < 0: an error.
+        if res < 0 {
+            c.error.get_or_insert(io::Error::from_raw_os_error(-res));
+        }
+        c.closing = true;
+        if !more {
+            self.finish_or_wait(index, on);
+        }
+    }
+
+    fn on_send(&mut self, index: u32, res: i32, on: &mut OnTcpEvent<'_>) {
+        let half = self.config.max_queued_bytes / 2;
+        let Some(Some(c)) = self.conns.get_mut(index as usize) else {
+            return;
+        };
+        c.sending = false;
+        let id = TcpConnId {
+            index,
+            generation: c.generation,
+        };
+        if res < 0 {
+            if res == -libc::EAGAIN || res == -libc::EINTR {
+                let _ = self.submit_send(index);
+                return;
+            }
+            c.error.get_or_insert(io::Error::from_raw_os_error(-res));
+            c.closing = true;
+            c.queue.clear();
+            c.queued_bytes = 0;
+            self.finish_or_wait(index, on);
+            return;
+        }
+        let mut written = res as usize;
+        self.stats.bytes_sent += written as u64;
+        c.queued_bytes = c.queued_bytes.saturating_sub(written);
+        while written > 0 {
+            let Some(front) = c.queue.front_mut() else { break };
+            if front.len() <= written {
+                written -= front.len();
+                c.queue.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+        if c.closing {
+            self.finish_or_wait(index, on);
+            return;
+        }
+        let report = c.refused && c.queued_bytes <= half;
+        if report {
+            c.refused = false;
+        }
+        if !c.queue.is_empty() {
+            let _ = self.submit_send(index);
+        }
+        if report {
+            on(TcpEvent::Writable(id));
+        }
+    }
+
+    /// Ends a closing connection once it has no receive or send in flight.
+    fn finish_or_wait(&mut self, index: u32, on: &mut OnTcpEvent<'_>) {
+        let Some(Some(c)) = self.conns.get(index as usize) else {
+            return;
+        };
+        if c.recv_armed || c.sending {
+            if let Some(fd) = &c.fd {
+                // SAFETY: see `close`: ends the pending receive so the connection can finish.
+                unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+            }
+            return;
+        }
+        let id = TcpConnId {
+            index,
+            generation: c.generation,
+        };
+        if let Some(mut c) = self.finish_close(index) {
+            on(TcpEvent::Closed(id, c.error.take()));
+        }
+    }
+
+    fn finish_close(&mut self, index: u32) -> Option<Conn> {
+        let c = self.conns.get_mut(index as usize)?.take()?;
+        self.free.push(index);
+        self.stats.closed += 1;
+        Some(c)
+    }
+
+    /// Closes every connection and waits (at most 2 s) for the kernel to finish with their buffers.
+    fn quiesce(&mut self) -> bool {
+        if !self.enabled {
+            return self.bufs.unregister(&self.ring).is_ok();
+        }
+        if self.accept_armed {
+            let cancel = opcode::AsyncCancel::new(ACCEPT).build().user_data(IGNORE);
+            let _ = self.push(&cancel);
+        }
+        for c in self.conns.iter().flatten() {
+            if let Some(fd) = &c.fd {
+                // SAFETY: see `close`.
+                unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let busy =
+            |t: &UringTcp| t.accept_armed || t.conns.iter().flatten().any(|c| c.recv_armed || c.sending);
+        while busy(self) && Instant::now() < deadline {
+            self.stats.enters += 1;
+            let ts = Timespec::from(Duration::from_millis(10));
+            let args = SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+                Err(_) => break,
+            }
+            self.rearm.clear();
+            self.reap(&mut |_| {});
+            self.rearm.clear();
+            self.pending_close.clear();
+        }
+        !busy(self) && self.bufs.unregister(&self.ring).is_ok()
+    }
+}
+
+impl Drop for UringTcp {
+    fn drop(&mut self) {
+        if !self.quiesce() {
+            tracing::error!("io_uring TCP did not quiesce; leaking its connections' buffers");
+            std::mem::forget(std::mem::take(&mut self.conns));
+        }
+    }
+}
+
+fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
+    let mut name = [0u8; crate::offload::NAME_BYTES];
+    let mut len = name.len() as libc::socklen_t;
+    // SAFETY: `name` is writable for `len` bytes, both outlive the call; the kernel writes at most `len`.
+    let rc = unsafe { libc::getpeername(fd, name.as_mut_ptr().cast(), &mut len) };
+    if rc < 0 {
+        return None;
+    }
+    crate::offload::parse_name(name.get(..len as usize)?)
+}

@@ -1,0 +1,164 @@
+//! TCP on io_uring against real loopback clients: echo with integrity, a peer that never reads (bounded
+//! memory, refused sends, other clients unaffected), a flood of connections, and fds closed at drop.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use bytes::Bytes;
+use engine::uring::{TcpConnId, TcpEvent, TcpStats, UringTcp, UringTcpConfig};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+
+/// What the server thread reports at the end.
+struct Report {
+    stats: TcpStats,
+    open_at_end: usize,
+    max_queued: usize,
+}
+
+/// Runs a server: echoes what it receives, except to connections whose first bytes are `FLOOD`, which get
+/// 256 KiB chunks pushed at them until their queue refuses.
+fn server(config: UringTcpConfig, stop: Arc<AtomicBool>) -> (SocketAddr, thread::JoinHandle<Report>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        let mut tcp = UringTcp::new(listener, config).unwrap();
+        tx.send(()).unwrap();
+        let chunk = Bytes::from(vec![0x5au8; 256 << 10]);
+        let mut flooded: Vec<TcpConnId> = Vec::new();
+        let mut max_queued = 0;
+        while !stop.load(Ordering::Acquire) {
+            tcp.wait(Some(Duration::from_millis(10))).unwrap();
+            let mut echo: Vec<(TcpConnId, Bytes)> = Vec::new();
+            let mut writable = Vec::new();
+            let mut closed = Vec::new();
+            tcp.reap(&mut |e| match e {
+                TcpEvent::Data(id, d) => echo.push((id, Bytes::copy_from_slice(d))),
+                TcpEvent::Writable(id) => writable.push(id),
+                TcpEvent::Closed(id, _) => closed.push(id),
+                TcpEvent::Accepted(..) => {}
+            });
+            for (id, d) in echo {
+                if d.starts_with(b"FLOOD") {
+                    flooded.push(id);
+                } else {
+                    // The test's echo clients stay far below the bound.
+                    tcp.send(id, d).unwrap();
+                }
+            }
+            flooded.retain(|id| !closed.contains(id));
+            for &id in &flooded {
+                while tcp.send(id, chunk.clone()).is_ok() {}
+                max_queued = max_queued.max(tcp.queued_bytes(id).unwrap_or(0));
+            }
+            let _ = writable;
+        }
+        Report {
+            stats: tcp.stats(),
+            open_at_end: tcp.connection_count(),
+            max_queued,
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    (addr, handle)
+}
+
+fn echo_client(addr: SocketAddr, seed: u8, len: usize) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        let data = data.clone();
+        thread::spawn(move || w.write_all(&data).unwrap())
+    };
+    let mut back = vec![0u8; len];
+    s.read_exact(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == data, "echo of client {seed} differs");
+}
+
+#[test]
+fn echo_many_clients_with_integrity() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (addr, srv) = server(UringTcpConfig::default(), stop.clone());
+    let clients: Vec<_> = (0..20u8)
+        .map(|i| thread::spawn(move || echo_client(addr, i, 256 << 10)))
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // Every client closed: give the server time to see each end.
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Release);
+    let r = srv.join().unwrap();
+    assert_eq!(r.stats.accepted, 20);
+    assert_eq!(r.stats.bytes_received, 20 * (256 << 10));
+    assert_eq!(r.stats.bytes_sent, 20 * (256 << 10));
+    assert_eq!(r.stats.closed, 20, "{:?}", r.stats);
+    assert_eq!(r.open_at_end, 0);
+}
+
+#[test]
+fn a_peer_that_never_reads_is_bounded_and_hurts_nobody() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let config = UringTcpConfig {
+        max_queued_bytes: 1 << 20,
+        ..UringTcpConfig::default()
+    };
+    let (addr, srv) = server(config, stop.clone());
+    let mut stuck = TcpStream::connect(addr).unwrap();
+    // A small receive buffer, and never a read.
+    socket2::SockRef::from(&stuck).set_recv_buffer_size(4096).unwrap();
+    stuck.write_all(b"FLOOD").unwrap();
+    thread::sleep(Duration::from_millis(300));
+    // Meanwhile an echo client is served in full.
+    echo_client(addr, 7, 512 << 10);
+    drop(stuck);
+    thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Release);
+    let r = srv.join().unwrap();
+    assert!(
+        r.stats.send_full > 0,
+        "the stuck peer's queue refused sends: {:?}",
+        r.stats
+    );
+    assert!(r.max_queued <= 1 << 20, "queue bound held: {}", r.max_queued);
+    assert_eq!(
+        r.stats.closed, 2,
+        "the stuck peer's close was seen: {:?}",
+        r.stats
+    );
+}
+
+#[test]
+fn a_flood_of_connections_is_accepted_and_closed() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let config = UringTcpConfig {
+        max_connections: 300,
+        ..UringTcpConfig::default()
+    };
+    let (addr, srv) = server(config, stop.clone());
+    let mut held = Vec::new();
+    for _ in 0..600 {
+        if let Ok(s) = TcpStream::connect(addr) {
+            held.push(s);
+        }
+    }
+    thread::sleep(Duration::from_millis(300));
+    drop(held);
+    thread::sleep(Duration::from_millis(500));
+    // The server still serves.
+    echo_client(addr, 1, 1000);
+    thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Release);
+    let r = srv.join().unwrap();
+    assert!(r.stats.accepted >= 300, "{:?}", r.stats);
+    assert!(r.stats.accept_refused > 0, "past max_connections: {:?}", r.stats);
+    assert_eq!(r.open_at_end, 0, "{:?}", r.stats);
+}
