@@ -425,14 +425,8 @@ impl DatagramIo {
     pub fn receive(&mut self, max_runs: usize, on: &mut OnRun<'_>) -> usize {
         match &mut self.inner {
             Inner::Epoll(e) => e.receive(&mut self.arena, max_runs, on),
-            Inner::Uring(u) => {
-                let arena = &mut self.arena;
-                u.reap(&mut |from, bytes, segment| {
-                    arena.make_room(bytes.len());
-                    arena.buf.extend_from_slice(bytes);
-                    on(from, arena.buf.split_to(bytes.len()), segment);
-                })
-            }
+            // Zero copy: the buffer the kernel filled is handed over as is.
+            Inner::Uring(u) => u.reap(on),
         }
     }
 }

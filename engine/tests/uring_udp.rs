@@ -24,7 +24,7 @@ fn receive(u: &mut UringUdp, want: usize) -> Vec<(SocketAddr, Vec<u8>)> {
     while got.len() < want && Instant::now() < deadline {
         u.wait(Some(Duration::from_millis(50))).unwrap();
         u.reap(&mut |from, bytes, segment| {
-            for d in engine::offload::segments(bytes, segment) {
+            for d in engine::offload::segments(&bytes, segment) {
                 got.push((from, d.to_vec()));
             }
         });
@@ -85,8 +85,16 @@ fn multishot_receive_with_gro_delivers_every_datagram_in_order() {
         assert_eq!(d.len(), 1000);
         assert_eq!(u32::from_be_bytes(d[..4].try_into().unwrap()), i as u32);
     }
-    assert_eq!(rx.buffers_outstanding(), 0, "every buffer went back to the ring");
     let s = rx.stats();
+    let b = rx.buffer_stats();
+    assert_eq!(
+        b.taken, s.recv_completions,
+        "each completion handed over its buffer"
+    );
+    if b.taken > 8 {
+        // The test copied each datagram and dropped the buffer: allocations come back for reuse.
+        assert!(b.reclaimed > 0, "{b:?}");
+    }
     assert!(s.recv_completions >= 1 && s.recv_completions <= 500, "{s:?}");
     assert_eq!(s.recv_errors, 0);
 }
@@ -117,7 +125,8 @@ fn a_dry_buffer_ring_is_counted_and_receiving_resumes() {
         300,
         "datagrams wait in the socket buffer, none lost: {s:?}"
     );
-    assert_eq!(rx.buffers_outstanding(), 0);
+    let b = rx.buffer_stats();
+    assert!(b.reclaimed > 0, "dropped datagrams' buffers were reused: {b:?}");
     // And the socket still works after the re-arm.
     tx.send_to(b"after", to).unwrap();
     let after = receive(&mut rx, 1);

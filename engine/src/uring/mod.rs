@@ -6,6 +6,7 @@
 //! to the one that built it.
 
 pub mod buf_ring;
+pub mod owned_buffers;
 pub mod tcp;
 pub mod udp;
 

@@ -11,10 +11,11 @@
 //! box that never moves) stays untouched until its completion. With every slot in flight there is no buffer
 //! to build in: that is the back-pressure, and memory stays bounded by `send_slots` x 64 KiB.
 
-use super::buf_ring::ProvidedBuffers;
+use super::owned_buffers::{OwnedBufferRing, OwnedBufferStats};
 use super::{build_ring, RingConfig, RingFeatures};
 use crate::offload::{self, GsoControl, RawAddr, MAX_UDP_PAYLOAD, NAME_BYTES, RECV_CONTROL_BYTES};
 use crate::udp::UdpSocket;
+use bytes::BytesMut;
 use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use std::collections::VecDeque;
@@ -96,7 +97,7 @@ pub struct UringStats {
 
 /// What [`UringUdp::reap`] calls for each receive: the source, the bytes (one datagram or a GRO run) and the
 /// GRO segment size (`None`: one datagram).
-pub type OnDatagram<'a> = dyn FnMut(SocketAddr, &[u8], Option<usize>) + 'a;
+pub type OnDatagram<'a> = dyn FnMut(SocketAddr, BytesMut, Option<usize>) + 'a;
 
 /// One send in flight: everything the kernel reads until the completion, at a fixed address.
 struct SendSlot {
@@ -115,7 +116,7 @@ pub struct UringUdp {
     features: RingFeatures,
     enabled: bool,
     socket: UdpSocket,
-    bufs: ProvidedBuffers,
+    bufs: OwnedBufferRing,
     /// The multishot receive's template (only `msg_namelen`/`msg_controllen` are read); boxed: the kernel
     /// keeps its address while the request is armed.
     recv_hdr: Box<libc::msghdr>,
@@ -164,7 +165,7 @@ impl UringUdp {
             config.buffer_bytes
         };
         let buffer_bytes = RECVMSG_OUT_BYTES + NAME_BYTES + RECV_CONTROL_BYTES + payload;
-        let bufs = ProvidedBuffers::register(&ring, GROUP, config.buffer_count, buffer_bytes)?;
+        let bufs = OwnedBufferRing::register(&ring, GROUP, config.buffer_count, buffer_bytes)?;
         // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths); the two lengths the multishot
         // receive reads are set below.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
@@ -234,9 +235,9 @@ impl UringUdp {
         self.stats
     }
 
-    /// Provided buffers not currently in the ring (should be 0 between reaps: each is recycled at once).
-    pub fn buffers_outstanding(&self) -> u32 {
-        self.bufs.outstanding()
+    /// The receive buffers' counters (handed over, reclaimed, newly allocated).
+    pub fn buffer_stats(&self) -> OwnedBufferStats {
+        self.bufs.stats()
     }
 
     /// Batches submitted and not yet completed.
@@ -393,6 +394,34 @@ impl UringUdp {
         }
     }
 
+    /// Splits a filled receive buffer (kernel header, name, control, payload) and hands the payload on.
+    fn deliver(
+        stats: &mut UringStats,
+        recv_hdr: &libc::msghdr,
+        filled: &mut BytesMut,
+        on_datagram: &mut OnDatagram<'_>,
+    ) {
+        let parsed = RecvMsgOut::parse(filled, recv_hdr).ok().map(|out| {
+            let offset = out.payload_data().as_ptr() as usize - filled.as_ptr() as usize;
+            (
+                out.is_payload_truncated(),
+                offload::gro_segment_size(out.control_data()),
+                offload::parse_name(out.name_data()),
+                offset,
+                out.payload_data().len(),
+            )
+        });
+        match parsed {
+            Some((true, ..)) => stats.recv_truncated += 1,
+            Some((false, segment, Some(from), offset, len)) => {
+                let mut payload = filled.split_off(offset);
+                payload.truncate(len);
+                on_datagram(from, payload, segment);
+            }
+            _ => stats.recv_errors += 1,
+        }
+    }
+
     /// Handles every completion ready: each received datagram (or GRO run) goes to `on_datagram` with its
     /// source and segment size, and its buffer back to the ring; finished sends free their slots. Returns the
     /// number of completions.
@@ -411,6 +440,9 @@ impl UringUdp {
                     }
                     let bid = cqueue::buffer_select(flags);
                     if res < 0 {
+                        if let Some(b) = bid {
+                            self.bufs.recycle(b);
+                        }
                         if res == -libc::ENOBUFS {
                             self.stats.recv_no_buffers += 1;
                         } else {
@@ -418,29 +450,16 @@ impl UringUdp {
                             tracing::debug!(error = %io::Error::from_raw_os_error(-res), "udp receive failed");
                         }
                     } else if let Some(bid) = bid {
-                        self.bufs.taken(bid);
                         self.stats.recv_completions += 1;
-                        match self
-                            .bufs
-                            .get(bid, res as usize)
-                            .and_then(|b| RecvMsgOut::parse(b, &self.recv_hdr).ok())
-                        {
-                            Some(out) => {
-                                if out.is_payload_truncated() {
-                                    self.stats.recv_truncated += 1;
-                                } else {
-                                    let segment = offload::gro_segment_size(out.control_data());
-                                    match offload::parse_name(out.name_data()) {
-                                        Some(from) => on_datagram(from, out.payload_data(), segment),
-                                        None => self.stats.recv_errors += 1,
-                                    }
-                                }
+                        // The filled buffer is ours now (a replacement took its place in the ring).
+                        match self.bufs.take(bid, res as usize) {
+                            Some(mut filled) => {
+                                Self::deliver(&mut self.stats, &self.recv_hdr, &mut filled, on_datagram)
                             }
                             None => self.stats.recv_errors += 1,
                         }
-                    }
-                    if let Some(bid) = bid {
-                        self.bufs.recycle(bid);
+                    } else {
+                        self.stats.recv_errors += 1;
                     }
                 }
                 CANCEL | CANCEL_WATCH => {}

@@ -1,0 +1,216 @@
+//! A provided-buffer ring whose buffers are handed over, not copied: each buffer is its own `BytesMut`
+//! allocation, and the completion that filled it gives the caller the filled bytes as a `BytesMut` (which the
+//! transport may keep, e.g. as a single-packet frame), while a fresh or reclaimed allocation takes its place
+//! in the ring.
+//!
+//! Reuse without a copy and without a pool protocol: after the filled bytes are split off, the empty rest of
+//! the allocation waits in a short queue; once every handle to the filled bytes has been dropped (the
+//! datagram was decrypted, reassembled or delivered), `BytesMut::try_reclaim` takes the whole allocation back
+//! and it returns to the ring. A datagram kept long only means one more allocation; the queue is bounded, so
+//! memory held for reuse stays bounded too.
+
+use bytes::BytesMut;
+use io_uring::types::BufRingEntry;
+use io_uring::IoUring;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+/// Counters of an [`OwnedBufferRing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwnedBufferStats {
+    /// Buffers handed to the caller.
+    pub taken: u64,
+    /// Replacements that reused a reclaimed allocation.
+    pub reclaimed: u64,
+    /// Replacements that needed a new allocation.
+    pub allocated: u64,
+}
+
+/// A registered provided-buffer ring of individually owned `BytesMut` buffers.
+#[derive(Debug)]
+pub struct OwnedBufferRing {
+    entries: *mut BufRingEntry,
+    entries_bytes: usize,
+    count: u16,
+    tail: u16,
+    buffer_bytes: usize,
+    group: u16,
+    registered: bool,
+    /// The allocation currently in the ring under each buffer id.
+    slots: Vec<Option<BytesMut>>,
+    /// Empty rests of handed-over allocations, waiting for their filled part to be dropped.
+    spares: VecDeque<BytesMut>,
+    stats: OwnedBufferStats,
+}
+
+// SAFETY: the raw pointer is to the mapping this value owns, used only through `&mut self`; the value moves
+// between threads only as a whole, before its ring is first used.
+unsafe impl Send for OwnedBufferRing {}
+
+/// How many spares one refill looks at before allocating.
+const RECLAIM_TRIES: usize = 4;
+
+impl OwnedBufferRing {
+    /// Allocates `count` buffers of `buffer_bytes` (count a power of two, at most 32,768) and registers them
+    /// as buffer group `group` of `ring`.
+    pub fn register(ring: &IoUring, group: u16, count: u16, buffer_bytes: usize) -> io::Result<Self> {
+        if !count.is_power_of_two() || count > 32_768 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("buffer ring size {count} must be a power of two of at most 32768"),
+            ));
+        }
+        if buffer_bytes == 0 || buffer_bytes > u32::MAX as usize {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad buffer size"));
+        }
+        let entries_bytes = usize::from(count) * std::mem::size_of::<BufRingEntry>();
+        // SAFETY: an anonymous private mapping with no address hint; the result is checked for MAP_FAILED.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                entries_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut this = OwnedBufferRing {
+            entries: map.cast(),
+            entries_bytes,
+            count,
+            tail: 0,
+            buffer_bytes,
+            group,
+            registered: false,
+            slots: (0..count).map(|_| None).collect(),
+            spares: VecDeque::new(),
+            stats: OwnedBufferStats::default(),
+        };
+        // SAFETY: the entry array is page aligned (mmap), `count` entries long, and lives (in `this`) until it
+        // is unregistered: `Drop` and `unregister` keep that order.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(map as u64, count, group, 0)?
+        };
+        this.registered = true;
+        for id in 0..count {
+            let buf = BytesMut::with_capacity(buffer_bytes);
+            this.provide(id, buf);
+        }
+        this.publish();
+        Ok(this)
+    }
+
+    /// The buffer group id to name in receive requests.
+    pub fn group(&self) -> u16 {
+        self.group
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> OwnedBufferStats {
+        self.stats
+    }
+
+    /// Takes the first `len` bytes the kernel wrote into buffer `id` and puts a replacement in the ring.
+    /// `None` for an id not in the ring or a length beyond the buffer.
+    pub fn take(&mut self, id: u16, len: usize) -> Option<BytesMut> {
+        if len > self.buffer_bytes {
+            // Not ours to hand out; give the same buffer back.
+            self.recycle(id);
+            return None;
+        }
+        let mut buf = self.slots.get_mut(usize::from(id))?.take()?;
+        // SAFETY: the completion for buffer `id` reports that the kernel wrote `len` bytes at its start, and
+        // `len <= buffer_bytes <= capacity` (checked above; the buffer was allocated with that capacity).
+        unsafe { buf.set_len(len) };
+        let filled = buf.split_to(len);
+        self.stats.taken += 1;
+        self.spares.push_back(buf);
+        let replacement = self.replacement();
+        self.provide(id, replacement);
+        self.publish();
+        Some(filled)
+    }
+
+    /// Gives buffer `id` back to the ring unused (e.g. after an error completion that named it).
+    pub fn recycle(&mut self, id: u16) {
+        if let Some(buf) = self.slots.get_mut(usize::from(id)).and_then(Option::take) {
+            self.provide(id, buf);
+            self.publish();
+        }
+    }
+
+    fn replacement(&mut self) -> BytesMut {
+        for _ in 0..self.spares.len().min(RECLAIM_TRIES) {
+            let Some(mut spare) = self.spares.pop_front() else {
+                break;
+            };
+            if spare.try_reclaim(self.buffer_bytes) {
+                self.stats.reclaimed += 1;
+                return spare;
+            }
+            self.spares.push_back(spare);
+        }
+        // Keep at most one ring's worth of spares: older ones are simply dropped (their memory goes when the
+        // datagram that still uses it does).
+        while self.spares.len() > usize::from(self.count) {
+            self.spares.pop_front();
+        }
+        self.stats.allocated += 1;
+        BytesMut::with_capacity(self.buffer_bytes)
+    }
+
+    fn provide(&mut self, id: u16, mut buf: BytesMut) {
+        buf.clear();
+        let slot = usize::from(self.tail & (self.count - 1));
+        let addr = buf.spare_capacity_mut().as_mut_ptr() as u64;
+        let len = buf.capacity().min(self.buffer_bytes) as u32;
+        // SAFETY: `slot < count`, so the entry is inside the mapping; the kernel reads entries only between its
+        // head and the published tail, and this one is at or past the tail until `publish`.
+        let entry = unsafe { &mut *self.entries.add(slot) };
+        entry.set_addr(addr);
+        entry.set_len(len);
+        entry.set_bid(id);
+        self.tail = self.tail.wrapping_add(1);
+        if let Some(s) = self.slots.get_mut(usize::from(id)) {
+            *s = Some(buf);
+        }
+    }
+
+    fn publish(&mut self) {
+        // SAFETY: the ring's tail lives in the first entry's reserved field (the kernel's layout); the mapping
+        // is live and page aligned, so the u16 there is aligned for the atomic release store the kernel expects.
+        let tail = unsafe { &*(BufRingEntry::tail(self.entries) as *const AtomicU16) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// Unregisters the ring from `ring`; afterwards the kernel no longer touches the buffers.
+    pub fn unregister(&mut self, ring: &IoUring) -> io::Result<()> {
+        if self.registered {
+            ring.submitter().unregister_buf_ring(self.group)?;
+            self.registered = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OwnedBufferRing {
+    fn drop(&mut self) {
+        if self.registered {
+            // The kernel may still write into the buffers in the ring: leak them rather than free them.
+            tracing::error!(
+                group = self.group,
+                "owned buffer ring dropped while registered; leaking it"
+            );
+            std::mem::forget(std::mem::take(&mut self.slots));
+            return;
+        }
+        // SAFETY: the mapping was created in `register` with this length and is no longer registered.
+        unsafe { libc::munmap(self.entries.cast(), self.entries_bytes) };
+    }
+}
