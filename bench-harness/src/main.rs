@@ -2,8 +2,13 @@
 
 use clap::{Parser, Subcommand};
 
+/// The binaries' allocator (as in `popline`): the benchmarks measure what the node runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cpu;
 mod emulate;
+mod engine_args;
 mod fanout;
 mod quinn_baseline;
 mod sim;

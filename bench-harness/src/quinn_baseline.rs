@@ -173,6 +173,8 @@ pub fn measure(
             .first()
             .map_or(0, |s| s.rtt.as_micros().try_into().unwrap_or(u64::MAX)),
         datagrams_per_iteration: None,
+        backend: None,
+        engine: None,
     })
 }
 

@@ -15,6 +15,7 @@
 use crate::quinn_baseline;
 
 use crate::cpu::process_cpu_seconds;
+use crate::engine_args::{self, EngineArgs, EngineKnobs};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
@@ -63,6 +64,9 @@ pub struct TransportArgs {
     /// Print one JSON object per run instead of a table.
     #[arg(long)]
     json: bool,
+    /// Engine knobs for the popline variants (override the variant's backend and offloads).
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// A transport under test.
@@ -155,6 +159,12 @@ pub struct TransportReport {
     /// Absent for `quinn`, whose driver loop is tokio's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datagrams_per_iteration: Option<f64>,
+    /// The backend the popline server cores ran on (`uring`, `epoll`); absent for `quinn`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<&'static str>,
+    /// The engine knobs of the popline variants; absent for `quinn`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineKnobs>,
 }
 
 /// Runs `popline-bench transport`.
@@ -180,7 +190,7 @@ pub fn run(args: &TransportArgs) -> Result<()> {
     let mut reports = Vec::new();
     for &v in &variants {
         for &n in &counts {
-            let r = measure(v, n, args.frame_bytes, warmup, seconds)
+            let r = measure_with(v, n, args.frame_bytes, warmup, seconds, &args.engine)
                 .with_context(|| format!("{} with {n} connection(s)", v.name()))?;
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -291,13 +301,15 @@ struct ClientSummary {
     driver: DriverStats,
 }
 
-/// Runs `connections` bulk connections of `variant` on loopback: `warmup`, then `window` measured.
-pub fn measure(
+/// Runs `connections` bulk connections of `variant` on loopback: `warmup`, then `window` measured, with
+/// `engine_args` on top of the variant's own engine setup.
+pub fn measure_with(
     variant: Variant,
     connections: usize,
     frame_bytes: usize,
     warmup: Duration,
     window: Duration,
+    engine_args: &EngineArgs,
 ) -> Result<TransportReport> {
     if frame_bytes == 0 {
         bail!("--frame-bytes must be positive");
@@ -307,7 +319,12 @@ pub fn measure(
         return quinn_baseline::measure(connections, frame_bytes, warmup, window);
     }
     let encryption = variant != Variant::PoplinePlaintext;
-    let io = variant.io_config();
+    let mut driver_cfg = DriverConfig {
+        io: variant.io_config(),
+        ..DriverConfig::default()
+    };
+    let mut udp_cfg = UdpConfig::default();
+    engine_args.apply(&mut driver_cfg, &mut udp_cfg)?;
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
@@ -326,10 +343,8 @@ pub fn measure(
             cores: server_cores,
             // The clients share these CPUs: let the scheduler place both.
             pin: false,
-            driver: DriverConfig {
-                io,
-                ..DriverConfig::default()
-            },
+            driver: driver_cfg,
+            udp: udp_cfg,
             ..CoresConfig::default()
         },
         move |_core| {
@@ -357,7 +372,7 @@ pub fn measure(
             clients.push(thread::Builder::new().name(format!("cli-{i}")).spawn(move || {
                 run_client(
                     client_cfg,
-                    io,
+                    (driver_cfg, udp_cfg),
                     server_addr,
                     server_pub,
                     frame_bytes,
@@ -379,7 +394,9 @@ pub fn measure(
 
     let servers: Vec<thread::JoinHandle<Result<()>>> = Vec::new();
     let (summaries, mut first_err) = join_all(clients, servers, "");
-    for r in server.stop() {
+    let core_reports = server.stop();
+    let backend = core_reports.first().map(|r| r.backend.name());
+    for r in core_reports {
         if let Some(e) = r.error {
             first_err.get_or_insert(anyhow!("server core {}: {e}", r.core));
         }
@@ -418,6 +435,8 @@ pub fn measure(
             let iterations: u64 = summaries.iter().map(|s| s.driver.iterations).sum();
             Some(sent as f64 / iterations.max(1) as f64)
         },
+        backend,
+        engine: Some(engine_args::knobs(&driver_cfg, &udp_cfg)),
     })
 }
 
@@ -425,23 +444,15 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-fn bind(cfg: EndpointConfig, io: IoConfig) -> Result<TransportDriver> {
+fn bind(cfg: EndpointConfig, (driver, udp): (DriverConfig, UdpConfig)) -> Result<TransportDriver> {
     let ep = Endpoint::new(cfg, Instant::now())?;
-    Ok(TransportDriver::bind(
-        loopback(),
-        &UdpConfig::default(),
-        ep,
-        DriverConfig {
-            io,
-            ..DriverConfig::default()
-        },
-    )?)
+    Ok(TransportDriver::bind(loopback(), &udp, ep, driver)?)
 }
 
 /// The sending side: connects, reports ready, and keeps the send queue topped up with bulk frames.
 fn run_client(
     cfg: EndpointConfig,
-    io: IoConfig,
+    io: (DriverConfig, UdpConfig),
     server: SocketAddr,
     server_pub: [u8; 32],
     frame_bytes: usize,
@@ -516,29 +527,44 @@ mod tests {
     #[test]
     fn one_and_two_connections_move_data_on_loopback() {
         let _turn = crate::HEAVY_TESTS.lock().unwrap_or_else(|p| p.into_inner());
-        for n in [1, 2] {
-            let r = measure(
-                Variant::Popline,
+        let none = EngineArgs::default();
+        for (v, n) in [
+            (Variant::Popline, 1),
+            (Variant::Popline, 2),
+            (Variant::PoplineEpoll, 1),
+        ] {
+            let r = measure_with(
+                v,
                 n,
                 64 * 1024,
                 Duration::from_millis(100),
                 Duration::from_millis(300),
+                &none,
             )
             .unwrap();
             assert!(r.bytes > 0, "{r:?}");
             assert!(r.gbps > 0.0, "{r:?}");
             assert_eq!(r.connections, n);
+            let expected = if v == Variant::PoplineEpoll {
+                "epoll"
+            } else {
+                "uring"
+            };
+            assert_eq!(r.backend, Some(expected), "{r:?}");
+            let json = serde_json::to_value(&r).unwrap();
+            assert!(json["engine"]["gso"].as_bool().unwrap(), "{json}");
         }
         assert_eq!(Variant::parse("quinn").unwrap(), Variant::Quinn);
         assert!(Variant::parse("tcp").is_err());
         assert_eq!(Variant::parse("popline").unwrap(), Variant::Popline);
         // The baseline, through the same dispatch as the CLI: a fraction of a second must move data.
-        let q = measure(
+        let q = measure_with(
             Variant::Quinn,
             2,
             64 * 1024,
             Duration::from_millis(100),
             Duration::from_millis(300),
+            &none,
         )
         .unwrap();
         assert!(q.bytes > 0, "{q:?}");

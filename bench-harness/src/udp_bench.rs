@@ -16,6 +16,7 @@
 //! only waits), so run nothing else in the process while measuring.
 
 use crate::cpu::process_cpu_seconds;
+use crate::engine_args::EngineArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use engine::{BackendChoice, DatagramIo, IoConfig, UdpConfig};
@@ -66,6 +67,9 @@ pub struct UdpArgs {
     /// Print one JSON object per variant instead of a table.
     #[arg(long)]
     json: bool,
+    /// Engine knobs for the engine variants (their backend and offloads come from the variant's name).
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// One IO variant of the blast.
@@ -152,6 +156,9 @@ pub struct UdpReport {
     pub recv_buffer_bytes: usize,
     /// Datagrams per send call (GSO segments, or the mmsg batch; 1 otherwise).
     pub datagrams_per_send: usize,
+    /// The engine knobs of an engine variant; absent for the baselines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<crate::engine_args::EngineKnobs>,
 }
 
 /// Counters of a sender thread.
@@ -186,7 +193,7 @@ pub fn run(args: &UdpArgs) -> Result<()> {
     let duration = Duration::from_secs_f64(args.seconds);
     let mut reports = Vec::new();
     for v in variants {
-        let r = measure(v, args.payload, duration, args.batch, args.segments)
+        let r = measure(v, args.payload, duration, args.batch, args.segments, &args.engine)
             .with_context(|| format!("variant {}", v.name()))?;
         if args.json {
             println!("{}", serde_json::to_string(&r)?);
@@ -233,6 +240,7 @@ pub fn measure(
     duration: Duration,
     batch: usize,
     segments: usize,
+    engine_args: &EngineArgs,
 ) -> Result<UdpReport> {
     if payload == 0 || payload > 65_507 {
         bail!("--payload must be 1..=65507 bytes");
@@ -245,6 +253,7 @@ pub fn measure(
     let stop = Arc::new(AtomicBool::new(false));
     let cpu0 = process_cpu_seconds()?;
     let start = Instant::now();
+    let mut knobs = None;
     let (send_count, recv_count, recv_buffer) = match variant {
         Variant::Plain | Variant::Mmsg => {
             let rx = blocking_socket(loopback)?;
@@ -269,12 +278,19 @@ pub fn measure(
             (s, r, recv_buffer)
         }
         Variant::EngineUringGso | Variant::EngineUring | Variant::EngineEpollGso | Variant::EngineEpoll => {
-            let cfg = UdpConfig {
+            let mut cfg = UdpConfig {
                 recv_buffer_bytes: SOCKET_BUFFER_BYTES,
                 send_buffer_bytes: SOCKET_BUFFER_BYTES,
                 ..UdpConfig::default()
             };
-            let io = engine_io_config(variant);
+            let io = engine_io_config(variant, engine_args, &mut cfg)?;
+            knobs = Some(crate::engine_args::knobs(
+                &engine::DriverConfig {
+                    io,
+                    ..engine::DriverConfig::default()
+                },
+                &cfg,
+            ));
             let rx = engine::UdpSocket::bind(loopback, &cfg)?;
             let recv_buffer = rx.buffer_sizes().recv_effective;
             let tx = engine::UdpSocket::bind(loopback, &cfg)?;
@@ -321,25 +337,32 @@ pub fn measure(
             Variant::EngineUringGso | Variant::EngineEpollGso => segments,
             _ => 1,
         },
+        engine: knobs,
     })
 }
 
-/// The engine IO config of an engine variant.
-fn engine_io_config(variant: Variant) -> IoConfig {
+/// The engine IO config of an engine variant: the variant's backend and offloads, the other knobs from the
+/// flags.
+fn engine_io_config(variant: Variant, args: &EngineArgs, udp: &mut UdpConfig) -> Result<IoConfig> {
     let (backend, offload) = match variant {
         Variant::EngineUringGso => (BackendChoice::Uring, true),
         Variant::EngineUring => (BackendChoice::Uring, false),
         Variant::EngineEpollGso => (BackendChoice::Epoll, true),
         _ => (BackendChoice::Epoll, false),
     };
-    IoConfig {
-        backend,
-        gso: offload,
-        gro: offload,
-        max_datagram_bytes: RECV_SLOT_BYTES.min(engine::offload::MAX_UDP_PAYLOAD),
-        buffer_count: 512,
-        ..IoConfig::default()
-    }
+    let mut driver = engine::DriverConfig {
+        io: IoConfig {
+            max_datagram_bytes: RECV_SLOT_BYTES.min(engine::offload::MAX_UDP_PAYLOAD),
+            buffer_count: 512,
+            ..IoConfig::default()
+        },
+        ..engine::DriverConfig::default()
+    };
+    args.apply(&mut driver, udp)?;
+    driver.io.backend = backend;
+    driver.io.gso = offload;
+    driver.io.gro = offload;
+    Ok(driver.io)
 }
 
 /// Waits for the sender, tells the receiver to drain and stop, and waits for it.
@@ -581,13 +604,29 @@ mod tests {
     fn every_variant_moves_data_on_loopback() {
         let _turn = crate::HEAVY_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         for v in ALL_VARIANTS {
-            let r = measure(v, 1200, Duration::from_millis(150), 32, 16).unwrap();
+            let r = measure(
+                v,
+                1200,
+                Duration::from_millis(150),
+                32,
+                16,
+                &EngineArgs::default(),
+            )
+            .unwrap();
             assert!(r.received > 100, "{r:?}");
             assert!(r.sent >= r.received, "{r:?}");
             assert!(r.gbps > 0.0 && r.pps > 0.0, "{r:?}");
             assert!((0.0..=1.0).contains(&r.loss), "{r:?}");
             assert_eq!(Variant::parse(v.name()), Some(v));
         }
-        assert!(measure(Variant::Plain, 0, Duration::from_millis(10), 1, 1).is_err());
+        assert!(measure(
+            Variant::Plain,
+            0,
+            Duration::from_millis(10),
+            1,
+            1,
+            &EngineArgs::default()
+        )
+        .is_err());
     }
 }
