@@ -81,6 +81,8 @@ pub struct TransportDriver {
     more_to_send: bool,
     ready: VecDeque<(ConnectionHandle, Event)>,
     stats: DriverStats,
+    /// Microseconds the last `poll` spent after its wait (receive, timers, send).
+    last_work_us: u64,
 }
 
 impl TransportDriver {
@@ -103,6 +105,7 @@ impl TransportDriver {
             more_to_send: false,
             ready: VecDeque::new(),
             stats: DriverStats::default(),
+            last_work_us: 0,
         })
     }
 
@@ -191,6 +194,7 @@ impl TransportDriver {
 
         let now = Instant::now();
         self.receive(now);
+        let work_started = now;
         if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
             self.endpoint.handle_timeout(now);
         }
@@ -198,7 +202,13 @@ impl TransportDriver {
         while let Some(e) = self.endpoint.poll_event() {
             self.ready.push_back(e);
         }
+        self.last_work_us = work_started.elapsed().as_micros() as u64;
         Ok(())
+    }
+
+    /// Microseconds the last [`Self::poll`] spent after its wait: receiving, running timers and sending.
+    pub fn last_work_us(&self) -> u64 {
+        self.last_work_us
     }
 
     /// Runs the loop until `deadline`, handing each event to `on_event` with the endpoint (to send frames in

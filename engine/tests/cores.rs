@@ -135,6 +135,10 @@ fn run(backend: BackendChoice) {
     assert_eq!(reports.len(), 2);
     for r in &reports {
         assert!(r.error.is_none(), "{r:?}");
+        assert!(
+            r.iteration_us[0] <= r.iteration_us[1] && r.iteration_us[1] <= r.iteration_us[2],
+            "{r:?}"
+        );
         assert_eq!(r.backend, engine::Backend::from_choice(backend));
     }
     assert_eq!(reports[1].commands, 1);

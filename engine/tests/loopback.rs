@@ -328,3 +328,65 @@ fn garbage(backend: BackendChoice) {
     assert!(r.stats.malformed + r.stats.unknown_connection + r.stats.refused_initials > 0);
     assert_eq!(r.stats.accepted, 1, "only the real client");
 }
+
+#[test]
+fn a_flood_of_connection_attempts_leaves_no_state_and_real_clients_still_connect() {
+    for backend in BACKENDS {
+        initial_flood(backend);
+    }
+}
+
+fn initial_flood(backend: BackendChoice) {
+    const ATTEMPTS: u64 = 300;
+    let (client_cfg, server_cfg, _, server_pub) = configs();
+    let ep = Endpoint::new(server_cfg, Instant::now()).unwrap();
+    let mut server =
+        TransportDriver::bind(loopback(), &UdpConfig::default(), ep, driver_config(backend)).unwrap();
+    let server_addr = server.local_addr();
+    // Real Initials from 300 would-be clients that never answer the server's Retry.
+    let attacker = std::net::UdpSocket::bind(loopback()).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..ATTEMPTS {
+        let mut cfg = EndpointConfig::new(StaticKeypair::generate().unwrap());
+        cfg.accept_incoming = false;
+        let mut fake = Endpoint::new(cfg, Instant::now()).unwrap();
+        fake.connect(Instant::now(), server_addr, server_pub).unwrap();
+        let t = fake.poll_transmit(Instant::now(), &mut buf).unwrap();
+        attacker.send_to(&buf[..t.size], server_addr).unwrap();
+        if i % 32 == 31 {
+            server.poll(Duration::from_millis(1)).unwrap();
+        }
+    }
+    let deadline = Instant::now() + TEST_DEADLINE;
+    while server.endpoint().stats().datagrams_received < ATTEMPTS && Instant::now() < deadline {
+        server.poll(Duration::from_millis(5)).unwrap();
+    }
+    let st = server.endpoint().stats();
+    assert_eq!(st.datagrams_received, ATTEMPTS, "{st:?}");
+    assert_eq!(st.accepted, 0, "{st:?}");
+    assert_eq!(
+        server.endpoint().connection_count(),
+        0,
+        "no state before a cookie comes back"
+    );
+    assert!(st.retries_sent + st.stateless_dropped >= ATTEMPTS, "{st:?}");
+
+    // A real client connects at once afterwards.
+    let ep = Endpoint::new(client_cfg, Instant::now()).unwrap();
+    let mut client =
+        TransportDriver::bind(loopback(), &UdpConfig::default(), ep, driver_config(backend)).unwrap();
+    client
+        .endpoint_mut()
+        .connect(Instant::now(), server_addr, server_pub)
+        .unwrap();
+    let mut up = false;
+    while !up && Instant::now() < deadline {
+        client.poll(Duration::from_millis(1)).unwrap();
+        server.poll(Duration::from_millis(1)).unwrap();
+        while let Some((_, e)) = client.poll_event() {
+            up |= matches!(e, Event::Connected { .. });
+        }
+    }
+    assert!(up, "the real client connected after the flood ({backend:?})");
+    assert_eq!(server.endpoint().stats().accepted, 1);
+}
