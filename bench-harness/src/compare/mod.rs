@@ -8,10 +8,15 @@
 //! - bulk: as much data as the variant moves for `--seconds` after `--warmup`; goodput at the receiver.
 //! - live: the 6 Mbit/s stream of [`live`] (30 fps, GOP 2 s, B-frames, audio) for `--live-warmup` +
 //!   `--live-seconds`; the frames captured after the warm-up are judged against `--budget` (default
-//!   2.5 x RTT + 30 ms: 280 ms at RTT 100 ms, the design's target). SRT runs twice: with the latency
-//!   Haivision advises (4 x RTT) and with the latency that fits our budget (budget - 30 ms); each SRT row is
-//!   judged at its latency + 30 ms (`budget_ms` says which), the same 30 ms allowance over the transport's
-//!   own delay the budget gives popline.
+//!   2.5 x RTT + 30 ms: 280 ms at RTT 100 ms, the design's target). SRT delivers each packet its latency
+//!   setting after the sender took it plus the one-way delay (measured: p50 456 ms at latency 400 ms, RTT
+//!   100 ms), so an SRT row with latency L is judged at L + RTT/2 + 30 ms (`budget_ms` says which): the same
+//!   30 ms allowance the budget gives popline. SRT runs twice: at the latency Haivision advises (4 x RTT),
+//!   and at the latency that fits our budget (budget - RTT/2 - 30 ms).
+//!
+//! `popline-primed` (opt-in, not in the default variants) is popline with the simulator's live warm-up: before
+//! the stream, the connection carries low-priority bulk traffic (as a PoP-to-PoP connection that already
+//! carries other streams does), so the controller knows the path's bandwidth before the first keyframe.
 //!
 //! The one-way delay of every row is the A-to-B packets' delay through the emulated path (propagation plus
 //! bottleneck queueing, 95th percentile), the same measure for every variant. CPU is the variant's own
@@ -70,7 +75,8 @@ pub struct CompareArgs {
     /// Live: the stream's bitrate.
     #[arg(long, default_value = "6mbit")]
     pub bitrate: String,
-    /// Variants, comma-separated: popline, tcp-cubic, tcp-bbr, quinn, srt (live only).
+    /// Variants, comma-separated: popline, tcp-cubic, tcp-bbr, quinn, srt (live only), popline-primed (live
+    /// only, opt-in: popline on a connection that carried bulk traffic before the stream).
     #[arg(long, default_value = "popline,tcp-cubic,tcp-bbr,quinn,srt")]
     pub variants: String,
     /// Modes, comma-separated: bulk, live.
@@ -104,16 +110,19 @@ pub enum Variant {
     Quinn,
     /// SRT (srt-live-transmit), live only.
     Srt,
+    /// popline whose connection carried bulk traffic before the stream (live only, opt-in).
+    PoplinePrimed,
 }
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Popline,
         Variant::TcpCubic,
         Variant::TcpBbr,
         Variant::Quinn,
         Variant::Srt,
+        Variant::PoplinePrimed,
     ];
 
     /// The name in the CLI and the JSON.
@@ -124,20 +133,20 @@ impl Variant {
             Variant::TcpBbr => "tcp-bbr",
             Variant::Quinn => "quinn",
             Variant::Srt => "srt",
+            Variant::PoplinePrimed => "popline-primed",
         }
     }
 
     /// Parses a variant name.
     pub fn parse(s: &str) -> Result<Variant> {
-        Variant::ALL
-            .into_iter()
-            .find(|v| v.name() == s)
-            .ok_or_else(|| anyhow!("unknown variant {s:?}: popline, tcp-cubic, tcp-bbr, quinn, srt"))
+        Variant::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
+            anyhow!("unknown variant {s:?}: popline, tcp-cubic, tcp-bbr, quinn, srt, popline-primed")
+        })
     }
 
-    /// Whether the variant runs in `mode` (SRT is a live protocol only).
+    /// Whether the variant runs in `mode` (SRT is a live protocol only; priming is about live streams).
     pub fn runs_in(self, mode: Mode) -> bool {
-        !(self == Variant::Srt && mode == Mode::Bulk)
+        mode == Mode::Live || !matches!(self, Variant::Srt | Variant::PoplinePrimed)
     }
 }
 
@@ -236,7 +245,7 @@ impl Settings {
                     let advised = (rtt * 4).max(SRT_MIN_LATENCY);
                     let ours = self
                         .budget_for(rtt)
-                        .saturating_sub(LATENCY_ALLOWANCE)
+                        .saturating_sub(rtt / 2 + LATENCY_ALLOWANCE)
                         .max(SRT_MIN_LATENCY);
                     runs.push((v, mode, Some(advised)));
                     if ours != advised {
@@ -342,7 +351,7 @@ fn measure(
 ) -> Row {
     let rtt = profile.a_to_b.delay + profile.b_to_a.delay;
     let budget = match srt_latency {
-        Some(l) => l + LATENCY_ALLOWANCE,
+        Some(l) => l + rtt / 2 + LATENCY_ALLOWANCE,
         None => settings.budget_for(rtt),
     };
     let (window, warmup) = match mode {
@@ -436,7 +445,8 @@ fn run_on_lab(
         epoch: Instant::now(),
     };
     let outcome = match (variant, srt_latency) {
-        (Variant::Popline, _) => popline::run(&spec)?,
+        (Variant::Popline, _) => popline::run(&spec, false)?,
+        (Variant::PoplinePrimed, _) => popline::run(&spec, true)?,
         (Variant::TcpCubic, _) => tcp::run(&spec, "cubic")?,
         (Variant::TcpBbr, _) => tcp::run(&spec, "bbr")?,
         (Variant::Quinn, _) => quinn::run(&spec)?,

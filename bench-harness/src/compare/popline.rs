@@ -6,6 +6,11 @@
 //! time and the run's budget, so the transport may drop what can no longer arrive in time (whole frames,
 //! GOP-aware); after the last capture it keeps driving the connection for the drain period, so repairs still go
 //! out. The receiver stamps each frame the transport delivers.
+//!
+//! Primed (`popline-primed`): before the stream, the sender keeps the queue topped up for the live warm-up
+//! with low-priority bulk on another stream (disposable frames whose budget ends one RTT before the stream
+//! starts, so they are gone from the path when the first keyframe comes), as `transport::sim::scenario`'s
+//! live warm-up does; the receiver ignores that stream.
 
 use super::live::{Arrivals, LiveStream, SentFrame};
 use super::ns_thread::{join, spawn_in};
@@ -31,9 +36,11 @@ const TICK: Duration = Duration::from_millis(5);
 const BULK_FRAME_BYTES: usize = 256 * 1024;
 /// The stream the frames travel on.
 const STREAM: StreamId = StreamId(0);
+/// The stream the priming traffic travels on.
+const PRIME_STREAM: StreamId = StreamId(1);
 
-/// Runs the popline variant.
-pub fn run(spec: &RunSpec<'_>) -> Result<Outcome> {
+/// Runs the popline variant; `primed`: with bulk traffic on the connection before a live stream.
+pub fn run(spec: &RunSpec<'_>, primed: bool) -> Result<Outcome> {
     let server_key = StaticKeypair::generate()?;
     let server_pub = server_key.public;
     let server_cfg = EndpointConfig::new(server_key);
@@ -66,12 +73,16 @@ pub fn run(spec: &RunSpec<'_>) -> Result<Outcome> {
             spec.budget,
         );
         let drain = spec.drain();
+        let prime = primed.then_some((warmup, spec.rtt));
         spawn_in(&spec.lab.ns_a, "popline-send", move || {
             let (mut d, ch) = connect(client_cfg, server, server_pub)?;
             let _ = ready_tx.send(());
             match mode {
                 Mode::Bulk => send_bulk(&mut d, ch, &stop).map(|()| None),
                 Mode::Live => {
+                    if let Some((length, rtt)) = prime {
+                        send_priming(&mut d, ch, length, rtt)?;
+                    }
                     let start = Instant::now();
                     let timeline = LiveTimeline {
                         judged_from: start + warmup,
@@ -173,6 +184,40 @@ fn send_bulk(d: &mut TransportDriver, ch: ConnectionHandle, stop: &AtomicBool) -
     Ok(())
 }
 
+/// Priming: `length` of low-priority bulk whose frames expire one `rtt` before the end.
+fn send_priming(
+    d: &mut TransportDriver,
+    ch: ConnectionHandle,
+    length: Duration,
+    rtt: Duration,
+) -> Result<()> {
+    let end = Instant::now() + length;
+    let traffic_end = end.checked_sub(rtt).unwrap_or(end);
+    let payload = Bytes::from(vec![0xb1u8; BULK_FRAME_BYTES]);
+    let target = (4 * BULK_FRAME_BYTES as u64).max(4 << 20);
+    while Instant::now() < end {
+        let now = Instant::now();
+        if now < traffic_end {
+            let mut unsent = d.endpoint().connection(ch).map_or(u64::MAX, |c| c.unsent_bytes());
+            while unsent < target {
+                let frame = MediaFrame {
+                    kind: MediaKind::Disposable,
+                    bytes: payload.clone(),
+                    capture: now,
+                    budget: Some(traffic_end.saturating_duration_since(now)),
+                };
+                if d.endpoint_mut().send_frame(ch, PRIME_STREAM, frame).is_err() {
+                    break;
+                }
+                unsent += BULK_FRAME_BYTES as u64;
+            }
+        }
+        d.poll(TICK)?;
+        drain_events(d)?;
+    }
+    Ok(())
+}
+
 /// Sends the live stream's frames as they are captured, then drives the connection through the drain.
 fn send_live(
     d: &mut TransportDriver,
@@ -244,6 +289,7 @@ fn receive(
     while !stop.load(Ordering::Acquire) {
         d.run_until(Instant::now() + TICK, |_, _, e| {
             match e {
+                Event::Frame(f) if f.stream == PRIME_STREAM.0 => {}
                 Event::Frame(f) => {
                     total += f.bytes.len() as u64;
                     match mode {

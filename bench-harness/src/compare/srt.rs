@@ -9,9 +9,9 @@
 //! The feeder cuts each frame into datagrams of 1,316 bytes (7 MPEG-TS packets: the payload size SRT's live
 //! mode expects), each starting with the frame's number, capture time, the datagram's offset in the frame
 //! and the frame's length, and paces them at the path's rate (so no datagram is lost in the local UDP socket
-//! before SRT sees it). The receiver reassembles frames from these headers; a frame is delivered when all its
-//! bytes came (SRT drops packets that miss its latency window: then the frame never completes). Every other
-//! SRT option is srt-live-transmit's default. CPU is the feeder's and receiver's threads plus both
+//! before SRT sees it; srt-live-transmit's UDP input also gets a 4 MB `rcvbuf`). The receiver reassembles
+//! frames from these headers; a frame is delivered when all its bytes came (SRT drops packets that miss its
+//! latency window: then the frame never completes). Every other SRT option is srt-live-transmit's default. CPU is the feeder's and receiver's threads plus both
 //! srt-live-transmit processes (from `/proc/PID/stat`).
 
 use super::live::{nanos_since, Arrivals, LiveStream, SentFrame};
@@ -41,6 +41,9 @@ const SRT_PORT: u16 = 4200;
 const FEED_PORT: u16 = 4201;
 /// How long the two srt-live-transmit processes get to start and connect before the stream starts.
 const CONNECT_WAIT: Duration = Duration::from_millis(1500);
+/// Receive buffer srt-live-transmit asks for on its UDP input (its `rcvbuf` option): a keyframe is a burst
+/// of a few hundred datagrams, more than the default buffer holds while the process is not scheduled.
+const FEED_RCVBUF: usize = 4_000_000;
 /// Receive buffer of our UDP receiver.
 const RECV_BUFFER: usize = 8 << 20;
 
@@ -136,6 +139,10 @@ impl Drop for Srt {
     }
 }
 
+/// What the SRT processes' part of a run gives back: the feeder's timeline and frames, the feeder's CPU,
+/// both srt-live-transmit processes' CPU, and the UDP drop counters.
+type SrtRun = ((LiveTimeline, Vec<SentFrame>), f64, f64, String);
+
 /// Runs the live stream over SRT with receiver latency `latency`.
 pub fn run(spec: &RunSpec<'_>, latency: Duration) -> Result<Outcome> {
     let latency_ms = latency.as_millis().max(1);
@@ -150,7 +157,7 @@ pub fn run(spec: &RunSpec<'_>, latency: Duration) -> Result<Outcome> {
         let _ = join(receiver, "srt receiver");
         bail!("the SRT receiver did not start");
     };
-    let result = (|| -> Result<((LiveTimeline, Vec<SentFrame>), f64, f64)> {
+    let result = (|| -> Result<SrtRun> {
         let mut b = spec.lab.command_in_b(PROGRAM);
         b.args([
             format!("srt://:{SRT_PORT}?mode=listener&latency={latency_ms}"),
@@ -161,7 +168,7 @@ pub fn run(spec: &RunSpec<'_>, latency: Duration) -> Result<Outcome> {
         std::thread::sleep(Duration::from_millis(200));
         let mut a = spec.lab.command_in_a(PROGRAM);
         a.args([
-            format!("udp://127.0.0.1:{FEED_PORT}"),
+            format!("udp://127.0.0.1:{FEED_PORT}?rcvbuf={FEED_RCVBUF}"),
             format!("srt://{ADDR_B}:{SRT_PORT}?mode=caller&latency={latency_ms}"),
             "-a:no".to_string(),
         ]);
@@ -175,14 +182,19 @@ pub fn run(spec: &RunSpec<'_>, latency: Duration) -> Result<Outcome> {
         let fed = join(feeder, "srt feeder");
         let drain_end = Instant::now() + spec.drain();
         std::thread::sleep(drain_end.saturating_duration_since(Instant::now()));
+        let drops = format!(
+            "UDP receive-buffer drops: A {}, B {}",
+            udp_rcvbuf_errors(spec.lab.command_in_a("cat")),
+            udp_rcvbuf_errors(spec.lab.command_in_b("cat"))
+        );
         let cpu_a = srt_a.finish().context("the SRT sender");
         let cpu_b = srt_b.finish().context("the SRT receiver");
         let (sent, feed_cpu) = fed?;
-        Ok((sent, feed_cpu, cpu_a? + cpu_b?))
+        Ok((sent, feed_cpu, cpu_a? + cpu_b?, drops))
     })();
     stop.store(true, Ordering::Release);
     let (reassembly, recv_cpu) = join(receiver, "srt receiver")?;
-    let ((timeline, sent), feed_cpu, srt_cpu) = result?;
+    let ((timeline, sent), feed_cpu, srt_cpu, drops) = result?;
     let mut o = timeline.outcome(
         spec,
         &sent,
@@ -190,8 +202,25 @@ pub fn run(spec: &RunSpec<'_>, latency: Duration) -> Result<Outcome> {
         reassembly.bytes,
         feed_cpu + recv_cpu + srt_cpu,
     );
-    o.note = Some(format!("srt latency {latency_ms} ms"));
+    o.note = Some(format!("srt latency {latency_ms} ms; {drops}"));
     Ok(o)
+}
+
+/// The `Udp: RcvbufErrors` counter of the namespace `cat` runs in (`/proc/net/snmp`), or `?`.
+fn udp_rcvbuf_errors(mut cat: Command) -> String {
+    let Ok(out) = cat.arg("/proc/net/snmp").output() else {
+        return "?".to_string();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return "?".to_string();
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .map_or_else(|| "?".to_string(), |(_, v)| v.to_string())
 }
 
 /// The feeder, in namespace A: the live stream's frames as paced 1,316-byte datagrams to srt-live-transmit.

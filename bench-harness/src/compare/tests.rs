@@ -35,10 +35,12 @@ fn settings_give_srt_two_latencies_and_the_default_budget() {
             (Variant::Popline, Mode::Bulk, None),
             (Variant::Popline, Mode::Live, None),
             (Variant::Srt, Mode::Live, Some(Duration::from_millis(400))),
-            (Variant::Srt, Mode::Live, Some(Duration::from_millis(250))),
+            (Variant::Srt, Mode::Live, Some(Duration::from_millis(200))),
         ]
     );
     assert!(Variant::parse("tcp").is_err());
+    let primed = settings("popline-primed", "bulk,live").runs(rtt);
+    assert_eq!(primed, vec![(Variant::PoplinePrimed, Mode::Live, None)]);
     assert!(Mode::parse("stream").is_err());
 }
 
