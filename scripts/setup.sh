@@ -12,6 +12,8 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(libnginx-mod-rtmp)
+# popline-bench compare's SRT baseline (srt-live-transmit at both ends of the emulated path).
+command -v srt-live-transmit >/dev/null 2>&1 || need_apt+=(srt-tools)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"

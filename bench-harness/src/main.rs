@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod compare;
 mod cpu;
 mod emulate;
 mod engine_args;
@@ -36,6 +37,8 @@ enum Command {
     Udp(udp_bench::UdpArgs),
     /// The encrypted popline transport over the engine on loopback, bulk, 1 and N connections.
     Transport(transport_bench::TransportArgs),
+    /// popline vs TCP CUBIC/BBR, quinn and SRT across the emulated path: bulk and a live stream, or a matrix.
+    Compare(compare::CompareArgs),
     /// RTMP fan-out ramp (one publisher, N players) against popline and nginx-rtmp, side by side.
     Fanout(fanout::FanoutArgs),
 }
@@ -53,5 +56,6 @@ fn main() -> anyhow::Result<()> {
         Command::Udp(args) => udp_bench::run(&args),
         Command::Transport(args) => transport_bench::run(&args),
         Command::Fanout(args) => fanout::run(&args),
+        Command::Compare(args) => compare::run(&args),
     }
 }

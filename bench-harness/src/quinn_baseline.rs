@@ -23,9 +23,9 @@ use tokio::sync::watch;
 /// The name of the row.
 pub const VARIANT_NAME: &str = "quinn";
 /// How long a connection may take to complete its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an endpoint waits for its connection to drain at the end.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Socket buffer sizes (`perf`'s `--send-buffer-size` / `--recv-buffer-size` defaults: 2 MiB).
 const SOCKET_BUFFER_BYTES: usize = 2 << 20;
 /// Per-stream receive window (large: flow control never limits a loopback transfer).
@@ -35,37 +35,42 @@ const RECEIVE_WINDOW: u32 = 128 << 20;
 /// Send window (bytes the sender buffers unacknowledged).
 const SEND_WINDOW: u64 = 128 << 20;
 /// The server name in the certificate.
-const SERVER_NAME: &str = "localhost";
+pub(crate) const SERVER_NAME: &str = "localhost";
 
 /// What a client thread reports when it ends.
 #[derive(Debug, Clone, Copy)]
-struct ClientSummary {
-    packets_sent: u64,
-    packets_lost: u64,
-    rtt: Duration,
+pub(crate) struct ClientSummary {
+    /// Packets the client sent.
+    pub(crate) packets_sent: u64,
+    /// Packets the client declared lost.
+    pub(crate) packets_lost: u64,
+    /// The client's RTT estimate at the end.
+    pub(crate) rtt: Duration,
 }
 
-/// The transport config both sides use: large windows, as `perf` sets them up.
-fn transport_config() -> Arc<TransportConfig> {
+/// The transport config both sides use: large windows, as `perf` sets them up; `max_uni_streams` open at
+/// once (1 for one bulk stream; more for a stream per frame).
+pub(crate) fn transport_config(max_uni_streams: u32) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.stream_receive_window(STREAM_RECEIVE_WINDOW.into())
         .receive_window(RECEIVE_WINDOW.into())
         .send_window(SEND_WINDOW)
-        .max_concurrent_uni_streams(1u32.into())
+        .max_concurrent_uni_streams(max_uni_streams.into())
         .max_concurrent_bidi_streams(0u32.into())
         .enable_segmentation_offload(true);
     Arc::new(t)
 }
 
-/// A self-signed certificate for [`SERVER_NAME`]: the server's config and a client config trusting it.
-fn crypto_configs() -> Result<(ServerConfig, ClientConfig)> {
+/// A self-signed certificate for [`SERVER_NAME`]: the server's config and a client config trusting it, both
+/// with `transport`.
+pub(crate) fn crypto_configs(transport: Arc<TransportConfig>) -> Result<(ServerConfig, ClientConfig)> {
     let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
         .context("generating the self-signed certificate")?;
     let cert: CertificateDer<'static> = ck.cert.der().clone();
     let key = PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
     let mut server =
         ServerConfig::with_single_cert(vec![cert.clone()], key.into()).context("quinn server config")?;
-    server.transport_config(transport_config());
+    server.transport_config(transport.clone());
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).context("trusting the self-signed certificate")?;
@@ -77,27 +82,27 @@ fn crypto_configs() -> Result<(ServerConfig, ClientConfig)> {
         .with_no_client_auth();
     let quic = QuicClientConfig::try_from(tls).context("quinn client crypto config")?;
     let mut client = ClientConfig::new(Arc::new(quic));
-    client.transport_config(transport_config());
+    client.transport_config(transport);
     Ok((server, client))
 }
 
-/// A UDP socket on 127.0.0.1 with `perf`'s buffer sizes (capped by the kernel's `rmem_max`/`wmem_max`).
-fn bind_socket() -> Result<UdpSocket> {
+/// A UDP socket bound to `addr` with `perf`'s buffer sizes (capped by the kernel's `rmem_max`/`wmem_max`).
+pub(crate) fn bind_socket(addr: SocketAddr) -> Result<UdpSocket> {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
     s.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
     s.set_recv_buffer_size(SOCKET_BUFFER_BYTES)?;
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    s.bind(&addr.into())?;
     Ok(s.into())
 }
 
 /// Resolves once the benchmark says stop (or went away).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // An error means the sender is gone: stop as well.
     let _ = stop.wait_for(|s| *s).await;
 }
 
 /// A current-thread tokio runtime for one side of one connection.
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
@@ -121,13 +126,13 @@ pub fn measure(
 
     let started = (|| -> Result<()> {
         for i in 0..connections {
-            let (server_cfg, client_cfg) = crypto_configs()?;
+            let (server_cfg, client_cfg) = crypto_configs(transport_config(1))?;
             let (addr_tx, addr_rx) = mpsc::channel();
             let (stop_s, delivered_s) = (stop_rx.clone(), delivered.clone());
             servers.push(
                 thread::Builder::new()
                     .name(format!("quinn-srv-{i}"))
-                    .spawn(move || run_server(server_cfg, addr_tx, stop_s, &delivered_s))?,
+                    .spawn(move || run_server(server_cfg, loopback(), addr_tx, stop_s, &delivered_s))?,
             );
             let server_addr = addr_rx
                 .recv_timeout(HANDSHAKE_TIMEOUT)
@@ -136,7 +141,9 @@ pub fn measure(
             clients.push(
                 thread::Builder::new()
                     .name(format!("quinn-cli-{i}"))
-                    .spawn(move || run_client(client_cfg, server_addr, chunk_bytes, stop_c, ready))?,
+                    .spawn(move || {
+                        run_client(client_cfg, loopback(), server_addr, chunk_bytes, stop_c, ready)
+                    })?,
             );
         }
         for _ in 0..connections {
@@ -178,17 +185,22 @@ pub fn measure(
     })
 }
 
-/// The receiving side: accepts one connection and its one unidirectional stream, and counts the bytes
-/// read until `stop`.
-fn run_server(
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The receiving side, on a socket bound to `bind`: accepts one connection and its one unidirectional stream,
+/// and counts the bytes read until `stop`.
+pub(crate) fn run_server(
     cfg: ServerConfig,
+    bind: SocketAddr,
     addr_tx: mpsc::Sender<Result<SocketAddr>>,
     mut stop: watch::Receiver<bool>,
     delivered: &AtomicU64,
 ) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
-        let endpoint = match bind_socket().and_then(|socket| {
+        let endpoint = match bind_socket(bind).and_then(|socket| {
             Ok(Endpoint::new(
                 EndpointConfig::default(),
                 Some(cfg),
@@ -239,10 +251,11 @@ fn run_server(
     })
 }
 
-/// The sending side: connects, opens one unidirectional stream, reports ready, and writes chunks until
-/// `stop`.
-fn run_client(
+/// The sending side, on a socket bound to `bind`: connects, opens one unidirectional stream, reports ready,
+/// and writes chunks until `stop`.
+pub(crate) fn run_client(
     cfg: ClientConfig,
+    bind: SocketAddr,
     server: SocketAddr,
     chunk_bytes: usize,
     mut stop: watch::Receiver<bool>,
@@ -260,7 +273,7 @@ fn run_client(
             let mut endpoint = Endpoint::new(
                 EndpointConfig::default(),
                 None,
-                bind_socket()?,
+                bind_socket(bind)?,
                 Arc::new(TokioRuntime),
             )?;
             endpoint.set_default_client_config(cfg);

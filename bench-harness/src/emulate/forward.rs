@@ -35,6 +35,9 @@ pub struct DirectionStats {
     pub write_errors: u64,
     /// Failed reads from the source TUN device (other than timeouts).
     pub read_errors: u64,
+    /// 95th percentile of the time packets waited in the bottleneck queue (zero without a rate limit): the
+    /// path's 95th-percentile one-way delay is this plus the direction's propagation delay (and jitter).
+    pub queue_delay_p95: Duration,
 }
 
 /// What the egress thread is waiting for, so ingress knows whether a new packet needs a wake-up.
@@ -184,6 +187,7 @@ impl Emulator {
                 limit_drops: state.limit_drops,
                 write_errors,
                 read_errors: state.read_errors,
+                queue_delay_p95: state.link.queue_delay().percentile(95.0),
             });
         }
         match failed {

@@ -17,7 +17,7 @@ mod profile;
 mod tests;
 
 pub use forward::{DirectionStats, Emulator};
-pub use netns::{Lab, ADDR_A, ADDR_B};
+pub use netns::{unavailable as netns_unavailable, Lab, ADDR_A, ADDR_B};
 pub use profile::Profile;
 
 use anyhow::{bail, Context, Result};
