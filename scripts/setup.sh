@@ -7,6 +7,8 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# netem-scripts/sysctl/apply.sh uses sysctl(8).
+command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
 # The node's integration tests publish and play real media; the fan-out benchmark and interop tests run
 # nginx with the RTMP module as the baseline.
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)

@@ -41,7 +41,7 @@ pub struct EngineArgs {
     pub socket_buffer: Option<usize>,
     /// Receives and sends per driver loop iteration.
     #[arg(long)]
-    pub batch: Option<usize>,
+    pub loop_batch: Option<usize>,
 }
 
 /// The knobs a run used, as they appear in its JSON report.
@@ -120,7 +120,7 @@ impl EngineArgs {
             udp.recv_buffer_bytes = b;
             udp.send_buffer_bytes = b;
         }
-        if let Some(n) = self.batch {
+        if let Some(n) = self.loop_batch {
             driver.max_recv_per_iteration = n.max(1);
             driver.max_send_per_iteration = n.max(1);
         }

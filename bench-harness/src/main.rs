@@ -13,6 +13,7 @@ mod engine_args;
 mod fanout;
 mod quinn_baseline;
 mod sim;
+mod sweep;
 mod transport_bench;
 mod udp_bench;
 mod units;
@@ -39,6 +40,8 @@ enum Command {
     Transport(transport_bench::TransportArgs),
     /// popline vs TCP CUBIC/BBR, quinn and SRT across the emulated path: bulk and a live stream, or a matrix.
     Compare(compare::CompareArgs),
+    /// One benchmark across engine/socket knobs and sysctl profiles: table, JSON, markdown and SVG.
+    Sweep(sweep::SweepArgs),
     /// RTMP fan-out ramp (one publisher, N players) against popline and nginx-rtmp, side by side.
     Fanout(fanout::FanoutArgs),
 }
@@ -56,6 +59,19 @@ fn main() -> anyhow::Result<()> {
         Command::Udp(args) => udp_bench::run(&args),
         Command::Transport(args) => transport_bench::run(&args),
         Command::Fanout(args) => fanout::run(&args),
+        Command::Sweep(args) => sweep::run(&args),
         Command::Compare(args) => compare::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+
+    #[test]
+    fn every_subcommand_s_flags_are_consistent() {
+        // clap's own checks (unique names, valid defaults) for every subcommand, flattened engine flags included.
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

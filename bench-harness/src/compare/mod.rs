@@ -31,7 +31,7 @@ mod quinn;
 mod report;
 mod run;
 mod srt;
-mod svg;
+pub mod svg;
 mod tcp;
 #[cfg(test)]
 mod tests;
