@@ -12,7 +12,7 @@
 # Mapping to netem: our jitter is uniform in [0, jitter] (netem's is +-jitter around the delay), so netem gets
 # `delay (delay + jitter/2) (jitter/2)`; netem's internal queue reorders jittered packets, ours only with
 # reorder=yes. queue (bytes) becomes netem's packet limit at 1500 bytes a packet. outage is done by switching the
-# qdisc to 100% loss for its window; rate_change is not supported here.
+# qdisc to 100% loss for its window; profiles with rate_change or trace go to the emulator.
 set -euo pipefail
 
 usage() { echo "usage: $0 PROFILE [-- COMMAND...]" >&2; exit 2; }
@@ -43,8 +43,16 @@ has_netem() {
     return $ok
 }
 
-if ! has_netem; then
-    echo "sch_netem is not available in this kernel: use the userspace emulator," >&2
+# tc netem has no trace-driven rate (mahimahi traces) and no rate schedule: such profiles always use the
+# userspace emulator, which has both.
+needs_emulator=""
+grep -Eq '^[[:space:]]*((a2b|b2a)\.)?(trace|rate_change)[[:space:]]*=' "$profile" && needs_emulator=1
+if [ -n "$needs_emulator" ] || ! has_netem; then
+    if [ -n "$needs_emulator" ]; then
+        echo "this profile has a trace or rate_change, which tc netem cannot express: use the userspace emulator," >&2
+    else
+        echo "sch_netem is not available in this kernel: use the userspace emulator," >&2
+    fi
     echo "  popline-bench emulate --profile $profile [--seconds N] [-- COMMAND...]" >&2
     bench=${POPLINE_BENCH:-$(command -v popline-bench || true)}
     if [ -n "$bench" ]; then

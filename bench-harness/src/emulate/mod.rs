@@ -15,6 +15,7 @@ mod netns;
 mod profile;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 pub use forward::{DirectionStats, Emulator};
 pub use netns::{unavailable as netns_unavailable, Lab, ADDR_A, ADDR_B};

@@ -17,6 +17,8 @@
 //! | `queue` | bottleneck queue (tail drop): bytes or a multiple of the path's BDP; default `1bdp` | `1bdp`, `150000` |
 //! | `outage` | windows that drop everything, `DURATION@START`, comma-separated | `500ms@10s` |
 //! | `rate_change` | bottleneck rate changes, `RATE@TIME`, comma-separated | `5mbit@10s,100mbit@15s` |
+//! | `trace` | trace-driven rate: a mahimahi trace (one line per 1500-byte delivery opportunity, its time in ms; the trace repeats), relative to the profile's folder | `../traces/cellular.trace` |
+//! | `trace_seconds` | how much of the repeated trace to lay out (default 300 s) | `120s` |
 //! | `seed` | seed of the random choices (global) | `1` |
 //! | `limit` | packets held per direction, queue and delay line together (global) | `50000` |
 //! | `mtu` | MTU of the emulated interfaces (global) | `1500` |
@@ -40,6 +42,8 @@ const LINK_KEYS: &[&str] = &[
     "queue",
     "outage",
     "rate_change",
+    "trace",
+    "trace_seconds",
 ];
 
 /// Keys that apply to the whole emulated path.
@@ -78,11 +82,18 @@ impl Profile {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "profile".to_string());
-        Profile::parse(&name, &text).with_context(|| format!("in profile {}", path.display()))
+        Profile::parse_in(&name, &text, path.parent())
+            .with_context(|| format!("in profile {}", path.display()))
     }
 
-    /// Parses a profile's text (see the module docs for the keys).
+    /// Parses a profile's text (see the module docs for the keys); trace files are found from the current
+    /// directory.
     pub fn parse(name: &str, text: &str) -> Result<Profile> {
+        Profile::parse_in(name, text, None)
+    }
+
+    /// Parses a profile's text, with trace files relative to `dir`.
+    pub fn parse_in(name: &str, text: &str, dir: Option<&Path>) -> Result<Profile> {
         let mut common: BTreeMap<String, String> = BTreeMap::new();
         let mut a2b: BTreeMap<String, String> = BTreeMap::new();
         let mut b2a: BTreeMap<String, String> = BTreeMap::new();
@@ -123,8 +134,8 @@ impl Profile {
         };
         let (ab, ba) = (merged(&a2b), merged(&b2a));
         let rtt = delay_of(&ab)?.saturating_add(delay_of(&ba)?);
-        let a_to_b = link_config(&ab, rtt).context("direction a2b")?;
-        let b_to_a = link_config(&ba, rtt).context("direction b2a")?;
+        let a_to_b = link_config(&ab, rtt, dir).context("direction a2b")?;
+        let b_to_a = link_config(&ba, rtt, dir).context("direction b2a")?;
 
         let seed = match common.get("seed") {
             Some(v) => v.parse().map_err(|_| anyhow!("bad seed {v:?}"))?,
@@ -163,7 +174,7 @@ fn delay_of(m: &BTreeMap<String, String>) -> Result<Duration> {
 }
 
 /// One direction's [`LinkConfig`] from its merged keys; `rtt` sizes a queue given in BDPs.
-fn link_config(m: &BTreeMap<String, String>, rtt: Duration) -> Result<LinkConfig> {
+fn link_config(m: &BTreeMap<String, String>, rtt: Duration, dir: Option<&Path>) -> Result<LinkConfig> {
     let mut c = LinkConfig {
         delay: delay_of(m)?,
         ..LinkConfig::default()
@@ -198,6 +209,27 @@ fn link_config(m: &BTreeMap<String, String>, rtt: Duration) -> Result<LinkConfig
                 rate_bps: if r.trim() == "0" { 0 } else { parse_rate_bps(r)? },
             })
         })?;
+    }
+    if let Some(v) = m.get("trace") {
+        if m.contains_key("rate") || m.contains_key("rate_change") {
+            bail!("trace sets the rate: give it without rate or rate_change");
+        }
+        let path = dir.map_or_else(|| Path::new(v).to_path_buf(), |d| d.join(v));
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("reading trace {}", path.display()))?;
+        let horizon = match m.get("trace_seconds") {
+            Some(v) => parse_duration(v)?,
+            None => Duration::from_secs(300),
+        };
+        let trace = super::trace::Trace::parse(&text).with_context(|| format!("trace {}", path.display()))?;
+        let (first, changes) = trace.rate_schedule(horizon);
+        // The queue's BDP is that of the trace's mean rate.
+        c.rate_bps = Some(trace.mean_rate_bps());
+        let queue = m.get("queue").map(String::as_str).unwrap_or("1bdp");
+        c.queue_bytes = parse_queue_bytes(queue, &c, rtt)?;
+        c.rate_bps = Some(first);
+        c.rate_changes = changes;
+        return Ok(c);
     }
     let queue = m.get("queue").map(String::as_str).unwrap_or("1bdp");
     c.queue_bytes = parse_queue_bytes(queue, &c, rtt)?;
