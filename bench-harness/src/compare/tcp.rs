@@ -167,22 +167,25 @@ fn run_live(spec: &RunSpec<'_>, cc: &'static str, buffer: usize, server: SocketA
         };
         let mut stream = LiveStream::new(bitrate, epoch, start);
         let mut sent = Vec::new();
-        // A writer blocked behind a full socket buffer gives up at the end of the run plus the drain.
+        // A writer blocked behind a full socket buffer gives up at the end of the run plus the drain; the
+        // frames captured after that still count as sent (the encoder made them; TCP could not take them).
         let give_up = timeline.end + drain;
+        let mut blocked = false;
         while stream.next_due() < timeline.end {
             let due = stream.next_due();
             let now = Instant::now();
-            if due > now {
+            if due > now && !blocked {
                 std::thread::sleep(due - now);
             }
-            while let Some(f) = stream.poll(Instant::now()) {
+            let now = if blocked { due } else { Instant::now() };
+            while let Some(f) = stream.poll(now) {
                 sent.push(SentFrame {
                     seq: f.seq,
                     capture: f.capture,
                     len: f.bytes.len(),
                 });
-                if !write_all_until(&mut s, &f.bytes, give_up)? {
-                    return Ok((timeline, sent));
+                if !blocked && !write_all_until(&mut s, &f.bytes, give_up)? {
+                    blocked = true;
                 }
             }
         }
