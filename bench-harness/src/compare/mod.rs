@@ -25,7 +25,7 @@
 
 mod live;
 mod matrix;
-mod ns_thread;
+pub mod ns_thread;
 mod popline;
 mod quinn;
 mod report;

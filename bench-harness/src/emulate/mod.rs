@@ -15,6 +15,7 @@ mod netns;
 mod profile;
 #[cfg(test)]
 mod tests;
+mod throughput;
 mod trace;
 
 pub use forward::{DirectionStats, Emulator};
@@ -42,6 +43,13 @@ pub struct EmulateArgs {
     /// Overrides the profile's seed.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Instead of a command: blast UDP through the path at each of these rates (e.g. `500mbit,1gbit`) and
+    /// report what arrives and the emulator's CPU (is the emulator the bottleneck?); `--seconds` per rate.
+    #[arg(long)]
+    pub throughput: Option<String>,
+    /// With `--throughput`: one JSON object per rate.
+    #[arg(long)]
+    pub json: bool,
     /// The command to run in namespace A; the emulator stops when it exits.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -53,6 +61,13 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
     let mut profile = Profile::load(&args.profile)?;
     if let Some(seed) = args.seed {
         profile.seed = seed;
+    }
+    if let Some(rates) = &args.throughput {
+        let rates = rates
+            .split(',')
+            .map(|r| crate::units::parse_rate_bps(r.trim()))
+            .collect::<Result<Vec<_>>>()?;
+        return throughput::run(&profile, &rates, args.seconds.unwrap_or(5.0), args.json);
     }
     if args.command.is_empty() && args.seconds.is_none() {
         bail!("give --seconds N, or a command to run in namespace A after `--`");
