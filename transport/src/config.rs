@@ -36,6 +36,15 @@ pub struct ConnectionConfig {
     pub handshake_retry: Duration,
     /// Give up the handshake after this many attempts.
     pub handshake_attempts: u32,
+    /// Startup priming: for at most this long after the handshake, while the congestion controller is still
+    /// in its startup phase and no frame is waiting, fill the window with PING + PADDING packets, so that the
+    /// controller finds the path's rate before a live stream's first keyframes need it (a stream alone is
+    /// app-limited and would teach it only its own bitrate). Zero turns it off. Bulk traffic never primes: it
+    /// always has frames waiting.
+    pub startup_priming: Duration,
+    /// Most bytes startup priming may send (bounds its cost where the path is faster than anything the
+    /// connection will carry).
+    pub startup_priming_bytes: u64,
 }
 
 impl Default for ConnectionConfig {
@@ -55,6 +64,8 @@ impl Default for ConnectionConfig {
             pacer_burst_packets: 4,
             handshake_retry: Duration::from_millis(300),
             handshake_attempts: 8,
+            startup_priming: Duration::from_secs(2),
+            startup_priming_bytes: 32 << 20,
         }
     }
 }

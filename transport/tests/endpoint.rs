@@ -379,3 +379,43 @@ fn an_idle_peer_times_out() {
     assert!(p.a.connection(old).is_none());
     assert!(p.a.connection(fresh).is_some());
 }
+
+/// Startup priming: an idle new connection on a 100 Mbit/s, 100 ms path learns the path's rate within its
+/// priming time (so a live stream's keyframes leave at the path's rate, not the stream's), stays within the
+/// byte budget, and learns nothing with priming off.
+#[test]
+fn startup_priming_finds_the_path_rate_before_any_frame() {
+    let path = || LinkConfig {
+        delay: Duration::from_millis(50),
+        rate_bps: Some(100_000_000),
+        queue_bytes: 1_250_000,
+        loss: LossModel::Bernoulli { p: 0.01 },
+        ..LinkConfig::default()
+    };
+    for priming in [true, false] {
+        let (mut a_cfg, b_cfg, b_pub) = configs();
+        if !priming {
+            a_cfg.connection.startup_priming = Duration::ZERO;
+        }
+        let mut p = Pair::new(a_cfg, b_cfg, path());
+        let ch = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+        p.run_for(Duration::from_millis(2500));
+        assert!(Pair::connected(&p.a_events));
+        let st = p.a.connection_stats(ch).unwrap();
+        let bw_mbps = st.congestion.bandwidth_estimate_bytes_per_s as f64 * 8.0 / 1e6;
+        if priming {
+            assert!(
+                bw_mbps > 60.0,
+                "estimate {bw_mbps:.1} Mbit/s after priming: {st:?}"
+            );
+            assert!(st.priming_packets > 0 && st.priming_bytes <= 32 << 20, "{st:?}");
+            assert_ne!(st.congestion_phase, "startup", "startup ended on the path's rate");
+        } else {
+            assert_eq!(st.priming_packets, 0);
+            assert!(
+                bw_mbps < 5.0,
+                "without priming an idle connection learns nothing: {bw_mbps}"
+            );
+        }
+    }
+}

@@ -150,6 +150,9 @@ pub struct Connection {
     /// When to send a tail probe: a PING after the last packet of a burst, so that the receiver sees a gap
     /// (and NAKs) at once if that packet was lost, instead of waiting for the next frame.
     tail_probe_at: Option<Instant>,
+    /// Startup priming (see [`ConnectionConfig::startup_priming`]): `None` until the first packet after the
+    /// handshake, then the instant priming stops at the latest.
+    priming_until: Option<Instant>,
 }
 
 impl Connection {
@@ -183,6 +186,7 @@ impl Connection {
             stats: ConnectionStats::default(),
             last_heard: now,
             last_eliciting_sent: now,
+            priming_until: None,
             ping_pending: false,
             closing: None,
             closed: false,
@@ -795,12 +799,26 @@ impl Connection {
         keys.send.seal(pn, buf, DATA_HEADER_LEN).is_ok()
     }
 
+    /// Whether to send a priming packet now: within the priming time after the handshake, the controller
+    /// still in startup, and no frame waiting.
+    fn priming(&mut self, now: Instant) -> bool {
+        let until = *self
+            .priming_until
+            .get_or_insert(now + self.config.startup_priming);
+        now < until
+            && self.stats.priming_bytes < self.config.startup_priming_bytes
+            && self.cc.phase() == "startup"
+            && !self.sendq.has_pending()
+            && self.closing.is_none()
+    }
+
     fn write_data(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
         let timing = self.timing();
         self.sendq.expire(now, timing);
         let want_ack = self.acks.wants_ack(now);
         let mtu = self.config.max_datagram_bytes;
-        let has_data = self.sendq.has_pending() || self.ping_pending;
+        let priming = self.priming(now);
+        let has_data = self.sendq.has_pending() || self.ping_pending || priming;
         let window_open = self.recovery.bytes_in_flight() + mtu as u64 <= self.cc.window()
             || self.recovery.pto_count > 0 && self.ping_pending;
         let mut may_send_data = has_data && window_open;
@@ -848,6 +866,7 @@ impl Connection {
         }
         let mut chunks = Vec::new();
         let mut eliciting = false;
+        let mut primed = false;
         if may_send_data {
             while let Some(n) = self.sendq.pop_notice() {
                 if buf.len() + DroppedNotice::MAX_LEN > limit {
@@ -869,6 +888,14 @@ impl Connection {
             if !eliciting && self.ping_pending {
                 encode_ping(buf);
                 eliciting = true;
+            }
+            if !eliciting && priming {
+                // PING makes it ack-eliciting (a delivery-rate sample); PADDING fills it to full size.
+                encode_ping(buf);
+                buf.resize(limit.max(buf.len()), 0);
+                eliciting = true;
+                primed = true;
+                self.stats.priming_packets += 1;
             }
             if eliciting {
                 self.ping_pending = false;
@@ -893,6 +920,9 @@ impl Connection {
         keys.packets_in_phase += 1;
         self.next_pn += 1;
         let bytes = buf.len() as u64;
+        if primed {
+            self.stats.priming_bytes += bytes;
+        }
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += bytes;
         // A burst of frame data just ended: arm the tail probe (a later packet disarms it).
@@ -916,7 +946,8 @@ impl Connection {
                 now,
                 bytes,
                 bytes_in_flight: in_flight,
-                app_limited: !self.sendq.has_pending() || backlog < self.cc.window(),
+                // A priming packet fills the window on purpose: its samples measure the path.
+                app_limited: !primed && (!self.sendq.has_pending() || backlog < self.cc.window()),
             })
         } else {
             Default::default()

@@ -39,6 +39,10 @@ pub struct ConnectionStats {
     pub malformed: u64,
     /// Key updates performed by this side.
     pub key_updates: u64,
+    /// Startup priming packets sent (PING + PADDING while the controller looked for the path's rate).
+    pub priming_packets: u64,
+    /// Bytes in those packets.
+    pub priming_bytes: u64,
     /// Send side: frames by kind (queued, acked, dropped by reason), payload and repair bytes.
     pub send: SendStats,
     /// Receive side: frames delivered, dropped, discarded, gaps.
