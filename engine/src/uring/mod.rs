@@ -6,6 +6,7 @@
 //! to the one that built it.
 
 pub mod buf_ring;
+pub mod entry_ring;
 pub mod owned_buffers;
 pub mod tcp;
 pub mod udp;
@@ -14,8 +15,10 @@ pub use buf_ring::ProvidedBuffers;
 pub use tcp::{TcpConnId, TcpEvent, TcpStats, UringTcp, UringTcpConfig};
 pub use udp::{UringStats, UringUdp};
 
+use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::IoUring;
 use std::io;
+use std::time::Duration;
 
 /// How to build a ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +114,24 @@ pub fn build_ring(config: &RingConfig) -> io::Result<(IoUring, RingFeatures)> {
         }
     }
     Err(last)
+}
+
+/// Submits what is queued on `ring` and waits until a completion is ready or `timeout` passes (`None`: no
+/// limit; zero: just submit and look). A timeout, a signal or a full completion queue end the wait normally.
+pub fn submit_and_wait(ring: &IoUring, timeout: Option<Duration>) -> io::Result<()> {
+    let result = match timeout {
+        None => ring.submitter().submit_and_wait(1),
+        Some(t) => {
+            let ts = Timespec::from(t);
+            let args = SubmitArgs::new().timespec(&ts);
+            ring.submitter().submit_with_args(1, &args)
+        }
+    };
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether this process may use io_uring: builds (and drops) a small ring. `Err` says why not.

@@ -9,12 +9,11 @@
 //! and it returns to the ring. A datagram kept long only means one more allocation; the queue is bounded, so
 //! memory held for reuse stays bounded too.
 
+use super::entry_ring::EntryRing;
 use bytes::BytesMut;
-use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicU16, Ordering};
 
 /// Counters of an [`OwnedBufferRing`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,23 +29,14 @@ pub struct OwnedBufferStats {
 /// A registered provided-buffer ring of individually owned `BytesMut` buffers.
 #[derive(Debug)]
 pub struct OwnedBufferRing {
-    entries: *mut BufRingEntry,
-    entries_bytes: usize,
-    count: u16,
-    tail: u16,
+    entries: EntryRing,
     buffer_bytes: usize,
-    group: u16,
-    registered: bool,
     /// The allocation currently in the ring under each buffer id.
     slots: Vec<Option<BytesMut>>,
     /// Empty rests of handed-over allocations, waiting for their filled part to be dropped.
     spares: VecDeque<BytesMut>,
     stats: OwnedBufferStats,
 }
-
-// SAFETY: the raw pointer is to the mapping this value owns, used only through `&mut self`; the value moves
-// between threads only as a whole, before its ring is first used.
-unsafe impl Send for OwnedBufferRing {}
 
 /// How many spares one refill looks at before allocating.
 const RECLAIM_TRIES: usize = 4;
@@ -55,60 +45,25 @@ impl OwnedBufferRing {
     /// Allocates `count` buffers of `buffer_bytes` (count a power of two, at most 32,768) and registers them
     /// as buffer group `group` of `ring`.
     pub fn register(ring: &IoUring, group: u16, count: u16, buffer_bytes: usize) -> io::Result<Self> {
-        if !count.is_power_of_two() || count > 32_768 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("buffer ring size {count} must be a power of two of at most 32768"),
-            ));
-        }
-        if buffer_bytes == 0 || buffer_bytes > u32::MAX as usize {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad buffer size"));
-        }
-        let entries_bytes = usize::from(count) * std::mem::size_of::<BufRingEntry>();
-        // SAFETY: an anonymous private mapping with no address hint; the result is checked for MAP_FAILED.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                entries_bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let entries = EntryRing::register(ring, group, count, buffer_bytes)?;
         let mut this = OwnedBufferRing {
-            entries: map.cast(),
-            entries_bytes,
-            count,
-            tail: 0,
+            entries,
             buffer_bytes,
-            group,
-            registered: false,
             slots: (0..count).map(|_| None).collect(),
             spares: VecDeque::new(),
             stats: OwnedBufferStats::default(),
         };
-        // SAFETY: the entry array is page aligned (mmap), `count` entries long, and lives (in `this`) until it
-        // is unregistered: `Drop` and `unregister` keep that order.
-        unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(map as u64, count, group, 0)?
-        };
-        this.registered = true;
         for id in 0..count {
             let buf = BytesMut::with_capacity(buffer_bytes);
             this.provide(id, buf);
         }
-        this.publish();
+        this.entries.publish();
         Ok(this)
     }
 
     /// The buffer group id to name in receive requests.
     pub fn group(&self) -> u16 {
-        self.group
+        self.entries.group()
     }
 
     /// The counters.
@@ -133,7 +88,7 @@ impl OwnedBufferRing {
         self.spares.push_back(buf);
         let replacement = self.replacement();
         self.provide(id, replacement);
-        self.publish();
+        self.entries.publish();
         Some(filled)
     }
 
@@ -141,7 +96,7 @@ impl OwnedBufferRing {
     pub fn recycle(&mut self, id: u16) {
         if let Some(buf) = self.slots.get_mut(usize::from(id)).and_then(Option::take) {
             self.provide(id, buf);
-            self.publish();
+            self.entries.publish();
         }
     }
 
@@ -158,7 +113,7 @@ impl OwnedBufferRing {
         }
         // Keep at most one ring's worth of spares: older ones are simply dropped (their memory goes when the
         // datagram that still uses it does).
-        while self.spares.len() > usize::from(self.count) {
+        while self.spares.len() > usize::from(self.entries.count()) {
             self.spares.pop_front();
         }
         self.stats.allocated += 1;
@@ -167,50 +122,25 @@ impl OwnedBufferRing {
 
     fn provide(&mut self, id: u16, mut buf: BytesMut) {
         buf.clear();
-        let slot = usize::from(self.tail & (self.count - 1));
         let addr = buf.spare_capacity_mut().as_mut_ptr() as u64;
         let len = buf.capacity().min(self.buffer_bytes) as u32;
-        // SAFETY: `slot < count`, so the entry is inside the mapping; the kernel reads entries only between its
-        // head and the published tail, and this one is at or past the tail until `publish`.
-        let entry = unsafe { &mut *self.entries.add(slot) };
-        entry.set_addr(addr);
-        entry.set_len(len);
-        entry.set_bid(id);
-        self.tail = self.tail.wrapping_add(1);
+        self.entries.push(id, addr, len);
         if let Some(s) = self.slots.get_mut(usize::from(id)) {
             *s = Some(buf);
         }
     }
 
-    fn publish(&mut self) {
-        // SAFETY: the ring's tail lives in the first entry's reserved field (the kernel's layout); the mapping
-        // is live and page aligned, so the u16 there is aligned for the atomic release store the kernel expects.
-        let tail = unsafe { &*(BufRingEntry::tail(self.entries) as *const AtomicU16) };
-        tail.store(self.tail, Ordering::Release);
-    }
-
     /// Unregisters the ring from `ring`; afterwards the kernel no longer touches the buffers.
     pub fn unregister(&mut self, ring: &IoUring) -> io::Result<()> {
-        if self.registered {
-            ring.submitter().unregister_buf_ring(self.group)?;
-            self.registered = false;
-        }
-        Ok(())
+        self.entries.unregister(ring)
     }
 }
 
 impl Drop for OwnedBufferRing {
     fn drop(&mut self) {
-        if self.registered {
+        if self.entries.is_registered() {
             // The kernel may still write into the buffers in the ring: leak them rather than free them.
-            tracing::error!(
-                group = self.group,
-                "owned buffer ring dropped while registered; leaking it"
-            );
             std::mem::forget(std::mem::take(&mut self.slots));
-            return;
         }
-        // SAFETY: the mapping was created in `register` with this length and is no longer registered.
-        unsafe { libc::munmap(self.entries.cast(), self.entries_bytes) };
     }
 }

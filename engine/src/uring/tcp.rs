@@ -10,7 +10,7 @@
 use super::buf_ring::ProvidedBuffers;
 use super::{build_ring, RingConfig, RingFeatures};
 use bytes::{Buf, Bytes};
-use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::types::Fd;
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use std::collections::VecDeque;
 use std::io;
@@ -345,19 +345,7 @@ impl UringTcp {
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.arm()?;
         self.stats.enters += 1;
-        let result = match timeout {
-            None => self.ring.submitter().submit_and_wait(1),
-            Some(t) => {
-                let ts = Timespec::from(t);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
-            }
-        };
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
-            Err(e) => Err(e),
-        }
+        super::submit_and_wait(&self.ring, timeout)
     }
 
     /// Handles the ready completions, reporting each to `on`.
@@ -592,12 +580,8 @@ impl UringTcp {
             |t: &UringTcp| t.accept_armed || t.conns.iter().flatten().any(|c| c.recv_armed || c.sending);
         while busy(self) && Instant::now() < deadline {
             self.stats.enters += 1;
-            let ts = Timespec::from(Duration::from_millis(10));
-            let args = SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
-                Err(_) => break,
+            if super::submit_and_wait(&self.ring, Some(Duration::from_millis(10))).is_err() {
+                break;
             }
             self.rearm.clear();
             self.reap(&mut |_| {});

@@ -16,7 +16,7 @@ use super::{build_ring, RingConfig, RingFeatures};
 use crate::offload::{self, GsoControl, RawAddr, MAX_UDP_PAYLOAD, NAME_BYTES, RECV_CONTROL_BYTES};
 use crate::udp::UdpSocket;
 use bytes::BytesMut;
-use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::types::{Fd, RecvMsgOut};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use std::collections::VecDeque;
 use std::io;
@@ -379,19 +379,7 @@ impl UringUdp {
             self.submit_slot(i)?;
         }
         self.stats.enters += 1;
-        let result = match timeout {
-            None => self.ring.submitter().submit_and_wait(1),
-            Some(t) => {
-                let ts = Timespec::from(t);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
-            }
-        };
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
-            Err(e) => Err(e),
-        }
+        super::submit_and_wait(&self.ring, timeout)
     }
 
     /// Splits a filled receive buffer (kernel header, name, control, payload) and hands the payload on.
@@ -537,12 +525,8 @@ impl UringUdp {
         let deadline = Instant::now() + Duration::from_secs(2);
         while (self.recv_armed || self.watch_armed || self.in_flight > 0) && Instant::now() < deadline {
             self.stats.enters += 1;
-            let ts = Timespec::from(Duration::from_millis(10));
-            let args = SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
-                Err(_) => break,
+            if super::submit_and_wait(&self.ring, Some(Duration::from_millis(10))).is_err() {
+                break;
             }
             self.reap(&mut |_, _, _| {});
             // Nothing is resent while stopping.
