@@ -443,6 +443,7 @@ fn run_on_lab(
         link_rate_bps: profile.a_to_b.rate_bps,
         rtt: profile.a_to_b.delay + profile.b_to_a.delay,
         epoch: Instant::now(),
+        mtu: profile.mtu,
     };
     let outcome = match (variant, srt_latency) {
         (Variant::Popline, _) => popline::run(&spec, false)?,

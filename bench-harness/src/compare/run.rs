@@ -34,6 +34,8 @@ pub struct RunSpec<'a> {
     pub rtt: Duration,
     /// The instant frame capture times count from (shared by every thread of the run).
     pub epoch: Instant,
+    /// MTU of the emulated interfaces.
+    pub mtu: u16,
 }
 
 impl RunSpec<'_> {
