@@ -449,6 +449,54 @@ fn bind(cfg: EndpointConfig, (driver, udp): (DriverConfig, UdpConfig)) -> Result
     Ok(TransportDriver::bind(loopback(), &udp, ep, driver)?)
 }
 
+/// Connects `d` to `server` and runs it until the handshake completes (or fails, or times out).
+pub(crate) fn handshake(
+    d: &mut TransportDriver,
+    server: SocketAddr,
+    server_pub: [u8; 32],
+) -> Result<transport::ConnectionHandle> {
+    let ch = d.endpoint_mut().connect(Instant::now(), server, server_pub)?;
+    let mut closed = None;
+    let ok = d.run_until(Instant::now() + HANDSHAKE_TIMEOUT, |_, _, e| match e {
+        Event::Connected { .. } => ControlFlow::Break(()),
+        Event::Closed { reason } => {
+            closed = Some(reason);
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })?;
+    if let Some(reason) = closed {
+        bail!("handshake failed: {reason:?}");
+    }
+    if !ok {
+        bail!("handshake timed out");
+    }
+    Ok(ch)
+}
+
+/// Queues bulk frames of `payload` (shared, not copied) on `stream` until `target` bytes are unsent.
+pub(crate) fn top_up(
+    d: &mut TransportDriver,
+    ch: transport::ConnectionHandle,
+    stream: StreamId,
+    payload: &Bytes,
+    target: u64,
+) {
+    let mut unsent = d.endpoint().connection(ch).map_or(u64::MAX, |c| c.unsent_bytes());
+    while unsent < target {
+        let frame = MediaFrame {
+            kind: MediaKind::Key,
+            bytes: payload.clone(),
+            capture: Instant::now(),
+            budget: None,
+        };
+        if d.endpoint_mut().send_frame(ch, stream, frame).is_err() {
+            break;
+        }
+        unsent += payload.len() as u64;
+    }
+}
+
 /// The sending side: connects, reports ready, and keeps the send queue topped up with bulk frames.
 fn run_client(
     cfg: EndpointConfig,
@@ -461,22 +509,7 @@ fn run_client(
 ) -> Result<ClientSummary> {
     let connected = (|| -> Result<(TransportDriver, transport::ConnectionHandle)> {
         let mut d = bind(cfg, io)?;
-        let ch = d.endpoint_mut().connect(Instant::now(), server, server_pub)?;
-        let mut closed = None;
-        let ok = d.run_until(Instant::now() + HANDSHAKE_TIMEOUT, |_, _, e| match e {
-            Event::Connected { .. } => ControlFlow::Break(()),
-            Event::Closed { reason } => {
-                closed = Some(reason);
-                ControlFlow::Break(())
-            }
-            _ => ControlFlow::Continue(()),
-        })?;
-        if let Some(reason) = closed {
-            bail!("handshake failed: {reason:?}");
-        }
-        if !ok {
-            bail!("handshake timed out");
-        }
+        let ch = handshake(&mut d, server, server_pub)?;
         Ok((d, ch))
     })();
     let (mut d, ch) = match connected {
@@ -494,19 +527,7 @@ fn run_client(
     // Enough queued that the sender never runs dry between two top-ups (one per loop iteration).
     let target = (4 * frame_bytes as u64).max(4 << 20);
     while !stop.load(Ordering::Acquire) {
-        let mut unsent = d.endpoint().connection(ch).map_or(u64::MAX, |c| c.unsent_bytes());
-        while unsent < target {
-            let frame = MediaFrame {
-                kind: MediaKind::Key,
-                bytes: payload.clone(),
-                capture: Instant::now(),
-                budget: None,
-            };
-            if d.endpoint_mut().send_frame(ch, BULK_STREAM, frame).is_err() {
-                break;
-            }
-            unsent += frame_bytes as u64;
-        }
+        top_up(&mut d, ch, BULK_STREAM, &payload, target);
         d.poll(TICK)?;
         while let Some((_, e)) = d.poll_event() {
             if let Event::Closed { reason } = e {

@@ -17,6 +17,7 @@ use super::ns_thread::{join, spawn_in};
 use super::run::{bulk_window, LiveTimeline, Outcome, RunSpec};
 use super::Mode;
 use crate::emulate::{ADDR_A, ADDR_B};
+use crate::transport_bench::{handshake, top_up};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use engine::{DriverConfig, TransportDriver, UdpConfig};
@@ -146,22 +147,7 @@ fn connect(
     server_pub: [u8; 32],
 ) -> Result<(TransportDriver, ConnectionHandle)> {
     let mut d = bind(cfg, ADDR_A)?;
-    let ch = d.endpoint_mut().connect(Instant::now(), server, server_pub)?;
-    let mut closed = None;
-    let ok = d.run_until(Instant::now() + HANDSHAKE_TIMEOUT, |_, _, e| match e {
-        Event::Connected { .. } => ControlFlow::Break(()),
-        Event::Closed { reason } => {
-            closed = Some(reason);
-            ControlFlow::Break(())
-        }
-        _ => ControlFlow::Continue(()),
-    })?;
-    if let Some(reason) = closed {
-        bail!("popline handshake failed: {reason:?}");
-    }
-    if !ok {
-        bail!("popline handshake timed out");
-    }
+    let ch = handshake(&mut d, server, server_pub).context("popline")?;
     Ok((d, ch))
 }
 
@@ -170,19 +156,7 @@ fn send_bulk(d: &mut TransportDriver, ch: ConnectionHandle, stop: &AtomicBool) -
     let payload = Bytes::from(vec![0xb0u8; BULK_FRAME_BYTES]);
     let target = (4 * BULK_FRAME_BYTES as u64).max(4 << 20);
     while !stop.load(Ordering::Acquire) {
-        let mut unsent = d.endpoint().connection(ch).map_or(u64::MAX, |c| c.unsent_bytes());
-        while unsent < target {
-            let frame = MediaFrame {
-                kind: MediaKind::Key,
-                bytes: payload.clone(),
-                capture: Instant::now(),
-                budget: None,
-            };
-            if d.endpoint_mut().send_frame(ch, STREAM, frame).is_err() {
-                break;
-            }
-            unsent += BULK_FRAME_BYTES as u64;
-        }
+        top_up(d, ch, STREAM, &payload, target);
         d.poll(TICK)?;
         drain_events(d)?;
     }

@@ -16,7 +16,7 @@ pub use tcp::{TcpConnId, TcpEvent, TcpStats, UringTcp, UringTcpConfig};
 pub use udp::{UringStats, UringUdp};
 
 use io_uring::types::{SubmitArgs, Timespec};
-use io_uring::IoUring;
+use io_uring::{squeue, IoUring};
 use std::io;
 use std::time::Duration;
 
@@ -131,6 +131,33 @@ pub fn submit_and_wait(ring: &IoUring, timeout: Option<Duration>) -> io::Result<
         Ok(_) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Enables a ring built disabled (see the module docs), once: the calling thread becomes its single issuer.
+pub fn enable_once(ring: &IoUring, enabled: &mut bool) -> io::Result<()> {
+    if !*enabled {
+        ring.submitter().register_enable_rings()?;
+        *enabled = true;
+    }
+    Ok(())
+}
+
+/// Queues `entry` on `ring`, handing what is queued to the kernel first when the submission queue is full
+/// (each such `io_uring_enter` is counted in `enters`).
+///
+/// # Safety
+/// Every pointer in `entry` must stay valid, and the memory it names untouched by the caller, until the
+/// entry's completion has been reaped or the ring has been quiesced.
+pub unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry, enters: &mut u64) -> io::Result<()> {
+    loop {
+        // SAFETY: the caller guarantees what `entry` points at outlives its completion (this function's contract).
+        let pushed = unsafe { ring.submission().push(entry) };
+        if pushed.is_ok() {
+            return Ok(());
+        }
+        *enters += 1;
+        ring.submit()?;
     }
 }
 

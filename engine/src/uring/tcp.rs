@@ -285,22 +285,12 @@ impl UringTcp {
     }
 
     fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        if !self.enabled {
-            self.ring.submitter().register_enable_rings()?;
-            self.enabled = true;
-        }
-        loop {
-            // SAFETY: entries point only at memory that outlives their completion: a connection's boxed iovecs
-            // and the `Bytes` they name stay in its queue until the send completes (the queue is only popped
-            // then, and a closing connection keeps its slot until every operation has completed), the provided
-            // buffers are unregistered only after the ring is quiet.
-            let pushed = unsafe { self.ring.submission().push(entry) };
-            if pushed.is_ok() {
-                return Ok(());
-            }
-            self.stats.enters += 1;
-            self.ring.submit()?;
-        }
+        super::enable_once(&self.ring, &mut self.enabled)?;
+        // SAFETY: entries point only at memory that outlives their completion: a connection's boxed iovecs
+        // and the `Bytes` they name stay in its queue until the send completes (the queue is only popped
+        // then, and a closing connection keeps its slot until every operation has completed), the provided
+        // buffers are unregistered only after the ring is quiet.
+        unsafe { super::push(&mut self.ring, entry, &mut self.stats.enters) }
     }
 
     fn arm(&mut self) -> io::Result<()> {

@@ -313,28 +313,12 @@ impl UringUdp {
     }
 
     fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        self.enable()?;
-        loop {
-            // SAFETY: every entry pushed points only at memory owned by `self` at a fixed address (a boxed send
-            // slot that is not touched until its completion, the boxed receive header, the provided buffers),
-            // which stays valid until the completion is reaped or the ring is quiesced in `Drop`.
-            let pushed = unsafe { self.ring.submission().push(entry) };
-            if pushed.is_ok() {
-                return Ok(());
-            }
-            // Submission queue full: hand what is queued to the kernel and retry.
-            self.stats.enters += 1;
-            self.ring.submit()?;
-        }
-    }
-
-    fn enable(&mut self) -> io::Result<()> {
-        if !self.enabled {
-            // The ring was built disabled so that the thread that runs it, this one, becomes its single issuer.
-            self.ring.submitter().register_enable_rings()?;
-            self.enabled = true;
-        }
-        Ok(())
+        // The ring was built disabled so that the thread that runs it, this one, becomes its single issuer.
+        super::enable_once(&self.ring, &mut self.enabled)?;
+        // SAFETY: every entry pushed points only at memory owned by `self` at a fixed address (a boxed send
+        // slot that is not touched until its completion, the boxed receive header, the provided buffers),
+        // which stays valid until the completion is reaped or the ring is quiesced in `Drop`.
+        unsafe { super::push(&mut self.ring, entry, &mut self.stats.enters) }
     }
 
     fn arm_recv(&mut self) -> io::Result<()> {
