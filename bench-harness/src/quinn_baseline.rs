@@ -95,6 +95,33 @@ pub(crate) fn bind_socket(addr: SocketAddr) -> Result<UdpSocket> {
     Ok(s.into())
 }
 
+/// A quinn server endpoint on `bind` (call inside the runtime): its address, or the error, goes to
+/// `addr_tx` so the benchmark waiting for it never hangs.
+pub(crate) fn server_endpoint(
+    cfg: ServerConfig,
+    bind: SocketAddr,
+    addr_tx: &mpsc::Sender<Result<SocketAddr>>,
+) -> Result<Endpoint> {
+    let endpoint = match bind_socket(bind).and_then(|socket| {
+        Ok(Endpoint::new(
+            EndpointConfig::default(),
+            Some(cfg),
+            socket,
+            Arc::new(TokioRuntime),
+        )?)
+    }) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = addr_tx.send(Err(anyhow!("{e:#}")));
+            return Err(e);
+        }
+    };
+    addr_tx
+        .send(endpoint.local_addr().map_err(anyhow::Error::from))
+        .map_err(|_| anyhow!("the benchmark went away"))?;
+    Ok(endpoint)
+}
+
 /// Resolves once the benchmark says stop (or went away).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // An error means the sender is gone: stop as well.
@@ -200,23 +227,7 @@ pub(crate) fn run_server(
 ) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
-        let endpoint = match bind_socket(bind).and_then(|socket| {
-            Ok(Endpoint::new(
-                EndpointConfig::default(),
-                Some(cfg),
-                socket,
-                Arc::new(TokioRuntime),
-            )?)
-        }) {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = addr_tx.send(Err(anyhow!("{e:#}")));
-                return Err(e);
-            }
-        };
-        addr_tx
-            .send(endpoint.local_addr().map_err(anyhow::Error::from))
-            .map_err(|_| anyhow!("the benchmark went away"))?;
+        let endpoint = server_endpoint(cfg, bind, &addr_tx)?;
         let result = async {
             let incoming = tokio::select! {
                 i = endpoint.accept() => i.ok_or_else(|| anyhow!("quinn server endpoint closed"))?,

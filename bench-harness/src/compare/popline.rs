@@ -90,10 +90,7 @@ pub fn run(spec: &RunSpec<'_>, primed: bool) -> Result<Outcome> {
                         send_priming(&mut d, ch, length, rtt)?;
                     }
                     let start = Instant::now();
-                    let timeline = LiveTimeline {
-                        judged_from: start + warmup,
-                        end: start + warmup + window,
-                    };
+                    let timeline = LiveTimeline::starting(start, warmup, window);
                     let stream = LiveStream::new(bitrate, epoch, start);
                     send_live(&mut d, ch, stream, timeline, budget, drain).map(|sent| Some((timeline, sent)))
                 }

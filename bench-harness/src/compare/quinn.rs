@@ -14,8 +14,8 @@ use super::run::{bulk_window, LiveTimeline, Outcome, RunSpec};
 use super::Mode;
 use crate::emulate::{ADDR_A, ADDR_B};
 use crate::quinn_baseline::{
-    bind_socket, crypto_configs, run_client, run_server, runtime, stopped, transport_config, DRAIN_TIMEOUT,
-    HANDSHAKE_TIMEOUT, SERVER_NAME,
+    bind_socket, crypto_configs, run_client, run_server, runtime, server_endpoint, stopped, transport_config,
+    DRAIN_TIMEOUT, HANDSHAKE_TIMEOUT, SERVER_NAME,
 };
 use anyhow::{anyhow, Context, Result};
 use quinn::{ClientConfig, Endpoint, EndpointConfig, ServerConfig, TokioRuntime};
@@ -168,10 +168,7 @@ fn send_live(
             .map_err(|_| anyhow!("quinn handshake timed out"))?
             .context("quinn client handshake")?;
         let start = Instant::now();
-        let timeline = LiveTimeline {
-            judged_from: start + warmup,
-            end: start + warmup + window,
-        };
+        let timeline = LiveTimeline::starting(start, warmup, window);
         let mut stream = LiveStream::new(bitrate, epoch, start);
         let mut sent = Vec::new();
         while stream.next_due() < timeline.end {
@@ -207,26 +204,10 @@ fn receive_live(
     let arrivals = Arc::new(Mutex::new((Arrivals::default(), 0u64)));
     let record = arrivals.clone();
     rt.block_on(async move {
-        let endpoint = match bind_socket(bind).and_then(|socket| {
-            Ok(Endpoint::new(
-                EndpointConfig::default(),
-                Some(cfg),
-                socket,
-                Arc::new(TokioRuntime),
-            )?)
-        }) {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = addr_tx.send(Err(anyhow!("{e:#}")));
-                return Err(e);
-            }
-        };
-        addr_tx
-            .send(endpoint.local_addr().map_err(anyhow::Error::from))
-            .map_err(|_| anyhow!("the benchmark went away"))?;
+        let endpoint = server_endpoint(cfg, bind, &addr_tx)?;
         let incoming = tokio::select! {
             i = endpoint.accept() => i.ok_or_else(|| anyhow!("quinn server endpoint closed"))?,
-            _ = stopped(&mut stop) => return Ok(()),
+            _ = stopped(&mut stop) => return Ok::<(), anyhow::Error>(()),
         };
         let conn = incoming.await.context("quinn server handshake")?;
         loop {

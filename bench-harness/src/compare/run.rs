@@ -91,6 +91,14 @@ pub struct LiveTimeline {
 }
 
 impl LiveTimeline {
+    /// A stream starting at `start`: `warmup` sent and not judged, then `window` judged.
+    pub fn starting(start: Instant, warmup: Duration, window: Duration) -> LiveTimeline {
+        LiveTimeline {
+            judged_from: start + warmup,
+            end: start + warmup + window,
+        }
+    }
+
     /// Judges what arrived.
     pub fn judge(&self, spec: &RunSpec<'_>, sent: &[SentFrame], arrivals: &Arrivals) -> LiveResult {
         judge(sent, arrivals, self.judged_from, self.end, spec.budget)

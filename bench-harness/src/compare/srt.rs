@@ -235,10 +235,7 @@ fn feed(
     sock.connect(("127.0.0.1", FEED_PORT))
         .context("connecting the SRT feeder")?;
     let start = Instant::now();
-    let timeline = LiveTimeline {
-        judged_from: start + warmup,
-        end: start + warmup + window,
-    };
+    let timeline = LiveTimeline::starting(start, warmup, window);
     let mut stream = LiveStream::new(bitrate, epoch, start);
     let mut sent = Vec::new();
     let per_byte = Duration::from_secs_f64(8.0 / rate_bps as f64);

@@ -161,10 +161,7 @@ fn run_live(spec: &RunSpec<'_>, cc: &'static str, buffer: usize, server: SocketA
     let sender = spawn_in(&spec.lab.ns_a, "tcp-send", move || {
         let mut s = connect(cc, buffer, server)?;
         let start = Instant::now();
-        let timeline = LiveTimeline {
-            judged_from: start + warmup,
-            end: start + warmup + window,
-        };
+        let timeline = LiveTimeline::starting(start, warmup, window);
         let mut stream = LiveStream::new(bitrate, epoch, start);
         let mut sent = Vec::new();
         // A writer blocked behind a full socket buffer gives up at the end of the run plus the drain; the
