@@ -207,6 +207,7 @@ pub fn measure(
             .first()
             .map_or(0, |s| s.rtt.as_micros().try_into().unwrap_or(u64::MAX)),
         datagrams_per_iteration: None,
+        datagrams_per_batch: None,
         backend: None,
         engine: None,
     })

@@ -159,6 +159,10 @@ pub struct TransportReport {
     /// Absent for `quinn`, whose driver loop is tokio's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datagrams_per_iteration: Option<f64>,
+    /// Datagrams per send call (a GSO batch), senders only: the kernel's send path costs per call, so the
+    /// fuller the batches the fewer CPU seconds per GB. Absent for `quinn`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datagrams_per_batch: Option<f64>,
     /// The backend the popline server cores ran on (`uring`, `epoll`); absent for `quinn`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<&'static str>,
@@ -268,12 +272,12 @@ fn positive_duration(s: f64, name: &str) -> Result<Duration> {
 
 fn print_table(reports: &[TransportReport]) {
     println!(
-        "{:<18} {:>5} {:>8} {:>10} {:>9} {:>8} {:>8} {:>9}",
-        "variant", "conns", "Gbit/s", "cpu s/GB", "lost", "blocked", "srtt us", "dgram/it"
+        "{:<18} {:>5} {:>8} {:>10} {:>9} {:>8} {:>8} {:>9} {:>9}",
+        "variant", "conns", "Gbit/s", "cpu s/GB", "lost", "blocked", "srtt us", "dgram/it", "dgram/gso"
     );
     for r in reports {
         println!(
-            "{:<18} {:>5} {:>8.2} {:>10.2} {:>8.3}% {:>8} {:>8} {:>9}",
+            "{:<18} {:>5} {:>8.2} {:>10.2} {:>8.3}% {:>8} {:>8} {:>9} {:>9}",
             r.variant,
             r.connections,
             r.gbps,
@@ -286,6 +290,8 @@ fn print_table(reports: &[TransportReport]) {
             r.send_blocked.map_or_else(|| "-".to_string(), |b| b.to_string()),
             r.srtt_us,
             r.datagrams_per_iteration
+                .map_or_else(|| "-".to_string(), |d| format!("{d:.1}")),
+            r.datagrams_per_batch
                 .map_or_else(|| "-".to_string(), |d| format!("{d:.1}"))
         );
     }
@@ -434,6 +440,11 @@ pub fn measure_with(
             let sent: u64 = summaries.iter().map(|s| s.driver.datagrams_sent).sum();
             let iterations: u64 = summaries.iter().map(|s| s.driver.iterations).sum();
             Some(sent as f64 / iterations.max(1) as f64)
+        },
+        datagrams_per_batch: {
+            let sent: u64 = summaries.iter().map(|s| s.driver.datagrams_sent).sum();
+            let batches: u64 = summaries.iter().map(|s| s.driver.send_batches).sum();
+            Some(sent as f64 / batches.max(1) as f64)
         },
         backend,
         engine: Some(engine_args::knobs(&driver_cfg, &udp_cfg)),

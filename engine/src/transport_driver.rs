@@ -260,6 +260,10 @@ impl TransportDriver {
     /// Takes datagrams from the endpoint and hands them to the backend in batches (GSO: same peer, same size,
     /// a shorter one last), at most `max_send_per_iteration` batches; stops when the endpoint has nothing
     /// ready or the backend has no room (the datagram in hand is kept for the next flush).
+    ///
+    /// The endpoint appends each datagram straight into the backend's send buffer: no copy per datagram.
+    /// Only a datagram that cannot join the batch it was written into (another peer, a larger size, no room)
+    /// is copied out, into `scratch`, to start the next one.
     fn flush(&mut self, now: Instant) -> io::Result<()> {
         self.more_to_send = false;
         let max_segments = if self.io.gso() {
@@ -268,31 +272,43 @@ impl TransportDriver {
             1
         };
         for _ in 0..self.config.max_send_per_iteration {
+            let Some(buf) = self.io.send_buffer() else {
+                // No room: hold one datagram (if there is any) to know there was work the socket refused.
+                if self.carry.is_none() {
+                    self.carry = self.endpoint.poll_transmit(now, &mut self.scratch);
+                }
+                if self.carry.is_some() {
+                    self.stats.send_blocked += 1;
+                }
+                return Ok(());
+            };
+            buf.clear();
             let first = match self.carry.take() {
-                Some(t) => t,
-                None => match self.endpoint.poll_transmit(now, &mut self.scratch) {
+                Some(t) => {
+                    buf.extend_from_slice(self.scratch.get(..t.size).unwrap_or(&self.scratch));
+                    t
+                }
+                None => match self.endpoint.poll_transmit_append(now, buf) {
                     Some(t) => t,
                     None => return Ok(()),
                 },
             };
-            let Some(buf) = self.io.send_buffer() else {
-                self.stats.send_blocked += 1;
-                self.carry = Some(first);
-                return Ok(());
-            };
-            buf.clear();
-            buf.extend_from_slice(self.scratch.get(..first.size).unwrap_or(&self.scratch));
             let (to, segment) = (first.destination, first.size);
             let mut count = 1u64;
             while (count as usize) < max_segments && buf.len() + segment <= MAX_UDP_PAYLOAD {
-                let Some(t) = self.endpoint.poll_transmit(now, &mut self.scratch) else {
+                let before = buf.len();
+                let Some(t) = self.endpoint.poll_transmit_append(now, buf) else {
                     break;
                 };
-                if t.destination != to || t.size > segment {
+                if t.destination != to || t.size > segment || buf.len() > MAX_UDP_PAYLOAD {
+                    // It starts the next batch instead.
+                    self.scratch.clear();
+                    self.scratch
+                        .extend_from_slice(buf.get(before..).unwrap_or_default());
+                    buf.truncate(before);
                     self.carry = Some(t);
                     break;
                 }
-                buf.extend_from_slice(self.scratch.get(..t.size).unwrap_or(&self.scratch));
                 count += 1;
                 if t.size < segment {
                     break;

@@ -363,14 +363,24 @@ impl Endpoint {
         }
     }
 
-    /// Writes the next datagram to send into `buf`, if any is ready at `now`.
+    /// Writes the next datagram to send into `buf` (cleared first), if any is ready at `now`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        buf.clear();
+        self.poll_transmit_append(now, buf)
+    }
+
+    /// Appends the next datagram to send to `buf`, if any is ready at `now`: the datagram is the last
+    /// [`Transmit::size`] bytes, and what `buf` held before stays as it was (also when none is ready).
+    ///
+    /// A driver builds a GSO batch (same destination, same size) in its send buffer with this, with no
+    /// copy per datagram.
+    pub fn poll_transmit_append(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let start = buf.len();
         if let Some((destination, bytes)) = self.stateless.pop_front() {
-            buf.clear();
             buf.extend_from_slice(&bytes);
             return Some(Transmit {
                 destination,
-                size: buf.len(),
+                size: bytes.len(),
             });
         }
         let n = self.conns.len();
@@ -381,7 +391,7 @@ impl Endpoint {
                     self.next_rr = (idx + 1) % n;
                     return Some(Transmit {
                         destination: c.remote(),
-                        size: buf.len(),
+                        size: buf.len() - start,
                     });
                 }
             }

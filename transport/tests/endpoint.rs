@@ -26,7 +26,13 @@ struct Pair {
     b_events: Vec<Event>,
     /// Copies of datagrams a sent, for replay tests.
     a_sent: Vec<Vec<u8>>,
+    /// When set, a's datagrams are appended one after another to this buffer (as a driver builds a GSO
+    /// batch) with `poll_transmit_append`, after a marker that must stay as it is.
+    a_batch: Option<Vec<u8>>,
 }
+
+/// What `Pair::a_batch` starts with.
+const BATCH_MARKER: &[u8] = b"earlier datagrams of the batch";
 
 impl Pair {
     fn new(a_cfg: EndpointConfig, b_cfg: EndpointConfig, link: LinkConfig) -> Self {
@@ -45,11 +51,24 @@ impl Pair {
             a_events: Vec::new(),
             b_events: Vec::new(),
             a_sent: Vec::new(),
+            a_batch: None,
         }
     }
 
     fn step(&mut self) -> bool {
         let now = self.now;
+        if let Some(batch) = self.a_batch.as_mut() {
+            while let Some(t) = self.a.poll_transmit_append(now, batch) {
+                assert!(batch.starts_with(BATCH_MARKER), "what was in the buffer stays");
+                let datagram = &batch[batch.len() - t.size..];
+                self.a_sent_bytes += t.size as u64;
+                self.a_sent.push(datagram.to_vec());
+                self.ab.send(now, t.size, BytesMut::from(datagram));
+            }
+            let before = batch.len();
+            assert!(self.a.poll_transmit_append(now, batch).is_none());
+            assert_eq!(batch.len(), before, "nothing appended when nothing is ready");
+        }
         while let Some(t) = self.a.poll_transmit(now, &mut self.buf) {
             self.a_sent_bytes += t.size as u64;
             self.a_sent.push(self.buf.clone());
@@ -294,6 +313,37 @@ fn frames_of_every_size_arrive_intact_over_a_lossy_reordering_path() {
             "frame {seq} of {n} bytes"
         );
     }
+}
+
+#[test]
+fn datagrams_appended_into_one_batch_buffer_carry_the_connection() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    p.a_batch = Some(BATCH_MARKER.to_vec());
+    let ch = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(200));
+    assert!(
+        Pair::connected(&p.a_events),
+        "the handshake too goes out appended"
+    );
+    let sizes = [1usize, 1000, 1500, 40_000, 300_000];
+    for (i, &n) in sizes.iter().enumerate() {
+        p.a.send_frame(ch, StreamId(1), frame(MediaKind::Key, n + i))
+            .unwrap();
+    }
+    p.run_for(Duration::from_secs(3));
+    let got = Pair::frames(&p.b_events);
+    assert_eq!(got.len(), sizes.len());
+    for (i, (_, bytes)) in got.iter().enumerate() {
+        assert_eq!(bytes, &frame(MediaKind::Key, sizes[i] + i).bytes);
+    }
+    let batch = p.a_batch.as_ref().unwrap();
+    let sent: usize = p.a_sent.iter().map(Vec::len).sum();
+    assert_eq!(
+        batch.len(),
+        BATCH_MARKER.len() + sent,
+        "every datagram appended, nothing else"
+    );
 }
 
 #[test]

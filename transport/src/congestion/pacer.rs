@@ -1,8 +1,11 @@
 //! The pacer: spreads packets at the controller's pacing rate with a small burst allowance.
 //!
 //! A token bucket refilled at the pacing rate. Its depth is the larger of the configured burst and 1 ms worth of
-//! the rate, never more than [`MAX_BURST_PACKETS`] packets, so an idle connection never saves up more than a
-//! short burst of credit. Credit is kept in byte-nanoseconds so that no fraction of a byte is lost between calls.
+//! the rate, never more than [`MAX_BURST_BYTES`] (one full GSO batch), so an idle connection never saves up more
+//! than a short burst of credit. This is the kernel's own rule for paced TCP (`tcp_tso_autosize`: about 1 ms of
+//! the pacing rate per TSO burst, at most 64 KiB): at WAN rates (below ~500 Mbit/s) a burst is 1 ms of the rate;
+//! above it, a burst fills one send call, which is what keeps the per-byte cost of the socket low. Credit is
+//! kept in byte-nanoseconds so that no fraction of a byte is lost between calls.
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +13,11 @@ use super::MAX_DATAGRAM_BYTES;
 
 /// Default burst, in packets.
 pub const DEFAULT_BURST_PACKETS: u32 = 2;
-/// The bucket never holds more than this many full-size packets, whatever the rate or configuration.
+/// The largest configured burst, in packets.
 pub const MAX_BURST_PACKETS: u32 = 16;
+/// The bucket never holds more than this many bytes, whatever the rate or configuration: one GSO batch (the
+/// largest UDP payload a send call carries, 64 KiB), as the kernel caps a paced TSO burst.
+pub const MAX_BURST_BYTES: u64 = 64 * 1024;
 /// The bucket holds at least this much time's worth of the pacing rate (up to the packet cap): at high rates a
 /// timer cannot fire often enough to send packet by packet.
 pub const BURST_TIME: Duration = Duration::from_millis(1);
@@ -38,8 +44,8 @@ impl Default for Pacer {
 }
 
 impl Pacer {
-    /// A pacer that allows bursts of `burst_packets` full-size packets (or 1 ms worth of the rate if larger,
-    /// capped at [`MAX_BURST_PACKETS`]). The bucket starts full.
+    /// A pacer that allows bursts of `burst_packets` full-size packets (clamped to `1..=MAX_BURST_PACKETS`),
+    /// or 1 ms worth of the rate if larger, capped at [`MAX_BURST_BYTES`]. The bucket starts full.
     pub fn new(burst_packets: u32) -> Self {
         Pacer {
             burst_packets: burst_packets.clamp(1, MAX_BURST_PACKETS),
@@ -53,8 +59,7 @@ impl Pacer {
     pub fn burst_bytes(&self, rate_bytes_per_s: u64) -> u64 {
         let configured = u64::from(self.burst_packets).saturating_mul(MAX_DATAGRAM_BYTES);
         let one_ms = super::delivery_rate::bytes_in(rate_bytes_per_s, BURST_TIME);
-        let cap = u64::from(MAX_BURST_PACKETS).saturating_mul(MAX_DATAGRAM_BYTES);
-        configured.max(one_ms).min(cap)
+        configured.max(one_ms).min(MAX_BURST_BYTES)
     }
 
     fn capacity(&self, rate_bytes_per_s: u64) -> u128 {
@@ -172,11 +177,12 @@ mod tests {
     }
 
     #[test]
-    fn burst_is_one_ms_of_rate_capped_at_sixteen_packets() {
+    fn burst_is_one_ms_of_rate_capped_at_one_gso_batch() {
         let pacer = Pacer::new(2);
         assert_eq!(pacer.burst_bytes(1_000), 2 * MAX_DATAGRAM_BYTES);
         assert_eq!(pacer.burst_bytes(10_000_000), 10_000); // 80 Mbit/s: 1 ms = 10 kB
-        assert_eq!(pacer.burst_bytes(1_000_000_000), 16 * MAX_DATAGRAM_BYTES);
+        assert_eq!(pacer.burst_bytes(50_000_000), 50_000); // 400 Mbit/s: 1 ms = 50 kB
+        assert_eq!(pacer.burst_bytes(1_000_000_000), MAX_BURST_BYTES); // 8 Gbit/s: one GSO batch
         assert_eq!(Pacer::new(1_000).burst_bytes(1), 16 * MAX_DATAGRAM_BYTES);
     }
 

@@ -733,9 +733,11 @@ impl Connection {
 
     // ----- sending -----
 
-    /// Writes the next datagram to send into `buf` (cleared first); returns false if there is none now.
+    /// Appends the next datagram to send to `buf` (what `buf` held stays in front of it, untouched); returns
+    /// false, with `buf` as it was, if there is none now.
+    ///
+    /// Appending lets a driver build a GSO batch in its send buffer directly, with no copy per datagram.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
-        buf.clear();
         if let Some((code, reason)) = self.closing.take() {
             return self.write_close(code, &reason, buf);
         }
@@ -759,18 +761,22 @@ impl Connection {
                     self.terminate(CloseReason::HandshakeTimeout);
                     return false;
                 }
-                packet::write_initial(buf, 0, self.local_cid, cookie, message1);
+                // Rare and small: built on its own, as the writer pads from the start of its buffer.
+                let mut initial = Vec::new();
+                packet::write_initial(&mut initial, 0, self.local_cid, cookie, message1);
+                buf.extend_from_slice(&initial);
                 *next_send = now + *interval;
                 *interval = (*interval * 2).min(MAX_HANDSHAKE_RETRY);
                 self.stats.packets_sent += 1;
-                self.stats.bytes_sent += buf.len() as u64;
+                self.stats.bytes_sent += initial.len() as u64;
                 return true;
             }
             Handshake::Server { message2, resend, .. } if *resend => {
                 *resend = false;
+                let start = buf.len();
                 packet::write_handshake(buf, self.remote_cid, self.local_cid, message2);
                 self.stats.packets_sent += 1;
-                self.stats.bytes_sent += buf.len() as u64;
+                self.stats.bytes_sent += (buf.len() - start) as u64;
                 return true;
             }
             _ => {}
@@ -787,6 +793,7 @@ impl Connection {
         };
         let pn = self.next_pn;
         self.next_pn += 1;
+        let start = buf.len();
         packet::write_data_header(
             buf,
             &DataHeader {
@@ -796,7 +803,11 @@ impl Connection {
             },
         );
         encode_close(code, reason, buf);
-        keys.send.seal(pn, buf, DATA_HEADER_LEN).is_ok()
+        if keys.send.seal_from(pn, buf, start, DATA_HEADER_LEN).is_err() {
+            buf.truncate(start);
+            return false;
+        }
+        true
     }
 
     /// Whether to send a priming packet now: within the priming time after the handshake, the controller
@@ -849,6 +860,8 @@ impl Connection {
             }
         }
         let pn = self.next_pn;
+        // Everything below measures the packet from `start`: `buf` may already hold datagrams before it.
+        let start = buf.len();
         packet::write_data_header(
             buf,
             &DataHeader {
@@ -869,7 +882,7 @@ impl Connection {
         let mut primed = false;
         if may_send_data {
             while let Some(n) = self.sendq.pop_notice() {
-                if buf.len() + DroppedNotice::MAX_LEN > limit {
+                if buf.len() - start + DroppedNotice::MAX_LEN > limit {
                     self.sendq.unpop_notice(n);
                     break;
                 }
@@ -879,7 +892,7 @@ impl Connection {
             }
             while let Some(e) = self
                 .sendq
-                .next_fragment(now, limit.saturating_sub(buf.len()), timing)
+                .next_fragment(now, limit.saturating_sub(buf.len() - start), timing)
             {
                 e.header.encode(&e.data, buf);
                 chunks.push(e.chunk);
@@ -892,7 +905,7 @@ impl Connection {
             if !eliciting && priming {
                 // PING makes it ack-eliciting (a delivery-rate sample); PADDING fills it to full size.
                 encode_ping(buf);
-                buf.resize(limit.max(buf.len()), 0);
+                buf.resize(start + limit.max(buf.len() - start), 0);
                 eliciting = true;
                 primed = true;
                 self.stats.priming_packets += 1;
@@ -901,25 +914,25 @@ impl Connection {
                 self.ping_pending = false;
             }
         }
-        if buf.len() == DATA_HEADER_LEN {
-            buf.clear();
+        if buf.len() - start == DATA_HEADER_LEN {
+            buf.truncate(start);
             return false;
         }
         debug_assert!(
-            buf.len() + tag <= mtu,
+            buf.len() - start + tag <= mtu,
             "packet of {} bytes over the {mtu}-byte limit",
-            buf.len() + tag
+            buf.len() - start + tag
         );
         let Some(keys) = self.keys.as_mut() else {
             return false;
         };
-        if keys.send.seal(pn, buf, DATA_HEADER_LEN).is_err() {
-            buf.clear();
+        if keys.send.seal_from(pn, buf, start, DATA_HEADER_LEN).is_err() {
+            buf.truncate(start);
             return false;
         }
         keys.packets_in_phase += 1;
         self.next_pn += 1;
-        let bytes = buf.len() as u64;
+        let bytes = (buf.len() - start) as u64;
         if primed {
             self.stats.priming_bytes += bytes;
         }

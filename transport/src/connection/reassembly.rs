@@ -116,6 +116,8 @@ pub struct RecvStats {
 struct Assembly {
     kind: MediaKind,
     frame_len: u32,
+    /// The frame's bytes up to the furthest one received (capacity `frame_len` from the start); gaps are
+    /// zeros until filled.
     buf: Vec<u8>,
     /// Received byte ranges, sorted and merged.
     have: Vec<(u32, u32)>,
@@ -134,9 +136,20 @@ impl Assembly {
         if self.have.get(idx).is_some_and(|&(s, _)| s < end) || data.is_empty() {
             return 0;
         }
-        if let Some(dst) = self.buf.get_mut(offset as usize..end as usize) {
+        if end > self.frame_len {
+            return 0;
+        }
+        // `buf` holds everything up to the furthest byte received so far: in-order fragments (the common
+        // case) are appended, and only the bytes of a gap ahead of one are zero-filled before their turn.
+        let (start, stop) = (offset as usize, end as usize);
+        if start >= self.buf.len() {
+            self.buf.resize(start, 0);
+            self.buf.extend_from_slice(data);
+        } else if let Some(dst) = self.buf.get_mut(start..stop) {
             dst.copy_from_slice(data);
         } else {
+            // Only possible for a range that straddles the end of `buf`, which `have` has already ruled out
+            // (the bytes up to `buf.len()` end with a received range).
             return 0;
         }
         let merge_prev = idx > 0 && self.have.get(idx - 1).is_some_and(|&(_, e)| e == offset);
@@ -316,7 +329,7 @@ impl Reassembler {
                     let mut a = Assembly {
                         kind: h.kind,
                         frame_len: h.frame_len,
-                        buf: vec![0; h.frame_len as usize],
+                        buf: Vec::with_capacity(h.frame_len as usize),
                         have: Vec::new(),
                         received: 0,
                         capture,

@@ -88,9 +88,22 @@ impl PacketKey {
     ///
     /// Reserve [`PacketKey::tag_len`] spare capacity in `buf` to keep this free of allocation.
     pub fn seal(&self, packet_number: u64, buf: &mut Vec<u8>, header_len: usize) -> Result<(), CryptoError> {
-        let buf_len = buf.len();
+        self.seal_from(packet_number, buf, 0, header_len)
+    }
+
+    /// Seals the packet that starts at `buf[start..]` in place, as [`PacketKey::seal`] does for a whole
+    /// buffer: `buf[..start]` (earlier packets of a batch) is left as it is.
+    pub fn seal_from(
+        &self,
+        packet_number: u64,
+        buf: &mut Vec<u8>,
+        start: usize,
+        header_len: usize,
+    ) -> Result<(), CryptoError> {
+        let buf_len = buf.len().saturating_sub(start);
         let (header, payload) = buf
-            .split_at_mut_checked(header_len)
+            .get_mut(start..)
+            .and_then(|packet| packet.split_at_mut_checked(header_len))
             .ok_or(CryptoError::HeaderTooLong { header_len, buf_len })?;
         let Some(cipher) = &self.cipher else {
             return Ok(());
@@ -186,6 +199,29 @@ mod tests {
 
     fn key(b: u8) -> PacketKey {
         PacketKey::new([b; 32]).unwrap()
+    }
+
+    #[test]
+    fn seal_from_leaves_what_is_in_front_alone() {
+        let k = key(3);
+        let mut whole = packet(b"second packet");
+        k.seal(9, &mut whole, HEADER.len()).unwrap();
+        let mut batch = b"first packet, already sealed".to_vec();
+        let start = batch.len();
+        batch.extend_from_slice(&packet(b"second packet"));
+        k.seal_from(9, &mut batch, start, HEADER.len()).unwrap();
+        assert_eq!(&batch[..start], b"first packet, already sealed");
+        assert_eq!(
+            &batch[start..],
+            &whole[..],
+            "same bytes as sealing the packet on its own"
+        );
+        let mut short = b"abc".to_vec();
+        assert!(k.seal_from(1, &mut short, 2, HEADER.len()).is_err());
+        assert!(
+            k.seal_from(1, &mut short, 9, 0).is_err(),
+            "a start past the end is an error"
+        );
     }
 
     #[test]
