@@ -46,6 +46,10 @@ pub(crate) struct ClientSummary {
     pub(crate) packets_lost: u64,
     /// The client's RTT estimate at the end.
     pub(crate) rtt: Duration,
+    /// Datagrams the client received (ACKs, flow-control updates).
+    pub(crate) packets_received: u64,
+    /// The path MTU quinn had found at the end (its UDP payload size).
+    pub(crate) mtu: u16,
 }
 
 /// The transport config both sides use: large windows, as `perf` sets them up; `max_uni_streams` open at
@@ -202,6 +206,9 @@ pub fn measure(
         bytes,
         packets_lost: summaries.iter().map(|s| s.packets_lost).sum(),
         packets_sent: summaries.iter().map(|s| s.packets_sent).sum(),
+        acks_per_packet: summaries.iter().map(|s| s.packets_received).sum::<u64>() as f64
+            / summaries.iter().map(|s| s.packets_sent).sum::<u64>().max(1) as f64,
+        datagram_bytes: summaries.first().map_or(0, |s| usize::from(s.mtu)),
         send_blocked: None,
         srtt_us: summaries
             .first()
@@ -327,6 +334,8 @@ pub(crate) fn run_client(
             packets_sent: stats.path.sent_packets,
             packets_lost: stats.path.lost_packets,
             rtt: conn.rtt(),
+            packets_received: stats.udp_rx.datagrams,
+            mtu: stats.path.current_mtu,
         };
         conn.close(0u32.into(), b"done");
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.wait_idle()).await;

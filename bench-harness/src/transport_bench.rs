@@ -149,6 +149,12 @@ pub struct TransportReport {
     pub packets_lost: u64,
     /// Packets the senders sent (whole run, all connections).
     pub packets_sent: u64,
+    /// UDP payload bytes of a full-size datagram: popline's `max_datagram_bytes`, quinn's path MTU at the end
+    /// (its MTU discovery goes up to 1452 bytes).
+    pub datagram_bytes: usize,
+    /// Packets the senders received (ACKs) per packet they sent (whole run): the receiver's ACK rate, which
+    /// costs the sender a receive and an AEAD open per ACK.
+    pub acks_per_packet: f64,
     /// Times a sender's socket buffer was full (whole run); absent for `quinn`, which does not count it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_blocked: Option<u64>,
@@ -272,12 +278,21 @@ fn positive_duration(s: f64, name: &str) -> Result<Duration> {
 
 fn print_table(reports: &[TransportReport]) {
     println!(
-        "{:<18} {:>5} {:>8} {:>10} {:>9} {:>8} {:>8} {:>9} {:>9}",
-        "variant", "conns", "Gbit/s", "cpu s/GB", "lost", "blocked", "srtt us", "dgram/it", "dgram/gso"
+        "{:<18} {:>5} {:>8} {:>10} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8}",
+        "variant",
+        "conns",
+        "Gbit/s",
+        "cpu s/GB",
+        "lost",
+        "blocked",
+        "srtt us",
+        "dgram/it",
+        "dgram/gso",
+        "ack/pkt"
     );
     for r in reports {
         println!(
-            "{:<18} {:>5} {:>8.2} {:>10.2} {:>8.3}% {:>8} {:>8} {:>9} {:>9}",
+            "{:<18} {:>5} {:>8.2} {:>10.2} {:>8.3}% {:>8} {:>8} {:>9} {:>9} {:>8.3}",
             r.variant,
             r.connections,
             r.gbps,
@@ -292,7 +307,8 @@ fn print_table(reports: &[TransportReport]) {
             r.datagrams_per_iteration
                 .map_or_else(|| "-".to_string(), |d| format!("{d:.1}")),
             r.datagrams_per_batch
-                .map_or_else(|| "-".to_string(), |d| format!("{d:.1}"))
+                .map_or_else(|| "-".to_string(), |d| format!("{d:.1}")),
+            r.acks_per_packet
         );
     }
     println!(
@@ -325,6 +341,9 @@ pub fn measure_with(
         return quinn_baseline::measure(connections, frame_bytes, warmup, window);
     }
     let encryption = variant != Variant::PoplinePlaintext;
+    let datagram_bytes = EndpointConfig::new(StaticKeypair::generate()?)
+        .connection
+        .max_datagram_bytes;
     let mut driver_cfg = DriverConfig {
         io: variant.io_config(),
         ..DriverConfig::default()
@@ -431,6 +450,13 @@ pub fn measure_with(
             .filter_map(|s| s.conn.as_ref())
             .map(|c| c.packets_sent)
             .sum(),
+        datagram_bytes,
+        acks_per_packet: {
+            let conns = || summaries.iter().filter_map(|s| s.conn.as_ref());
+            let received: u64 = conns().map(|c| c.packets_received).sum();
+            let sent: u64 = conns().map(|c| c.packets_sent).sum();
+            received as f64 / sent.max(1) as f64
+        },
         send_blocked: Some(summaries.iter().map(|s| s.driver.send_blocked).sum()),
         srtt_us: summaries
             .first()

@@ -64,6 +64,7 @@
 //! A retransmission timeout holds the window to [`MIN_CWND_PACKETS`] until the next ACK but keeps the model: the
 //! path may only have paused (outages of 100 ms to 2 s are common between PoPs).
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use super::delivery_rate::{bytes_in, rate_bytes_per_s, DeliveryRateSampler, RateSample};
@@ -169,6 +170,9 @@ fn scale(value: u64, gain: f64) -> u64 {
 #[derive(Debug, Clone, Default)]
 struct RoundMaxFilter {
     slots: [(u64, u64); BW_WINDOW_ROUNDS as usize],
+    /// `(round, max)` of the last [`RoundMaxFilter::get`] since the slots last changed: the estimate is read
+    /// several times per packet sent and changes at most once per ACK.
+    cached: Cell<Option<(u64, u64)>>,
 }
 
 impl RoundMaxFilter {
@@ -177,6 +181,7 @@ impl RoundMaxFilter {
     }
 
     fn update(&mut self, round: u64, value: u64) {
+        self.cached.set(None);
         let slot = &mut self.slots[Self::slot(round)];
         if slot.0 != round {
             *slot = (round, value);
@@ -186,15 +191,24 @@ impl RoundMaxFilter {
     }
 
     fn get(&self, round: u64) -> u64 {
-        self.slots
+        if let Some((r, max)) = self.cached.get() {
+            if r == round {
+                return max;
+            }
+        }
+        let max = self
+            .slots
             .iter()
             .filter(|(r, _)| *r <= round && r.saturating_add(BW_WINDOW_ROUNDS) > round)
             .map(|(_, v)| *v)
             .max()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        self.cached.set(Some((round, max)));
+        max
     }
 
     fn reset(&mut self, round: u64, value: u64) {
+        self.cached.set(None);
         self.slots = [(u64::MAX, 0); BW_WINDOW_ROUNDS as usize];
         self.slots[Self::slot(round)] = (round, value);
     }

@@ -608,23 +608,17 @@ impl Connection {
                 self.sendq.on_lost(c, now, timing);
             }
         }
-        let acked_cc: Vec<AckedPacket> = acked
-            .iter()
-            .filter(|r| r.in_flight)
-            .map(|r| AckedPacket {
-                sent_time: r.sent_time,
-                bytes: r.bytes,
-                snapshot: r.snapshot,
-            })
-            .collect();
-        let lost_cc: Vec<LostPacket> = lost
-            .iter()
-            .filter(|r| r.in_flight)
-            .map(|r| LostPacket {
-                sent_time: r.sent_time,
-                bytes: r.bytes,
-            })
-            .collect();
+        let mut acked_cc: Vec<AckedPacket> = Vec::with_capacity(acked.len());
+        acked_cc.extend(acked.iter().filter(|r| r.in_flight).map(|r| AckedPacket {
+            sent_time: r.sent_time,
+            bytes: r.bytes,
+            snapshot: r.snapshot,
+        }));
+        let mut lost_cc: Vec<LostPacket> = Vec::with_capacity(lost.len());
+        lost_cc.extend(lost.iter().filter(|r| r.in_flight).map(|r| LostPacket {
+            sent_time: r.sent_time,
+            bytes: r.bytes,
+        }));
         if acked_cc.is_empty() && lost_cc.is_empty() {
             return;
         }
@@ -877,7 +871,7 @@ impl Connection {
                 ack.encode(buf);
             }
         }
-        let mut chunks = Vec::new();
+        let mut chunks = recovery::Chunks::new();
         let mut eliciting = false;
         let mut primed = false;
         if may_send_data {

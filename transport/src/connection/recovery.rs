@@ -35,6 +35,9 @@ pub enum Chunk {
     Notice(DroppedNotice),
 }
 
+/// The chunks one packet carried.
+pub type Chunks = smallvec::SmallVec<[Chunk; 2]>;
+
 /// The record of one sent packet.
 #[derive(Debug, Clone)]
 pub struct SentRecord {
@@ -48,8 +51,9 @@ pub struct SentRecord {
     pub in_flight: bool,
     /// The congestion controller's per-packet state.
     pub snapshot: RateSnapshot,
-    /// What it carried.
-    pub chunks: Vec<Chunk>,
+    /// What it carried (inline up to two chunks: a packet carries one fragment, or the end of one frame and
+    /// the start of the next).
+    pub chunks: Chunks,
 }
 
 /// What one ACK frame resolved.
@@ -160,6 +164,21 @@ impl Recovery {
         if newly_largest {
             self.largest_acked = Some(largest);
         }
+        // One allocation for what this ACK can resolve at most (it covers only tracked packets).
+        let covered: u64 = ack
+            .ranges
+            .iter()
+            .map(|r| {
+                r.end()
+                    .saturating_sub((*r.start()).max(self.base))
+                    .saturating_add(1)
+            })
+            .fold(0u64, u64::saturating_add);
+        out.acked.reserve(
+            usize::try_from(covered)
+                .unwrap_or(usize::MAX)
+                .min(self.sent.len()),
+        );
         for range in &ack.ranges {
             let lo = (*range.start()).max(self.base);
             let hi = *range.end();
@@ -309,7 +328,7 @@ mod tests {
             bytes: 1000,
             in_flight: true,
             snapshot: RateSnapshot::default(),
-            chunks: vec![],
+            chunks: Chunks::new(),
         }
     }
 
