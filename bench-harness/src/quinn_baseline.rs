@@ -7,7 +7,7 @@
 //! client opens one unidirectional stream and writes `chunk_bytes` chunks continuously; the server reads
 //! and counts the bytes. Warm-up, measured window and CPU accounting are the same as the popline rows.
 
-use crate::transport_bench::{join_all, sample_window, TransportReport};
+use crate::transport_bench::{join_all, per, sample_window, TransportReport};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use quinn::crypto::rustls::QuicClientConfig;
@@ -206,8 +206,10 @@ pub fn measure(
         bytes,
         packets_lost: summaries.iter().map(|s| s.packets_lost).sum(),
         packets_sent: summaries.iter().map(|s| s.packets_sent).sum(),
-        acks_per_packet: summaries.iter().map(|s| s.packets_received).sum::<u64>() as f64
-            / summaries.iter().map(|s| s.packets_sent).sum::<u64>().max(1) as f64,
+        acks_per_packet: per(
+            summaries.iter().map(|s| s.packets_received).sum(),
+            summaries.iter().map(|s| s.packets_sent).sum(),
+        ),
         datagram_bytes: summaries.first().map_or(0, |s| usize::from(s.mtu)),
         send_blocked: None,
         srtt_us: summaries

@@ -269,6 +269,11 @@ pub(crate) fn join_all<S, T>(
     (summaries, first_err)
 }
 
+/// `count` per `unit` (0 units count as 1: a run that sent nothing reports 0, not NaN).
+pub(crate) fn per(count: u64, units: u64) -> f64 {
+    count as f64 / units.max(1) as f64
+}
+
 fn positive_duration(s: f64, name: &str) -> Result<Duration> {
     if !(s > 0.0 && s.is_finite()) {
         bail!("{name} must be positive");
@@ -341,9 +346,8 @@ pub fn measure_with(
         return quinn_baseline::measure(connections, frame_bytes, warmup, window);
     }
     let encryption = variant != Variant::PoplinePlaintext;
-    let datagram_bytes = EndpointConfig::new(StaticKeypair::generate()?)
-        .connection
-        .max_datagram_bytes;
+    // The clients and server below keep the default connection config.
+    let datagram_bytes = transport::ConnectionConfig::default().max_datagram_bytes;
     let mut driver_cfg = DriverConfig {
         io: variant.io_config(),
         ..DriverConfig::default()
@@ -431,6 +435,12 @@ pub fn measure_with(
         return Err(e);
     }
     let gb = bytes as f64 / 1e9;
+    let conn_sum = |f: fn(&ConnectionStats) -> u64| -> u64 {
+        summaries.iter().filter_map(|s| s.conn.as_ref()).map(f).sum()
+    };
+    let driver_sum = |f: fn(&DriverStats) -> u64| -> u64 { summaries.iter().map(|s| f(&s.driver)).sum() };
+    let packets_sent = conn_sum(|c| c.packets_sent);
+    let datagrams_sent = driver_sum(|d| d.datagrams_sent);
     Ok(TransportReport {
         variant: variant.name(),
         connections,
@@ -440,38 +450,17 @@ pub fn measure_with(
         seconds,
         cpu_s,
         bytes,
-        packets_lost: summaries
-            .iter()
-            .filter_map(|s| s.conn.as_ref())
-            .map(|c| c.packets_lost)
-            .sum(),
-        packets_sent: summaries
-            .iter()
-            .filter_map(|s| s.conn.as_ref())
-            .map(|c| c.packets_sent)
-            .sum(),
+        packets_lost: conn_sum(|c| c.packets_lost),
+        packets_sent,
         datagram_bytes,
-        acks_per_packet: {
-            let conns = || summaries.iter().filter_map(|s| s.conn.as_ref());
-            let received: u64 = conns().map(|c| c.packets_received).sum();
-            let sent: u64 = conns().map(|c| c.packets_sent).sum();
-            received as f64 / sent.max(1) as f64
-        },
-        send_blocked: Some(summaries.iter().map(|s| s.driver.send_blocked).sum()),
+        acks_per_packet: per(conn_sum(|c| c.packets_received), packets_sent),
+        send_blocked: Some(driver_sum(|d| d.send_blocked)),
         srtt_us: summaries
             .first()
             .and_then(|s| s.conn.as_ref())
             .map_or(0, |c| c.rtt.as_micros() as u64),
-        datagrams_per_iteration: {
-            let sent: u64 = summaries.iter().map(|s| s.driver.datagrams_sent).sum();
-            let iterations: u64 = summaries.iter().map(|s| s.driver.iterations).sum();
-            Some(sent as f64 / iterations.max(1) as f64)
-        },
-        datagrams_per_batch: {
-            let sent: u64 = summaries.iter().map(|s| s.driver.datagrams_sent).sum();
-            let batches: u64 = summaries.iter().map(|s| s.driver.send_batches).sum();
-            Some(sent as f64 / batches.max(1) as f64)
-        },
+        datagrams_per_iteration: Some(per(datagrams_sent, driver_sum(|d| d.iterations))),
+        datagrams_per_batch: Some(per(datagrams_sent, driver_sum(|d| d.send_batches))),
         backend,
         engine: Some(engine_args::knobs(&driver_cfg, &udp_cfg)),
     })

@@ -755,14 +755,12 @@ impl Connection {
                     self.terminate(CloseReason::HandshakeTimeout);
                     return false;
                 }
-                // Rare and small: built on its own, as the writer pads from the start of its buffer.
-                let mut initial = Vec::new();
-                packet::write_initial(&mut initial, 0, self.local_cid, cookie, message1);
-                buf.extend_from_slice(&initial);
+                let start = buf.len();
+                packet::write_initial(buf, 0, self.local_cid, cookie, message1);
                 *next_send = now + *interval;
                 *interval = (*interval * 2).min(MAX_HANDSHAKE_RETRY);
                 self.stats.packets_sent += 1;
-                self.stats.bytes_sent += initial.len() as u64;
+                self.stats.bytes_sent += (buf.len() - start) as u64;
                 return true;
             }
             Handshake::Server { message2, resend, .. } if *resend => {

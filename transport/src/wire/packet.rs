@@ -177,15 +177,16 @@ fn put_long_header(out: &mut Vec<u8>, ty: PacketType, dst_cid: u64, src_cid: u64
     out.extend_from_slice(&src_cid.to_be_bytes());
 }
 
-/// Writes an Initial packet, zero-padded to [`MIN_INITIAL_SIZE`].
+/// Appends an Initial packet, zero-padded to [`MIN_INITIAL_SIZE`] (what `out` held before stays in front).
 pub fn write_initial(out: &mut Vec<u8>, dst_cid: u64, src_cid: u64, cookie: &[u8], message: &[u8]) {
+    let start = out.len();
     put_long_header(out, PacketType::Initial, dst_cid, src_cid);
     out.push(cookie.len().min(MAX_COOKIE) as u8);
     out.extend_from_slice(&cookie[..cookie.len().min(MAX_COOKIE)]);
     put_varint(out, message.len() as u64);
     out.extend_from_slice(message);
-    if out.len() < MIN_INITIAL_SIZE {
-        out.resize(MIN_INITIAL_SIZE, 0);
+    if out.len() - start < MIN_INITIAL_SIZE {
+        out.resize(start + MIN_INITIAL_SIZE, 0);
     }
 }
 
@@ -219,6 +220,10 @@ mod tests {
         let mut out = Vec::new();
         write_initial(&mut out, 0, 7, b"cookie", b"noise1");
         assert_eq!(out.len(), MIN_INITIAL_SIZE);
+        let mut appended = b"earlier".to_vec();
+        write_initial(&mut appended, 0, 7, b"cookie", b"noise1");
+        assert_eq!(&appended[..7], b"earlier");
+        assert_eq!(&appended[7..], &out[..], "padded from its own start");
         let h = LongHeader {
             version: PROTOCOL_VERSION,
             dst_cid: 0,
