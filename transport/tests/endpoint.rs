@@ -346,6 +346,45 @@ fn datagrams_appended_into_one_batch_buffer_carry_the_connection() {
     );
 }
 
+/// A bulk frame leaves in packets of exactly the datagram size (each fragment fills its packet, the few
+/// bytes its header's varints leave are padding), so a driver can send them in one GSO batch; only the
+/// frame's last packet is shorter.
+#[test]
+fn a_large_frame_leaves_in_packets_of_exactly_the_datagram_size() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let mtu = a_cfg.connection.max_datagram_bytes;
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    let ch = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(200));
+    // Past the startup priming (whose padded packets are also full-size), so only fragments are counted.
+    p.run_for(Duration::from_secs(2));
+    let before = p.a_sent.len();
+    // 300 kB: offsets past 16 KiB take longer varints than the first fragments' offsets.
+    p.a.send_frame(ch, StreamId(1), frame(MediaKind::Key, 300_000))
+        .unwrap();
+    p.run_for(Duration::from_secs(2));
+    assert_eq!(Pair::frames(&p.b_events).len(), 1);
+    let data: Vec<usize> = p.a_sent[before..]
+        .iter()
+        .map(Vec::len)
+        .filter(|&n| n > 100)
+        .collect();
+    let full = data.iter().filter(|&&n| n == mtu).count();
+    assert!(data.iter().all(|&n| n <= mtu), "{data:?}");
+    assert!(
+        full + 1 >= data.len() && data.len() >= 300_000 / mtu,
+        "{full} of {} packets at {mtu} bytes: {data:?}",
+        data.len()
+    );
+    // And the fragments use the room: at most a few bytes of each full packet are padding.
+    let st = p.a.connection_stats(ch).unwrap();
+    assert!(
+        (data.len() as u64) <= 300_000u64.div_ceil(mtu as u64 - 17 - 16 - 24),
+        "{} packets for 300 kB: {st:?}",
+        data.len()
+    );
+}
+
 #[test]
 fn keys_rotate_and_traffic_continues() {
     let (mut a_cfg, mut b_cfg, b_pub) = configs();

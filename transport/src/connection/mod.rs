@@ -24,8 +24,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Largest frame-header overhead of a fragment (type + varints), used to size fragments.
-const MAX_FRAGMENT_OVERHEAD: usize = 1 + 5 + 9 + 1 + 5 + 5 + 9 + 9 + 3;
+/// The smallest fragment frame (a one-byte fragment of a tiny frame): a packet with less room left than this
+/// is full, and is padded to its full size.
+const MIN_FRAGMENT_FRAME_LEN: usize = 10;
 /// Longest wait between handshake retransmissions.
 const MAX_HANDSHAKE_RETRY: Duration = Duration::from_secs(2);
 /// Shortest wait before a tail probe (a later frame that leaves sooner makes the probe unnecessary).
@@ -164,8 +165,16 @@ impl Connection {
         remote: SocketAddr,
         handshake: Handshake,
     ) -> Self {
-        let overhead = DATA_HEADER_LEN + crate::crypto::TAG_LEN + MAX_FRAGMENT_OVERHEAD;
-        let frag_size = config.max_datagram_bytes.saturating_sub(overhead).max(64) as u32;
+        // A packet's room for frames: what `write_data` offers the send queue for a fragment.
+        let tag = if config.encryption {
+            crate::crypto::TAG_LEN
+        } else {
+            0
+        };
+        let room = config
+            .max_datagram_bytes
+            .saturating_sub(DATA_HEADER_LEN + tag)
+            .max(64) as u32;
         Connection {
             side,
             local_cid,
@@ -180,7 +189,7 @@ impl Connection {
             cc: config.congestion.build(now),
             pacer: Pacer::new(config.pacer_burst_packets),
             acks: AckTracker::new(config.ack_every, config.max_ack_delay, Duration::from_millis(20)),
-            sendq: SendQueue::new(frag_size, config.max_unsent_bytes),
+            sendq: SendQueue::filling(room, config.max_unsent_bytes),
             recv: Reassembler::new(config.recv_limits),
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
@@ -905,6 +914,11 @@ impl Connection {
             if eliciting {
                 self.ping_pending = false;
             }
+        }
+        if !chunks.is_empty() && limit.saturating_sub(buf.len() - start) < MIN_FRAGMENT_FRAME_LEN {
+            // Full: nothing else fits. Padding it to the exact size lets the packets after it join the
+            // same GSO batch (the fragment headers' varints vary by a few bytes).
+            buf.resize(start + limit, 0);
         }
         if buf.len() - start == DATA_HEADER_LEN {
             buf.truncate(start);

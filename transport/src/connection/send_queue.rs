@@ -149,6 +149,17 @@ pub enum PushError {
     QueueFull(u64),
 }
 
+/// How a frame is cut into fragments when it is queued (the cut holds for every send of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FragmentSizing {
+    /// The same payload bytes for every frame.
+    Fixed(u32),
+    /// Each fragment, header included, fills this many bytes: the data is the room less the most the
+    /// frame's fragment header can take. Full packets then all have the same size, which GSO needs to send
+    /// them in one batch, and carry as much data as fits.
+    FillRoom(u32),
+}
+
 /// All frames a connection is sending.
 #[derive(Debug)]
 pub struct SendQueue {
@@ -163,7 +174,7 @@ pub struct SendQueue {
     watch: VecDeque<FrameId>,
     streams: HashMap<u32, StreamSend>,
     notices: VecDeque<DroppedNotice>,
-    frag_size: u32,
+    sizing: FragmentSizing,
     unsent_bytes: u64,
     max_unsent_bytes: u64,
     /// Counters.
@@ -173,6 +184,16 @@ pub struct SendQueue {
 impl SendQueue {
     /// `frag_size`: payload bytes per fragment; `max_unsent_bytes`: bound on bytes queued but never sent.
     pub fn new(frag_size: u32, max_unsent_bytes: u64) -> Self {
+        Self::with_sizing(FragmentSizing::Fixed(frag_size.max(1)), max_unsent_bytes)
+    }
+
+    /// Fragments sized so that each one, header included, fills `room` bytes (a packet's payload room, as
+    /// [`Self::next_fragment`] will be offered it); `max_unsent_bytes`: bound on bytes queued but never sent.
+    pub fn filling(room: u32, max_unsent_bytes: u64) -> Self {
+        Self::with_sizing(FragmentSizing::FillRoom(room), max_unsent_bytes)
+    }
+
+    fn with_sizing(sizing: FragmentSizing, max_unsent_bytes: u64) -> Self {
         SendQueue {
             frames: HashMap::default(),
             new_q: Default::default(),
@@ -181,7 +202,7 @@ impl SendQueue {
             watch: VecDeque::new(),
             streams: HashMap::default(),
             notices: VecDeque::new(),
-            frag_size: frag_size.max(1),
+            sizing,
             unsent_bytes: 0,
             max_unsent_bytes,
             stats: SendStats::default(),
@@ -243,14 +264,16 @@ impl SendQueue {
         if let Some(st) = self.streams.get_mut(&stream) {
             st.live.insert(seq);
         }
-        let n_frags = (len as u64).div_ceil(u64::from(self.frag_size)).max(1) as u32;
+        let budget_us = frame.budget.map(|b| b.as_micros() as u64);
+        let frag_size = self.frag_size(stream, seq, len as u32, budget_us);
+        let n_frags = (len as u64).div_ceil(u64::from(frag_size)).max(1) as u32;
         let out = OutFrame {
             kind,
             deadline: frame.deadline(),
-            budget_us: frame.budget.map(|b| b.as_micros() as u64),
+            budget_us,
             capture: frame.capture,
             bytes: frame.bytes,
-            frag_size: self.frag_size,
+            frag_size,
             n_frags,
             next_new: 0,
             acked: vec![0; (n_frags as usize).div_ceil(64)],
@@ -263,6 +286,18 @@ impl SendQueue {
         self.frames.insert(id, out);
         self.new_q[kind.priority()].push_back(id);
         Ok(seq)
+    }
+
+    /// Payload bytes per fragment of a frame (at least 1).
+    fn frag_size(&self, stream: u32, seq: u64, frame_len: u32, budget_us: Option<u64>) -> u32 {
+        match self.sizing {
+            FragmentSizing::Fixed(n) => n,
+            FragmentSizing::FillRoom(room) => {
+                let header =
+                    FragmentHeader::max_encoded_len(stream, seq, frame_len, budget_us, room as usize);
+                room.saturating_sub(header as u32).max(1)
+            }
+        }
     }
 
     /// Applies a counter update to the connection's stats and to the stream's.
@@ -612,6 +647,51 @@ mod tests {
             ]
         );
         assert_eq!(q.unsent_bytes(), 0);
+    }
+
+    /// Every fragment, first send or a repair an hour later, fits the room it was sized for; all but a
+    /// frame's last fill it to within the few bytes its header's varints vary by.
+    #[test]
+    fn filling_fragments_fit_their_room_at_any_offset_and_age() {
+        let t0 = Instant::now();
+        let room = 1367;
+        let mut q = SendQueue::filling(room as u32, 1 << 30);
+        let budgets = [None, Some(280), Some(3_600_000)];
+        for len in [1usize, 700, 1367, 20_000, 300_000] {
+            for (stream, budget) in [0u32, 70, 1 << 20].into_iter().zip(budgets) {
+                q.push(stream, frame(MediaKind::Key, len, t0, budget)).unwrap();
+            }
+        }
+        let mut sent = Vec::new();
+        while let Some(e) = q.next_fragment(t0, room, TIMING) {
+            let used = e.header.encoded_len(e.data.len()) + e.data.len();
+            assert!(used <= room, "{used} > {room}: {:?}", e.header);
+            let last = e.header.offset as usize + e.data.len() == e.header.frame_len as usize;
+            assert!(
+                last || room - used <= 6,
+                "{} bytes left: {:?}",
+                room - used,
+                e.header
+            );
+            sent.push(e.chunk);
+        }
+        assert_eq!(q.unsent_bytes(), 0);
+        // An hour later (the age field is capped), every fragment still fits as a repair.
+        let later = t0 + Duration::from_secs(3600);
+        for c in &sent {
+            q.on_lost(c, later, TIMING);
+        }
+        let mut repairs = 0;
+        while let Some(e) = q.next_fragment(later, room, TIMING) {
+            assert!(e.repair);
+            assert!(
+                e.header.encoded_len(e.data.len()) + e.data.len() <= room,
+                "{:?}",
+                e.header
+            );
+            repairs += 1;
+        }
+        assert!(repairs > 0, "the frames without a passed deadline are repaired");
     }
 
     #[test]

@@ -119,7 +119,30 @@ pub struct FragmentHeader {
     pub budget_us: Option<u64>,
 }
 
+/// Largest age a fragment header carries, in microseconds (about 17.9 minutes): older frames are sent as this
+/// old, so the field never takes more than 4 bytes and a frame's fragment size holds for its whole life.
+pub const MAX_AGE_US: u64 = (1 << 30) - 1;
+
 impl FragmentHeader {
+    /// The most bytes the header of any fragment of this frame can take, whatever its offset, its age and
+    /// its data length (up to `max_data_len`): sizes a frame's fragments so every one, first send or repair,
+    /// fits the same room.
+    pub fn max_encoded_len(
+        stream: u32,
+        seq: u64,
+        frame_len: u32,
+        budget_us: Option<u64>,
+        max_data_len: usize,
+    ) -> usize {
+        1 + varint_len(u64::from(stream))
+            + varint_len(seq)
+            + 1
+            + 2 * varint_len(u64::from(frame_len))
+            + varint_len(MAX_AGE_US)
+            + varint_len(budget_us.map_or(0, |b| b.saturating_add(1)))
+            + varint_len(max_data_len as u64)
+    }
+
     /// Encoded size of this header followed by `data_len` bytes, excluding the data.
     pub fn encoded_len(&self, data_len: usize) -> usize {
         1 + varint_len(u64::from(self.stream))
@@ -127,7 +150,7 @@ impl FragmentHeader {
             + 1
             + varint_len(u64::from(self.frame_len))
             + varint_len(u64::from(self.offset))
-            + varint_len(self.age_us)
+            + varint_len(self.age_us.min(MAX_AGE_US))
             + varint_len(self.budget_us.map_or(0, |b| b.saturating_add(1)))
             + varint_len(data_len as u64)
     }
@@ -140,7 +163,7 @@ impl FragmentHeader {
         out.push(self.kind.code());
         put_varint(out, u64::from(self.frame_len));
         put_varint(out, u64::from(self.offset));
-        put_varint(out, self.age_us);
+        put_varint(out, self.age_us.min(MAX_AGE_US));
         put_varint(out, self.budget_us.map_or(0, |b| b.saturating_add(1)));
         put_varint(out, data.len() as u64);
         out.extend_from_slice(data);
