@@ -24,6 +24,34 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Records an ACK's scratch vectors keep between ACKs; more is given back (a one-off huge ACK does not pin
+/// its memory for the connection's life).
+const ACK_SCRATCH_KEEP: usize = 1024;
+
+/// Vectors an ACK is resolved into, kept from one ACK to the next so that handling one allocates nothing.
+#[derive(Debug, Default)]
+struct AckScratch {
+    outcome: recovery::AckOutcome,
+    acked_cc: Vec<AckedPacket>,
+    lost_cc: Vec<LostPacket>,
+}
+
+impl AckScratch {
+    /// Empties the vectors (dropping the records and their chunks) and trims oversized ones.
+    fn recycle(&mut self) {
+        fn trim<T>(v: &mut Vec<T>) {
+            v.clear();
+            if v.capacity() > ACK_SCRATCH_KEEP {
+                v.shrink_to(ACK_SCRATCH_KEEP);
+            }
+        }
+        trim(&mut self.outcome.acked);
+        trim(&mut self.outcome.lost);
+        trim(&mut self.acked_cc);
+        trim(&mut self.lost_cc);
+    }
+}
+
 /// The smallest fragment frame (a one-byte fragment of a tiny frame): a packet with less room left than this
 /// is full, and is padded to its full size.
 const MIN_FRAGMENT_FRAME_LEN: usize = 10;
@@ -154,6 +182,8 @@ pub struct Connection {
     /// Startup priming (see [`ConnectionConfig::startup_priming`]): `None` until the first packet after the
     /// handshake, then the instant priming stops at the latest.
     priming_until: Option<Instant>,
+    /// Reused by every ACK (and loss timer) to resolve what it covers.
+    ack_scratch: AckScratch,
 }
 
 impl Connection {
@@ -196,6 +226,7 @@ impl Connection {
             last_heard: now,
             last_eliciting_sent: now,
             priming_until: None,
+            ack_scratch: AckScratch::default(),
             ping_pending: false,
             closing: None,
             closed: false,
@@ -587,29 +618,40 @@ impl Connection {
     }
 
     fn on_ack_frame(&mut self, now: Instant, ack: &AckFrame) {
-        let outcome = self.recovery.on_ack(now, ack, self.config.max_ack_delay);
-        if outcome.acked.is_empty() && outcome.lost.is_empty() {
-            return;
-        }
-        if let Some(keys) = self.keys.as_mut() {
-            if outcome.acked.iter().any(|r| r.pn >= keys.first_pn_in_phase) {
-                keys.acked_in_phase = true;
+        let mut scratch = std::mem::take(&mut self.ack_scratch);
+        let outcome = &mut scratch.outcome;
+        self.recovery
+            .on_ack_into(now, ack, self.config.max_ack_delay, outcome);
+        if !outcome.acked.is_empty() || !outcome.lost.is_empty() {
+            if let Some(keys) = self.keys.as_mut() {
+                if outcome.acked.iter().any(|r| r.pn >= keys.first_pn_in_phase) {
+                    keys.acked_in_phase = true;
+                }
             }
+            let srtt = self.recovery.rtt.smoothed();
+            self.acks
+                .set_nak_interval((srtt / 4).clamp(Duration::from_millis(5), Duration::from_millis(50)));
+            let rtt = outcome.rtt_sample;
+            self.settle(now, &mut scratch, rtt);
         }
-        let srtt = self.recovery.rtt.smoothed();
-        self.acks
-            .set_nak_interval((srtt / 4).clamp(Duration::from_millis(5), Duration::from_millis(50)));
-        self.settle(now, outcome.acked, outcome.lost, outcome.rtt_sample);
+        scratch.recycle();
+        self.ack_scratch = scratch;
     }
 
-    fn settle(&mut self, now: Instant, acked: Vec<SentRecord>, lost: Vec<SentRecord>, rtt: Option<Duration>) {
+    /// Hands what `scratch.outcome` resolved to the send queue and the controller.
+    fn settle(&mut self, now: Instant, scratch: &mut AckScratch, rtt: Option<Duration>) {
         let timing = self.timing();
-        for r in &acked {
+        let AckScratch {
+            outcome,
+            acked_cc,
+            lost_cc,
+        } = scratch;
+        for r in &outcome.acked {
             for c in &r.chunks {
                 self.sendq.on_acked(c);
             }
         }
-        for r in &lost {
+        for r in &outcome.lost {
             if r.in_flight {
                 self.stats.packets_lost += 1;
             }
@@ -617,14 +659,14 @@ impl Connection {
                 self.sendq.on_lost(c, now, timing);
             }
         }
-        let mut acked_cc: Vec<AckedPacket> = Vec::with_capacity(acked.len());
-        acked_cc.extend(acked.iter().filter(|r| r.in_flight).map(|r| AckedPacket {
+        acked_cc.clear();
+        acked_cc.extend(outcome.acked.iter().filter(|r| r.in_flight).map(|r| AckedPacket {
             sent_time: r.sent_time,
             bytes: r.bytes,
             snapshot: r.snapshot,
         }));
-        let mut lost_cc: Vec<LostPacket> = Vec::with_capacity(lost.len());
-        lost_cc.extend(lost.iter().filter(|r| r.in_flight).map(|r| LostPacket {
+        lost_cc.clear();
+        lost_cc.extend(outcome.lost.iter().filter(|r| r.in_flight).map(|r| LostPacket {
             sent_time: r.sent_time,
             bytes: r.bytes,
         }));
@@ -634,8 +676,8 @@ impl Connection {
         let est = &self.recovery.rtt;
         self.cc.on_ack(&AckEvent {
             now,
-            acked: &acked_cc,
-            lost: &lost_cc,
+            acked: acked_cc,
+            lost: lost_cc,
             rtt: RttSnapshot {
                 latest: rtt,
                 min: est.min(),
@@ -703,8 +745,11 @@ impl Connection {
             .is_some_and(|t| t <= now)
         {
             if self.recovery.loss_timer_armed() {
-                let lost = self.recovery.detect_lost(now);
-                self.settle(now, Vec::new(), lost, None);
+                let mut scratch = std::mem::take(&mut self.ack_scratch);
+                self.recovery.detect_lost_into(now, &mut scratch.outcome.lost);
+                self.settle(now, &mut scratch, None);
+                scratch.recycle();
+                self.ack_scratch = scratch;
             } else {
                 // Probe timeout: re-send the oldest outstanding data (or a PING) to provoke an ACK.
                 self.recovery.on_pto();
@@ -891,12 +936,12 @@ impl Connection {
                 chunks.push(Chunk::Notice(n));
                 eliciting = true;
             }
-            while let Some(e) = self
-                .sendq
-                .next_fragment(now, limit.saturating_sub(buf.len() - start), timing)
-            {
-                e.header.encode(&e.data, buf);
-                chunks.push(e.chunk);
+            loop {
+                let space = limit.saturating_sub(buf.len() - start);
+                let Some(chunk) = self.sendq.write_next_fragment(now, space, timing, buf) else {
+                    break;
+                };
+                chunks.push(chunk);
                 eliciting = true;
             }
             if !eliciting && self.ping_pending {

@@ -154,17 +154,33 @@ impl Recovery {
     /// Processes an ACK frame. `max_ack_delay` bounds the peer's claimed ACK delay.
     pub fn on_ack(&mut self, now: Instant, ack: &AckFrame, max_ack_delay: Duration) -> AckOutcome {
         let mut out = AckOutcome::default();
-        let Some(largest) = ack.largest() else { return out };
+        self.on_ack_into(now, ack, max_ack_delay, &mut out);
+        out
+    }
+
+    /// [`Self::on_ack`] into `out` (cleared first), whose vectors a caller keeps from one ACK to the next:
+    /// no allocation per ACK.
+    pub fn on_ack_into(
+        &mut self,
+        now: Instant,
+        ack: &AckFrame,
+        max_ack_delay: Duration,
+        out: &mut AckOutcome,
+    ) {
+        out.acked.clear();
+        out.lost.clear();
+        out.rtt_sample = None;
+        let Some(largest) = ack.largest() else { return };
         let next_pn = self.base + self.sent.len() as u64;
         if largest >= next_pn {
-            return out; // acknowledges packets never sent: ignore (the caller counts it)
+            return; // acknowledges packets never sent: ignore (the caller counts it)
         }
         self.check_spurious(ack);
         let newly_largest = self.largest_acked.is_none_or(|l| largest > l);
         if newly_largest {
             self.largest_acked = Some(largest);
         }
-        // One allocation for what this ACK can resolve at most (it covers only tracked packets).
+        // Room for what this ACK can resolve at most (it covers only tracked packets), reserved once.
         let covered: u64 = ack
             .ranges
             .iter()
@@ -192,7 +208,7 @@ impl Recovery {
             }
         }
         if out.acked.is_empty() {
-            return out;
+            return;
         }
         out.acked.sort_by_key(|r| r.pn);
         if let Some(newest) = out.acked.last() {
@@ -207,9 +223,7 @@ impl Recovery {
             }
         }
         self.pto_count = 0;
-        out.lost = self.detect_lost(now);
-        self.compact();
-        out
+        self.detect_lost_into(now, &mut out.lost);
     }
 
     /// Widens the reordering allowance when an ACK covers a packet already declared lost.
@@ -245,9 +259,15 @@ impl Recovery {
     /// Declares lost what the thresholds say is lost, and arms the loss timer for the rest.
     pub fn detect_lost(&mut self, now: Instant) -> Vec<SentRecord> {
         let mut lost = Vec::new();
+        self.detect_lost_into(now, &mut lost);
+        lost
+    }
+
+    /// [`Self::detect_lost`], appending to `lost`.
+    pub fn detect_lost_into(&mut self, now: Instant, lost: &mut Vec<SentRecord>) {
         self.loss_time = None;
         let Some(largest) = self.largest_acked else {
-            return lost;
+            return;
         };
         let rtt = self.rtt.latest().max(self.rtt.smoothed());
         let loss_delay = (rtt + rtt / (1 << self.reorder_shift)).max(GRANULARITY);
@@ -274,7 +294,6 @@ impl Recovery {
             }
         }
         self.compact();
-        lost
     }
 
     /// When the loss-detection timer (or, with nothing to time, the probe timer) fires.

@@ -84,6 +84,28 @@ impl OutFrame {
         (start, end)
     }
 
+    /// Fragment `index` of frame `id` as it would leave `now`: its header and its byte range.
+    fn fragment(
+        &self,
+        id: FrameId,
+        index: u32,
+        now: Instant,
+        timing: PathTiming,
+    ) -> (FragmentHeader, std::ops::Range<usize>) {
+        let (start, end) = self.frag_range(index);
+        let age = now.saturating_duration_since(self.capture) + timing.one_way;
+        let header = FragmentHeader {
+            stream: id.stream,
+            seq: id.seq,
+            kind: self.kind,
+            frame_len: self.bytes.len() as u32,
+            offset: start as u32,
+            age_us: age.as_micros() as u64,
+            budget_us: self.budget_us,
+        };
+        (header, start..end)
+    }
+
     /// The instant by which this frame must be able to arrive, or be dropped and announced. Unsent data must
     /// make the deadline itself. A key or inter frame already sent whole gets one repair round of grace
     /// (its ACK may be on the way, and dropping it would drop the rest of its GOP); anything else is
@@ -123,6 +145,15 @@ struct StreamSend {
     /// Sequence number of the newest keyframe queued (a drop before it cannot break what follows it).
     last_key_seq: Option<u64>,
     live: BTreeSet<u64>,
+}
+
+/// The chunk a packet records for fragment `index` of frame `id`.
+fn fragment_chunk(id: FrameId, index: u32) -> Chunk {
+    Chunk::Fragment {
+        stream: id.stream,
+        seq: id.seq,
+        index,
+    }
 }
 
 /// A fragment chosen for the next packet.
@@ -452,6 +483,42 @@ impl SendQueue {
 
     /// Picks the next fragment to send, if one fits in `space` bytes of frame encoding.
     pub fn next_fragment(&mut self, now: Instant, space: usize, timing: PathTiming) -> Option<Emit> {
+        self.take_fragment(now, space, timing, |header, bytes, range| {
+            (header, bytes.slice(range))
+        })
+        .map(|((header, data), chunk, repair)| Emit {
+            header,
+            data,
+            chunk,
+            repair,
+        })
+    }
+
+    /// [`Self::next_fragment`], encoded straight into `out` (header and data): no `Bytes` handle per
+    /// fragment. Returns the chunk to record for the packet.
+    pub fn write_next_fragment(
+        &mut self,
+        now: Instant,
+        space: usize,
+        timing: PathTiming,
+        out: &mut Vec<u8>,
+    ) -> Option<Chunk> {
+        self.take_fragment(now, space, timing, |header, bytes, range| {
+            header.encode(bytes.get(range).unwrap_or_default(), out);
+        })
+        .map(|((), chunk, _)| chunk)
+    }
+
+    /// The scheduler: finds the next fragment that fits `space`, updates the queues and counters as sent,
+    /// and hands its header, its frame's bytes and its range to `sink`. Returns what `sink` made, the chunk
+    /// and whether it is a repair.
+    fn take_fragment<R>(
+        &mut self,
+        now: Instant,
+        space: usize,
+        timing: PathTiming,
+        sink: impl FnOnce(FragmentHeader, &Bytes, std::ops::Range<usize>) -> R,
+    ) -> Option<(R, Chunk, bool)> {
         for class in 0..MediaKind::PRIORITY_CLASSES {
             while let Some(&(id, index, second_copy)) = self.retx_q[class].front() {
                 let Some(f) = self.frames.get(&id) else {
@@ -462,34 +529,30 @@ impl SendQueue {
                     self.pop_retx(class);
                     continue;
                 }
-                if let Some(deadline) = f.deadline {
-                    if now + timing.one_way > deadline {
-                        self.pop_retx(class);
-                        self.drop_frame(id, DropReason::Deadline);
-                        continue;
-                    }
+                if f.deadline.is_some_and(|d| now + timing.one_way > d) {
+                    self.pop_retx(class);
+                    self.drop_frame(id, DropReason::Deadline);
+                    continue;
                 }
-                let emit = self.build(id, index, now, timing, true)?;
-                if emit.header.encoded_len(emit.data.len()) + emit.data.len() > space {
+                let (header, range) = f.fragment(id, index, now, timing);
+                if header.encoded_len(range.len()) + range.len() > space {
                     return None;
                 }
+                let deadline = f.deadline;
+                let made = sink(header, &f.bytes, range.clone());
                 self.pop_retx(class);
-                let n = emit.data.len() as u64;
+                let n = range.len() as u64;
                 self.account(id.stream, |s| s.payload_bytes_repair += n);
                 // A repair that has time for no further try is sent twice, in different packets.
-                let last_chance = self
-                    .frames
-                    .get(&id)
-                    .and_then(|f| f.deadline)
-                    .is_some_and(|d| now + timing.repair_round + timing.one_way > d);
+                let last_chance = deadline.is_some_and(|d| now + timing.repair_round + timing.one_way > d);
                 if last_chance && !second_copy {
                     self.retx_q[class].push_back((id, index, true));
                     self.account(id.stream, |s| s.duplicated_repairs += 1);
                 }
-                return Some(emit);
+                return Some((made, fragment_chunk(id, index), true));
             }
             while let Some(&id) = self.new_q[class].front() {
-                let Some(f) = self.frames.get(&id) else {
+                let Some(f) = self.frames.get_mut(&id) else {
                     self.new_q[class].pop_front();
                     continue;
                 };
@@ -497,55 +560,29 @@ impl SendQueue {
                     self.new_q[class].pop_front();
                     continue;
                 }
-                if let Some(deadline) = f.deadline {
-                    if now + timing.one_way > deadline {
-                        self.new_q[class].pop_front();
-                        self.drop_frame(id, DropReason::Deadline);
-                        continue;
-                    }
+                if f.deadline.is_some_and(|d| now + timing.one_way > d) {
+                    self.new_q[class].pop_front();
+                    self.drop_frame(id, DropReason::Deadline);
+                    continue;
                 }
                 let index = f.next_new;
-                let emit = self.build(id, index, now, timing, false)?;
-                if emit.header.encoded_len(emit.data.len()) + emit.data.len() > space {
+                let (header, range) = f.fragment(id, index, now, timing);
+                if header.encoded_len(range.len()) + range.len() > space {
                     return None;
                 }
-                if let Some(f) = self.frames.get_mut(&id) {
-                    f.next_new += 1;
-                    if f.next_new >= f.n_frags {
-                        self.new_q[class].pop_front();
-                    }
+                f.next_new += 1;
+                let finished = f.next_new >= f.n_frags;
+                let made = sink(header, &f.bytes, range.clone());
+                if finished {
+                    self.new_q[class].pop_front();
                 }
-                self.unsent_bytes = self.unsent_bytes.saturating_sub(emit.data.len() as u64);
-                let n = emit.data.len() as u64;
+                let n = range.len() as u64;
+                self.unsent_bytes = self.unsent_bytes.saturating_sub(n);
                 self.account(id.stream, |s| s.payload_bytes_first += n);
-                return Some(emit);
+                return Some((made, fragment_chunk(id, index), false));
             }
         }
         None
-    }
-
-    fn build(&self, id: FrameId, index: u32, now: Instant, timing: PathTiming, repair: bool) -> Option<Emit> {
-        let f = self.frames.get(&id)?;
-        let (start, end) = f.frag_range(index);
-        let age = now.saturating_duration_since(f.capture) + timing.one_way;
-        Some(Emit {
-            header: FragmentHeader {
-                stream: id.stream,
-                seq: id.seq,
-                kind: f.kind,
-                frame_len: f.bytes.len() as u32,
-                offset: start as u32,
-                age_us: age.as_micros() as u64,
-                budget_us: f.budget_us,
-            },
-            data: f.bytes.slice(start..end),
-            chunk: Chunk::Fragment {
-                stream: id.stream,
-                seq: id.seq,
-                index,
-            },
-            repair,
-        })
     }
 
     /// A packet carrying `chunk` was acknowledged.
