@@ -37,7 +37,8 @@ struct AckScratch {
 }
 
 impl AckScratch {
-    /// Empties the vectors (dropping the records and their chunks) and trims oversized ones.
+    /// Empties the vectors (dropping the records and their chunks), trims oversized ones and forgets the RTT
+    /// sample.
     fn recycle(&mut self) {
         fn trim<T>(v: &mut Vec<T>) {
             v.clear();
@@ -49,6 +50,7 @@ impl AckScratch {
         trim(&mut self.outcome.lost);
         trim(&mut self.acked_cc);
         trim(&mut self.lost_cc);
+        self.outcome.rtt_sample = None;
     }
 }
 
@@ -631,15 +633,14 @@ impl Connection {
             let srtt = self.recovery.rtt.smoothed();
             self.acks
                 .set_nak_interval((srtt / 4).clamp(Duration::from_millis(5), Duration::from_millis(50)));
-            let rtt = outcome.rtt_sample;
-            self.settle(now, &mut scratch, rtt);
+            self.settle(now, &mut scratch);
         }
         scratch.recycle();
         self.ack_scratch = scratch;
     }
 
-    /// Hands what `scratch.outcome` resolved to the send queue and the controller.
-    fn settle(&mut self, now: Instant, scratch: &mut AckScratch, rtt: Option<Duration>) {
+    /// Hands what `scratch.outcome` resolved (and its RTT sample) to the send queue and the controller.
+    fn settle(&mut self, now: Instant, scratch: &mut AckScratch) {
         let timing = self.timing();
         let AckScratch {
             outcome,
@@ -679,7 +680,7 @@ impl Connection {
             acked: acked_cc,
             lost: lost_cc,
             rtt: RttSnapshot {
-                latest: rtt,
+                latest: outcome.rtt_sample,
                 min: est.min(),
                 smoothed: est.smoothed(),
             },
@@ -747,7 +748,7 @@ impl Connection {
             if self.recovery.loss_timer_armed() {
                 let mut scratch = std::mem::take(&mut self.ack_scratch);
                 self.recovery.detect_lost_into(now, &mut scratch.outcome.lost);
-                self.settle(now, &mut scratch, None);
+                self.settle(now, &mut scratch);
                 scratch.recycle();
                 self.ack_scratch = scratch;
             } else {
