@@ -149,8 +149,8 @@ pub struct TransportReport {
     pub packets_lost: u64,
     /// Packets the senders sent (whole run, all connections).
     pub packets_sent: u64,
-    /// UDP payload bytes of a full-size datagram: popline's `max_datagram_bytes`, quinn's path MTU at the end
-    /// (its MTU discovery goes up to 1452 bytes).
+    /// UDP payload bytes of a full-size datagram: popline's `ConnectionConfig::full_packet_bytes`, quinn's
+    /// path MTU at the end (its MTU discovery goes up to 1452 bytes).
     pub datagram_bytes: usize,
     /// Packets the senders received (ACKs) per packet they sent (whole run): the receiver's ACK rate, which
     /// costs the sender a receive and an AEAD open per ACK.
@@ -347,7 +347,7 @@ pub fn measure_with(
     }
     let encryption = variant != Variant::PoplinePlaintext;
     // The clients and server below keep the default connection config.
-    let datagram_bytes = transport::ConnectionConfig::default().max_datagram_bytes;
+    let datagram_bytes = transport::ConnectionConfig::default().full_packet_bytes();
     let mut driver_cfg = DriverConfig {
         io: variant.io_config(),
         ..DriverConfig::default()

@@ -47,6 +47,34 @@ pub struct ConnectionConfig {
     pub startup_priming_bytes: u64,
 }
 
+impl ConnectionConfig {
+    /// The frame bytes a data packet has room for: the datagram less its header and tag and, when encrypted,
+    /// rounded down to whole cipher blocks, so that a full packet seals and opens on the cipher's fast path
+    /// (see [`crate::crypto::BLOCK_LEN`]).
+    pub fn payload_room(&self) -> usize {
+        let header = crate::wire::packet::DATA_HEADER_LEN;
+        if self.encryption {
+            let room = self
+                .max_datagram_bytes
+                .saturating_sub(header + crate::crypto::TAG_LEN);
+            room - room % crate::crypto::BLOCK_LEN
+        } else {
+            self.max_datagram_bytes.saturating_sub(header)
+        }
+    }
+
+    /// The UDP payload of a full data packet: at most `max_datagram_bytes`, and less by what
+    /// [`ConnectionConfig::payload_room`] rounds off (1393 bytes for the default 1400, encrypted).
+    pub fn full_packet_bytes(&self) -> usize {
+        let tag = if self.encryption {
+            crate::crypto::TAG_LEN
+        } else {
+            0
+        };
+        (crate::wire::packet::DATA_HEADER_LEN + self.payload_room() + tag).min(self.max_datagram_bytes)
+    }
+}
+
 impl Default for ConnectionConfig {
     fn default() -> Self {
         ConnectionConfig {

@@ -346,13 +346,18 @@ fn datagrams_appended_into_one_batch_buffer_carry_the_connection() {
     );
 }
 
-/// A bulk frame leaves in packets of exactly the datagram size (each fragment fills its packet, the few
-/// bytes its header's varints leave are padding), so a driver can send them in one GSO batch; only the
-/// frame's last packet is shorter.
+/// A bulk frame leaves in packets of exactly the full size (each fragment fills its packet, the few bytes
+/// its header's varints leave are padding), so a driver can send them in one GSO batch; only the frame's
+/// last packet is shorter. The full size is the datagram size less what rounds the sealed payload down to
+/// whole AES blocks, and every packet's payload is whole blocks.
 #[test]
 fn a_large_frame_leaves_in_packets_of_exactly_the_datagram_size() {
     let (a_cfg, b_cfg, b_pub) = configs();
-    let mtu = a_cfg.connection.max_datagram_bytes;
+    let datagram = a_cfg.connection.max_datagram_bytes;
+    let overhead = 17 + transport::crypto::TAG_LEN;
+    let block = transport::crypto::BLOCK_LEN;
+    let mtu = overhead + (datagram - overhead) / block * block;
+    assert_eq!(a_cfg.connection.full_packet_bytes(), mtu);
     let mut p = Pair::new(a_cfg, b_cfg, link(20));
     let ch = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
     p.run_for(Duration::from_millis(200));
@@ -371,6 +376,13 @@ fn a_large_frame_leaves_in_packets_of_exactly_the_datagram_size() {
         .collect();
     let full = data.iter().filter(|&&n| n == mtu).count();
     assert!(data.iter().all(|&n| n <= mtu), "{data:?}");
+    assert!(
+        p.a_sent[before..]
+            .iter()
+            .all(|d| (d.len() - overhead) % block == 0),
+        "payloads not in whole blocks: {:?}",
+        p.a_sent[before..].iter().map(Vec::len).collect::<Vec<_>>()
+    );
     assert!(
         full + 1 >= data.len() && data.len() >= 300_000 / mtu,
         "{full} of {} packets at {mtu} bytes: {data:?}",

@@ -197,16 +197,7 @@ impl Connection {
         remote: SocketAddr,
         handshake: Handshake,
     ) -> Self {
-        // A packet's room for frames: what `write_data` offers the send queue for a fragment.
-        let tag = if config.encryption {
-            crate::crypto::TAG_LEN
-        } else {
-            0
-        };
-        let room = config
-            .max_datagram_bytes
-            .saturating_sub(DATA_HEADER_LEN + tag)
-            .max(64) as u32;
+        let room = config.payload_room().max(64) as u32;
         Connection {
             side,
             local_cid,
@@ -918,7 +909,7 @@ impl Connection {
             },
         );
         let tag = keys.send.tag_len();
-        let limit = mtu.saturating_sub(tag);
+        let limit = DATA_HEADER_LEN + self.config.payload_room();
         if want_ack {
             if let Some(ack) = self.acks.build_ack(now) {
                 ack.encode(buf);
@@ -969,6 +960,12 @@ impl Connection {
         if buf.len() - start == DATA_HEADER_LEN {
             buf.truncate(start);
             return false;
+        }
+        if tag > 0 {
+            // PADDING to whole cipher blocks: a partial last block costs more to seal (and to open) than the
+            // bytes it saves. `limit` is itself whole blocks past the header, so this never passes it.
+            let payload = buf.len() - start - DATA_HEADER_LEN;
+            buf.resize(start + DATA_HEADER_LEN + crate::crypto::whole_blocks(payload), 0);
         }
         debug_assert!(
             buf.len() - start + tag <= mtu,

@@ -16,7 +16,7 @@ pub mod handshake;
 pub mod keys;
 pub mod replay;
 
-pub use aead::{PacketKey, TAG_LEN};
+pub use aead::{whole_blocks, PacketKey, BLOCK_LEN, TAG_LEN};
 pub use cookie::{CookieJar, COOKIE_LEN, DEFAULT_COOKIE_LIFETIME_SECS};
 pub use error::CryptoError;
 pub use handshake::{InitiatorHandshake, ResponderHandshake, SessionKeys};
