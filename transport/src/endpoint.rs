@@ -88,7 +88,8 @@ pub struct Endpoint {
     conns: Vec<Option<Connection>>,
     /// Generation of each slot, bumped when a connection is reaped: a stale handle never reaches a newer peer.
     generations: Vec<u64>,
-    by_cid: HashMap<u64, usize>,
+    /// Our own connection ids (random, so a fast hash is safe; every data packet looks one up).
+    by_cid: foldhash::HashMap<u64, usize>,
     by_client: HashMap<(SocketAddr, u64), usize>,
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<(ConnectionHandle, Event)>,
@@ -106,7 +107,7 @@ impl Endpoint {
             last_rotation: now,
             conns: Vec::new(),
             generations: Vec::new(),
-            by_cid: HashMap::new(),
+            by_cid: foldhash::HashMap::default(),
             by_client: HashMap::new(),
             stateless: VecDeque::new(),
             events: VecDeque::new(),

@@ -10,7 +10,9 @@ use crate::media::MediaKind;
 use crate::wire::frame::{DroppedNotice, FragmentHeader};
 use bytes::Bytes;
 use foldhash::HashMap;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 /// A frame handed to the application.
@@ -251,51 +253,82 @@ impl Reassembler {
         self.out.pop_front()
     }
 
+    /// The stream's state, created on first use while under `max_streams` (one map lookup either way).
     fn stream(&mut self, id: u32) -> Option<&mut RecvStream> {
-        if !self.streams.contains_key(&id) && self.streams.len() >= self.limits.max_streams {
-            return None;
+        let full = self.streams.len() >= self.limits.max_streams;
+        match self.streams.entry(id) {
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(e) if !full => Some(e.insert(RecvStream::new())),
+            Entry::Vacant(_) => None,
         }
-        Some(self.streams.entry(id).or_insert_with(RecvStream::new))
     }
 
     /// Takes one fragment. `data` is a slice of the decrypted datagram. A refused fragment must not be
     /// acknowledged: the sender then repairs it or, at the deadline, announces the frame dropped, instead of
     /// believing it delivered while the receiver waits for it forever.
     pub fn on_fragment(&mut self, now: Instant, h: &FragmentHeader, data: Bytes) -> FragmentOutcome {
-        let outcome = self.take_fragment(now, h, data);
+        let len = data.len();
+        self.on_fragment_in(now, h, &data, 0..len)
+    }
+
+    /// [`Self::on_fragment`] for the fragment at `packet[range]` (a decrypted payload): its bytes are
+    /// copied into the frame being rebuilt, and only a frame that is one whole fragment keeps a slice of
+    /// `packet`, so a fragment costs no reference count of its own.
+    pub fn on_fragment_in(
+        &mut self,
+        now: Instant,
+        h: &FragmentHeader,
+        packet: &Bytes,
+        range: Range<usize>,
+    ) -> FragmentOutcome {
+        let (outcome, completed) = self.take_fragment(now, h, packet, range);
         match outcome {
-            FragmentOutcome::Accepted => self.drain(now, h.stream),
+            // Only a frame that became whole can let frames leave (drops drain in `on_dropped`).
+            FragmentOutcome::Accepted if completed => self.drain(now, h.stream),
+            FragmentOutcome::Accepted => {}
             FragmentOutcome::Duplicate => self.stats.duplicate_fragments += 1,
             FragmentOutcome::Refused => self.stats.refused_fragments += 1,
         }
         outcome
     }
 
-    fn take_fragment(&mut self, now: Instant, h: &FragmentHeader, data: Bytes) -> FragmentOutcome {
+    /// Files the fragment; also says whether it completed its frame.
+    fn take_fragment(
+        &mut self,
+        now: Instant,
+        h: &FragmentHeader,
+        packet: &Bytes,
+        range: Range<usize>,
+    ) -> (FragmentOutcome, bool) {
+        use FragmentOutcome::{Accepted, Duplicate, Refused};
+        let Some(data) = packet.get(range.clone()) else {
+            return (Refused, false);
+        };
         let limits = self.limits;
         if h.frame_len > limits.max_frame_bytes {
-            return FragmentOutcome::Refused;
+            return (Refused, false);
         }
         let buffered = self.buffered_bytes;
         let Some(st) = self.stream(h.stream) else {
-            return FragmentOutcome::Refused;
+            return (Refused, false);
         };
         if h.seq < st.next {
-            return FragmentOutcome::Duplicate;
+            return (Duplicate, false);
         }
         if h.seq - st.next >= limits.max_frames_ahead {
-            return FragmentOutcome::Refused;
+            return (Refused, false);
         }
         match st.slots.get_mut(&h.seq) {
-            Some(Slot::Done { .. }) | Some(Slot::Dropped { .. }) => FragmentOutcome::Duplicate,
+            Some(Slot::Done { .. }) | Some(Slot::Dropped { .. }) => (Duplicate, false),
             Some(Slot::Partial(a)) => {
                 if a.kind != h.kind || a.frame_len != h.frame_len {
-                    return FragmentOutcome::Refused;
+                    return (Refused, false);
                 }
-                if a.add(h.offset, &data) == 0 {
-                    return FragmentOutcome::Duplicate;
+                if a.add(h.offset, data) == 0 {
+                    return (Duplicate, false);
                 }
-                if a.received == a.frame_len {
+                let completed = a.received == a.frame_len;
+                if completed {
                     if let Some(Slot::Partial(a)) = st.slots.remove(&h.seq) {
                         let done = Slot::Done {
                             kind: a.kind,
@@ -306,21 +339,22 @@ impl Reassembler {
                         st.slots.insert(h.seq, done);
                     }
                 }
-                FragmentOutcome::Accepted
+                (Accepted, completed)
             }
             None => {
                 // Every frame held, complete or not, counts against the bound until it leaves.
                 if buffered + u64::from(h.frame_len) > limits.max_buffered_bytes {
-                    return FragmentOutcome::Refused;
+                    return (Refused, false);
                 }
                 let capture = now.checked_sub(Duration::from_micros(h.age_us)).unwrap_or(now);
                 let budget = h.budget_us.map(Duration::from_micros);
-                if h.offset == 0 && data.len() == h.frame_len as usize {
+                let whole = h.offset == 0 && data.len() == h.frame_len as usize;
+                if whole {
                     st.slots.insert(
                         h.seq,
                         Slot::Done {
                             kind: h.kind,
-                            bytes: data,
+                            bytes: packet.slice(range),
                             capture,
                             budget,
                         },
@@ -335,11 +369,11 @@ impl Reassembler {
                         capture,
                         budget,
                     };
-                    a.add(h.offset, &data);
+                    a.add(h.offset, data);
                     st.slots.insert(h.seq, Slot::Partial(a));
                 }
                 self.buffered_bytes += u64::from(h.frame_len);
-                FragmentOutcome::Accepted
+                (Accepted, whole)
             }
         }
     }
@@ -680,5 +714,35 @@ mod tests {
         assert_eq!(r.stats.duplicate_fragments, 1);
         assert!(r.buffered_bytes() <= 1500);
         assert!(r.poll().is_none());
+    }
+
+    /// Fragments named by their range in a packet: a frame that is one whole fragment is a slice of the
+    /// packet, a larger one is copied out of the packets it came in, and a range outside the packet is
+    /// refused (never a panic).
+    #[test]
+    fn fragments_in_a_packet_are_taken_by_range() {
+        let t = Instant::now();
+        let mut r = Reassembler::new(RecvLimits::default());
+        let packet = Bytes::from_static(b"..abcdef..");
+        let whole = r.on_fragment_in(t, &hdr(0, MediaKind::Key, 3, 0), &packet, 2..5);
+        let head = r.on_fragment_in(t, &hdr(1, MediaKind::Inter, 4, 0), &packet, 2..4);
+        assert!(r.poll().is_some_and(|o| matches!(o, RecvOutput::Frame(f)
+            if f.bytes == "abc" && f.bytes.as_ptr() == packet[2..].as_ptr())));
+        assert!(r.poll().is_none(), "frame 1 is still partial");
+        let tail = r.on_fragment_in(t, &hdr(1, MediaKind::Inter, 4, 2), &packet, 6..8);
+        assert_eq!(
+            (whole, head, tail),
+            (
+                FragmentOutcome::Accepted,
+                FragmentOutcome::Accepted,
+                FragmentOutcome::Accepted
+            )
+        );
+        assert!(r
+            .poll()
+            .is_some_and(|o| matches!(o, RecvOutput::Frame(f) if f.bytes == "abef")));
+        let outside = r.on_fragment_in(t, &hdr(2, MediaKind::Inter, 4, 0), &packet, 8..12);
+        assert_eq!(outside, FragmentOutcome::Refused);
+        assert_eq!(r.buffered_bytes(), 0);
     }
 }

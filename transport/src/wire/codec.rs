@@ -124,6 +124,7 @@ impl<'a> Reader<'a> {
 }
 
 /// The encoded size of `v` as a varint.
+#[inline]
 pub fn varint_len(v: u64) -> usize {
     if v < 1 << 6 {
         1
@@ -137,6 +138,7 @@ pub fn varint_len(v: u64) -> usize {
 }
 
 /// Appends `v` as a varint. Values above [`VARINT_MAX`] are clamped to it (callers never produce them).
+#[inline]
 pub fn put_varint(out: &mut Vec<u8>, v: u64) {
     let v = v.min(VARINT_MAX);
     match varint_len(v) {
