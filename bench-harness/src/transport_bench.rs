@@ -55,6 +55,11 @@ pub struct TransportArgs {
     /// Bytes per bulk frame.
     #[arg(long, default_value_t = 256 * 1024)]
     frame_bytes: usize,
+    /// The popline rows' `max_datagram_bytes`. The default is quinn's: its MTU discovery goes up to 1452 bytes
+    /// and reaches that on loopback (the quinn row reports the MTU it reached), so both carry the same UDP
+    /// payload size. popline's own default (1400) leaves room for tunnels a PoP link may have.
+    #[arg(long, default_value_t = QUINN_MAX_DATAGRAM_BYTES)]
+    datagram_bytes: usize,
     /// Variants, comma-separated: `popline` (encrypted, io_uring with GSO/GRO), `popline-epoll` (the epoll
     /// backend with GSO/GRO), `popline-nogso` (io_uring, one datagram per send), `popline-plaintext`
     /// (encryption off, for the cost of the AEAD), `quinn` (the baseline: quinn with rustls, set up as its
@@ -68,6 +73,9 @@ pub struct TransportArgs {
     #[command(flatten)]
     engine: EngineArgs,
 }
+
+/// quinn's MTU discovery upper bound (`MtuDiscoveryConfig`'s default, not readable through its API).
+pub const QUINN_MAX_DATAGRAM_BYTES: usize = 1452;
 
 /// A transport under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,8 +208,15 @@ pub fn run(args: &TransportArgs) -> Result<()> {
     let mut reports = Vec::new();
     for &v in &variants {
         for &n in &counts {
-            let r = measure_with(v, n, args.frame_bytes, warmup, seconds, &args.engine)
-                .with_context(|| format!("{} with {n} connection(s)", v.name()))?;
+            let r = measure_with(
+                v,
+                n,
+                (args.frame_bytes, args.datagram_bytes),
+                warmup,
+                seconds,
+                &args.engine,
+            )
+            .with_context(|| format!("{} with {n} connection(s)", v.name()))?;
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);
             }
@@ -328,12 +343,13 @@ struct ClientSummary {
     driver: DriverStats,
 }
 
-/// Runs `connections` bulk connections of `variant` on loopback: `warmup`, then `window` measured, with
-/// `engine_args` on top of the variant's own engine setup.
+/// Runs `connections` bulk connections of `variant` on loopback, sending frames of `frame_bytes` in
+/// datagrams of at most `datagram_bytes` (popline; quinn finds its own): `warmup`, then `window` measured,
+/// with `engine_args` on top of the variant's own engine setup.
 pub fn measure_with(
     variant: Variant,
     connections: usize,
-    frame_bytes: usize,
+    (frame_bytes, datagram_bytes): (usize, usize),
     warmup: Duration,
     window: Duration,
     engine_args: &EngineArgs,
@@ -341,13 +357,24 @@ pub fn measure_with(
     if frame_bytes == 0 {
         bail!("--frame-bytes must be positive");
     }
+    if !(1200..=engine::offload::MAX_UDP_PAYLOAD).contains(&datagram_bytes) {
+        bail!(
+            "--datagram-bytes must be 1200..={}",
+            engine::offload::MAX_UDP_PAYLOAD
+        );
+    }
     if variant == Variant::Quinn {
         // The baseline has its own module; the popline variants run on the engine below.
         return quinn_baseline::measure(connections, frame_bytes, warmup, window);
     }
     let encryption = variant != Variant::PoplinePlaintext;
-    // The clients and server below keep the default connection config.
-    let datagram_bytes = transport::ConnectionConfig::default().full_packet_bytes();
+    // The clients and server below keep the default connection config but for these two.
+    let connection = transport::ConnectionConfig {
+        encryption,
+        max_datagram_bytes: datagram_bytes,
+        ..transport::ConnectionConfig::default()
+    };
+    let full_packet_bytes = connection.full_packet_bytes();
     let mut driver_cfg = DriverConfig {
         io: variant.io_config(),
         ..DriverConfig::default()
@@ -366,6 +393,7 @@ pub fn measure_with(
     let cpus = engine::affinity::allowed_cpus()?.len().max(1);
     let server_cores = connections.clamp(1, cpus);
     let delivered_s = delivered.clone();
+    let server_connection = connection.clone();
     let mut server = TransportCores::start(
         loopback(),
         CoresConfig {
@@ -378,7 +406,7 @@ pub fn measure_with(
         },
         move |_core| {
             let mut cfg = EndpointConfig::new(server_key.clone());
-            cfg.connection.encryption = encryption;
+            cfg.connection = server_connection.clone();
             let ep = Endpoint::new(cfg, Instant::now()).map_err(std::io::Error::other)?;
             let delivered = delivered_s.clone();
             Ok((ep, move |_: &mut Endpoint, _, e: Event| match e {
@@ -396,7 +424,7 @@ pub fn measure_with(
         for i in 0..connections {
             let mut client_cfg = EndpointConfig::new(StaticKeypair::generate()?);
             client_cfg.accept_incoming = false;
-            client_cfg.connection.encryption = encryption;
+            client_cfg.connection = connection.clone();
             let (stop_c, ready) = (stop.clone(), ready_tx.clone());
             clients.push(thread::Builder::new().name(format!("cli-{i}")).spawn(move || {
                 run_client(
@@ -452,7 +480,7 @@ pub fn measure_with(
         bytes,
         packets_lost: conn_sum(|c| c.packets_lost),
         packets_sent,
-        datagram_bytes,
+        datagram_bytes: full_packet_bytes,
         acks_per_packet: per(conn_sum(|c| c.packets_received), packets_sent),
         send_blocked: Some(driver_sum(|d| d.send_blocked)),
         srtt_us: summaries
@@ -583,7 +611,7 @@ mod tests {
             let r = measure_with(
                 v,
                 n,
-                64 * 1024,
+                (64 * 1024, QUINN_MAX_DATAGRAM_BYTES),
                 Duration::from_millis(100),
                 Duration::from_millis(300),
                 &none,
@@ -608,7 +636,7 @@ mod tests {
         let q = measure_with(
             Variant::Quinn,
             2,
-            64 * 1024,
+            (64 * 1024, QUINN_MAX_DATAGRAM_BYTES),
             Duration::from_millis(100),
             Duration::from_millis(300),
             &none,

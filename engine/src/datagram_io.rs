@@ -57,7 +57,7 @@ pub struct IoConfig {
     pub gro: bool,
     /// io_uring: ring size and SQPOLL.
     pub ring: RingConfig,
-    /// io_uring: provided receive buffers (a power of two).
+    /// io_uring: provided receive buffers (a power of two; see [`crate::uring::udp::DEFAULT_RECV_BUFFERS`]).
     pub buffer_count: u16,
     /// io_uring: sends in flight at once.
     pub send_slots: usize,
@@ -76,7 +76,7 @@ impl Default for IoConfig {
             gso: true,
             gro: true,
             ring: RingConfig::default(),
-            buffer_count: 256,
+            buffer_count: crate::uring::udp::DEFAULT_RECV_BUFFERS,
             send_slots: 32,
             busy_poll_us: 0,
             max_datagram_bytes: 2048,

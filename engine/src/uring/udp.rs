@@ -37,12 +37,20 @@ const GROUP: u16 = 0;
 /// Header the kernel writes in front of each multishot receive (`struct io_uring_recvmsg_out`).
 const RECVMSG_OUT_BYTES: usize = 16;
 
+/// Provided receive buffers by default: 32. The kernel fills them in ring order, so every buffer is
+/// touched once per lap; with GRO each holds up to 64 KiB, and 32 of them (2 MiB) stay in cache where 256
+/// (16 MiB) do not: the kernel's copy into them and the reassembly copy out of them both miss less. Measured
+/// on loopback, one connection, 5-6 alternating runs: 256 -> 32 buffers, median 7.42 -> 8.07 and 7.08 ->
+/// 7.31 Gbit/s, 2.01 -> 1.82 and 2.12 -> 1.98 cpu s/GB. A ring that runs dry only re-arms its receive (the
+/// datagrams wait in the socket buffer), counted as `recv_no_buffers`.
+pub const DEFAULT_RECV_BUFFERS: u16 = 32;
+
 /// How to set up a [`UringUdp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UringUdpConfig {
     /// The ring.
     pub ring: RingConfig,
-    /// Provided receive buffers (a power of two).
+    /// Provided receive buffers (a power of two). See [`DEFAULT_RECV_BUFFERS`].
     pub buffer_count: u16,
     /// Payload bytes of each receive buffer (64 KiB with GRO, so a coalesced run fits; else the largest
     /// datagram). The kernel's header, the name and the control message are added to this.
@@ -59,7 +67,7 @@ impl Default for UringUdpConfig {
     fn default() -> Self {
         UringUdpConfig {
             ring: RingConfig::default(),
-            buffer_count: 256,
+            buffer_count: DEFAULT_RECV_BUFFERS,
             buffer_bytes: MAX_UDP_PAYLOAD,
             gro: true,
             gso: true,

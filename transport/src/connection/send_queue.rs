@@ -435,6 +435,9 @@ impl SendQueue {
 
     /// Drops frames that can no longer arrive in time (see `give_up_limit`), oldest first.
     pub fn expire(&mut self, now: Instant, timing: PathTiming) {
+        if self.watch.is_empty() {
+            return; // nothing with a deadline (bulk): this runs for every packet
+        }
         // Limits are not in queue order (budgets differ, sent frames get grace), so every watched frame is
         // checked; the watch holds only frames still in play, a few dozen for a live stream.
         let frames = &self.frames;

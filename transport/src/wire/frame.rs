@@ -10,7 +10,7 @@
 //! ```
 //! All integers are varints unless a width is given.
 
-use super::codec::{put_varint, varint_len, Reader, WireError};
+use super::codec::{put_varint, varint_len, Reader, StackBytes, WireError};
 use crate::media::{DropReason, MediaKind};
 use std::ops::{Range, RangeInclusive};
 
@@ -124,6 +124,10 @@ pub struct FragmentHeader {
 pub const MAX_AGE_US: u64 = (1 << 30) - 1;
 
 impl FragmentHeader {
+    /// The longest encoding of any fragment header: the type and kind bytes, and seven varints of at most 8
+    /// bytes each.
+    pub const MAX_LEN: usize = 2 + 7 * 8;
+
     /// The most bytes the header of any fragment of this frame can take, whatever its offset, its age and
     /// its data length (up to `max_data_len`): sizes a frame's fragments so every one, first send or repair,
     /// fits the same room.
@@ -157,15 +161,18 @@ impl FragmentHeader {
 
     /// Appends the fragment header and `data`.
     pub fn encode(&self, data: &[u8], out: &mut Vec<u8>) {
-        out.push(FRAGMENT);
-        put_varint(out, u64::from(self.stream));
-        put_varint(out, self.seq);
-        out.push(self.kind.code());
-        put_varint(out, u64::from(self.frame_len));
-        put_varint(out, u64::from(self.offset));
-        put_varint(out, self.age_us.min(MAX_AGE_US));
-        put_varint(out, self.budget_us.map_or(0, |b| b.saturating_add(1)));
-        put_varint(out, data.len() as u64);
+        let mut h = StackBytes::<{ FragmentHeader::MAX_LEN }>::default();
+        h.u8(FRAGMENT);
+        h.varint(u64::from(self.stream));
+        h.varint(self.seq);
+        h.u8(self.kind.code());
+        h.varint(u64::from(self.frame_len));
+        h.varint(u64::from(self.offset));
+        h.varint(self.age_us.min(MAX_AGE_US));
+        h.varint(self.budget_us.map_or(0, |b| b.saturating_add(1)));
+        h.varint(data.len() as u64);
+        out.reserve(h.as_slice().len() + data.len());
+        out.extend_from_slice(h.as_slice());
         out.extend_from_slice(data);
     }
 }
