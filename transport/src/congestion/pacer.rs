@@ -37,6 +37,9 @@ pub struct Pacer {
     last_update: Option<Instant>,
     /// The rate the bucket was last refilled at, in bytes per second.
     rate_bytes_per_s: u64,
+    /// The bucket depth in credit units at the rate it was last computed for (`(rate, depth)`): it takes a
+    /// 128-bit division, and the rate changes once per ACK at most, not once per packet.
+    capacity_at: Option<(u64, u128)>,
 }
 
 impl Default for Pacer {
@@ -54,6 +57,7 @@ impl Pacer {
             credit: 0,
             last_update: None,
             rate_bytes_per_s: 0,
+            capacity_at: None,
         }
     }
 
@@ -64,18 +68,33 @@ impl Pacer {
         configured.max(one_ms).min(MAX_BURST_BYTES)
     }
 
-    fn capacity(&self, rate_bytes_per_s: u64) -> u128 {
-        u128::from(self.burst_bytes(rate_bytes_per_s)).saturating_mul(NANOS_PER_S)
+    fn capacity(&mut self, rate_bytes_per_s: u64) -> u128 {
+        match self.capacity_at {
+            Some((rate, depth)) if rate == rate_bytes_per_s => depth,
+            _ => {
+                // A u64 of bytes times 10^9 fits a u128 (below 2^94).
+                let depth = u128::from(self.burst_bytes(rate_bytes_per_s)) * NANOS_PER_S;
+                self.capacity_at = Some((rate_bytes_per_s, depth));
+                depth
+            }
+        }
     }
 
     /// Brings the credit up to `now` at `rate_bytes_per_s`, capped at the bucket depth.
     fn refill(&mut self, now: Instant, rate_bytes_per_s: u64) {
+        if self.last_update == Some(now) && self.rate_bytes_per_s == rate_bytes_per_s {
+            // Already up to date (the packets of one flush share their `now`): nothing to add, and the
+            // credit is already within this rate's bucket.
+            return;
+        }
         let capacity = self.capacity(rate_bytes_per_s);
         match self.last_update {
             None => self.credit = capacity,
             Some(last) => {
-                let elapsed_ns = now.saturating_duration_since(last).as_nanos();
-                let added = u128::from(rate_bytes_per_s).saturating_mul(elapsed_ns);
+                // Two u64 factors: the product fits a u128, so no overflow check is needed.
+                let elapsed_ns =
+                    u64::try_from(now.saturating_duration_since(last).as_nanos()).unwrap_or(u64::MAX);
+                let added = u128::from(rate_bytes_per_s) * u128::from(elapsed_ns);
                 self.credit = self.credit.saturating_add(added).min(capacity);
             }
         }
@@ -93,9 +112,7 @@ impl Pacer {
             return None;
         }
         self.refill(now, rate_bytes_per_s);
-        let cost = u128::from(packet_bytes)
-            .saturating_mul(NANOS_PER_S)
-            .min(self.capacity(rate_bytes_per_s));
+        let cost = (u128::from(packet_bytes) * NANOS_PER_S).min(self.capacity(rate_bytes_per_s));
         if self.credit >= cost {
             return None;
         }
@@ -114,9 +131,7 @@ impl Pacer {
             return;
         }
         self.refill(now, rate);
-        self.credit = self
-            .credit
-            .saturating_sub(u128::from(packet_bytes).saturating_mul(NANOS_PER_S));
+        self.credit = self.credit.saturating_sub(u128::from(packet_bytes) * NANOS_PER_S);
     }
 }
 

@@ -1068,8 +1068,12 @@ impl Controller for Popline {
         if self.rto_restricted {
             return min_cwnd;
         }
-        match (self.mode, self.bdp_bytes()) {
-            (Mode::ProbeRtt { .. }, Some(bdp)) => self.cwnd_bytes.min((bdp / 2).max(min_cwnd)),
+        // The BDP (a 128-bit division) only where it matters: this runs for every packet sent.
+        match self.mode {
+            Mode::ProbeRtt { .. } => match self.bdp_bytes() {
+                Some(bdp) => self.cwnd_bytes.min((bdp / 2).max(min_cwnd)),
+                None => self.cwnd_bytes,
+            },
             _ => self.cwnd_bytes,
         }
     }

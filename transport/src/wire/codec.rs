@@ -147,7 +147,8 @@ pub fn varint_len(v: u64) -> usize {
 
 /// Up to `N` bytes of fields encoded on the stack, then appended to a packet in one copy: a header built
 /// field by field costs one capacity check instead of one per field. Writes past `N` are dropped, so `N` must
-/// be the header's largest encoding (checked in debug builds).
+/// be at least the header's largest encoding (checked in debug builds); 8 bytes more lets every varint be
+/// one fixed-size store.
 #[derive(Debug, Clone)]
 pub struct StackBytes<const N: usize> {
     buf: [u8; N],
@@ -172,9 +173,17 @@ impl<const N: usize> StackBytes<N> {
     pub fn varint(&mut self, v: u64) {
         let v = v.min(VARINT_MAX);
         let n = varint_len(v);
-        // The two-bit length prefix: 0, 1, 2 or 3 for 1, 2, 4 or 8 bytes, in the top bits of those bytes.
-        let tagged = v | (u64::from(n.trailing_zeros()) << (8 * n - 2));
-        self.put(tagged.to_be_bytes().get(8 - n..).unwrap_or_default());
+        // The two-bit length prefix (0, 1, 2 or 3 for 1, 2, 4 or 8 bytes) in the top bits of those bytes,
+        // which are moved to the top of the word: its first `n` big-endian bytes are the encoding.
+        let tagged = (v | (u64::from(n.trailing_zeros()) << (8 * n - 2))) << (64 - 8 * n);
+        let bytes = tagged.to_be_bytes();
+        // One fixed 8-byte store where there is room (what follows overwrites the spare bytes), else exact.
+        if let Some(dst) = self.buf.get_mut(self.len..self.len + 8) {
+            dst.copy_from_slice(&bytes);
+            self.len += n;
+        } else {
+            self.put(bytes.get(..n).unwrap_or_default());
+        }
     }
 
     #[inline]
@@ -239,6 +248,15 @@ mod tests {
         assert!(Reader::new(&[]).u8().is_err());
         assert!(Reader::new(&[1, 2, 3]).u64().is_err());
         assert!(Reader::new(&[0x44]).length("len", 10).is_err());
+    }
+
+    #[test]
+    fn stack_bytes_near_their_end_write_exactly() {
+        // 1 + 2 bytes: no room for an 8-byte store, so the varint is written byte for byte.
+        let mut b = StackBytes::<3>::default();
+        b.u8(7);
+        b.varint(300);
+        assert_eq!(b.as_slice(), &[7, 0x41, 0x2c]);
     }
 
     proptest! {

@@ -161,7 +161,7 @@ impl FragmentHeader {
 
     /// Appends the fragment header and `data`.
     pub fn encode(&self, data: &[u8], out: &mut Vec<u8>) {
-        let mut h = StackBytes::<{ FragmentHeader::MAX_LEN }>::default();
+        let mut h = StackBytes::<{ FragmentHeader::MAX_LEN + 8 }>::default();
         h.u8(FRAGMENT);
         h.varint(u64::from(self.stream));
         h.varint(self.seq);
