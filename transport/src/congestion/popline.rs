@@ -701,13 +701,12 @@ impl Popline {
         let (Some(min_rtt), Some(latest)) = (self.min_rtt, self.latest_rtt) else {
             return;
         };
-        let recent = packet.now.saturating_duration_since(self.bw_before_reset_stamp) <= BURST_MEMORY;
-        let spaced = self
-            .last_burst
-            .is_none_or(|t| packet.now.saturating_duration_since(t) >= min_rtt);
+        // Cheapest test first: this runs for every packet sent, and a backlog rarely starts.
         if starts_backlog
-            && recent
-            && spaced
+            && packet.now.saturating_duration_since(self.bw_before_reset_stamp) <= BURST_MEMORY
+            && self
+                .last_burst
+                .is_none_or(|t| packet.now.saturating_duration_since(t) >= min_rtt)
             && matches!(self.mode, Mode::ProbeBw(_))
             && self.queue_delay(latest) <= queue_free_margin(min_rtt)
             && (self.bandwidth_estimate() as f64) < BURST_BELOW * self.bw_before_reset as f64

@@ -54,8 +54,6 @@ impl AckScratch {
     }
 }
 
-/// Frames of one packet whose room the connection keeps between packets (a full packet has one or two).
-const FRAME_SCRATCH_KEEP: usize = 16;
 /// The smallest fragment frame (a one-byte fragment of a tiny frame): a packet with less room left than this
 /// is full, and is padded to its full size.
 const MIN_FRAGMENT_FRAME_LEN: usize = 10;
@@ -188,8 +186,6 @@ pub struct Connection {
     priming_until: Option<Instant>,
     /// Reused by every ACK (and loss timer) to resolve what it covers.
     ack_scratch: AckScratch,
-    /// The frames of the packet being handled (kept, empty, between packets).
-    frame_scratch: Vec<Frame>,
 }
 
 impl Connection {
@@ -224,7 +220,6 @@ impl Connection {
             last_eliciting_sent: now,
             priming_until: None,
             ack_scratch: AckScratch::default(),
-            frame_scratch: Vec::new(),
             ping_pending: false,
             closing: None,
             closed: false,
@@ -583,23 +578,18 @@ impl Connection {
         let payload = datagram.freeze().slice(DATA_HEADER_LEN..DATA_HEADER_LEN + len);
         let mut ack_eliciting = false;
         let mut refused = false;
-        // The whole packet is parsed before any frame acts, so a malformed one changes nothing. The vector is
-        // the connection's, kept between packets (no allocation per packet).
-        let mut frames = std::mem::take(&mut self.frame_scratch);
-        frames.clear();
+        // Frames act as they are parsed. They are authenticated, so those before a malformed one are the
+        // peer's own and stand (as in QUIC); the malformed one ends the packet, which is then not
+        // acknowledged (its fragments come again as repairs, and are duplicates where they were taken).
         for f in Frames::new(&payload) {
-            match f {
-                Ok(f) => frames.push(f),
+            let f = match f {
+                Ok(f) => f,
                 Err(e) => {
                     tracing::debug!(remote = %self.remote, error = %e, "malformed frame in authenticated packet");
                     self.stats.malformed += 1;
-                    frames.clear();
-                    self.frame_scratch = frames;
                     return;
                 }
-            }
-        }
-        for f in frames.drain(..) {
+            };
             ack_eliciting |= f.is_ack_eliciting();
             match f {
                 Frame::Padding | Frame::Ping => {}
@@ -613,9 +603,6 @@ impl Connection {
                 }
             }
         }
-        // A packet of many tiny frames (a peer's choice) must not make the connection keep a large vector.
-        frames.shrink_to(FRAME_SCRATCH_KEEP);
-        self.frame_scratch = frames;
         // A packet with a refused fragment is not acknowledged, so the sender repairs or drops it.
         if !refused {
             self.acks.on_packet(now, pn, ack_eliciting);
