@@ -253,7 +253,8 @@ impl Recovery {
     /// The reordering allowance in use (a fraction of the RTT).
     pub fn reorder_allowance(&self) -> Duration {
         let rtt = self.rtt.latest().max(self.rtt.smoothed());
-        rtt / (1 << self.reorder_shift)
+        // rtt / 2^shift as a shift, not a division: this runs for every packet sent.
+        Duration::from_nanos(u64::try_from(rtt.as_nanos() >> self.reorder_shift).unwrap_or(u64::MAX))
     }
 
     /// Declares lost what the thresholds say is lost, and arms the loss timer for the rest.
