@@ -52,26 +52,30 @@ impl ConnectionConfig {
     /// rounded down to whole cipher blocks, so that a full packet seals and opens on the cipher's fast path
     /// (see [`crate::crypto::BLOCK_LEN`]).
     pub fn payload_room(&self) -> usize {
-        let header = crate::wire::packet::DATA_HEADER_LEN;
+        let room = self
+            .max_datagram_bytes
+            .saturating_sub(crate::wire::packet::DATA_HEADER_LEN + self.tag_len());
         if self.encryption {
-            let room = self
-                .max_datagram_bytes
-                .saturating_sub(header + crate::crypto::TAG_LEN);
             room - room % crate::crypto::BLOCK_LEN
         } else {
-            self.max_datagram_bytes.saturating_sub(header)
+            room
         }
     }
 
     /// The UDP payload of a full data packet: at most `max_datagram_bytes`, and less by what
     /// [`ConnectionConfig::payload_room`] rounds off (1393 bytes for the default 1400, encrypted).
     pub fn full_packet_bytes(&self) -> usize {
-        let tag = if self.encryption {
+        (crate::wire::packet::DATA_HEADER_LEN + self.payload_room() + self.tag_len())
+            .min(self.max_datagram_bytes)
+    }
+
+    /// Bytes the AEAD tag adds to each data packet (none in plaintext mode).
+    fn tag_len(&self) -> usize {
+        if self.encryption {
             crate::crypto::TAG_LEN
         } else {
             0
-        };
-        (crate::wire::packet::DATA_HEADER_LEN + self.payload_room() + tag).min(self.max_datagram_bytes)
+        }
     }
 }
 

@@ -37,9 +37,9 @@ pub struct Pacer {
     last_update: Option<Instant>,
     /// The rate the bucket was last refilled at, in bytes per second.
     rate_bytes_per_s: u64,
-    /// The bucket depth in credit units at the rate it was last computed for (`(rate, depth)`): it takes a
-    /// 128-bit division, and the rate changes once per ACK at most, not once per packet.
-    capacity_at: Option<(u64, u128)>,
+    /// The bucket depth at `rate_bytes_per_s`, in credit units. Kept with the rate, not computed per packet:
+    /// it takes a 128-bit division, and the rate changes once per ACK at most.
+    capacity: u128,
 }
 
 impl Default for Pacer {
@@ -57,7 +57,7 @@ impl Pacer {
             credit: 0,
             last_update: None,
             rate_bytes_per_s: 0,
-            capacity_at: None,
+            capacity: 0,
         }
     }
 
@@ -68,18 +68,6 @@ impl Pacer {
         configured.max(one_ms).min(MAX_BURST_BYTES)
     }
 
-    fn capacity(&mut self, rate_bytes_per_s: u64) -> u128 {
-        match self.capacity_at {
-            Some((rate, depth)) if rate == rate_bytes_per_s => depth,
-            _ => {
-                // A u64 of bytes times 10^9 fits a u128 (below 2^94).
-                let depth = u128::from(self.burst_bytes(rate_bytes_per_s)) * NANOS_PER_S;
-                self.capacity_at = Some((rate_bytes_per_s, depth));
-                depth
-            }
-        }
-    }
-
     /// Brings the credit up to `now` at `rate_bytes_per_s`, capped at the bucket depth.
     fn refill(&mut self, now: Instant, rate_bytes_per_s: u64) {
         if self.last_update == Some(now) && self.rate_bytes_per_s == rate_bytes_per_s {
@@ -87,7 +75,11 @@ impl Pacer {
             // credit is already within this rate's bucket.
             return;
         }
-        let capacity = self.capacity(rate_bytes_per_s);
+        if rate_bytes_per_s != self.rate_bytes_per_s {
+            // A u64 of bytes times 10^9 fits a u128 (below 2^94).
+            self.capacity = u128::from(self.burst_bytes(rate_bytes_per_s)) * NANOS_PER_S;
+        }
+        let capacity = self.capacity;
         match self.last_update {
             None => self.credit = capacity,
             Some(last) => {
@@ -112,7 +104,8 @@ impl Pacer {
             return None;
         }
         self.refill(now, rate_bytes_per_s);
-        let cost = (u128::from(packet_bytes) * NANOS_PER_S).min(self.capacity(rate_bytes_per_s));
+        // `refill` brought `capacity` to this rate.
+        let cost = (u128::from(packet_bytes) * NANOS_PER_S).min(self.capacity);
         if self.credit >= cost {
             return None;
         }
