@@ -3,7 +3,8 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use engine::{BackendChoice, DriverConfig, IoConfig, UdpConfig};
+use engine::{BackendChoice, IoConfig, UdpConfig};
+use relay::link::DriverConfig;
 use serde::Serialize;
 
 /// Engine knobs; each one left out keeps the benchmark variant's own setting.

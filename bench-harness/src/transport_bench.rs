@@ -1,4 +1,4 @@
-//! `popline-bench transport`: the encrypted popline transport over [`engine::TransportDriver`] on loopback,
+//! `popline-bench transport`: the encrypted popline transport over [`relay::link::TransportDriver`] on loopback,
 //! bulk, with 1 and N connections in the same run.
 //!
 //! Each connection is a client driver thread and a server driver thread on their own sockets (one thread
@@ -19,10 +19,8 @@ use crate::engine_args::{self, EngineArgs, EngineKnobs};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
-use engine::{
-    BackendChoice, CoresConfig, DriverConfig, DriverStats, IoConfig, TransportCores, TransportDriver,
-    UdpConfig,
-};
+use engine::{BackendChoice, IoConfig, UdpConfig};
+use relay::link::{CoresConfig, DriverConfig, DriverStats, TransportCores, TransportDriver};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;

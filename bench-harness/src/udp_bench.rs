@@ -285,9 +285,9 @@ pub fn measure(
             };
             let io = engine_io_config(variant, engine_args, &mut cfg)?;
             knobs = Some(crate::engine_args::knobs(
-                &engine::DriverConfig {
+                &relay::link::DriverConfig {
                     io,
-                    ..engine::DriverConfig::default()
+                    ..relay::link::DriverConfig::default()
                 },
                 &cfg,
             ));
@@ -350,13 +350,13 @@ fn engine_io_config(variant: Variant, args: &EngineArgs, udp: &mut UdpConfig) ->
         Variant::EngineEpollGso => (BackendChoice::Epoll, true),
         _ => (BackendChoice::Epoll, false),
     };
-    let mut driver = engine::DriverConfig {
+    let mut driver = relay::link::DriverConfig {
         io: IoConfig {
             max_datagram_bytes: RECV_SLOT_BYTES.min(engine::offload::MAX_UDP_PAYLOAD),
             buffer_count: 512,
             ..IoConfig::default()
         },
-        ..engine::DriverConfig::default()
+        ..relay::link::DriverConfig::default()
     };
     args.apply(&mut driver, udp)?;
     driver.io.backend = backend;

@@ -1,16 +1,20 @@
 //! `engine`: the thread-per-core IO runtime of popline.
 //!
-//! This crate will own every socket, ring and syscall of the node: one thread per core, each with its own
+//! This crate owns every socket, ring and syscall of the node: one thread per core, each with its own
 //! io_uring (or epoll, where io_uring is refused), its UDP and TCP sockets and its timers. It is the only crate
-//! of the workspace with `unsafe` code.
+//! of the workspace with `unsafe` code, and it knows no protocol and no media: the glue that runs a
+//! `transport::Endpoint` on a core lives above it (`relay::link`), as the `quinn` crate sits above
+//! quinn-proto and quinn-udp.
 //!
-//! What exists so far is the first slice of the epoll backend:
+//! - [`uring`]: io_uring rings, provided-buffer rings, [`uring::UringUdp`] and [`uring::UringTcp`];
+//! - [`datagram_io`]: [`DatagramIo`], one UDP socket on io_uring or epoll behind one API;
 //! - [`udp`]: a non-blocking UDP socket (socket2) with large, reported socket buffers;
-//! - [`batch`]: `sendmmsg`/`recvmmsg`, up to 64 datagrams per syscall;
+//! - [`offload`]: UDP GSO/GRO control messages;
+//! - [`batch`]: `sendmmsg`/`recvmmsg`, up to 64 datagrams per syscall (the plain-socket baseline);
 //! - [`poller`]: a minimal epoll reactor with deadline-bounded waits;
-//! - [`transport_driver`]: [`TransportDriver`], which runs one sans-IO `transport::Endpoint` over one socket;
 //! - [`tcp`]: SO_REUSEPORT listeners (one per core) and non-blocking streams for the node's RTMP clients;
-//! - [`waker`]: an eventfd to wake another core's poller; [`affinity`]: pinning a core's thread to a CPU.
+//! - [`waker`]: an eventfd to wake another core's poller; [`affinity`]: pinning a core's thread to a CPU;
+//! - [`limits`]: the process's file-descriptor limit.
 
 pub mod affinity;
 pub mod batch;
@@ -19,8 +23,6 @@ pub mod limits;
 pub mod offload;
 pub mod poller;
 pub mod tcp;
-pub mod transport_cores;
-pub mod transport_driver;
 pub mod udp;
 pub mod uring;
 pub mod waker;
@@ -28,8 +30,6 @@ pub mod waker;
 pub use datagram_io::{BackendChoice, DatagramIo, IoConfig, IoStats};
 pub use poller::{Events, Interest, Poller, Readiness};
 pub use tcp::{Listener, ListenerConfig};
-pub use transport_cores::{Command, CoreReport, CoresConfig, PostError, TransportCores};
-pub use transport_driver::{DriverConfig, DriverStats, TransportDriver};
 pub use udp::{BufferSizes, UdpConfig, UdpSocket};
 pub use waker::Waker;
 

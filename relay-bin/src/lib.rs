@@ -11,6 +11,7 @@ pub mod bans;
 pub mod config;
 pub mod control;
 pub mod fanout;
+pub mod link;
 pub mod media;
 pub mod node;
 pub mod rtmp;

@@ -1,4 +1,4 @@
-//! The popline transport across the emulated path: a `transport::Endpoint` on an [`engine::TransportDriver`]
+//! The popline transport across the emulated path: a `transport::Endpoint` on an [`relay::link::TransportDriver`]
 //! per side, encrypted, the default (model-based) congestion control, set up as `popline-bench transport` does.
 //!
 //! Bulk: the sender keeps its send queue topped up with 256 KiB frames that have no deadline; the receiver
@@ -20,7 +20,8 @@ use crate::emulate::{ADDR_A, ADDR_B};
 use crate::transport_bench::{handshake, top_up};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use engine::{DriverConfig, TransportDriver, UdpConfig};
+use engine::UdpConfig;
+use relay::link::{DriverConfig, TransportDriver};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -12,13 +12,10 @@
 //! core with its endpoint) and an eventfd [`Waker`] the core's backend watches, so an idle core sleeps in
 //! its wait and wakes at once, without spinning.
 
-use crate::affinity;
-use crate::datagram_io::IoStats;
-use crate::transport_driver::{DriverConfig, DriverStats, TransportDriver};
-use crate::udp::{UdpConfig, UdpSocket};
-use crate::waker::Waker;
-use crate::Backend;
+use super::driver::{DriverConfig, DriverStats, TransportDriver};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use engine::affinity;
+use engine::{Backend, IoStats, UdpConfig, UdpSocket, Waker};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;

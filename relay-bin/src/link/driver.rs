@@ -11,10 +11,8 @@
 //! no buffer to lend (a batch the socket refused waits for room, or every io_uring send slot is in flight),
 //! nothing more is taken from the endpoint: the send side applies back-pressure instead of growing a queue.
 
-use crate::datagram_io::{DatagramIo, IoConfig, IoStats};
-use crate::offload::{MAX_GSO_SEGMENTS, MAX_UDP_PAYLOAD};
-use crate::udp::{UdpConfig, UdpSocket};
-use crate::Backend;
+use engine::offload::{MAX_GSO_SEGMENTS, MAX_UDP_PAYLOAD};
+use engine::{Backend, DatagramIo, IoConfig, IoStats, UdpConfig, UdpSocket};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -140,7 +138,7 @@ impl TransportDriver {
         &self.io
     }
 
-    /// Makes the driver's waits end when `fd` becomes readable (a [`crate::Waker`] other threads write to
+    /// Makes the driver's waits end when `fd` becomes readable (a [`engine::Waker`] other threads write to
     /// after posting work for this one). The caller drains it and keeps it open while the driver lives.
     pub fn watch(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
         self.io.watch(fd)

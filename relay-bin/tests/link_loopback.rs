@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bytes::Bytes;
-use engine::{Backend, BackendChoice, DriverConfig, IoConfig, TransportDriver, UdpConfig};
+use engine::{Backend, BackendChoice, IoConfig, UdpConfig};
+use relay::link::{DriverConfig, TransportDriver};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,7 +158,7 @@ fn spawn_client(
     sizes: Vec<usize>,
     done: Arc<AtomicBool>,
     backend: BackendChoice,
-) -> thread::JoinHandle<engine::DriverStats> {
+) -> thread::JoinHandle<relay::link::DriverStats> {
     thread::spawn(move || {
         let deadline = Instant::now() + TEST_DEADLINE;
         let ep = Endpoint::new(cfg, Instant::now()).unwrap();

@@ -4,7 +4,8 @@
 //! them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use engine::{BackendChoice, DriverConfig, IoConfig, TransportDriver, UdpConfig};
+use engine::{BackendChoice, IoConfig, UdpConfig};
+use relay::link::{DriverConfig, TransportDriver};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use transport::crypto::StaticKeypair;

@@ -3,9 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bytes::Bytes;
-use engine::{
-    BackendChoice, CoresConfig, DriverConfig, IoConfig, TransportCores, TransportDriver, UdpConfig,
-};
+use engine::{BackendChoice, IoConfig, UdpConfig};
+use relay::link::{CoresConfig, DriverConfig, TransportCores, TransportDriver};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
