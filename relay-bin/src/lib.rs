@@ -3,7 +3,9 @@
 //! A frame's path: [`rtmp::ingest`] turns a publisher's RTMP messages into [`media::Frame`]s on the core that
 //! accepted it; the stream's owner core ([`node`]) keeps its GOP cache and forwards each frame to the cores
 //! that have viewers of it; each core fans it out to its viewers' queues ([`fanout::viewer_queue`], with the
-//! app's drop policy) and [`rtmp::playback`] writes the frame's shared wire bytes to their sockets.
+//! app's drop policy), and the core writes each queue's shared wire bytes to its viewer's socket in one
+//! `writev`. [`link`] runs the transport (`transport::Endpoint`) on the engine's UDP sockets, for the links
+//! between PoPs.
 
 pub mod admin;
 pub mod auth;

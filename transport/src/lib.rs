@@ -6,12 +6,15 @@
 //! fooled by random loss, and authenticates and encrypts every packet.
 //!
 //! The crate never touches a socket, a thread or a clock: every entry point takes `now`, and the caller moves
-//! datagrams. That is what lets the same code run on io_uring, on epoll, and in [`sim`], the deterministic
-//! virtual-time link the tests and the `popline-bench sim` benchmark use.
+//! datagrams. That is what lets the same code run on io_uring, on epoll, and in `sim` (feature `sim`), the
+//! deterministic virtual-time link the tests and the `popline-bench sim` benchmark use.
 //!
 //! Layers, bottom up: [`wire`] (packet and frame formats), [`crypto`] (Noise handshake, packet AEAD,
 //! cookies, replay window), [`congestion`] (controllers and pacing), [`connection`] (reliability, the frame
-//! scheduler and reassembly), [`Endpoint`] (demultiplexing and handshakes), and [`sim`].
+//! scheduler and reassembly), [`Endpoint`] (demultiplexing and handshakes).
+//!
+//! Features (off by default, so the node carries neither): `sim`, the simulator; `fuzzing`, the fuzz targets'
+//! bodies.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -19,8 +22,10 @@ pub mod congestion;
 pub mod connection;
 pub mod crypto;
 pub mod endpoint;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod media;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod wire;
 

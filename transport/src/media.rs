@@ -65,6 +65,11 @@ impl MediaKind {
         matches!(self, MediaKind::Key | MediaKind::Inter | MediaKind::Disposable)
     }
 
+    /// Metadata or a sequence header: a decoder needs it, so no drop policy ever drops it.
+    pub fn is_essential(self) -> bool {
+        matches!(self, MediaKind::SeqHeader | MediaKind::Metadata)
+    }
+
     /// True when losing this frame makes the rest of its GOP undecodable.
     pub fn breaks_gop_when_lost(self) -> bool {
         matches!(self, MediaKind::Key | MediaKind::Inter)

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::DropPolicy;
-use crate::media::{Frame, FrameKind, Track};
+use crate::media::{Frame, MediaKind, Track};
 
 /// Most frames handed to one `writev`.
 const WRITE_BATCH: usize = 64;
@@ -115,7 +115,7 @@ impl ViewerQueue {
     pub fn push(&mut self, frame: &Frame, now: Instant) -> Pushed {
         let essential = frame.kind.is_essential();
         if frame.track == Track::Video && !essential {
-            if frame.kind == FrameKind::Key {
+            if frame.kind == MediaKind::Key {
                 self.waiting_for_key = false;
             } else if self.waiting_for_key {
                 return self.dropped(1);
@@ -146,7 +146,7 @@ impl ViewerQueue {
                 }
             }
         }
-        if frame.kind == FrameKind::Key {
+        if frame.kind == MediaKind::Key {
             // Whatever the policy skipped above, this keyframe is where video resumes.
             self.waiting_for_key = false;
         }
@@ -310,11 +310,11 @@ impl ViewerQueue {
     }
 
     fn drop_disposable(&mut self) {
-        self.remove_where(|frame| frame.kind == FrameKind::Disposable);
+        self.remove_where(|frame| frame.kind == MediaKind::Disposable);
     }
 
     fn drop_audio(&mut self) {
-        self.remove_where(|frame| frame.kind == FrameKind::Audio);
+        self.remove_where(|frame| frame.kind == MediaKind::Audio);
     }
 
     /// Drops queued video up to the latest queued keyframe (one that would leave something to drop); with
@@ -337,7 +337,7 @@ impl ViewerQueue {
                 .enumerate()
                 .skip(first + 1)
                 .rev()
-                .find(|(_, entry)| entry.frame.kind == FrameKind::Key)
+                .find(|(_, entry)| entry.frame.kind == MediaKind::Key)
                 .map(|(index, _)| index)
         });
         let mut index = 0;
@@ -347,7 +347,7 @@ impl ViewerQueue {
             frame.track == Track::Video
                 && matches!(
                     frame.kind,
-                    FrameKind::Key | FrameKind::Inter | FrameKind::Disposable
+                    MediaKind::Key | MediaKind::Inter | MediaKind::Disposable
                 )
                 && next_key.is_none_or(|key| here < key)
         });
@@ -357,14 +357,15 @@ impl ViewerQueue {
         }
     }
 
-    /// Latency policy: frames older than the budget go; losing a reference frame skips to the next keyframe.
+    /// Latency policy: frames past their budget (the frame's own end-to-end budget, else the app's) go;
+    /// losing a reference frame skips to the next keyframe.
     fn drop_older_than_budget(&mut self, now: Instant) {
         let start = self.first_droppable();
         let stale = self
             .frames
             .iter()
             .skip(start)
-            .take_while(|entry| now.saturating_duration_since(entry.frame.received_at) > self.budget)
+            .take_while(|entry| entry.frame.time_left(now, self.budget).is_zero())
             .count();
         if stale == 0 {
             return;
@@ -376,7 +377,7 @@ impl ViewerQueue {
             index += 1;
             let essential = frame.kind.is_essential();
             if stale_here && !essential {
-                lost_reference |= matches!(frame.kind, FrameKind::Key | FrameKind::Inter);
+                lost_reference |= matches!(frame.kind, MediaKind::Key | MediaKind::Inter);
                 true
             } else {
                 false
@@ -392,10 +393,10 @@ impl ViewerQueue {
 mod tests {
     use super::*;
 
-    fn frame(kind: FrameKind, size: usize, at: Instant) -> Frame {
+    fn frame(kind: MediaKind, size: usize, at: Instant) -> Frame {
         let track = match kind {
-            FrameKind::Audio => Track::Audio,
-            FrameKind::Meta => Track::Data,
+            MediaKind::Audio => Track::Audio,
+            MediaKind::Metadata => Track::Data,
             _ => Track::Video,
         };
         Frame {
@@ -405,7 +406,8 @@ mod tests {
             pts_ms: 0,
             body: Bytes::new(),
             wire: Bytes::from(vec![kind as u8; size]),
-            received_at: at,
+            capture: at,
+            budget: None,
         }
     }
 
@@ -430,7 +432,7 @@ mod tests {
         }
     }
 
-    fn kinds(queue: &ViewerQueue) -> Vec<FrameKind> {
+    fn kinds(queue: &ViewerQueue) -> Vec<MediaKind> {
         queue.frames.iter().map(|f| f.frame.kind).collect()
     }
 
@@ -438,9 +440,9 @@ mod tests {
     fn none_policy_overflows_at_the_bound() {
         let now = Instant::now();
         let mut queue = ViewerQueue::new(DropPolicy::None, 1000, Duration::from_secs(1));
-        assert_eq!(queue.push(&frame(FrameKind::Key, 600, now), now), Pushed::Queued);
+        assert_eq!(queue.push(&frame(MediaKind::Key, 600, now), now), Pushed::Queued);
         assert_eq!(
-            queue.push(&frame(FrameKind::Inter, 600, now), now),
+            queue.push(&frame(MediaKind::Inter, 600, now), now),
             Pushed::Overflow
         );
         assert_eq!(queue.queued_bytes(), 600);
@@ -451,39 +453,39 @@ mod tests {
         let now = Instant::now();
         let mut queue = ViewerQueue::new(DropPolicy::Gop, 1000, Duration::from_secs(10));
         for kind in [
-            FrameKind::Key,
-            FrameKind::Audio,
-            FrameKind::Disposable,
-            FrameKind::Inter,
+            MediaKind::Key,
+            MediaKind::Audio,
+            MediaKind::Disposable,
+            MediaKind::Inter,
         ] {
             assert_eq!(queue.push(&frame(kind, 200, now), now), Pushed::Queued);
         }
         // 800 queued; 300 more is over the bound: the disposable frame goes first.
         assert_eq!(
-            queue.push(&frame(FrameKind::Inter, 300, now), now),
+            queue.push(&frame(MediaKind::Inter, 300, now), now),
             Pushed::Queued
         );
         assert_eq!(
             kinds(&queue),
             vec![
-                FrameKind::Key,
-                FrameKind::Audio,
-                FrameKind::Inter,
-                FrameKind::Inter
+                MediaKind::Key,
+                MediaKind::Audio,
+                MediaKind::Inter,
+                MediaKind::Inter
             ]
         );
         // Over again: no disposable left, so the GOP's video goes and video waits for a keyframe.
         assert_eq!(
-            queue.push(&frame(FrameKind::Inter, 300, now), now),
+            queue.push(&frame(MediaKind::Inter, 300, now), now),
             Pushed::Dropped
         );
-        assert_eq!(kinds(&queue), vec![FrameKind::Audio]);
+        assert_eq!(kinds(&queue), vec![MediaKind::Audio]);
         assert!(queue.waiting_for_key());
         assert_eq!(
-            queue.push(&frame(FrameKind::Audio, 100, now), now),
+            queue.push(&frame(MediaKind::Audio, 100, now), now),
             Pushed::Queued
         );
-        assert_eq!(queue.push(&frame(FrameKind::Key, 300, now), now), Pushed::Queued);
+        assert_eq!(queue.push(&frame(MediaKind::Key, 300, now), now), Pushed::Queued);
         assert!(!queue.waiting_for_key());
         assert!(queue.queued_bytes() <= 1000);
     }
@@ -492,16 +494,16 @@ mod tests {
     fn gop_policy_keeps_a_queued_keyframe_and_what_follows() {
         let now = Instant::now();
         let mut queue = ViewerQueue::new(DropPolicy::Gop, 1000, Duration::from_secs(10));
-        for kind in [FrameKind::Key, FrameKind::Inter, FrameKind::Key, FrameKind::Inter] {
+        for kind in [MediaKind::Key, MediaKind::Inter, MediaKind::Key, MediaKind::Inter] {
             queue.push(&frame(kind, 200, now), now);
         }
         assert_eq!(
-            queue.push(&frame(FrameKind::Inter, 300, now), now),
+            queue.push(&frame(MediaKind::Inter, 300, now), now),
             Pushed::Queued
         );
         assert_eq!(
             kinds(&queue),
-            vec![FrameKind::Key, FrameKind::Inter, FrameKind::Inter]
+            vec![MediaKind::Key, MediaKind::Inter, MediaKind::Inter]
         );
         assert!(!queue.waiting_for_key());
     }
@@ -511,22 +513,50 @@ mod tests {
         let start = Instant::now();
         let later = start + Duration::from_millis(500);
         let mut queue = ViewerQueue::new(DropPolicy::Latency, 1 << 20, Duration::from_millis(300));
-        queue.push(&frame(FrameKind::SeqHeader, 40, start), start);
-        queue.push(&frame(FrameKind::Key, 100, start), start);
-        queue.push(&frame(FrameKind::Inter, 100, start), start);
+        queue.push(&frame(MediaKind::SeqHeader, 40, start), start);
+        queue.push(&frame(MediaKind::Key, 100, start), start);
+        queue.push(&frame(MediaKind::Inter, 100, start), start);
         // Half a second later the old frames are past the budget: they go, seq header stays.
         assert_eq!(
-            queue.push(&frame(FrameKind::Inter, 100, later), later),
+            queue.push(&frame(MediaKind::Inter, 100, later), later),
             Pushed::Dropped
         );
-        assert_eq!(kinds(&queue), vec![FrameKind::SeqHeader]);
+        assert_eq!(kinds(&queue), vec![MediaKind::SeqHeader]);
         assert_eq!(
-            queue.push(&frame(FrameKind::Audio, 10, later), later),
+            queue.push(&frame(MediaKind::Audio, 10, later), later),
             Pushed::Queued
         );
         assert_eq!(
-            queue.push(&frame(FrameKind::Key, 100, later), later),
+            queue.push(&frame(MediaKind::Key, 100, later), later),
             Pushed::Queued
+        );
+    }
+
+    #[test]
+    fn a_frame_that_carries_its_own_budget_is_judged_by_it() {
+        // A frame relayed from a far PoP arrives with most of its end-to-end budget spent: 100 ms left of
+        // 400, while the app's budget is 3 s. The latency policy drops it (and its GOP) by its own budget.
+        let start = Instant::now();
+        let mut queue = ViewerQueue::new(DropPolicy::Latency, 1 << 20, Duration::from_secs(3));
+        let mut key = frame(MediaKind::Key, 100, start);
+        key.budget = Some(Duration::from_millis(400));
+        let mut inter = frame(MediaKind::Inter, 100, start);
+        inter.budget = Some(Duration::from_millis(400));
+        queue.push(&key, start);
+        queue.push(&inter, start);
+        let later = start + Duration::from_millis(450);
+        assert_eq!(key.time_left(later, Duration::from_secs(3)), Duration::ZERO);
+        assert_eq!(
+            queue.push(&frame(MediaKind::Audio, 10, later), later),
+            Pushed::Queued
+        );
+        assert_eq!(kinds(&queue), vec![MediaKind::Audio]);
+        assert!(queue.waiting_for_key());
+        // Without a budget of its own a frame of the same age is within the app's 3 s.
+        let plain = frame(MediaKind::Key, 100, start);
+        assert_eq!(
+            plain.time_left(later, Duration::from_secs(3)),
+            Duration::from_millis(2550)
         );
     }
 
@@ -535,8 +565,8 @@ mod tests {
         let now = Instant::now();
         let mut queue = ViewerQueue::new(DropPolicy::Gop, 1000, Duration::from_secs(10));
         queue.push_control(Bytes::from_static(b"ctl"));
-        queue.push(&frame(FrameKind::Key, 400, now), now);
-        queue.push(&frame(FrameKind::Inter, 400, now), now);
+        queue.push(&frame(MediaKind::Key, 400, now), now);
+        queue.push(&frame(MediaKind::Inter, 400, now), now);
         let mut socket = Socket {
             taken: Vec::new(),
             room: 100,
@@ -545,10 +575,10 @@ mod tests {
         assert_eq!(&socket.taken[..3], b"ctl");
         // Pressure: the partly written keyframe stays; the inter frame behind it goes.
         assert_eq!(
-            queue.push(&frame(FrameKind::Inter, 600, now), now),
+            queue.push(&frame(MediaKind::Inter, 600, now), now),
             Pushed::Dropped
         );
-        assert_eq!(kinds(&queue), vec![FrameKind::Key]);
+        assert_eq!(kinds(&queue), vec![MediaKind::Key]);
         socket.room = usize::MAX;
         queue.write_to(&mut socket).unwrap();
         assert!(queue.is_empty());
@@ -564,35 +594,35 @@ mod tests {
         let mut queue = ViewerQueue::new(DropPolicy::Gop, 1 << 20, Duration::from_secs(1));
         // Metadata and sequence headers from an hour ago, a GOP that started 1.9 s ago (older than the budget).
         assert_eq!(
-            queue.push(&frame(FrameKind::Meta, 50, published), joined),
+            queue.push(&frame(MediaKind::Metadata, 50, published), joined),
             Pushed::Queued
         );
         assert_eq!(
-            queue.push(&frame(FrameKind::SeqHeader, 50, published), joined),
+            queue.push(&frame(MediaKind::SeqHeader, 50, published), joined),
             Pushed::Queued
         );
         assert_eq!(
-            queue.push(&frame(FrameKind::Key, 5000, keyframe_at), joined),
+            queue.push(&frame(MediaKind::Key, 5000, keyframe_at), joined),
             Pushed::Queued
         );
         assert_eq!(
-            queue.push(&frame(FrameKind::Inter, 500, keyframe_at), joined),
+            queue.push(&frame(MediaKind::Inter, 500, keyframe_at), joined),
             Pushed::Queued
         );
         assert_eq!(
-            queue.push(&frame(FrameKind::Inter, 500, joined), joined),
+            queue.push(&frame(MediaKind::Inter, 500, joined), joined),
             Pushed::Queued
         );
         assert!(!queue.waiting_for_key());
         // Unread for longer than the budget: now the viewer is behind, and the GOP goes.
         let later = joined + Duration::from_millis(1_500);
         assert_eq!(
-            queue.push(&frame(FrameKind::Inter, 500, later), later),
+            queue.push(&frame(MediaKind::Inter, 500, later), later),
             Pushed::Dropped
         );
         assert!(queue.waiting_for_key());
         assert_eq!(
-            queue.push(&frame(FrameKind::Key, 5000, later), later),
+            queue.push(&frame(MediaKind::Key, 5000, later), later),
             Pushed::Queued
         );
     }
@@ -604,10 +634,10 @@ mod tests {
             let mut queue = ViewerQueue::new(policy, 10_000, Duration::from_millis(100));
             for i in 0..2000u32 {
                 let kind = match i % 50 {
-                    0 => FrameKind::Key,
-                    n if n % 2 == 0 => FrameKind::Audio,
-                    n if n % 3 == 0 => FrameKind::Disposable,
-                    _ => FrameKind::Inter,
+                    0 => MediaKind::Key,
+                    n if n % 2 == 0 => MediaKind::Audio,
+                    n if n % 3 == 0 => MediaKind::Disposable,
+                    _ => MediaKind::Inter,
                 };
                 let at = now + Duration::from_millis(u64::from(i) * 10);
                 let _ = queue.push(&frame(kind, 300 + (i as usize % 7) * 100, at), at);

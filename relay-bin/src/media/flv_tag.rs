@@ -1,4 +1,4 @@
-//! FLV tag bodies (the payload of RTMP audio and video messages) classified into a [`FrameKind`] and a codec,
+//! FLV tag bodies (the payload of RTMP audio and video messages) classified into a [`MediaKind`] and a codec,
 //! for legacy FLV and Enhanced RTMP (veovera v1/v2).
 //!
 //! The bytes come from a publisher, so every read is bounds-checked and a malformed body is a [`TagError`].
@@ -7,7 +7,7 @@
 
 use thiserror::Error;
 
-use super::frame::FrameKind;
+use super::frame::MediaKind;
 
 /// Why a tag body could not be classified.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -110,8 +110,8 @@ impl AudioCodec {
 /// What a video tag body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VideoTag {
-    /// The frame's kind: `SeqHeader`, `Meta`, `Key`, `Inter` or `Disposable`.
-    pub kind: FrameKind,
+    /// The frame's kind: `SeqHeader`, `Metadata`, `Key`, `Inter` or `Disposable`.
+    pub kind: MediaKind,
     /// The codec that carries it.
     pub codec: VideoCodec,
     /// Composition time offset (pts - dts) in milliseconds; 0 where the format has none.
@@ -122,7 +122,7 @@ pub struct VideoTag {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AudioTag {
     /// `SeqHeader` for a decoder configuration, `Audio` otherwise.
-    pub kind: FrameKind,
+    pub kind: MediaKind,
     /// The codec that carries it.
     pub codec: AudioCodec,
 }
@@ -173,7 +173,7 @@ impl VideoClassifier {
     /// - end of sequence (legacy AVC packet type 2, enhanced SequenceEnd) is `Inter`, whatever its frame type
     ///   says (ffmpeg marks it as a keyframe), so that it never starts a GOP;
     /// - a command frame (frame type 5) is `Disposable`: nothing references it;
-    /// - enhanced Metadata (HDR info and the like) is `Meta`;
+    /// - enhanced Metadata (HDR info and the like) is `Metadata`;
     /// - a Multitrack packet is classified from its inner packet type (sequence starts are `SeqHeader`) and
     ///   otherwise from the frame type only; its codec is the shared FourCC, or `Other(0)` when tracks differ;
     /// - an H.264 frame is `Key` for frame type 1 or 4 or when it holds an IDR NAL unit (HEVC: an IRAP,
@@ -205,10 +205,10 @@ impl VideoClassifier {
         let kind = match packet_type {
             0 => {
                 self.learn_length_size(codec, body, 5)?;
-                FrameKind::SeqHeader
+                MediaKind::SeqHeader
             }
             1 => self.coded_kind(codec, frame_type, body, 5)?,
-            2 => FrameKind::Inter,
+            2 => MediaKind::Inter,
             _ => kind_from_frame_type(frame_type),
         };
         Ok(video_tag(kind, codec, composition_ms))
@@ -219,13 +219,13 @@ impl VideoClassifier {
         let (packet_type, pos) = skip_mod_ex(body, b0 & 0x0f, 1)?;
         if packet_type != PKT_METADATA && frame_type == 5 {
             // Command frame: one command byte, no FourCC.
-            return Ok(video_tag(FrameKind::Disposable, VideoCodec::Other(0), 0));
+            return Ok(video_tag(MediaKind::Disposable, VideoCodec::Other(0), 0));
         }
         if packet_type == PKT_MULTITRACK {
             let (inner, fourcc) = multitrack_header(body, pos)?;
             let kind = match inner {
-                PKT_SEQUENCE_START | PKT_MPEG2TS_SEQUENCE_START => FrameKind::SeqHeader,
-                PKT_METADATA => FrameKind::Meta,
+                PKT_SEQUENCE_START | PKT_MPEG2TS_SEQUENCE_START => MediaKind::SeqHeader,
+                PKT_METADATA => MediaKind::Metadata,
                 _ => kind_from_frame_type(frame_type),
             };
             return Ok(video_tag(kind, VideoCodec::from_fourcc(fourcc), 0));
@@ -237,11 +237,11 @@ impl VideoClassifier {
         let kind = match packet_type {
             PKT_SEQUENCE_START => {
                 self.learn_length_size(codec, body, data)?;
-                FrameKind::SeqHeader
+                MediaKind::SeqHeader
             }
-            PKT_MPEG2TS_SEQUENCE_START => FrameKind::SeqHeader,
-            PKT_METADATA => FrameKind::Meta,
-            PKT_SEQUENCE_END => FrameKind::Inter,
+            PKT_MPEG2TS_SEQUENCE_START => MediaKind::SeqHeader,
+            PKT_METADATA => MediaKind::Metadata,
+            PKT_SEQUENCE_END => MediaKind::Inter,
             PKT_CODED_FRAMES if nal_codec => {
                 composition_ms = si24(body, data)?;
                 self.coded_kind(codec, frame_type, body, data + 3)?
@@ -271,7 +271,7 @@ impl VideoClassifier {
         frame_type: u8,
         body: &[u8],
         start: usize,
-    ) -> Result<FrameKind, TagError> {
+    ) -> Result<MediaKind, TagError> {
         let hevc = codec == VideoCodec::Hevc;
         let length_size = if hevc {
             self.hevc_length_size
@@ -317,11 +317,11 @@ impl VideoClassifier {
             pos = nal_start + length;
         }
         Ok(if frame_type == 1 || frame_type == 4 || key {
-            FrameKind::Key
+            MediaKind::Key
         } else if frame_type == 3 || (any_vcl && !referenced) {
-            FrameKind::Disposable
+            MediaKind::Disposable
         } else {
-            FrameKind::Inter
+            MediaKind::Inter
         })
     }
 }
@@ -334,15 +334,15 @@ pub fn classify_audio(body: &[u8]) -> Result<AudioTag, TagError> {
     let b0 = *body.first().ok_or(TagError::Empty)?;
     let kind = |config: bool| {
         if config {
-            FrameKind::SeqHeader
+            MediaKind::SeqHeader
         } else {
-            FrameKind::Audio
+            MediaKind::Audio
         }
     };
     let is_config = |packet_type| matches!(packet_type, PKT_SEQUENCE_START | AUDIO_PKT_MULTICHANNEL_CONFIG);
     let (kind, codec) = match b0 >> 4 {
         10 => (kind(byte(body, 1)? == 0), AudioCodec::Aac),
-        2 | 14 => (FrameKind::Audio, AudioCodec::Mp3),
+        2 | 14 => (MediaKind::Audio, AudioCodec::Mp3),
         9 => {
             let (packet_type, pos) = skip_mod_ex(body, b0 & 0x0f, 1)?;
             let (packet_type, fourcc) = if packet_type == AUDIO_PKT_MULTITRACK {
@@ -352,12 +352,12 @@ pub fn classify_audio(body: &[u8]) -> Result<AudioTag, TagError> {
             };
             (kind(is_config(packet_type)), AudioCodec::from_fourcc(fourcc))
         }
-        format => (FrameKind::Audio, AudioCodec::Other(u32::from(format))),
+        format => (MediaKind::Audio, AudioCodec::Other(u32::from(format))),
     };
     Ok(AudioTag { kind, codec })
 }
 
-fn video_tag(kind: FrameKind, codec: VideoCodec, composition_ms: i32) -> VideoTag {
+fn video_tag(kind: MediaKind, codec: VideoCodec, composition_ms: i32) -> VideoTag {
     VideoTag {
         kind,
         codec,
@@ -366,11 +366,11 @@ fn video_tag(kind: FrameKind, codec: VideoCodec, composition_ms: i32) -> VideoTa
 }
 
 /// Kind from the FLV frame type alone: 1 and 4 key, 3 and 5 disposable, anything else inter.
-fn kind_from_frame_type(frame_type: u8) -> FrameKind {
+fn kind_from_frame_type(frame_type: u8) -> MediaKind {
     match frame_type {
-        1 | 4 => FrameKind::Key,
-        3 | 5 => FrameKind::Disposable,
-        _ => FrameKind::Inter,
+        1 | 4 => MediaKind::Key,
+        3 | 5 => MediaKind::Disposable,
+        _ => MediaKind::Inter,
     }
 }
 
@@ -436,7 +436,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use FrameKind::{Audio, Disposable, Inter, Key, Meta, SeqHeader};
+    use MediaKind::{Audio, Disposable, Inter, Key, Metadata, SeqHeader};
     use VideoCodec::{Av1, Hevc, Vp9, H264};
 
     /// An AVCDecoderConfigurationRecord (Baseline 3.0, one SPS, one PPS) in a legacy tag.
@@ -473,7 +473,7 @@ mod tests {
             video_tag(SeqHeader, H264, 0)
         );
         #[rustfmt::skip]
-        let cases: [(Vec<u8>, FrameKind, i32); 8] = [
+        let cases: [(Vec<u8>, MediaKind, i32); 8] = [
             // SEI (ref_idc 0) + IDR slice (ref_idc 3), pts 80 ms after dts.
             (avc(1, [0, 0, 0x50], &[&[0x06, 5, 1, 0x80], &[0x65, 0x88, 0x84]]), Key, 80),
             // P slice, ref_idc 2.
@@ -565,7 +565,7 @@ mod tests {
             (hevc(1), Inter, Hevc, 0),
             (hevc(19), Key, Hevc, 0),
             (ex(0x91, b"av01", &[1, 2]), Key, Av1, 0),
-            (ex(0x94, b"vp09", &[1, 2]), Meta, Vp9, 0),
+            (ex(0x94, b"vp09", &[1, 2]), Metadata, Vp9, 0),
             (ex(0xa5, b"vp09", &[1, 2]), SeqHeader, Vp9, 0),
             (ex(0xa1, b"xyz9", &[1, 2]), Inter, VideoCodec::Other(other(b"xyz9")), 0),
             // Multitrack: one track whose inner packet is SequenceStart; many codecs (no FourCC).
@@ -625,7 +625,7 @@ mod tests {
     }
 
     /// Walks an FLV file: counts of video kinds, end-of-sequence tags, and AAC frames (not headers).
-    fn walk_flv(name: &str) -> Option<(HashMap<FrameKind, usize>, usize, usize)> {
+    fn walk_flv(name: &str) -> Option<(HashMap<MediaKind, usize>, usize, usize)> {
         let path = format!("{}/../../shared/media/{name}", env!("CARGO_MANIFEST_DIR"));
         let Ok(data) = std::fs::read(&path) else {
             println!("skipping: {path} not found");
@@ -656,7 +656,7 @@ mod tests {
 
     #[test]
     fn sample_files() {
-        let n = |m: &HashMap<FrameKind, usize>, kinds: &[FrameKind]| {
+        let n = |m: &HashMap<MediaKind, usize>, kinds: &[MediaKind]| {
             kinds
                 .iter()
                 .map(|k| m.get(k).copied().unwrap_or(0))

@@ -1,44 +1,10 @@
 //! [`Frame`]: one FLV tag of a live stream, as every consumer of the node sees it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-/// What a frame is to a decoder: decides how it is cached, prioritised and dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FrameKind {
-    /// Stream metadata (`onMetaData`).
-    Meta,
-    /// A decoder configuration record (AVC/HEVC/AV1 sequence header, AAC AudioSpecificConfig).
-    SeqHeader,
-    /// A video frame a decoder can start on (IDR / keyframe).
-    Key,
-    /// A video frame that others may reference.
-    Inter,
-    /// A video frame no other frame references (non-reference B-frame): the first to drop.
-    Disposable,
-    /// An audio frame.
-    Audio,
-}
-
-impl FrameKind {
-    /// Metadata or a sequence header: a decoder needs it, so no policy ever drops it.
-    pub fn is_essential(self) -> bool {
-        matches!(self, FrameKind::Meta | FrameKind::SeqHeader)
-    }
-
-    /// The kind's name in logs and stats.
-    pub fn name(self) -> &'static str {
-        match self {
-            FrameKind::Meta => "meta",
-            FrameKind::SeqHeader => "seq_header",
-            FrameKind::Key => "key",
-            FrameKind::Inter => "inter",
-            FrameKind::Disposable => "disposable",
-            FrameKind::Audio => "audio",
-        }
-    }
-}
+pub use transport::MediaKind;
 
 /// Which RTMP message type carries a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,7 +32,7 @@ impl Track {
 #[derive(Debug, Clone)]
 pub struct Frame {
     /// What the frame is to a decoder.
-    pub kind: FrameKind,
+    pub kind: MediaKind,
     /// The RTMP message type that carries it.
     pub track: Track,
     /// Decode timestamp in milliseconds on the stream's unwrapped (64-bit), corrected timeline.
@@ -78,11 +44,23 @@ pub struct Frame {
     /// The frame as RTMP chunks (full type-0 header, the node's chunk size), encoded once at ingest and
     /// written as is to every viewer.
     pub wire: Bytes,
-    /// When the node received the frame from its publisher (for latency budgets and added-latency stats).
-    pub received_at: Instant,
+    /// When the frame was captured: on the first hop, when the node received it from its publisher; on a
+    /// later hop, the capture time the link carried (so every hop's budget counts what earlier hops spent).
+    pub capture: Instant,
+    /// The frame's end-to-end latency budget from `capture`, where the frame carries one (a mesh link sets
+    /// it); `None` means the consuming app's own budget (`fanout.latency_budget_ms`) applies.
+    pub budget: Option<Duration>,
 }
 
 impl Frame {
+    /// How long the frame may still wait at `now` before it is late: its budget (or `default_budget`) less
+    /// the time since capture; zero once it is late.
+    pub fn time_left(&self, now: Instant, default_budget: Duration) -> Duration {
+        self.budget
+            .unwrap_or(default_budget)
+            .saturating_sub(now.saturating_duration_since(self.capture))
+    }
+
     /// Bytes this frame costs a viewer queue (its wire form).
     pub fn cost_bytes(&self) -> usize {
         self.wire.len()

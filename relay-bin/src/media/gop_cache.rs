@@ -1,7 +1,7 @@
 //! [`GopCache`]: what a new viewer needs to start playing at once: the stream's metadata, its sequence
 //! headers, and the current GOP from its keyframe on.
 
-use super::frame::{Frame, FrameKind, Track};
+use super::frame::{Frame, MediaKind, Track};
 
 /// One stream's start-up cache, kept by the stream's owner core.
 ///
@@ -45,8 +45,8 @@ impl GopCache {
     /// new viewer would need it.
     pub fn push(&mut self, frame: &Frame) {
         match (frame.kind, frame.track) {
-            (FrameKind::Meta, _) => self.meta = Some(frame.clone()),
-            (FrameKind::SeqHeader, Track::Video) => {
+            (MediaKind::Metadata, _) => self.meta = Some(frame.clone()),
+            (MediaKind::SeqHeader, Track::Video) => {
                 if self
                     .video_header
                     .as_ref()
@@ -56,14 +56,14 @@ impl GopCache {
                 }
                 self.video_header = Some(frame.clone());
             }
-            (FrameKind::SeqHeader, Track::Audio) => self.audio_header = Some(frame.clone()),
+            (MediaKind::SeqHeader, Track::Audio) => self.audio_header = Some(frame.clone()),
             // A configuration record on the data track means nothing to a decoder.
-            (FrameKind::SeqHeader, Track::Data) => {}
-            (FrameKind::Key, _) => {
+            (MediaKind::SeqHeader, Track::Data) => {}
+            (MediaKind::Key, _) => {
                 self.release_gop();
                 self.add(frame);
             }
-            (FrameKind::Inter | FrameKind::Disposable | FrameKind::Audio, _) => {
+            (MediaKind::Inter | MediaKind::Disposable | MediaKind::Audio, _) => {
                 if self.has_keyframe() {
                     self.add(frame);
                 }
@@ -135,7 +135,7 @@ mod tests {
 
     use super::*;
 
-    fn frame(kind: FrameKind, track: Track, dts_ms: u64, size: usize) -> Frame {
+    fn frame(kind: MediaKind, track: Track, dts_ms: u64, size: usize) -> Frame {
         Frame {
             kind,
             track,
@@ -143,19 +143,20 @@ mod tests {
             pts_ms: dts_ms,
             body: Bytes::from(vec![dts_ms as u8; 4]),
             wire: Bytes::from(vec![0; size]),
-            received_at: Instant::now(),
+            capture: Instant::now(),
+            budget: None,
         }
     }
 
-    fn video(kind: FrameKind, dts_ms: u64) -> Frame {
+    fn video(kind: MediaKind, dts_ms: u64) -> Frame {
         frame(kind, Track::Video, dts_ms, 100)
     }
 
     fn audio(dts_ms: u64) -> Frame {
-        frame(FrameKind::Audio, Track::Audio, dts_ms, 10)
+        frame(MediaKind::Audio, Track::Audio, dts_ms, 10)
     }
 
-    fn start(cache: &GopCache) -> Vec<(FrameKind, Track, u64)> {
+    fn start(cache: &GopCache) -> Vec<(MediaKind, Track, u64)> {
         cache
             .start_frames()
             .map(|f| (f.kind, f.track, f.dts_ms))
@@ -166,8 +167,8 @@ mod tests {
     fn nothing_before_the_first_keyframe() {
         let mut c = GopCache::new(1 << 20);
         c.push(&audio(0));
-        c.push(&video(FrameKind::Inter, 0));
-        c.push(&video(FrameKind::Disposable, 40));
+        c.push(&video(MediaKind::Inter, 0));
+        c.push(&video(MediaKind::Disposable, 40));
         assert!(!c.has_keyframe());
         assert_eq!((c.frames(), c.bytes()), (0, 0));
         assert_eq!(c.start_frames().count(), 0);
@@ -176,25 +177,25 @@ mod tests {
     #[test]
     fn headers_first_then_the_gop_as_received() {
         let mut c = GopCache::new(1 << 20);
-        c.push(&frame(FrameKind::SeqHeader, Track::Audio, 0, 20));
-        c.push(&frame(FrameKind::Meta, Track::Data, 0, 50));
-        c.push(&frame(FrameKind::SeqHeader, Track::Video, 0, 30));
-        c.push(&video(FrameKind::Key, 0));
+        c.push(&frame(MediaKind::SeqHeader, Track::Audio, 0, 20));
+        c.push(&frame(MediaKind::Metadata, Track::Data, 0, 50));
+        c.push(&frame(MediaKind::SeqHeader, Track::Video, 0, 30));
+        c.push(&video(MediaKind::Key, 0));
         c.push(&audio(10));
-        c.push(&video(FrameKind::Disposable, 40));
-        c.push(&video(FrameKind::Inter, 80));
+        c.push(&video(MediaKind::Disposable, 40));
+        c.push(&video(MediaKind::Inter, 80));
         // A later metadata replaces the first one and stays out of the GOP.
-        c.push(&frame(FrameKind::Meta, Track::Data, 90, 50));
+        c.push(&frame(MediaKind::Metadata, Track::Data, 90, 50));
         assert_eq!(
             start(&c),
             [
-                (FrameKind::Meta, Track::Data, 90),
-                (FrameKind::SeqHeader, Track::Video, 0),
-                (FrameKind::SeqHeader, Track::Audio, 0),
-                (FrameKind::Key, Track::Video, 0),
-                (FrameKind::Audio, Track::Audio, 10),
-                (FrameKind::Disposable, Track::Video, 40),
-                (FrameKind::Inter, Track::Video, 80),
+                (MediaKind::Metadata, Track::Data, 90),
+                (MediaKind::SeqHeader, Track::Video, 0),
+                (MediaKind::SeqHeader, Track::Audio, 0),
+                (MediaKind::Key, Track::Video, 0),
+                (MediaKind::Audio, Track::Audio, 10),
+                (MediaKind::Disposable, Track::Video, 40),
+                (MediaKind::Inter, Track::Video, 80),
             ]
         );
         assert_eq!((c.frames(), c.bytes()), (4, 310));
@@ -204,16 +205,16 @@ mod tests {
     #[test]
     fn a_keyframe_starts_a_new_gop() {
         let mut c = GopCache::new(1 << 20);
-        c.push(&video(FrameKind::Key, 0));
-        c.push(&video(FrameKind::Inter, 40));
+        c.push(&video(MediaKind::Key, 0));
+        c.push(&video(MediaKind::Inter, 40));
         c.push(&audio(50));
-        c.push(&video(FrameKind::Key, 2000));
+        c.push(&video(MediaKind::Key, 2000));
         c.push(&audio(2010));
         assert_eq!(
             start(&c),
             [
-                (FrameKind::Key, Track::Video, 2000),
-                (FrameKind::Audio, Track::Audio, 2010)
+                (MediaKind::Key, Track::Video, 2000),
+                (MediaKind::Audio, Track::Audio, 2010)
             ]
         );
         assert_eq!((c.frames(), c.bytes()), (2, 110));
@@ -222,49 +223,49 @@ mod tests {
     #[test]
     fn overflow_drops_the_gop_until_the_next_keyframe() {
         let mut c = GopCache::new(350);
-        c.push(&frame(FrameKind::SeqHeader, Track::Video, 0, 30));
-        c.push(&video(FrameKind::Key, 0));
-        c.push(&video(FrameKind::Inter, 40));
-        c.push(&video(FrameKind::Inter, 80));
+        c.push(&frame(MediaKind::SeqHeader, Track::Video, 0, 30));
+        c.push(&video(MediaKind::Key, 0));
+        c.push(&video(MediaKind::Inter, 40));
+        c.push(&video(MediaKind::Inter, 80));
         assert_eq!((c.bytes(), c.overflows()), (300, 0));
-        c.push(&video(FrameKind::Inter, 120));
+        c.push(&video(MediaKind::Inter, 120));
         assert_eq!((c.frames(), c.bytes(), c.overflows()), (0, 0, 1));
         assert!(!c.has_keyframe());
-        c.push(&video(FrameKind::Inter, 160));
+        c.push(&video(MediaKind::Inter, 160));
         c.push(&audio(170));
         assert_eq!(c.frames(), 0);
         // Headers survive an overflow.
-        assert_eq!(start(&c), [(FrameKind::SeqHeader, Track::Video, 0)]);
-        c.push(&video(FrameKind::Key, 2000));
+        assert_eq!(start(&c), [(MediaKind::SeqHeader, Track::Video, 0)]);
+        c.push(&video(MediaKind::Key, 2000));
         assert_eq!((c.frames(), c.overflows()), (1, 1));
         // A keyframe alone larger than the budget overflows too.
-        c.push(&frame(FrameKind::Key, Track::Video, 4000, 351));
+        c.push(&frame(MediaKind::Key, Track::Video, 4000, 351));
         assert_eq!((c.frames(), c.overflows()), (0, 2));
     }
 
     #[test]
     fn a_changed_video_header_releases_the_gop() {
         let mut c = GopCache::new(1 << 20);
-        c.push(&frame(FrameKind::SeqHeader, Track::Video, 0, 30));
-        c.push(&video(FrameKind::Key, 0));
+        c.push(&frame(MediaKind::SeqHeader, Track::Video, 0, 30));
+        c.push(&video(MediaKind::Key, 0));
         // The same header again (some encoders repeat it) keeps the GOP.
-        c.push(&frame(FrameKind::SeqHeader, Track::Video, 0, 30));
+        c.push(&frame(MediaKind::SeqHeader, Track::Video, 0, 30));
         assert_eq!(c.frames(), 1);
         // A new configuration (the body differs) releases it.
-        c.push(&frame(FrameKind::SeqHeader, Track::Video, 40, 30));
+        c.push(&frame(MediaKind::SeqHeader, Track::Video, 40, 30));
         assert_eq!(c.frames(), 0);
-        c.push(&video(FrameKind::Inter, 80));
+        c.push(&video(MediaKind::Inter, 80));
         assert_eq!(c.frames(), 0);
-        assert_eq!(start(&c), [(FrameKind::SeqHeader, Track::Video, 40)]);
+        assert_eq!(start(&c), [(MediaKind::SeqHeader, Track::Video, 40)]);
     }
 
     #[test]
     fn clear_keeps_nothing() {
         let mut c = GopCache::new(1 << 20);
-        c.push(&frame(FrameKind::Meta, Track::Data, 0, 50));
-        c.push(&frame(FrameKind::SeqHeader, Track::Video, 0, 30));
-        c.push(&frame(FrameKind::SeqHeader, Track::Audio, 0, 20));
-        c.push(&video(FrameKind::Key, 0));
+        c.push(&frame(MediaKind::Metadata, Track::Data, 0, 50));
+        c.push(&frame(MediaKind::SeqHeader, Track::Video, 0, 30));
+        c.push(&frame(MediaKind::SeqHeader, Track::Audio, 0, 20));
+        c.push(&video(MediaKind::Key, 0));
         c.push(&audio(10));
         c.clear();
         assert_eq!(c.start_frames().count(), 0);

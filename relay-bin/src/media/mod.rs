@@ -6,4 +6,4 @@ pub mod frame;
 pub mod gop_cache;
 pub mod timestamps;
 
-pub use frame::{Frame, FrameKind, Track};
+pub use frame::{Frame, MediaKind, Track};

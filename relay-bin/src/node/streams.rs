@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::control::ClientId;
 use crate::media::gop_cache::GopCache;
-use crate::media::{Frame, FrameKind, Track};
+use crate::media::{Frame, MediaKind, Track};
 use crate::node::clients::Token;
 
 /// One subscribed core, as its stream's owner sees it.
@@ -75,7 +75,7 @@ pub fn passes_after_loss(needs_key: &mut bool, frame: &Frame) -> bool {
     if !*needs_key || frame.track != Track::Video || frame.kind.is_essential() {
         return true;
     }
-    if frame.kind == FrameKind::Key {
+    if frame.kind == MediaKind::Key {
         *needs_key = false;
         return true;
     }

@@ -14,7 +14,7 @@ use crate::media::flv_tag::{
     classify_audio, AudioCodec, AudioTag, TagError, VideoClassifier, VideoCodec, VideoTag,
 };
 use crate::media::timestamps::Timeline;
-use crate::media::{Frame, FrameKind, Track};
+use crate::media::{Frame, MediaKind, Track};
 use crate::rtmp::wire::{encode_message, PLAY_STREAM_ID};
 
 /// Counters of one publisher's ingest.
@@ -77,7 +77,7 @@ impl Ingest {
         self.video_codec = Some(tag.codec);
         let dts_ms = self.timeline.dts(Track::Video, timestamp);
         let pts_ms = dts_ms.saturating_add_signed(i64::from(tag.composition_ms));
-        if tag.kind == FrameKind::Key {
+        if tag.kind == MediaKind::Key {
             self.stats.keyframes += 1;
         }
         Ok(self.frame(tag.kind, Track::Video, dts_ms, pts_ms, body, now))
@@ -92,7 +92,7 @@ impl Ingest {
         let tag = classify_audio(&body).unwrap_or_else(|_| {
             self.stats.unparsed += 1;
             AudioTag {
-                kind: FrameKind::Audio,
+                kind: MediaKind::Audio,
                 codec: AudioCodec::Other(u32::from(body.first().copied().unwrap_or(0) >> 4)),
             }
         });
@@ -105,7 +105,7 @@ impl Ingest {
     pub fn metadata(&mut self, metadata: &StreamMetadata, now: Instant) -> Frame {
         let body = Bytes::from(encode_metadata(metadata));
         let dts_ms = self.last_dts;
-        self.frame(FrameKind::Meta, Track::Data, dts_ms, dts_ms, body, now)
+        self.frame(MediaKind::Metadata, Track::Data, dts_ms, dts_ms, body, now)
     }
 
     /// The video codec seen last.
@@ -130,7 +130,7 @@ impl Ingest {
 
     fn frame(
         &mut self,
-        kind: FrameKind,
+        kind: MediaKind,
         track: Track,
         dts_ms: u64,
         pts_ms: u64,
@@ -152,7 +152,8 @@ impl Ingest {
             pts_ms,
             body,
             wire,
-            received_at: now,
+            capture: now,
+            budget: None,
         }
     }
 }
@@ -170,10 +171,10 @@ fn fallback_video_tag(body: &[u8]) -> VideoTag {
         )
     };
     let kind = match frame_type {
-        _ if sequence_start => FrameKind::SeqHeader,
-        1 | 4 => FrameKind::Key,
-        3 | 5 => FrameKind::Disposable,
-        _ => FrameKind::Inter,
+        _ if sequence_start => MediaKind::SeqHeader,
+        1 | 4 => MediaKind::Key,
+        3 | 5 => MediaKind::Disposable,
+        _ => MediaKind::Inter,
     };
     VideoTag {
         kind,
@@ -237,7 +238,7 @@ mod tests {
         // AVC keyframe NALU packet: frame type 1, codec 7, packet type 1, composition time 40 ms.
         let body = Bytes::from(vec![0x17, 1, 0, 0, 40, 0, 0, 0, 1, 0x65]);
         let frame = ingest.video(body, 1000, now).unwrap();
-        assert_eq!(frame.kind, FrameKind::Key);
+        assert_eq!(frame.kind, MediaKind::Key);
         assert_eq!(frame.dts_ms, 1000);
         assert_eq!(frame.pts_ms, 1040);
         assert_eq!(frame.wire.len(), 12 + 10);
@@ -245,7 +246,7 @@ mod tests {
         assert_eq!(ingest.stats().refused, 1);
         // A keyframe whose NAL units are garbage still passes, as a keyframe.
         let garbage = Bytes::from(vec![0x17, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 1]);
-        assert_eq!(ingest.video(garbage, 1080, now).unwrap().kind, FrameKind::Key);
+        assert_eq!(ingest.video(garbage, 1080, now).unwrap().kind, MediaKind::Key);
         assert_eq!(ingest.stats().unparsed, 1);
     }
 }

@@ -1,59 +1,39 @@
-//! [`Histogram`]: a fixed-memory histogram of [`Duration`]s, for queueing delays and latencies in simulation.
+//! [`Histogram`]: durations (queueing delays, latencies) in simulation, on the `hdrhistogram` crate.
 //!
-//! Log-linear buckets over nanoseconds, in the manner of HdrHistogram: values below 128 ns have a bucket each,
-//! and every power of two above that is split into 64 equal buckets. A bucket is at most 1/64 of its lower
-//! edge wide and a percentile is reported as its bucket's midpoint, so the relative error is at most 0.8%.
-//! The whole `u64` range of nanoseconds (584 years) fits in 3,776 buckets; the bucket array grows only up to
-//! the largest value recorded, so a histogram of milliseconds stays near 11 KiB.
+//! A thin adapter: `hdrhistogram` (the Rust port of Gil Tene's HdrHistogram) holds the buckets, at two
+//! significant digits (percentiles within 1%), growing only up to the largest value recorded; this type adds
+//! [`Duration`]s in and out and keeps count, sum, min and max exact, so a mean or a maximum is never a
+//! bucket's edge.
 
 use std::time::Duration;
 
-/// log2 of the number of buckets per power of two (64), which sets the relative precision.
-const SUB_BITS: u32 = 6;
-const SUB_COUNT: u64 = 1 << SUB_BITS;
-/// Values below this many nanoseconds are recorded exactly.
-const LINEAR_LIMIT: u64 = 2 * SUB_COUNT;
-/// Buckets needed for the whole `u64` range.
-const MAX_BUCKETS: usize = (LINEAR_LIMIT + (64 - SUB_BITS as u64 - 1) * SUB_COUNT) as usize;
+/// Significant decimal digits the buckets keep: percentiles are within 1% of the true value.
+const SIGNIFICANT_DIGITS: u8 = 2;
 
-/// The bucket holding `ns`.
-#[inline]
-fn bucket_of(ns: u64) -> usize {
-    if ns < LINEAR_LIMIT {
-        return ns as usize;
-    }
-    let msb = 63 - ns.leading_zeros();
-    let shift = msb - SUB_BITS;
-    let mantissa = (ns >> shift) - SUB_COUNT;
-    (LINEAR_LIMIT + u64::from(shift - 1) * SUB_COUNT + mantissa) as usize
-}
-
-/// The smallest value and the width of bucket `index`, in nanoseconds.
-fn bucket_bounds(index: usize) -> (u64, u64) {
-    let i = index as u64;
-    if i < LINEAR_LIMIT {
-        return (i, 1);
-    }
-    let shift = (i - LINEAR_LIMIT) / SUB_COUNT + 1;
-    let mantissa = (i - LINEAR_LIMIT) % SUB_COUNT + SUB_COUNT;
-    (mantissa << shift, 1 << shift)
-}
+/// The largest value `hdrhistogram` tracks; longer durations are bucketed here.
+const HIGHEST_TRACKABLE_NS: u64 = i64::MAX as u64;
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// A histogram of durations in bounded memory, with exact count, min, max and mean and percentiles within 0.8%.
+/// A histogram of durations in bounded memory, with exact count, min, max and mean and percentiles within 1%.
 ///
-/// Durations longer than `u64::MAX` nanoseconds are recorded as that.
+/// Durations longer than `u64::MAX` nanoseconds are recorded as that (and bucketed at the largest value
+/// `hdrhistogram` tracks, about 292 years).
 #[derive(Clone, Debug, Default)]
 pub struct Histogram {
-    /// Bucket counts, grown on demand up to [`MAX_BUCKETS`].
-    counts: Vec<u64>,
+    /// The buckets; `None` until the first record, so an unused histogram costs nothing.
+    buckets: Option<hdrhistogram::Histogram<u64>>,
     count: u64,
     sum_ns: u128,
     min_ns: u64,
     max_ns: u64,
+}
+
+/// An empty, auto-resizing bucket array (`None` only if `hdrhistogram` refused the constant precision).
+fn new_buckets() -> Option<hdrhistogram::Histogram<u64>> {
+    hdrhistogram::Histogram::new(SIGNIFICANT_DIGITS).ok()
 }
 
 impl Histogram {
@@ -68,18 +48,18 @@ impl Histogram {
         self.record_n(d, 1);
     }
 
-    /// Records `n` occurrences of the same duration.
+    /// Records `n` occurrences of a duration.
     pub fn record_n(&mut self, d: Duration, n: u64) {
         if n == 0 {
             return;
         }
         let ns = nanos(d);
-        let index = bucket_of(ns);
-        if index >= self.counts.len() {
-            self.grow(index);
+        if self.buckets.is_none() {
+            self.buckets = new_buckets();
         }
-        if let Some(c) = self.counts.get_mut(index) {
-            *c += n;
+        if let Some(b) = self.buckets.as_mut() {
+            // The buckets grow on demand up to the largest value hdrhistogram tracks (i64::MAX).
+            let _ = b.record_n(ns.min(HIGHEST_TRACKABLE_NS), n);
         }
         if self.count == 0 {
             self.min_ns = ns;
@@ -92,34 +72,27 @@ impl Histogram {
         self.sum_ns += u128::from(ns) * u128::from(n);
     }
 
-    #[cold]
-    fn grow(&mut self, index: usize) {
-        // Grow in steps of a power of two's worth of buckets so that a rising series resizes rarely.
-        let len = (index + 1 + SUB_COUNT as usize).min(MAX_BUCKETS);
-        self.counts.resize(len, 0);
-    }
-
-    /// The number of durations recorded.
+    /// Durations recorded.
     pub fn count(&self) -> u64 {
         self.count
     }
 
-    /// Whether nothing has been recorded.
+    /// Nothing recorded yet.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 
-    /// The smallest duration recorded, exactly; `Duration::ZERO` when empty.
+    /// The shortest duration recorded (exact), zero when empty.
     pub fn min(&self) -> Duration {
         Duration::from_nanos(self.min_ns)
     }
 
-    /// The largest duration recorded, exactly; `Duration::ZERO` when empty.
+    /// The longest duration recorded (exact), zero when empty.
     pub fn max(&self) -> Duration {
         Duration::from_nanos(self.max_ns)
     }
 
-    /// The arithmetic mean of the durations recorded, to the nanosecond; `Duration::ZERO` when empty.
+    /// The mean (exact), zero when empty.
     pub fn mean(&self) -> Duration {
         if self.count == 0 {
             return Duration::ZERO;
@@ -128,13 +101,12 @@ impl Histogram {
         Duration::from_nanos(u64::try_from(mean).unwrap_or(u64::MAX))
     }
 
-    /// The `q`th percentile (`q` in `[0, 100]`, clamped): the smallest recorded value that at least `q`% of the
-    /// records do not exceed, within 0.8%. `q = 0` is the exact minimum and `q = 100` the exact maximum;
-    /// `Duration::ZERO` when empty.
+    /// The `q`-th percentile (0-100; NaN counts as 0), within 1%, and never outside [min, max]; zero when
+    /// empty.
     pub fn percentile(&self, q: f64) -> Duration {
-        if self.count == 0 {
+        let Some(b) = self.buckets.as_ref().filter(|_| self.count > 0) else {
             return Duration::ZERO;
-        }
+        };
         let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 100.0) };
         if q <= 0.0 {
             return self.min();
@@ -142,29 +114,25 @@ impl Histogram {
         if q >= 100.0 {
             return self.max();
         }
-        let rank = ((q / 100.0) * self.count as f64).ceil().max(1.0) as u64;
-        let mut seen = 0u64;
-        for (index, &c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                let (low, width) = bucket_bounds(index);
-                let mid = low + (width - 1) / 2;
-                return Duration::from_nanos(mid.clamp(self.min_ns, self.max_ns));
-            }
-        }
-        self.max()
+        // `value_at_quantile` answers a bucket's highest value; its midpoint halves the error.
+        let high = b.value_at_quantile(q / 100.0);
+        let low = b.lowest_equivalent(high);
+        let mid = low + high.saturating_sub(low) / 2;
+        Duration::from_nanos(mid.clamp(self.min_ns, self.max_ns))
     }
 
-    /// Adds every record of `other` to this histogram.
+    /// Adds everything `other` recorded.
     pub fn merge(&mut self, other: &Histogram) {
         if other.count == 0 {
             return;
         }
-        if other.counts.len() > self.counts.len() {
-            self.counts.resize(other.counts.len(), 0);
-        }
-        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
-            *mine += theirs;
+        match (self.buckets.as_mut(), other.buckets.as_ref()) {
+            (Some(mine), Some(theirs)) => {
+                // Both auto-resize, so the only error (a value out of range) cannot happen.
+                let _ = mine.add(theirs);
+            }
+            (None, Some(theirs)) => self.buckets = Some(theirs.clone()),
+            _ => {}
         }
         if self.count == 0 {
             self.min_ns = other.min_ns;
@@ -177,9 +145,11 @@ impl Histogram {
         self.sum_ns += other.sum_ns;
     }
 
-    /// Forgets every record, keeping the allocation.
+    /// Forgets everything recorded (keeps the buckets' memory).
     pub fn clear(&mut self) {
-        self.counts.iter_mut().for_each(|c| *c = 0);
+        if let Some(b) = self.buckets.as_mut() {
+            b.reset();
+        }
         self.count = 0;
         self.sum_ns = 0;
         self.min_ns = 0;
@@ -190,20 +160,6 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buckets_are_contiguous_and_cover_u64() {
-        for index in 0..MAX_BUCKETS {
-            let (low, width) = bucket_bounds(index);
-            assert_eq!(bucket_of(low), index);
-            assert_eq!(bucket_of(low + (width - 1)), index);
-            assert!(width == 1 || (width as f64) / (low as f64) <= 1.0 / 64.0 + 1e-12);
-            if index + 1 < MAX_BUCKETS {
-                assert_eq!(bucket_of(low + width), index + 1);
-            }
-        }
-        assert_eq!(bucket_of(u64::MAX), MAX_BUCKETS - 1);
-    }
 
     #[test]
     fn empty() {
@@ -244,7 +200,6 @@ mod tests {
         }
         assert_eq!(h.mean(), Duration::from_nanos(50_000_500));
         assert_eq!(h.max(), Duration::from_millis(100));
-        assert!(h.counts.len() < MAX_BUCKETS);
     }
 
     #[test]
