@@ -14,8 +14,8 @@ use tracing::{info, warn};
 use crate::bans::BanStore;
 use crate::config::Config;
 use crate::control::{ClientId, ClientInfo, NodeControl, NodeStats, StreamInfo};
-use crate::node::core::Core;
 use crate::node::hooks::HookRunner;
+use crate::node::io_loop::CoreLoop;
 use crate::node::mailbox::{CoreMsg, CoreReport, Mailbox};
 use crate::node::shared::Shared;
 use crate::stream_key::StreamKey;
@@ -79,7 +79,7 @@ impl Node {
         let mut threads = Vec::with_capacity(cores);
         for (index, ((listener, inbox), waker)) in listeners.into_iter().zip(inboxes).zip(wakers).enumerate()
         {
-            let core = Core::new(index, shared.clone(), listener, inbox, waker)?;
+            let core = CoreLoop::new(index, shared.clone(), listener, inbox, waker)?;
             let cpu = (pin && !allowed.is_empty())
                 .then(|| allowed.get(index % allowed.len()).copied())
                 .flatten();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::bans::BanStore;
 use crate::config::Config;
@@ -75,6 +75,8 @@ pub struct Shared {
     pub counters: Vec<Arc<CoreCounters>>,
     /// When the node started.
     pub started: Instant,
+    /// The wall clock at `started`: the cores tell Unix time (publish token expiry) from their `now`.
+    pub started_wall: SystemTime,
     /// The `on_publish` callback runner, when one is configured.
     pub hooks: Option<crate::node::hooks::HookRunner>,
     hasher: foldhash::fast::FixedState,
@@ -94,9 +96,19 @@ impl Shared {
             mailboxes,
             counters,
             started: Instant::now(),
+            started_wall: SystemTime::now(),
             hooks: None,
             hasher: foldhash::fast::FixedState::with_seed(0x706f_706c_696e_6521),
         }
+    }
+
+    /// Unix time in seconds at `now` (the wall clock at start plus the monotonic time since).
+    pub fn unix_time_s(&self, now: Instant) -> u64 {
+        let since_start = now.saturating_duration_since(self.started);
+        self.started_wall
+            .checked_add(since_start)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs())
     }
 
     /// Number of data-plane cores.

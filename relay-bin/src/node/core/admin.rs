@@ -1,0 +1,110 @@
+//! Inbox messages: frames and stream events from other cores, the admin API's kicks and queries (forbid
+//! kicks a stream's clients on every core), the `on_publish` hook's verdicts, shutdown.
+
+use std::time::Instant;
+
+use super::{client_stream, NodeCore, Role};
+use crate::control::{ClientInfo, ClientRole, StreamInfo};
+use crate::node::clients::Token;
+use crate::node::mailbox::{CoreMsg, CoreReport};
+use crate::node::shared::CoreCounters;
+
+impl NodeCore {
+    /// Acts on one cross-core message (from the inbox, or from this core to itself).
+    pub(super) fn handle_message(&mut self, message: CoreMsg) {
+        let now = self.now;
+        match message {
+            CoreMsg::PublishStart { key, publisher } => self.on_publish_start(key, publisher),
+            CoreMsg::Ingest { key, frame } => self.on_ingest(&key, frame, now),
+            CoreMsg::PublishEnd { key, publisher } => self.on_publish_end(key, publisher),
+            CoreMsg::Subscribe { key, core } => self.on_subscribe(key, core),
+            CoreMsg::Unsubscribe { key, core } => self.on_unsubscribe(key, core),
+            CoreMsg::Snapshot { key, frames, live } => self.on_snapshot(key, frames, live),
+            CoreMsg::Fanout { key, frame } => self.deliver_local(&key, frame, now),
+            CoreMsg::StreamEnded { key } => self.on_stream_ended(key),
+            CoreMsg::PublisherChanged { key } => self.resync_viewers(&key),
+            CoreMsg::Kick { id, reply } => {
+                let token = self.clients.iter().find(|(_, c)| c.id == id).map(|(t, _)| t);
+                if let Some(token) = token {
+                    CoreCounters::add(&self.counters.kicked, 1);
+                    self.close(token, "kicked by the admin API");
+                }
+                let _ = reply.send(token.is_some());
+            }
+            CoreMsg::KickStream { key, reply } => {
+                let tokens: Vec<Token> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| client_stream(c) == Some(&key))
+                    .map(|(t, _)| t)
+                    .collect();
+                for &token in &tokens {
+                    CoreCounters::add(&self.counters.kicked, 1);
+                    self.close(token, "stream forbidden");
+                }
+                let _ = reply.send(tokens.len() as u64);
+            }
+            CoreMsg::Query { reply } => {
+                let _ = reply.send(self.report(now));
+            }
+            CoreMsg::HookVerdict {
+                token,
+                client,
+                request_id,
+                key,
+                verdict,
+            } => self.on_hook_verdict(token, client, request_id, key, verdict),
+            CoreMsg::Shutdown => self.stop = true,
+        }
+    }
+
+    fn report(&self, now: Instant) -> CoreReport {
+        let clients = self
+            .clients
+            .iter()
+            .map(|(_, c)| {
+                let stats = c.queue.stats();
+                ClientInfo {
+                    id: c.id,
+                    role: match c.role {
+                        Role::Connecting => ClientRole::Connecting,
+                        Role::Publisher { .. } => ClientRole::Publisher,
+                        Role::Viewer { .. } => ClientRole::Viewer,
+                    },
+                    stream: client_stream(c).cloned(),
+                    peer: c.peer,
+                    core: self.index,
+                    connected_ms: now.saturating_duration_since(c.accepted_at).as_millis() as u64,
+                    bytes_in: c.bytes_in,
+                    bytes_out: stats.bytes_written,
+                    frames_dropped: stats.frames_dropped,
+                    queue_bytes: c.queue.queued_bytes() as u64,
+                }
+            })
+            .collect();
+        let mut owned = Vec::new();
+        let mut viewers = Vec::new();
+        for (key, stream) in &self.streams {
+            viewers.push((key.clone(), stream.viewers.len() as u64));
+            if let Some(owner) = &stream.owner {
+                owned.push(StreamInfo {
+                    stream: key.clone(),
+                    owner_core: self.index,
+                    publisher: owner.publisher,
+                    viewers: 0,
+                    frames_in: owner.frames_in,
+                    bytes_in: owner.bytes_in,
+                    gop_cache_frames: stream.gop.frames() as u64,
+                    publishing_ms: owner
+                        .publishing_since
+                        .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
+                });
+            }
+        }
+        CoreReport {
+            clients,
+            owned,
+            viewers,
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! A stream's frames on their way: publisher core -> owner core (GOP cache, subscribed cores) -> every core
+//! with viewers (its GOP cache replica, each viewer's queue with the app's drop policy); viewers joining
+//! (GOP-cache start, a snapshot from the owner) and leaving; publishers starting and ending.
+
+use std::time::Instant;
+
+use tracing::warn;
+
+use super::{post_to, NodeCore};
+use crate::control::ClientId;
+use crate::fanout::Pushed;
+use crate::media::Frame;
+use crate::node::clients::Token;
+use crate::node::mailbox::CoreMsg;
+use crate::node::shared::CoreCounters;
+use crate::node::streams::{passes_after_loss, LocalStream, Subscriber};
+use crate::stream_key::StreamKey;
+
+impl NodeCore {
+    fn gop_cache_bytes(&self, key: &StreamKey) -> usize {
+        self.shared.config.fanout_for(key.app()).gop_cache_bytes
+    }
+
+    /// Owner: a frame from the publisher (local or from another core).
+    pub(super) fn on_ingest(&mut self, key: &StreamKey, frame: Frame, now: Instant) {
+        let Some(stream) = self.streams.get_mut(key) else {
+            return;
+        };
+        let Some(owner) = stream.owner.as_mut() else {
+            return;
+        };
+        owner.frames_in += 1;
+        owner.bytes_in += frame.body.len() as u64;
+        for subscriber in owner.subscribers.iter_mut() {
+            if !passes_after_loss(&mut subscriber.needs_key, &frame) {
+                continue;
+            }
+            let message = CoreMsg::Fanout {
+                key: key.clone(),
+                frame: frame.clone(),
+            };
+            if post_to(
+                &self.shared,
+                &mut self.wake,
+                &self.counters,
+                subscriber.core,
+                message,
+            )
+            .is_err()
+            {
+                subscriber.needs_key = true;
+            }
+        }
+        self.deliver_local(key, frame, now);
+    }
+
+    /// Any core: a frame of a stream with viewers here goes to the GOP cache and every local viewer's queue.
+    pub(super) fn deliver_local(&mut self, key: &StreamKey, frame: Frame, now: Instant) {
+        let Some(stream) = self.streams.get_mut(key) else {
+            return;
+        };
+        stream.ended_at = None;
+        stream.gop.push(&frame);
+        let mut overflowed = Vec::new();
+        let (mut queued, mut dropped) = (0u64, 0u64);
+        for &token in &stream.viewers {
+            let Some(client) = self.clients.get_mut(token) else {
+                continue;
+            };
+            match client.queue.push(&frame, now) {
+                Pushed::Queued => {
+                    queued += 1;
+                    if !client.dirty {
+                        client.dirty = true;
+                        self.dirty.push(token);
+                    }
+                }
+                Pushed::Dropped => dropped += 1,
+                Pushed::Overflow => overflowed.push(token),
+            }
+        }
+        CoreCounters::add(&self.counters.frames_out, queued);
+        CoreCounters::add(&self.counters.frames_dropped, dropped);
+        for token in overflowed {
+            CoreCounters::add(&self.counters.viewers_overflowed, 1);
+            self.close(token, "viewer queue full (drop policy none)");
+        }
+    }
+
+    pub(super) fn attach_viewer(&mut self, token: Token, key: &StreamKey) {
+        let owner = self.shared.owner_of(key);
+        let is_owner = owner == self.index;
+        let gop_bytes = self.gop_cache_bytes(key);
+        let mut subscribe = false;
+        let stream = self.streams.entry(key.clone()).or_insert_with(|| {
+            let mut stream = LocalStream::new(gop_bytes, is_owner);
+            if !is_owner {
+                stream.awaiting_snapshot = true;
+                subscribe = true;
+            }
+            stream
+        });
+        stream.viewers.push(token);
+        if !stream.awaiting_snapshot {
+            let now = self.now;
+            if let Some(client) = self.clients.get_mut(token) {
+                for frame in stream.gop.start_frames() {
+                    let _ = client.queue.push(frame, now);
+                }
+            }
+            self.mark_dirty(token);
+        }
+        if subscribe {
+            self.send_to_owner(
+                key,
+                CoreMsg::Subscribe {
+                    key: key.clone(),
+                    core: self.index,
+                },
+            );
+        }
+    }
+
+    pub(super) fn detach_viewer(&mut self, token: Token, key: &StreamKey) {
+        let Some(stream) = self.streams.get_mut(key) else {
+            return;
+        };
+        if let Some(position) = stream.viewers.iter().position(|&t| t == token) {
+            stream.viewers.swap_remove(position);
+        }
+        if stream.is_unused() {
+            let owned = stream.owner.is_some();
+            self.streams.remove(key);
+            if !owned {
+                self.send_to_owner(
+                    key,
+                    CoreMsg::Unsubscribe {
+                        key: key.clone(),
+                        core: self.index,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The stream's publisher changed: every local viewer skips video until the new publisher's keyframe
+    /// (an inter frame of the new publisher does not decode against the old one's pictures).
+    pub(super) fn resync_viewers(&mut self, key: &StreamKey) {
+        let Some(stream) = self.streams.get_mut(key) else {
+            return;
+        };
+        stream.gop.clear();
+        for &token in &stream.viewers {
+            if let Some(client) = self.clients.get_mut(token) {
+                client.queue.wait_for_keyframe();
+            }
+        }
+    }
+
+    pub(super) fn on_publish_start(&mut self, key: StreamKey, publisher: ClientId) {
+        self.resync_viewers(&key);
+        let gop_bytes = self.gop_cache_bytes(&key);
+        let stream = self
+            .streams
+            .entry(key.clone())
+            .or_insert_with(|| LocalStream::new(gop_bytes, true));
+        stream.gop.clear();
+        stream.ended_at = None;
+        let mut subscribers = Vec::new();
+        if let Some(owner) = stream.owner.as_mut() {
+            owner.publisher = Some(publisher);
+            owner.publishing_since = Some(self.now);
+            for subscriber in &mut owner.subscribers {
+                subscriber.needs_key = false;
+                subscribers.push(subscriber.core);
+            }
+        }
+        for core in subscribers {
+            let _ = self.post(core, CoreMsg::PublisherChanged { key: key.clone() });
+        }
+    }
+
+    pub(super) fn on_publish_end(&mut self, key: StreamKey, publisher: ClientId) {
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let Some(owner) = stream.owner.as_mut() else {
+            return;
+        };
+        if owner.publisher != Some(publisher) {
+            return;
+        }
+        owner.publisher = None;
+        owner.publishing_since = None;
+        let subscribers: Vec<usize> = owner.subscribers.iter().map(|s| s.core).collect();
+        stream.gop.clear();
+        stream.ended_at = Some(self.now);
+        let unused = stream.is_unused();
+        self.resync_viewers(&key);
+        for core in subscribers {
+            let _ = self.post(core, CoreMsg::StreamEnded { key: key.clone() });
+        }
+        if unused {
+            self.streams.remove(&key);
+        }
+    }
+
+    pub(super) fn on_subscribe(&mut self, key: StreamKey, core: usize) {
+        let gop_bytes = self.gop_cache_bytes(&key);
+        let stream = self
+            .streams
+            .entry(key.clone())
+            .or_insert_with(|| LocalStream::new(gop_bytes, true));
+        let Some(owner) = stream.owner.as_mut() else {
+            return;
+        };
+        if !owner.subscribers.iter().any(|s| s.core == core) {
+            owner.subscribers.push(Subscriber {
+                core,
+                needs_key: false,
+            });
+        }
+        let live = owner.publisher.is_some();
+        let frames: Vec<Frame> = stream.gop.start_frames().cloned().collect();
+        if self.post(core, CoreMsg::Snapshot { key, frames, live }).is_err() {
+            warn!(core = self.index, to = core, "snapshot lost: inbox full");
+        }
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, key: StreamKey, core: usize) {
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return;
+        };
+        if let Some(owner) = stream.owner.as_mut() {
+            owner.subscribers.retain(|s| s.core != core);
+        }
+        if stream.is_unused() {
+            self.streams.remove(&key);
+        }
+    }
+
+    pub(super) fn on_snapshot(&mut self, key: StreamKey, frames: Vec<Frame>, live: bool) {
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return;
+        };
+        if !stream.awaiting_snapshot {
+            return;
+        }
+        stream.awaiting_snapshot = false;
+        // Not live: the viewers wait for a publisher (as for a stream never published); the grace period
+        // applies only to viewers who watched a publisher leave.
+        let _ = live;
+        let now = self.now;
+        for frame in &frames {
+            stream.gop.push(frame);
+        }
+        let viewers = stream.viewers.clone();
+        for token in viewers {
+            if let Some(client) = self.clients.get_mut(token) {
+                for frame in &frames {
+                    let _ = client.queue.push(frame, now);
+                }
+            }
+            self.mark_dirty(token);
+        }
+    }
+
+    pub(super) fn on_stream_ended(&mut self, key: StreamKey) {
+        self.resync_viewers(&key);
+        if let Some(stream) = self.streams.get_mut(&key) {
+            stream.ended_at = Some(self.now);
+        }
+    }
+
+    /// Sends a message about `key` to its owner, or handles it here when this core owns it.
+    pub(super) fn send_to_owner(&mut self, key: &StreamKey, message: CoreMsg) {
+        let owner = self.shared.owner_of(key);
+        if owner == self.index {
+            self.handle_message(message);
+            return;
+        }
+        if self.post(owner, message).is_err() {
+            warn!(core = self.index, to = owner, stream = %key, "control message to owner lost: inbox full");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! A client's life on the core: handshake and idle timeouts, the unpublish grace period for viewers, and
+//! closing (the session-end log line, counters, the publisher's claim released, the viewer detached).
+
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::{NodeCore, Role, CLOSE_FLUSH};
+use crate::node::clients::Token;
+use crate::node::mailbox::CoreMsg;
+use crate::node::shared::CoreCounters;
+
+impl NodeCore {
+    pub(super) fn on_tick(&mut self, now: Instant) {
+        let rtmp = &self.shared.config.rtmp;
+        let handshake_timeout = Duration::from_millis(rtmp.handshake_timeout_ms);
+        let idle_timeout = Duration::from_millis(rtmp.idle_timeout_ms);
+        let grace = Duration::from_millis(rtmp.unpublish_grace_ms);
+        let mut expired: Vec<(Token, &'static str)> = Vec::new();
+        for (token, client) in self.clients.iter() {
+            if let Some((deadline, _)) = client.closing {
+                if now >= deadline {
+                    expired.push((token, "close flush timed out"));
+                }
+                continue;
+            }
+            match client.role {
+                Role::Connecting if now.saturating_duration_since(client.accepted_at) > handshake_timeout => {
+                    expired.push((token, "handshake timeout (no publish or play in time)"));
+                }
+                Role::Publisher { .. } if now.saturating_duration_since(client.last_input) > idle_timeout => {
+                    expired.push((token, "publisher idle timeout"));
+                }
+                _ => {}
+            }
+        }
+        for (token, reason) in expired {
+            if reason.starts_with("handshake") {
+                CoreCounters::add(&self.counters.rejected, 1);
+            }
+            self.close(token, reason);
+        }
+        // Viewers of streams whose publisher left more than the grace period ago are told the stream is over.
+        let mut finished = Vec::new();
+        for stream in self.streams.values_mut() {
+            if let Some(ended) = stream.ended_at {
+                if now.saturating_duration_since(ended) > grace {
+                    stream.ended_at = None;
+                    finished.extend(stream.viewers.iter().copied());
+                }
+            }
+        }
+        for token in finished {
+            self.finish_viewer(token, now);
+        }
+    }
+
+    fn finish_viewer(&mut self, token: Token, now: Instant) {
+        let Some(client) = self.clients.get_mut(token) else {
+            return;
+        };
+        let Role::Viewer { stream_id, .. } = client.role else {
+            return;
+        };
+        let mut out = Vec::new();
+        client.rtmp.finish_playing(stream_id, &mut out);
+        for bytes in out {
+            client.queue.push_control(bytes);
+        }
+        client.closing = Some((now + CLOSE_FLUSH, "stream ended (publisher gone)"));
+        self.mark_dirty(token);
+    }
+
+    pub(super) fn close(&mut self, token: Token, reason: &str) {
+        let Some(client) = self.clients.remove(token) else {
+            return;
+        };
+        self.closed.push(token);
+        CoreCounters::sub(&self.counters.connections, 1);
+        let stats = client.queue.stats();
+        let lived_ms = self.now.saturating_duration_since(client.accepted_at).as_millis() as u64;
+        let (role, stream) = match &client.role {
+            Role::Connecting => ("connecting", None),
+            Role::Publisher { key, .. } => ("publisher", Some(key.clone())),
+            Role::Viewer { key, .. } => ("viewer", Some(key.clone())),
+        };
+        info!(
+            core = self.index,
+            client = client.id.0,
+            peer = %client.peer,
+            role,
+            stream = stream.as_ref().map_or("-", |k| k.as_str()),
+            reason,
+            duration_ms = lived_ms,
+            bytes_in = client.bytes_in,
+            bytes_out = stats.bytes_written,
+            frames_dropped = stats.frames_dropped,
+            "session end"
+        );
+        match client.role {
+            Role::Connecting => {}
+            Role::Publisher { key, .. } => {
+                CoreCounters::sub(&self.counters.publishers, 1);
+                self.shared.release(&key, client.id);
+                self.send_to_owner(
+                    &key,
+                    CoreMsg::PublishEnd {
+                        key: key.clone(),
+                        publisher: client.id,
+                    },
+                );
+            }
+            Role::Viewer { key, .. } => {
+                CoreCounters::sub(&self.counters.viewers, 1);
+                self.detach_viewer(token, &key);
+            }
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! [`NodeCore`]: the decisions of one data-plane core, sans-IO.
+//!
+//! A core's share of the node (its clients, the streams it owns or has viewers of, their GOP caches and
+//! viewer queues, publish/play/auth outcomes, kick and forbid) as a state machine: the IO loop around it
+//! ([`crate::node::io_loop`]) feeds it `now`, accepted connections, the bytes clients sent and inbox
+//! messages, and performs what it asks: write a client's queued bytes, close a connection, wake a core. It
+//! owns no socket and reads no clock (every entry point takes `now`), so unit tests drive it with buffers and
+//! a virtual clock, and a harness can run several cores (or nodes) deterministically.
+//!
+//! The files, by concept: [`session`] (RTMP session events: connect, publish, play, auth, media in),
+//! [`flow`] (a stream's frames from publisher to owner to subscribed cores to viewer queues), [`admin`]
+//! (inbox messages, kick, reports), [`lifecycle`] (timeouts, grace periods, closing a client).
+
+mod admin;
+mod flow;
+mod lifecycle;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rml_rtmp::sessions::ServerSessionEvent;
+use tracing::{debug, warn};
+
+use crate::control::ClientId;
+use crate::fanout::ViewerQueue;
+use crate::node::clients::{Slots, Token};
+use crate::node::mailbox::{CoreMsg, SendError};
+use crate::node::shared::{CoreCounters, Shared};
+use crate::node::streams::LocalStream;
+use crate::rtmp::chunk_guard::GuardLimits;
+use crate::rtmp::connection::RtmpConnection;
+use crate::rtmp::ingest::Ingest;
+use crate::stream_key::StreamKey;
+
+/// Housekeeping period: timeouts, grace periods.
+pub const TICK: Duration = Duration::from_millis(50);
+/// How long a closing viewer may take to drain its queue.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+/// What a client does.
+#[derive(Debug)]
+enum Role {
+    Connecting,
+    Publisher {
+        key: StreamKey,
+        ingest: Box<Ingest>,
+        /// A frame to the owner was lost: skip video to the next keyframe.
+        needs_key: bool,
+    },
+    Viewer {
+        key: StreamKey,
+        stream_id: u32,
+    },
+}
+
+/// One client connection as the core sees it: its RTMP session and its queue, no socket.
+#[derive(Debug)]
+struct Client {
+    id: ClientId,
+    peer: SocketAddr,
+    accepted_at: Instant,
+    last_input: Instant,
+    rtmp: RtmpConnection,
+    role: Role,
+    app: Option<String>,
+    queue: ViewerQueue,
+    /// In the list of clients with bytes to write.
+    dirty: bool,
+    /// Close once the queue is written (or at this deadline).
+    closing: Option<(Instant, &'static str)>,
+    /// A publish request waits for the `on_publish` hook.
+    hook_pending: bool,
+    bytes_in: u64,
+}
+
+/// What became of a client after [`NodeCore::write_client`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Everything queued was written: nothing to wait for.
+    Drained,
+    /// Bytes remain (the connection took what it could): write again when it is writable.
+    Pending,
+    /// The client is gone (write error, or it was closing and its queue is written): see
+    /// [`NodeCore::take_closed`].
+    Closed,
+}
+
+/// One data-plane core's state machine.
+pub struct NodeCore {
+    index: usize,
+    shared: Arc<Shared>,
+    counters: Arc<CoreCounters>,
+    clients: Slots<Client>,
+    streams: HashMap<StreamKey, LocalStream, foldhash::fast::RandomState>,
+    /// Clients with bytes to write, in the order they got them.
+    dirty: Vec<Token>,
+    /// Cores posted to since the last [`NodeCore::take_wakes`].
+    wake: Vec<bool>,
+    /// Connections the core closed; the IO loop closes their sockets.
+    closed: Vec<Token>,
+    next_sequence: u64,
+    events: Vec<ServerSessionEvent>,
+    out: Vec<Bytes>,
+    guard_limits: GuardLimits,
+    /// Viewers are written no sooner than this (see `rtmp.write_coalesce_ms`).
+    next_flush: Instant,
+    write_coalesce: Duration,
+    next_tick: Instant,
+    /// The `now` of the entry point being handled.
+    now: Instant,
+    stop: bool,
+}
+
+impl std::fmt::Debug for NodeCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCore")
+            .field("index", &self.index)
+            .field("clients", &self.clients.len())
+            .field("streams", &self.streams.len())
+            .finish()
+    }
+}
+
+impl NodeCore {
+    /// Core `index` of the node whose shared state is `shared`, started at `now`.
+    pub fn new(index: usize, shared: Arc<Shared>, now: Instant) -> NodeCore {
+        let rtmp = &shared.config.rtmp;
+        let guard_limits = GuardLimits {
+            max_message_bytes: rtmp.max_message_bytes,
+            max_command_bytes: rtmp.max_command_bytes,
+            ..GuardLimits::default()
+        };
+        let counters = shared.counters.get(index).cloned().unwrap_or_default();
+        let write_coalesce = Duration::from_millis(shared.config.rtmp.write_coalesce_ms);
+        let cores = shared.cores();
+        NodeCore {
+            index,
+            counters,
+            clients: Slots::default(),
+            streams: HashMap::default(),
+            dirty: Vec::new(),
+            wake: vec![false; cores],
+            closed: Vec::new(),
+            next_sequence: 0,
+            events: Vec::new(),
+            out: Vec::new(),
+            guard_limits,
+            shared,
+            next_flush: now,
+            write_coalesce,
+            next_tick: now + TICK,
+            now,
+            stop: false,
+        }
+    }
+
+    /// This core's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Connections open on this core.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Client `token` is open on this core.
+    pub fn has_client(&self, token: Token) -> bool {
+        self.clients.get(token).is_some()
+    }
+
+    /// A [`CoreMsg::Shutdown`] arrived: the IO loop should call [`NodeCore::shutdown`] and stop.
+    pub fn is_stopped(&self) -> bool {
+        self.stop
+    }
+
+    /// A connection the IO loop accepted from `peer`. `None` when the core refuses it (at
+    /// `max_connections_per_core`): the IO loop closes the socket.
+    pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Option<Token> {
+        self.now = now;
+        CoreCounters::add(&self.counters.accepted, 1);
+        if self.clients.len() >= self.shared.config.rtmp.max_connections_per_core {
+            CoreCounters::add(&self.counters.rejected, 1);
+            warn!(core = self.index, %peer, "connection refused: core at max_connections_per_core");
+            return None;
+        }
+        self.next_sequence += 1;
+        let id = ClientId::new(self.index, self.next_sequence);
+        let fanout = &self.shared.config.fanout;
+        let client = Client {
+            id,
+            peer,
+            accepted_at: now,
+            last_input: now,
+            rtmp: RtmpConnection::new(self.guard_limits.clone(), self.shared.config.rtmp.chunk_size),
+            role: Role::Connecting,
+            app: None,
+            queue: ViewerQueue::new(
+                fanout.drop_policy,
+                fanout.viewer_queue_bytes,
+                Duration::from_millis(fanout.latency_budget_ms),
+            ),
+            dirty: false,
+            closing: None,
+            hook_pending: false,
+            bytes_in: 0,
+        };
+        let token = self.clients.insert(client);
+        CoreCounters::add(&self.counters.connections, 1);
+        debug!(core = self.index, client = id.0, %peer, "connection accepted");
+        Some(token)
+    }
+
+    /// Bytes client `token` sent: through the RTMP session (chunk guard first), then acted on. Bad input
+    /// closes that client alone, with a logged reason.
+    pub fn input(&mut self, now: Instant, token: Token, bytes: &[u8]) {
+        self.now = now;
+        let Some(client) = self.clients.get_mut(token) else {
+            return;
+        };
+        client.bytes_in += bytes.len() as u64;
+        client.last_input = now;
+        CoreCounters::add(&self.counters.bytes_in, bytes.len() as u64);
+        let mut events = std::mem::take(&mut self.events);
+        let mut out = std::mem::take(&mut self.out);
+        let result = client.rtmp.feed(bytes, &mut events, &mut out);
+        for bytes in out.drain(..) {
+            client.queue.push_control(bytes);
+        }
+        self.out = out;
+        if !client.dirty {
+            client.dirty = true;
+            self.dirty.push(token);
+        }
+        if let Err(error) = result {
+            events.clear();
+            self.events = events;
+            let (id, peer) = (client.id, client.peer);
+            warn!(core = self.index, client = id.0, %peer, %error, "closing client: bad input");
+            CoreCounters::add(&self.counters.rejected, 1);
+            self.close(token, "protocol error");
+            return;
+        }
+        for event in events.drain(..) {
+            self.on_session_event(token, event);
+        }
+        self.events = events;
+    }
+
+    /// The connection of `token` ended on the IO side (the peer closed it, or a read failed): `reason` is
+    /// logged. The IO loop has closed the socket already; the token is not reported by
+    /// [`NodeCore::take_closed`].
+    pub fn connection_lost(&mut self, now: Instant, token: Token, reason: &'static str) {
+        self.now = now;
+        self.close(token, reason);
+        self.closed.retain(|&t| t != token);
+    }
+
+    /// One message from the core's inbox (another core, the admin API, the hook runner).
+    pub fn message(&mut self, now: Instant, message: CoreMsg) {
+        self.now = now;
+        self.handle_message(message);
+    }
+
+    /// When the core next needs [`NodeCore::tick`] or [`NodeCore::take_due_writes`] called, whatever
+    /// arrives before.
+    pub fn poll_timeout(&self) -> Instant {
+        if self.dirty.is_empty() {
+            self.next_tick
+        } else {
+            self.next_tick.min(self.next_flush)
+        }
+    }
+
+    /// Runs the housekeeping (timeouts, grace periods) if its period has come.
+    pub fn tick(&mut self, now: Instant) {
+        self.now = now;
+        if now >= self.next_tick {
+            self.on_tick(now);
+            self.next_tick = now + TICK;
+        }
+    }
+
+    /// The clients to write now, in `out`. Viewers are written at most once per `write_coalesce_ms` (the
+    /// frames of the interval go in one write); everyone else (handshakes, commands, closing clients) at once.
+    /// Those not due stay listed for a later call.
+    pub fn take_due_writes(&mut self, now: Instant, out: &mut Vec<Token>) {
+        self.now = now;
+        let all = now >= self.next_flush;
+        let mut wrote_viewers = false;
+        let dirty = std::mem::take(&mut self.dirty);
+        for token in dirty {
+            let Some(client) = self.clients.get_mut(token) else {
+                continue;
+            };
+            let coalesced = matches!(client.role, Role::Viewer { .. }) && client.closing.is_none();
+            if coalesced && !all {
+                self.dirty.push(token);
+                continue;
+            }
+            wrote_viewers |= coalesced;
+            client.dirty = false;
+            out.push(token);
+        }
+        if wrote_viewers {
+            self.next_flush = now + self.write_coalesce;
+        }
+    }
+
+    /// Writes what client `token` has queued into `sink` (its socket, in the IO loop: one vectored write
+    /// of shared frames; `WouldBlock` when the socket is full).
+    pub fn write_client(&mut self, now: Instant, token: Token, sink: &mut impl Write) -> Written {
+        self.now = now;
+        let Some(client) = self.clients.get_mut(token) else {
+            return Written::Closed;
+        };
+        match client.queue.write_to(sink) {
+            Ok(written) => CoreCounters::add(&self.counters.bytes_out, written as u64),
+            Err(_) => {
+                self.close(token, "write error (peer gone)");
+                return Written::Closed;
+            }
+        }
+        if !client.queue.is_empty() {
+            return Written::Pending;
+        }
+        if let Some((_, reason)) = client.closing {
+            self.close(token, reason);
+            return Written::Closed;
+        }
+        Written::Drained
+    }
+
+    /// Client `token`'s connection is writable again: it goes back on the list to write.
+    pub fn writable(&mut self, token: Token) {
+        self.mark_dirty(token);
+    }
+
+    /// The connections the core closed since the last call: the IO loop closes their sockets.
+    pub fn take_closed(&mut self, out: &mut Vec<Token>) {
+        out.append(&mut self.closed);
+    }
+
+    /// The cores this one posted messages to since the last call: the IO loop wakes each once.
+    pub fn take_wakes(&mut self, mut wake: impl FnMut(usize)) {
+        for (core, flag) in self.wake.iter_mut().enumerate() {
+            if std::mem::take(flag) {
+                wake(core);
+            }
+        }
+    }
+
+    /// Closes every client (the node is stopping); their tokens go to [`NodeCore::take_closed`].
+    pub fn shutdown(&mut self, now: Instant) {
+        self.now = now;
+        let tokens: Vec<Token> = self.clients.iter().map(|(token, _)| token).collect();
+        for token in tokens {
+            self.close(token, "node shutting down");
+        }
+    }
+
+    fn mark_dirty(&mut self, token: Token) {
+        if let Some(client) = self.clients.get_mut(token) {
+            if !client.dirty {
+                client.dirty = true;
+                self.dirty.push(token);
+            }
+        }
+    }
+
+    fn post(&mut self, core: usize, message: CoreMsg) -> Result<(), SendError> {
+        post_to(&self.shared, &mut self.wake, &self.counters, core, message)
+    }
+}
+
+/// Posts `message` to core `core` (woken when the IO loop next calls [`NodeCore::take_wakes`]) and counts a
+/// full inbox. It takes the fields it needs rather than the core, so a caller holding one of the core's
+/// streams can use it.
+fn post_to(
+    shared: &Shared,
+    wake: &mut [bool],
+    counters: &CoreCounters,
+    core: usize,
+    message: CoreMsg,
+) -> Result<(), SendError> {
+    let Some(mailbox) = shared.mailboxes.get(core) else {
+        return Err(SendError::Gone);
+    };
+    let result = mailbox.post(message);
+    match result {
+        Ok(()) => {
+            if let Some(flag) = wake.get_mut(core) {
+                *flag = true;
+            }
+        }
+        Err(SendError::Full) => CoreCounters::add(&counters.inbox_full, 1),
+        Err(SendError::Gone) => {}
+    }
+    result
+}
+
+fn client_stream(client: &Client) -> Option<&StreamKey> {
+    match &client.role {
+        Role::Connecting => None,
+        Role::Publisher { key, .. } | Role::Viewer { key, .. } => Some(key),
+    }
+}

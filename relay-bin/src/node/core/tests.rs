@@ -1,0 +1,416 @@
+//! The node's decisions with no socket and no clock: several [`NodeCore`]s of one node, their inboxes
+//! pumped in order, and rml_rtmp client sessions standing in for publishers and players, in virtual time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+};
+use rml_rtmp::time::RtmpTimestamp;
+
+use super::{NodeCore, Written};
+use crate::bans::BanStore;
+use crate::config::Config;
+use crate::node::clients::Token;
+use crate::node::mailbox::{CoreMsg, Mailbox};
+use crate::node::shared::Shared;
+use crate::stream_key::StreamKey;
+
+/// An AVC sequence header (AVCDecoderConfigurationRecord with one SPS and one PPS).
+const SEQ_HEADER: &[u8] = &[
+    0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x04, 0x67, 0x64, 0x00, 0x1f, 0x01, 0x00,
+    0x04, 0x68, 0xee, 0x3c, 0x80,
+];
+/// An IDR frame (one NAL unit, type 5).
+const KEYFRAME: &[u8] = &[0x17, 0x01, 0, 0, 0, 0, 0, 0, 5, 0x65, 0x88, 0x84, 0x00, 0x10];
+/// A reference P frame (one NAL unit, type 1, nal_ref_idc 2).
+const INTER: &[u8] = &[0x27, 0x01, 0, 0, 0, 0, 0, 0, 5, 0x41, 0x9a, 0x00, 0x00, 0x00];
+
+/// A scripted RTMP client on one core's connection.
+struct Client {
+    core: usize,
+    token: Token,
+    handshake: Option<Handshake>,
+    session: Option<ClientSession>,
+    events: Vec<ClientSessionEvent>,
+    /// Bytes for the server, not yet delivered.
+    outbox: Vec<u8>,
+    closed: bool,
+}
+
+impl Client {
+    fn receive(&mut self, bytes: &[u8]) {
+        if let Some(handshake) = self.handshake.as_mut() {
+            match handshake.process_bytes(bytes).unwrap() {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    self.outbox.extend_from_slice(&response_bytes)
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    self.outbox.extend_from_slice(&response_bytes);
+                    self.handshake = None;
+                    let (session, results) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+                    self.session = Some(session);
+                    self.apply(results);
+                    if !remaining_bytes.is_empty() {
+                        self.receive(&remaining_bytes);
+                    }
+                }
+            }
+            return;
+        }
+        let results = self.session.as_mut().unwrap().handle_input(bytes).unwrap();
+        self.apply(results);
+    }
+
+    fn apply(&mut self, results: Vec<ClientSessionResult>) {
+        for result in results {
+            match result {
+                ClientSessionResult::OutboundResponse(packet) => self.outbox.extend_from_slice(&packet.bytes),
+                ClientSessionResult::RaisedEvent(event) => self.events.push(event),
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+    }
+
+    fn session(&mut self) -> &mut ClientSession {
+        self.session.as_mut().expect("handshake not complete")
+    }
+
+    fn saw(&self, check: impl Fn(&ClientSessionEvent) -> bool) -> bool {
+        self.events.iter().any(check)
+    }
+
+    /// The video messages received so far: (timestamp, first byte of the body).
+    fn video(&self) -> Vec<(u32, u8)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ClientSessionEvent::VideoDataReceived { data, timestamp } => {
+                    Some((timestamp.value, data.first().copied().unwrap_or(0)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// One node's cores, its clients and a virtual clock.
+struct Harness {
+    shared: Arc<Shared>,
+    cores: Vec<NodeCore>,
+    inboxes: Vec<Receiver<CoreMsg>>,
+    clients: Vec<Client>,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(cores: usize, configure: impl FnOnce(&mut Config)) -> Harness {
+        let mut config = Config::default();
+        config.rtmp.write_coalesce_ms = 0;
+        configure(&mut config);
+        let bans = Arc::new(BanStore::open(None).unwrap());
+        let mut mailboxes = Vec::new();
+        let mut inboxes = Vec::new();
+        for _ in 0..cores {
+            let waker = Arc::new(engine::Waker::new().unwrap());
+            let (mailbox, inbox) = Mailbox::new(1024, waker);
+            mailboxes.push(mailbox);
+            inboxes.push(inbox);
+        }
+        let shared = Arc::new(Shared::new(config, bans, mailboxes));
+        let now = shared.started;
+        let cores = (0..cores)
+            .map(|i| NodeCore::new(i, shared.clone(), now))
+            .collect();
+        Harness {
+            shared,
+            cores,
+            inboxes,
+            clients: Vec::new(),
+            now,
+        }
+    }
+
+    fn owner(&self, stream: &str) -> usize {
+        self.shared.owner_of(&StreamKey::new("live", stream).unwrap())
+    }
+
+    /// Moves every byte and message until nothing moves.
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for (core, inbox) in self.cores.iter_mut().zip(&self.inboxes) {
+                while let Ok(message) = inbox.try_recv() {
+                    core.message(self.now, message);
+                    moved = true;
+                }
+            }
+            for client in self
+                .clients
+                .iter_mut()
+                .filter(|c| !c.closed && !c.outbox.is_empty())
+            {
+                let bytes = std::mem::take(&mut client.outbox);
+                self.cores[client.core].input(self.now, client.token, &bytes);
+                moved = true;
+            }
+            for core in 0..self.cores.len() {
+                let mut tokens = Vec::new();
+                self.cores[core].take_due_writes(self.now, &mut tokens);
+                for token in tokens {
+                    let mut wire = Vec::new();
+                    let written = self.cores[core].write_client(self.now, token, &mut wire);
+                    assert_ne!(written, Written::Pending, "a Vec takes everything");
+                    if let Some(client) = self.client_mut(core, token) {
+                        if !wire.is_empty() {
+                            client.receive(&wire);
+                            moved = true;
+                        }
+                    }
+                }
+                let mut closed = Vec::new();
+                self.cores[core].take_closed(&mut closed);
+                for token in closed {
+                    if let Some(client) = self.client_mut(core, token) {
+                        client.closed = true;
+                        moved = true;
+                    }
+                }
+                self.cores[core].take_wakes(|_| {});
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the cores never settled");
+    }
+
+    fn client_mut(&mut self, core: usize, token: Token) -> Option<&mut Client> {
+        self.clients
+            .iter_mut()
+            .find(|c| c.core == core && c.token == token && !c.closed)
+    }
+
+    /// Advances the clock by `by`, running the cores' housekeeping on the way.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        while self.now < end {
+            self.now = (self.now + super::TICK).min(end);
+            for core in &mut self.cores {
+                core.tick(self.now);
+            }
+            self.pump();
+        }
+    }
+
+    /// A TCP connection accepted on `core` and handshaken; returns the client's index.
+    fn accept(&mut self, core: usize) -> usize {
+        let peer = SocketAddr::from(([192, 0, 2, 1], 40_000 + self.clients.len() as u16));
+        let token = self.cores[core].accept(self.now, peer).expect("accepted");
+        let mut handshake = Handshake::new(PeerType::Client);
+        let outbox = handshake.generate_outbound_p0_and_p1().unwrap();
+        self.clients.push(Client {
+            core,
+            token,
+            handshake: Some(handshake),
+            session: None,
+            events: Vec::new(),
+            outbox,
+            closed: false,
+        });
+        self.pump();
+        self.clients.len() - 1
+    }
+
+    /// A client on `core` connected to app `live`.
+    fn connect(&mut self, core: usize) -> usize {
+        let c = self.accept(core);
+        let result = self.clients[c]
+            .session()
+            .request_connection("live".into())
+            .unwrap();
+        self.clients[c].apply(vec![result]);
+        self.pump();
+        assert!(self.clients[c].saw(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted)));
+        c
+    }
+
+    fn publisher(&mut self, core: usize, stream: &str) -> usize {
+        let c = self.connect(core);
+        let result = self.clients[c]
+            .session()
+            .request_publishing(stream.into(), PublishRequestType::Live)
+            .unwrap();
+        self.clients[c].apply(vec![result]);
+        self.pump();
+        c
+    }
+
+    fn viewer(&mut self, core: usize, stream: &str) -> usize {
+        let c = self.connect(core);
+        let result = self.clients[c].session().request_playback(stream.into()).unwrap();
+        self.clients[c].apply(vec![result]);
+        self.pump();
+        c
+    }
+
+    fn send_video(&mut self, c: usize, body: &'static [u8], timestamp: u32) {
+        let result = self.clients[c]
+            .session()
+            .publish_video_data(Bytes::from_static(body), RtmpTimestamp::new(timestamp), false)
+            .unwrap();
+        self.clients[c].apply(vec![result]);
+        self.pump();
+    }
+}
+
+fn accepted_publish(e: &ClientSessionEvent) -> bool {
+    matches!(e, ClientSessionEvent::PublishRequestAccepted)
+}
+
+fn accepted_play(e: &ClientSessionEvent) -> bool {
+    matches!(e, ClientSessionEvent::PlaybackRequestAccepted)
+}
+
+#[test]
+fn frames_cross_from_a_publisher_on_one_core_to_viewers_on_every_core() {
+    let mut h = Harness::new(3, |_| {});
+    let owner = h.owner("shop42");
+    let publisher_core = (owner + 1) % 3;
+    let viewers: Vec<usize> = (0..3).map(|core| h.viewer(core, "shop42")).collect();
+    let p = h.publisher(publisher_core, "shop42");
+    assert!(h.clients[p].saw(accepted_publish));
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    h.send_video(p, INTER, 40);
+    for (core, &v) in viewers.iter().enumerate() {
+        assert!(h.clients[v].saw(accepted_play), "viewer on core {core}");
+        assert_eq!(
+            h.clients[v].video(),
+            vec![(0, 0x17), (0, 0x17), (40, 0x27)],
+            "viewer on core {core} (owner {owner}, publisher on {publisher_core})"
+        );
+    }
+}
+
+#[test]
+fn a_late_viewer_starts_at_once_from_the_gop_cache() {
+    let mut h = Harness::new(2, |_| {});
+    let p = h.publisher(0, "late");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, INTER, 0); // before any keyframe: no viewer may ever get it
+    h.send_video(p, KEYFRAME, 40);
+    h.send_video(p, INTER, 80);
+    for core in 0..2 {
+        let v = h.viewer(core, "late");
+        assert_eq!(
+            h.clients[v].video(),
+            vec![(0, 0x17), (40, 0x17), (80, 0x27)],
+            "late viewer on core {core}"
+        );
+    }
+}
+
+#[test]
+fn a_second_publisher_of_a_stream_is_refused() {
+    let mut h = Harness::new(2, |_| {});
+    let first = h.publisher(0, "dup");
+    assert!(h.clients[first].saw(accepted_publish));
+    let second = h.publisher(1, "dup");
+    assert!(!h.clients[second].saw(accepted_publish));
+    assert!(
+        h.clients[second].closed,
+        "refused publisher is closed after its answer"
+    );
+    assert!(!h.clients[first].closed);
+}
+
+#[test]
+fn a_forbidden_stream_is_refused_and_a_kick_closes_its_clients_on_every_core() {
+    let mut h = Harness::new(2, |_| {});
+    let p = h.publisher(0, "banned");
+    let viewers = [h.viewer(0, "banned"), h.viewer(1, "banned")];
+    let bystander = h.viewer(1, "other");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.shared
+        .bans
+        .forbid(StreamKey::new("live", "banned").unwrap(), None, "policy".into())
+        .unwrap();
+    let mut kicked = 0;
+    for core in 0..2 {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let key = StreamKey::new("live", "banned").unwrap();
+        h.cores[core].message(h.now, CoreMsg::KickStream { key, reply });
+        kicked += answer.try_recv().unwrap();
+    }
+    h.pump();
+    assert_eq!(kicked, 3);
+    assert!(h.clients[p].closed);
+    assert!(viewers.iter().all(|&v| h.clients[v].closed));
+    assert!(!h.clients[bystander].closed);
+    // While the ban lasts, neither publish nor play is accepted.
+    let again = h.publisher(1, "banned");
+    assert!(!h.clients[again].saw(accepted_publish));
+    let viewer = h.viewer(0, "banned");
+    assert!(!h.clients[viewer].saw(accepted_play));
+}
+
+#[test]
+fn garbage_closes_that_client_alone() {
+    let mut h = Harness::new(1, |_| {});
+    let p = h.publisher(0, "steady");
+    let v = h.viewer(0, "steady");
+    let bad = h.connect(0);
+    // A chunk on stream 2 announcing a 16 MiB command: over max_command_bytes.
+    h.clients[bad]
+        .outbox
+        .extend_from_slice(&[0x02, 0, 0, 0, 0xff, 0xff, 0xff, 0x14, 0, 0, 0, 0]);
+    h.pump();
+    assert!(h.clients[bad].closed);
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    assert!(!h.clients[v].closed);
+    assert_eq!(h.clients[v].video().len(), 2);
+}
+
+#[test]
+fn a_connection_that_neither_publishes_nor_plays_is_closed_at_the_handshake_timeout() {
+    let mut h = Harness::new(1, |c| c.rtmp.handshake_timeout_ms = 1_000);
+    let idle = h.connect(0);
+    let p = h.publisher(0, "busy");
+    h.advance(Duration::from_millis(900));
+    assert!(!h.clients[idle].closed);
+    h.advance(Duration::from_millis(200));
+    assert!(h.clients[idle].closed);
+    assert!(
+        !h.clients[p].closed,
+        "a publisher is not closed by the handshake timeout"
+    );
+    assert_eq!(h.cores[0].client_count(), 1);
+}
+
+#[test]
+fn viewers_are_written_once_per_coalescing_interval() {
+    let mut h = Harness::new(1, |c| c.rtmp.write_coalesce_ms = 100);
+    let p = h.publisher(0, "coalesced");
+    let v = h.viewer(0, "coalesced");
+    h.advance(Duration::from_millis(100));
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    let first = h.clients[v].video().len();
+    h.send_video(p, INTER, 40);
+    h.send_video(p, INTER, 80);
+    // Nothing more reaches the viewer until the interval has passed; then everything in one write.
+    assert_eq!(h.clients[v].video().len(), first);
+    h.advance(Duration::from_millis(100));
+    assert_eq!(h.clients[v].video().len(), 4);
+}

@@ -1,0 +1,251 @@
+//! [`CoreLoop`]: the thin IO loop that runs one [`NodeCore`] on its thread (epoll backend).
+//!
+//! The loop: wait for readiness (or the core's next deadline), accept, read each readable client and feed
+//! its bytes to the core, hand the core its inbox, then write every client the core lists (one `writev`
+//! each, of the frames' shared bytes), close the sockets the core closed and wake the cores it posted to (one
+//! eventfd write each). Every decision is the core's; this file only moves bytes and readiness.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use engine::{Events, Interest, Listener, Poller, Waker};
+use tracing::warn;
+
+use crate::node::clients::Token;
+use crate::node::core::{NodeCore, Written, TICK};
+use crate::node::mailbox::CoreMsg;
+use crate::node::shared::Shared;
+
+const LISTENER: Token = u64::MAX;
+const WAKER: Token = u64::MAX - 1;
+/// Most bytes read from one client per readiness report (fairness between clients).
+const READ_BUDGET: usize = 256 << 10;
+/// Most inbox messages handled per loop iteration before sockets get a turn.
+const INBOX_BUDGET: usize = 8192;
+
+/// A client's socket and the interest registered for it.
+#[derive(Debug)]
+struct Socket {
+    stream: TcpStream,
+    /// Registered for writability (the socket was full).
+    want_write: bool,
+}
+
+/// One core's IO: its listener, its clients' sockets, its inbox and waker, around its [`NodeCore`].
+pub struct CoreLoop {
+    core: NodeCore,
+    shared: Arc<Shared>,
+    poller: Poller,
+    listener: Listener,
+    inbox: Receiver<CoreMsg>,
+    waker: Arc<Waker>,
+    sockets: HashMap<Token, Socket, foldhash::fast::RandomState>,
+    read_buf: Vec<u8>,
+    tokens: Vec<Token>,
+    /// The listener is unregistered after an accept error (out of fds) until this instant.
+    accept_paused_until: Option<Instant>,
+}
+
+impl CoreLoop {
+    /// The loop of core `index` with its (already bound) listener, inbox and waker.
+    pub fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        listener: Listener,
+        inbox: Receiver<CoreMsg>,
+        waker: Arc<Waker>,
+    ) -> io::Result<CoreLoop> {
+        let poller = Poller::new()?;
+        poller.add(listener.as_raw_fd(), LISTENER, Interest::READABLE)?;
+        poller.add(waker.as_raw_fd(), WAKER, Interest::READABLE)?;
+        Ok(CoreLoop {
+            core: NodeCore::new(index, shared.clone(), Instant::now()),
+            shared,
+            poller,
+            listener,
+            inbox,
+            waker,
+            sockets: HashMap::default(),
+            read_buf: vec![0; 64 << 10],
+            tokens: Vec::new(),
+            accept_paused_until: None,
+        })
+    }
+
+    /// Runs until [`CoreMsg::Shutdown`].
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        while !self.core.is_stopped() {
+            if let Err(error) = self
+                .poller
+                .wait_until(&mut events, Some(self.core.poll_timeout()))
+            {
+                warn!(core = self.core.index(), %error, "poller wait failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            for readiness in events.iter() {
+                match readiness.token {
+                    LISTENER => self.accept_all(),
+                    WAKER => {
+                        self.waker.drain();
+                    }
+                    token => {
+                        if readiness.readable {
+                            self.read(token);
+                        }
+                        if readiness.writable {
+                            self.core.writable(token);
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            for _ in 0..INBOX_BUDGET {
+                let Ok(message) = self.inbox.try_recv() else {
+                    break;
+                };
+                self.core.message(now, message);
+            }
+            self.core.tick(now);
+            self.resume_accepts(now);
+            self.write(now);
+            self.perform(now);
+        }
+        self.core.shutdown(Instant::now());
+        self.perform(Instant::now());
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok(Some((stream, peer))) => self.accept(stream, peer),
+                Ok(None) => return,
+                Err(error) => {
+                    // EMFILE and friends: the listener stays readable, so stop watching it for one tick
+                    // instead of spinning on it.
+                    warn!(core = self.core.index(), %error, "accept failed; pausing accepts for one tick");
+                    if self.poller.delete(self.listener.as_raw_fd()).is_ok() {
+                        self.accept_paused_until = Some(Instant::now() + TICK);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let Some(token) = self.core.accept(Instant::now(), peer) else {
+            return;
+        };
+        if let Err(error) = self.poller.add(stream.as_raw_fd(), token, Interest::READABLE) {
+            warn!(core = self.core.index(), %peer, %error, "cannot register connection");
+            self.core
+                .connection_lost(Instant::now(), token, "cannot register connection");
+            return;
+        }
+        self.sockets.insert(
+            token,
+            Socket {
+                stream,
+                want_write: false,
+            },
+        );
+    }
+
+    fn resume_accepts(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|until| now >= until)
+            && self
+                .poller
+                .add(self.listener.as_raw_fd(), LISTENER, Interest::READABLE)
+                .is_ok()
+        {
+            self.accept_paused_until = None;
+        }
+    }
+
+    fn read(&mut self, token: Token) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(socket) = self.sockets.get_mut(&token) else {
+                return;
+            };
+            let read = match socket.stream.read(&mut self.read_buf) {
+                Ok(0) => return self.lost(token, "peer closed the connection"),
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.lost(token, "read error"),
+            };
+            let input = self.read_buf.get(..read).unwrap_or_default();
+            self.core.input(Instant::now(), token, input);
+            if !self.core.has_client(token) {
+                return;
+            }
+            budget = budget.saturating_sub(read);
+            if budget == 0 || read < self.read_buf.len() {
+                return;
+            }
+        }
+    }
+
+    /// The socket failed or the peer closed it: the core forgets the client.
+    fn lost(&mut self, token: Token, reason: &'static str) {
+        self.close_socket(token);
+        self.core.connection_lost(Instant::now(), token, reason);
+    }
+
+    fn write(&mut self, now: Instant) {
+        let mut tokens = std::mem::take(&mut self.tokens);
+        self.core.take_due_writes(now, &mut tokens);
+        for &token in &tokens {
+            let Some(socket) = self.sockets.get_mut(&token) else {
+                continue;
+            };
+            let want_write = match self.core.write_client(now, token, &mut socket.stream) {
+                Written::Drained => false,
+                Written::Pending => true,
+                Written::Closed => continue,
+            };
+            if want_write != socket.want_write {
+                socket.want_write = want_write;
+                let interest = if want_write {
+                    Interest::BOTH
+                } else {
+                    Interest::READABLE
+                };
+                let _ = self.poller.modify(socket.stream.as_raw_fd(), token, interest);
+            }
+        }
+        tokens.clear();
+        self.tokens = tokens;
+    }
+
+    /// Closes the sockets the core closed and wakes the cores it posted to.
+    fn perform(&mut self, _now: Instant) {
+        let mut tokens = std::mem::take(&mut self.tokens);
+        self.core.take_closed(&mut tokens);
+        for &token in &tokens {
+            self.close_socket(token);
+        }
+        tokens.clear();
+        self.tokens = tokens;
+        let shared = &self.shared;
+        self.core.take_wakes(|core| {
+            if let Some(mailbox) = shared.mailboxes.get(core) {
+                mailbox.wake();
+            }
+        });
+    }
+
+    fn close_socket(&mut self, token: Token) {
+        if let Some(socket) = self.sockets.remove(&token) {
+            let _ = self.poller.delete(socket.stream.as_raw_fd());
+            let _ = socket.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
