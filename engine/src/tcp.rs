@@ -65,6 +65,11 @@ impl Listener {
         }
     }
 
+    /// The standard listener inside (to hand to [`crate::uring::UringTcp`]).
+    pub fn into_std(self) -> TcpListener {
+        self.inner
+    }
+
     /// The bound address (the real port when bound to port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()

@@ -162,3 +162,70 @@ fn a_flood_of_connections_is_accepted_and_closed() {
     assert!(r.stats.accept_refused > 0, "past max_connections: {:?}", r.stats);
     assert_eq!(r.open_at_end, 0, "{:?}", r.stats);
 }
+
+#[test]
+fn a_watched_eventfd_ends_a_wait_and_close_after_flush_delivers_the_last_bytes() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = UringTcpConfig {
+        max_queued_bytes: 64 << 10,
+        ..UringTcpConfig::default()
+    };
+    let mut tcp = UringTcp::new(listener, config).unwrap();
+    let waker = Arc::new(engine::Waker::new().unwrap());
+    tcp.watch(std::os::fd::AsRawFd::as_raw_fd(&*waker));
+
+    // Another thread's wake ends a wait that would otherwise last 20 s.
+    let remote = waker.clone();
+    let poke = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        remote.wake();
+    });
+    let started = std::time::Instant::now();
+    tcp.wait(Some(Duration::from_secs(20))).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the wake did not end the wait"
+    );
+    assert_eq!(waker.drain(), 1);
+    poke.join().unwrap();
+
+    // One buffer bigger than the bound is taken by an empty queue; the next one is refused.
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut id = None;
+    while id.is_none() {
+        tcp.wait(Some(Duration::from_millis(100))).unwrap();
+        tcp.reap(&mut |e| {
+            if let TcpEvent::Accepted(conn, _) = e {
+                id = Some(conn);
+            }
+        });
+    }
+    let id = id.unwrap();
+    let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    tcp.send(id, Bytes::from(big.clone())).unwrap();
+    assert!(tcp.send(id, Bytes::from_static(b"more")).is_err());
+    // Closing after the flush: every byte reaches the peer, then the end of the stream.
+    tcp.close_after_flush(id);
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        got
+    });
+    let mut closed = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !closed && std::time::Instant::now() < deadline {
+        tcp.wait(Some(Duration::from_millis(50))).unwrap();
+        tcp.reap(&mut |e| {
+            if let TcpEvent::Closed(conn, _) = e {
+                closed |= conn == id;
+            }
+        });
+    }
+    assert!(closed, "the connection never closed");
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), big.len());
+    assert!(got == big, "bytes differ");
+    assert_eq!(tcp.connection_count(), 0);
+}

@@ -105,6 +105,22 @@ pub struct EngineConfig {
     pub pin: bool,
     /// Capacity of each core's inbox of cross-core messages.
     pub inbox_capacity: usize,
+    /// The cores' IO backend: `auto` (io_uring, or epoll where io_uring is refused, e.g. by Docker's
+    /// seccomp profile), `uring` (fail to start without it) or `epoll`.
+    pub backend: IoBackend,
+}
+
+/// The cores' IO backend (`engine.backend`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IoBackend {
+    /// io_uring where the kernel allows it, else epoll (logged).
+    #[default]
+    Auto,
+    /// io_uring only.
+    Uring,
+    /// epoll only.
+    Epoll,
 }
 
 impl Default for EngineConfig {
@@ -113,6 +129,7 @@ impl Default for EngineConfig {
             cores: 0,
             pin: true,
             inbox_capacity: 16_384,
+            backend: IoBackend::Auto,
         }
     }
 }

@@ -8,10 +8,25 @@ use std::time::Duration;
 
 use common::*;
 
-/// Publishes `file` to a fresh node with a player already waiting, and checks the recording.
-fn round_trip(file_name: &str, expected_frames: usize, width: u32, height: u32) {
+/// Publishes `file` to a fresh node (its cores on `backend`) with a player already waiting, and checks the
+/// recording, and that the node runs the backend it reports.
+fn round_trip(file_name: &str, expected_frames: usize, width: u32, height: u32, backend: &str) {
     let scratch = Scratch::new("roundtrip");
-    let node = Popline::start(&scratch.0, &base_config(&scratch.0));
+    let node = Popline::start(&scratch.0, &base_config_on(&scratch.0, backend));
+    let (status, stats) = node.api("GET", "/api/v1/stats", None);
+    assert_eq!(status, 200);
+    assert!(
+        stats.contains(&format!("\"backend\":\"{backend}\"")),
+        "stats: {stats}"
+    );
+    let rings = node.io_uring_fds();
+    match backend {
+        "uring" => assert!(
+            rings >= 2,
+            "an io_uring per core expected, the process holds {rings}"
+        ),
+        _ => assert_eq!(rings, 0, "the epoll backend holds no io_uring"),
+    }
     let url = node.url("live/roundtrip");
     let recording = scratch.path("played.flv");
     let player = play(&url, &recording);
@@ -56,13 +71,19 @@ fn round_trip(file_name: &str, expected_frames: usize, width: u32, height: u32) 
 #[test]
 fn baseline_h264_aac_plays_back_whole_and_decodes() {
     let expected = frames_in(&media("h264-aac-360p25-baseline.flv"));
-    round_trip("h264-aac-360p25-baseline.flv", expected, 640, 360);
+    round_trip("h264-aac-360p25-baseline.flv", expected, 640, 360, "uring");
+}
+
+#[test]
+fn baseline_h264_aac_plays_back_whole_on_the_epoll_backend() {
+    let expected = frames_in(&media("h264-aac-360p25-baseline.flv"));
+    round_trip("h264-aac-360p25-baseline.flv", expected, 640, 360, "epoll");
 }
 
 #[test]
 fn bframes_h264_aac_plays_back_whole_and_decodes() {
     let expected = frames_in(&media("h264-aac-720p30-bframes.flv"));
-    round_trip("h264-aac-720p30-bframes.flv", expected, 1280, 720);
+    round_trip("h264-aac-720p30-bframes.flv", expected, 1280, 720, "uring");
 }
 
 fn frames_in(file: &std::path::Path) -> usize {

@@ -26,6 +26,8 @@ const GROUP: u16 = 1;
 const ACCEPT: u64 = u64::MAX - 1;
 /// `user_data` of cancellations (ignored).
 const IGNORE: u64 = u64::MAX - 2;
+/// `user_data` of the multishot poll on a watched fd (a cross-core waker).
+const WATCH: u64 = u64::MAX - 3;
 /// Low bits of a connection's `user_data`: which operation completed.
 const OP_RECV: u64 = 0;
 const OP_SEND: u64 = 1;
@@ -46,7 +48,8 @@ pub struct UringTcpConfig {
     pub buffer_count: u16,
     /// Bytes per receive buffer.
     pub buffer_bytes: usize,
-    /// Bytes queued per connection beyond which [`UringTcp::send`] refuses.
+    /// Bytes queued per connection beyond which [`UringTcp::send`] refuses (a buffer sent to an empty queue
+    /// is always taken, whatever its size).
     pub max_queued_bytes: usize,
     /// Connections at once; accepts beyond are closed at once and counted.
     pub max_connections: usize,
@@ -124,6 +127,8 @@ struct Conn {
     sending: bool,
     /// A send was refused: report `Writable` when the queue drains.
     refused: bool,
+    /// Close once the queue is written ([`UringTcp::close_after_flush`]).
+    close_when_drained: bool,
     closing: bool,
     error: Option<io::Error>,
 }
@@ -143,6 +148,9 @@ pub struct UringTcp {
     rearm: Vec<u32>,
     /// Connections closed by [`UringTcp::close`] whose end is to be reported.
     pending_close: Vec<u32>,
+    /// A file descriptor whose readability ends a wait (see [`UringTcp::watch`]), and whether its poll is armed.
+    watched: Option<RawFd>,
+    watch_armed: bool,
     config: UringTcpConfig,
     stats: TcpStats,
 }
@@ -179,6 +187,8 @@ impl UringTcp {
             generations: Vec::new(),
             rearm: Vec::new(),
             pending_close: Vec::new(),
+            watched: None,
+            watch_armed: false,
             config,
             stats: TcpStats::default(),
         })
@@ -226,7 +236,7 @@ impl UringTcp {
             .and_then(|c| c.as_mut())
             .filter(|c| c.generation == id.generation && !c.closing)
             .ok_or(SendError::Closed)?;
-        if c.queued_bytes + data.len() > max {
+        if c.queued_bytes > 0 && c.queued_bytes + data.len() > max {
             c.refused = true;
             self.stats.send_full += 1;
             return Err(SendError::Full);
@@ -237,6 +247,34 @@ impl UringTcp {
             self.submit_send(id.index).map_err(|_| SendError::Closed)?;
         }
         Ok(())
+    }
+
+    /// Closes `id` once what is queued for it is written (at once if nothing is): a refusal's last message
+    /// reaches the peer before the close. A peer that never reads is closed when the caller gives up on it
+    /// with [`UringTcp::close`]. A `Closed` event follows.
+    pub fn close_after_flush(&mut self, id: TcpConnId) {
+        let drained = match self
+            .conns
+            .get_mut(id.index as usize)
+            .and_then(|c| c.as_mut())
+            .filter(|c| c.generation == id.generation && !c.closing)
+        {
+            Some(c) if !c.queue.is_empty() => {
+                c.close_when_drained = true;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if drained {
+            self.close(id);
+        }
+    }
+
+    /// Makes [`UringTcp::wait`] return when `fd` becomes readable (an eventfd another core writes to wake
+    /// this one). The caller drains `fd` and keeps it open while this ring lives.
+    pub fn watch(&mut self, fd: RawFd) {
+        self.watched = Some(fd);
     }
 
     /// Closes `id` once its in-flight operations finish (queued data is dropped); a `Closed` event follows.
@@ -294,6 +332,14 @@ impl UringTcp {
     }
 
     fn arm(&mut self) -> io::Result<()> {
+        if let (Some(fd), false) = (self.watched, self.watch_armed) {
+            let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(WATCH);
+            self.push(&entry)?;
+            self.watch_armed = true;
+        }
         if !self.accept_armed && !self.at_capacity() {
             let entry = opcode::AcceptMulti::new(Fd(self.listener.as_raw_fd()))
                 .flags(libc::SOCK_CLOEXEC)
@@ -355,6 +401,11 @@ impl UringTcp {
             match data {
                 ACCEPT => self.on_accept(res, flags, on),
                 IGNORE => {}
+                WATCH => {
+                    if !cqueue::more(flags) {
+                        self.watch_armed = false;
+                    }
+                }
                 d => {
                     let index = (d >> 1) as u32;
                     if d & 1 == OP_SEND {
@@ -408,6 +459,7 @@ impl UringTcp {
             ),
             sending: false,
             refused: false,
+            close_when_drained: false,
             closing: false,
             error: None,
         });
@@ -514,6 +566,10 @@ impl UringTcp {
         if report {
             c.refused = false;
         }
+        if c.queue.is_empty() && c.close_when_drained {
+            self.close(id);
+            return;
+        }
         if !c.queue.is_empty() {
             let _ = self.submit_send(index);
         }
@@ -559,6 +615,10 @@ impl UringTcp {
             let cancel = opcode::AsyncCancel::new(ACCEPT).build().user_data(IGNORE);
             let _ = self.push(&cancel);
         }
+        if self.watch_armed {
+            let cancel = opcode::AsyncCancel::new(WATCH).build().user_data(IGNORE);
+            let _ = self.push(&cancel);
+        }
         for c in self.conns.iter().flatten() {
             if let Some(fd) = &c.fd {
                 // SAFETY: see `close`.
@@ -566,8 +626,9 @@ impl UringTcp {
             }
         }
         let deadline = Instant::now() + Duration::from_secs(2);
-        let busy =
-            |t: &UringTcp| t.accept_armed || t.conns.iter().flatten().any(|c| c.recv_armed || c.sending);
+        let busy = |t: &UringTcp| {
+            t.accept_armed || t.watch_armed || t.conns.iter().flatten().any(|c| c.recv_armed || c.sending)
+        };
         while busy(self) && Instant::now() < deadline {
             self.stats.enters += 1;
             if super::submit_and_wait(&self.ring, Some(Duration::from_millis(10))).is_err() {

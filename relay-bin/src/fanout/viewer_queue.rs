@@ -212,6 +212,42 @@ impl ViewerQueue {
         }
     }
 
+    /// Hands the queue's buffers, whole and in the order [`ViewerQueue::write_to`] writes them, to `send`
+    /// (an io_uring connection's queue: the shared `Bytes` of each control message and frame, no copy),
+    /// until `send` refuses one (it returns `false`; that buffer stays queued) or the queue is empty. Returns
+    /// the bytes handed over.
+    pub fn send_with(&mut self, mut send: impl FnMut(Bytes) -> bool) -> usize {
+        let mut total = 0;
+        loop {
+            let control = self.head_written == 0 && !self.control.is_empty();
+            let next = if control {
+                self.control
+                    .front()
+                    .map(|b| b.slice(self.control_written.min(b.len())..))
+            } else {
+                self.frames
+                    .front()
+                    .map(|q| q.frame.wire.slice(self.head_written.min(q.frame.wire.len())..))
+            };
+            let Some(next) = next else {
+                return total;
+            };
+            let len = next.len();
+            if !send(next) {
+                return total;
+            }
+            total += len;
+            self.stats.bytes_written += len as u64;
+            self.consume(len, usize::from(control));
+            if len == 0 && !control {
+                // `consume` pops a frame only for bytes written: an empty one goes here.
+                if let Some(q) = self.frames.pop_front() {
+                    self.queued_bytes -= q.frame.cost_bytes();
+                }
+            }
+        }
+    }
+
     fn consume(&mut self, mut written: usize, control_slices: usize) {
         for _ in 0..control_slices {
             let Some(front) = self.control.front() else { break };
@@ -558,6 +594,39 @@ mod tests {
             plain.time_left(later, Duration::from_secs(3)),
             Duration::from_millis(2550)
         );
+    }
+
+    #[test]
+    fn send_with_hands_over_the_shared_buffers_in_write_order_until_refused() {
+        let now = Instant::now();
+        let mut queue = ViewerQueue::new(DropPolicy::Gop, 1 << 20, Duration::from_secs(10));
+        let key = frame(MediaKind::Key, 300, now);
+        queue.push_control(Bytes::from_static(b"ctl"));
+        queue.push(&key, now);
+        queue.push(&frame(MediaKind::Inter, 200, now), now);
+        // A partly written head (from an earlier vectored write) goes first, as its remainder.
+        let mut socket = Socket {
+            taken: Vec::new(),
+            room: 3 + 100,
+        };
+        queue.write_to(&mut socket).unwrap();
+        let mut sent: Vec<Bytes> = Vec::new();
+        let handed = queue.send_with(|b| {
+            if sent.len() == 1 {
+                return false;
+            }
+            sent.push(b);
+            true
+        });
+        assert_eq!(handed, 200);
+        assert_eq!(sent[0].len(), 200);
+        // The rest of the keyframe's own buffer, not a copy.
+        assert_eq!(sent[0].as_ptr(), key.wire[100..].as_ptr());
+        assert_eq!(queue.queued_frames(), 1);
+        assert_eq!(queue.send_with(|_| true), 200);
+        assert!(queue.is_empty());
+        assert_eq!(queue.queued_bytes(), 0);
+        assert_eq!(queue.stats().bytes_written, 3 + 300 + 200);
     }
 
     #[test]

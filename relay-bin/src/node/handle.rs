@@ -12,12 +12,13 @@ use engine::{Listener, ListenerConfig, Waker};
 use tracing::{info, warn};
 
 use crate::bans::BanStore;
-use crate::config::Config;
+use crate::config::{Config, IoBackend};
 use crate::control::{ClientId, ClientInfo, NodeControl, NodeStats, StreamInfo};
 use crate::node::hooks::HookRunner;
 use crate::node::io_loop::CoreLoop;
 use crate::node::mailbox::{CoreMsg, CoreReport, Mailbox};
 use crate::node::shared::Shared;
+use crate::node::uring_loop::UringLoop;
 use crate::stream_key::StreamKey;
 
 /// How long the control plane waits for a core's answer.
@@ -34,6 +35,23 @@ pub struct Node {
 #[derive(Debug)]
 pub struct NodeHandle {
     shared: Arc<Shared>,
+    /// The cores' IO backend (`uring` or `epoll`).
+    backend: &'static str,
+}
+
+/// One core's IO loop, on the backend the node runs (boxed: built and run on the core's thread).
+enum CoreIo {
+    Uring(Box<UringLoop>),
+    Epoll(Box<CoreLoop>),
+}
+
+impl CoreIo {
+    fn run(self) {
+        match self {
+            CoreIo::Uring(core) => core.run(),
+            CoreIo::Epoll(core) => core.run(),
+        }
+    }
 }
 
 impl Node {
@@ -66,6 +84,7 @@ impl Node {
             wakers.push(waker);
         }
         let pin = config.engine.pin;
+        let backend_setting = config.engine.backend;
         let hooks = match &config.auth.on_publish {
             Some(url) => {
                 let timeout = Duration::from_millis(config.auth.on_publish_timeout_ms.unwrap_or(3_000));
@@ -76,13 +95,35 @@ impl Node {
         let mut shared = Shared::new(config, bans, mailboxes);
         shared.hooks = hooks;
         let shared = Arc::new(shared);
+        // Every core runs the same backend. `auto` probes io_uring once here and falls back to epoll, for all
+        // cores, where it is refused; `uring` makes a refused ring a start-up error.
+        let use_uring = match backend_setting {
+            IoBackend::Epoll => false,
+            IoBackend::Uring => true,
+            IoBackend::Auto => match engine::uring::probe() {
+                Ok(_) => true,
+                Err(error) => {
+                    warn!(
+                        %error,
+                        "io_uring is not available (refused by seccomp, kernel.io_uring_disabled or the kernel); \
+                         the cores use epoll"
+                    );
+                    false
+                }
+            },
+        };
+        let backend = if use_uring { "uring" } else { "epoll" };
+        // A ring is built on the thread that runs it (it is not Send, and its first use binds it to that
+        // thread); each core reports whether its loop started before the node does.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<(usize, io::Result<()>)>();
         let mut threads = Vec::with_capacity(cores);
         for (index, ((listener, inbox), waker)) in listeners.into_iter().zip(inboxes).zip(wakers).enumerate()
         {
-            let core = CoreLoop::new(index, shared.clone(), listener, inbox, waker)?;
             let cpu = (pin && !allowed.is_empty())
                 .then(|| allowed.get(index % allowed.len()).copied())
                 .flatten();
+            let shared = shared.clone();
+            let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("popline-core-{index}"))
                 .spawn(move || {
@@ -91,13 +132,47 @@ impl Node {
                             warn!(core = index, cpu, %error, "cannot pin core thread");
                         }
                     }
-                    core.run();
+                    let core = if use_uring {
+                        UringLoop::new(index, shared, listener, inbox, waker)
+                            .map(|c| CoreIo::Uring(Box::new(c)))
+                    } else {
+                        CoreLoop::new(index, shared, listener, inbox, waker)
+                            .map(|c| CoreIo::Epoll(Box::new(c)))
+                    };
+                    match core {
+                        Ok(core) => {
+                            let _ = ready.send((index, Ok(())));
+                            core.run();
+                        }
+                        Err(error) => {
+                            let _ = ready.send((index, Err(error)));
+                        }
+                    }
                 })?;
             threads.push(thread);
         }
-        info!(%rtmp_addr, cores, backend = "epoll", pinned = pin, "RTMP listening");
+        drop(ready_tx);
+        let mut failure = None;
+        for (index, result) in ready_rx.iter().take(cores) {
+            if let Err(error) = result {
+                failure.get_or_insert(io::Error::new(
+                    error.kind(),
+                    format!("core {index} cannot start its {backend} loop: {error}"),
+                ));
+            }
+        }
+        if let Some(error) = failure {
+            for mailbox in &shared.mailboxes {
+                let _ = mailbox.send(CoreMsg::Shutdown);
+            }
+            for thread in threads {
+                let _ = thread.join();
+            }
+            return Err(error);
+        }
+        info!(%rtmp_addr, cores, backend, pinned = pin, "RTMP listening");
         Ok(Node {
-            handle: Arc::new(NodeHandle { shared }),
+            handle: Arc::new(NodeHandle { shared, backend }),
             threads,
             rtmp_addr,
         })
@@ -166,7 +241,7 @@ impl NodeControl for NodeHandle {
 
     fn stats(&self) -> NodeStats {
         let mut stats = NodeStats {
-            backend: "epoll",
+            backend: self.backend,
             cores: self.shared.cores(),
             uptime_s: self.shared.started.elapsed().as_secs(),
             ..NodeStats::default()

@@ -17,7 +17,7 @@ use engine::{Events, Interest, Listener, Poller, Waker};
 use tracing::warn;
 
 use crate::node::clients::Token;
-use crate::node::core::{NodeCore, Written, TICK};
+use crate::node::core::{Close, NodeCore, Written, TICK};
 use crate::node::mailbox::CoreMsg;
 use crate::node::shared::Shared;
 
@@ -47,6 +47,7 @@ pub struct CoreLoop {
     sockets: HashMap<Token, Socket, foldhash::fast::RandomState>,
     read_buf: Vec<u8>,
     tokens: Vec<Token>,
+    closed: Vec<(Token, Close)>,
     /// The listener is unregistered after an accept error (out of fds) until this instant.
     accept_paused_until: Option<Instant>,
 }
@@ -73,6 +74,7 @@ impl CoreLoop {
             sockets: HashMap::default(),
             read_buf: vec![0; 64 << 10],
             tokens: Vec::new(),
+            closed: Vec::new(),
             accept_paused_until: None,
         })
     }
@@ -227,13 +229,14 @@ impl CoreLoop {
 
     /// Closes the sockets the core closed and wakes the cores it posted to.
     fn perform(&mut self, _now: Instant) {
-        let mut tokens = std::mem::take(&mut self.tokens);
-        self.core.take_closed(&mut tokens);
-        for &token in &tokens {
+        let mut closed = std::mem::take(&mut self.closed);
+        self.core.take_closed(&mut closed);
+        // The bytes a closing client was owed are in its socket already (written before the core closed it).
+        for &(token, _) in &closed {
             self.close_socket(token);
         }
-        tokens.clear();
-        self.tokens = tokens;
+        closed.clear();
+        self.closed = closed;
         let shared = &self.shared;
         self.core.take_wakes(|core| {
             if let Some(mailbox) = shared.mailboxes.get(core) {

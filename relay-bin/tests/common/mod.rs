@@ -48,10 +48,15 @@ pub struct Popline {
 
 /// The base config of tests: ephemeral ports, two cores, short grace and timeouts, bans in `dir`.
 pub fn base_config(dir: &Path) -> String {
+    base_config_on(dir, "auto")
+}
+
+/// [`base_config`] with the cores on IO backend `backend` (`auto`, `uring`, `epoll`).
+pub fn base_config_on(dir: &Path, backend: &str) -> String {
     format!(
         "[rtmp]\nlisten = \"127.0.0.1:0\"\nunpublish_grace_ms = 300\nhandshake_timeout_ms = 3000\n\
          [http]\nlisten = \"127.0.0.1:0\"\ntoken = \"test-token\"\n\
-         [engine]\ncores = 2\n\
+         [engine]\ncores = 2\nbackend = \"{backend}\"\n\
          [bans]\npath = \"{}\"\n",
         dir.join("bans.json").display()
     )
@@ -137,6 +142,20 @@ impl Popline {
     }
 
     /// Resident memory of the process, in KiB.
+    /// io_uring instances the node's process holds (`anon_inode:[io_uring]` descriptors).
+    pub fn io_uring_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| {
+                        std::fs::read_link(e.path())
+                            .is_ok_and(|target| target.to_string_lossy().contains("io_uring"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status

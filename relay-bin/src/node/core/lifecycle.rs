@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::{NodeCore, Role, CLOSE_FLUSH};
+use super::{Close, NodeCore, Role, CLOSE_FLUSH};
 use crate::node::clients::Token;
 use crate::node::mailbox::CoreMsg;
 use crate::node::shared::CoreCounters;
@@ -72,10 +72,15 @@ impl NodeCore {
     }
 
     pub(super) fn close(&mut self, token: Token, reason: &str) {
+        self.close_as(token, reason, Close::Now);
+    }
+
+    /// Closes client `token`; the IO loop closes its connection as `how` says.
+    pub(super) fn close_as(&mut self, token: Token, reason: &str, how: Close) {
         let Some(client) = self.clients.remove(token) else {
             return;
         };
-        self.closed.push(token);
+        self.closed.push((token, how));
         CoreCounters::sub(&self.counters.connections, 1);
         let stats = client.queue.stats();
         let lived_ms = self.now.saturating_duration_since(client.accepted_at).as_millis() as u64;

@@ -92,6 +92,16 @@ pub enum Written {
     Closed,
 }
 
+/// How the IO loop should close a connection the core closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// At once: whatever is still in flight to the peer is dropped (kick, forbid, bad input, timeouts).
+    Now,
+    /// Once the bytes already handed to the connection are written: the client was closing (a refusal,
+    /// the end of a stream) and its last messages must reach it.
+    AfterFlush,
+}
+
 /// One data-plane core's state machine.
 pub struct NodeCore {
     index: usize,
@@ -104,7 +114,7 @@ pub struct NodeCore {
     /// Cores posted to since the last [`NodeCore::take_wakes`].
     wake: Vec<bool>,
     /// Connections the core closed; the IO loop closes their sockets.
-    closed: Vec<Token>,
+    closed: Vec<(Token, Close)>,
     next_sequence: u64,
     events: Vec<ServerSessionEvent>,
     out: Vec<Bytes>,
@@ -260,7 +270,7 @@ impl NodeCore {
     pub fn connection_lost(&mut self, now: Instant, token: Token, reason: &'static str) {
         self.now = now;
         self.close(token, reason);
-        self.closed.retain(|&t| t != token);
+        self.closed.retain(|&(t, _)| t != token);
     }
 
     /// One message from the core's inbox (another core, the admin API, the hook runner).
@@ -332,7 +342,27 @@ impl NodeCore {
             return Written::Pending;
         }
         if let Some((_, reason)) = client.closing {
-            self.close(token, reason);
+            self.close_as(token, reason, Close::AfterFlush);
+            return Written::Closed;
+        }
+        Written::Drained
+    }
+
+    /// Hands what client `token` has queued to `send` (an io_uring connection's queue: the frames' shared
+    /// `Bytes`, whole, no copy) until `send` refuses a buffer (returns `false`: the connection's queue is
+    /// at its bound, it reports when it drains) or nothing is left.
+    pub fn send_client(&mut self, now: Instant, token: Token, send: impl FnMut(Bytes) -> bool) -> Written {
+        self.now = now;
+        let Some(client) = self.clients.get_mut(token) else {
+            return Written::Closed;
+        };
+        let handed = client.queue.send_with(send);
+        CoreCounters::add(&self.counters.bytes_out, handed as u64);
+        if !client.queue.is_empty() {
+            return Written::Pending;
+        }
+        if let Some((_, reason)) = client.closing {
+            self.close_as(token, reason, Close::AfterFlush);
             return Written::Closed;
         }
         Written::Drained
@@ -343,8 +373,8 @@ impl NodeCore {
         self.mark_dirty(token);
     }
 
-    /// The connections the core closed since the last call: the IO loop closes their sockets.
-    pub fn take_closed(&mut self, out: &mut Vec<Token>) {
+    /// The connections the core closed since the last call, and how: the IO loop closes their sockets.
+    pub fn take_closed(&mut self, out: &mut Vec<(Token, Close)>) {
         out.append(&mut self.closed);
     }
 

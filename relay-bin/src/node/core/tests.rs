@@ -179,7 +179,7 @@ impl Harness {
                 }
                 let mut closed = Vec::new();
                 self.cores[core].take_closed(&mut closed);
-                for token in closed {
+                for (token, _) in closed {
                     if let Some(client) = self.client_mut(core, token) {
                         client.closed = true;
                         moved = true;

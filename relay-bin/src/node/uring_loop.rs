@@ -1,0 +1,216 @@
+//! [`UringLoop`]: the thin IO loop that runs one [`NodeCore`] on an io_uring (the default backend).
+//!
+//! One ring per core ([`engine::uring::UringTcp`]): a multishot accept on the core's SO_REUSEPORT listener,
+//! a multishot receive per connection into the ring's provided buffers (the core reads the bytes in place,
+//! no copy), the core's waker eventfd watched by a multishot poll, and each viewer's queued frames handed to
+//! its connection's send queue as the shared `Bytes` themselves (one `writev` per connection and
+//! completion, no copy). A connection's send queue is small ([`SEND_QUEUE_BYTES`]): a slow viewer's backlog
+//! stays in its viewer queue, where the app's drop policy applies, and the ring reports when the
+//! connection can take more. Every decision is the core's; this file only moves bytes and completions.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use engine::uring::{TcpConnId, TcpEvent, UringTcp, UringTcpConfig};
+use engine::{Listener, Waker};
+use tracing::warn;
+
+use crate::node::clients::Token;
+use crate::node::core::{Close, NodeCore};
+use crate::node::mailbox::CoreMsg;
+use crate::node::shared::Shared;
+
+/// Bytes a connection's io_uring send queue holds before the core's viewer queue keeps the rest (one buffer
+/// bigger than this, a large keyframe, is always taken by an empty queue).
+pub const SEND_QUEUE_BYTES: usize = 256 << 10;
+/// Most inbox messages handled per loop iteration before sockets get a turn.
+const INBOX_BUDGET: usize = 8192;
+
+/// One core's IO on its io_uring, around its [`NodeCore`].
+pub struct UringLoop {
+    core: NodeCore,
+    shared: Arc<Shared>,
+    tcp: UringTcp,
+    inbox: Receiver<CoreMsg>,
+    waker: Arc<Waker>,
+    /// The core's tokens and the ring's connection ids, both ways.
+    conns: HashMap<Token, TcpConnId, foldhash::fast::RandomState>,
+    tokens_of: HashMap<TcpConnId, Token, foldhash::fast::RandomState>,
+    tokens: Vec<Token>,
+    closed: Vec<(Token, Close)>,
+    refused: Vec<TcpConnId>,
+    /// Connections closing once their last bytes are written, closed hard at their deadline (a peer that
+    /// stopped reading cannot hold one open).
+    flushing: Vec<(Instant, TcpConnId)>,
+}
+
+/// How long a closing connection may take to write its last bytes.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+/// The ring's settings for a node core.
+pub fn tcp_config(shared: &Shared) -> UringTcpConfig {
+    UringTcpConfig {
+        max_queued_bytes: SEND_QUEUE_BYTES,
+        max_connections: shared.config.rtmp.max_connections_per_core,
+        ..UringTcpConfig::default()
+    }
+}
+
+impl UringLoop {
+    /// The loop of core `index`: its ring takes the (already bound) listener; fails where io_uring is
+    /// refused (the caller falls back to epoll).
+    pub fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        listener: Listener,
+        inbox: Receiver<CoreMsg>,
+        waker: Arc<Waker>,
+    ) -> io::Result<UringLoop> {
+        let mut tcp = UringTcp::new(listener.into_std(), tcp_config(&shared))?;
+        tcp.watch(std::os::fd::AsRawFd::as_raw_fd(&*waker));
+        Ok(UringLoop {
+            core: NodeCore::new(index, shared.clone(), Instant::now()),
+            shared,
+            tcp,
+            inbox,
+            waker,
+            conns: HashMap::default(),
+            tokens_of: HashMap::default(),
+            tokens: Vec::new(),
+            closed: Vec::new(),
+            refused: Vec::new(),
+            flushing: Vec::new(),
+        })
+    }
+
+    /// Runs until [`CoreMsg::Shutdown`].
+    pub fn run(mut self) {
+        while !self.core.is_stopped() {
+            let timeout = self.core.poll_timeout().saturating_duration_since(Instant::now());
+            if let Err(error) = self.tcp.wait(Some(timeout)) {
+                warn!(core = self.core.index(), %error, "io_uring wait failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.waker.drain();
+            let now = Instant::now();
+            self.reap(now);
+            for _ in 0..INBOX_BUDGET {
+                let Ok(message) = self.inbox.try_recv() else {
+                    break;
+                };
+                self.core.message(now, message);
+            }
+            self.core.tick(now);
+            self.write(now);
+            self.perform(now);
+        }
+        self.core.shutdown(Instant::now());
+        self.perform(Instant::now());
+    }
+
+    /// Hands the ring's completions to the core: accepts, bytes (read in place), writability, ends.
+    fn reap(&mut self, now: Instant) {
+        let UringLoop {
+            core,
+            tcp,
+            conns,
+            tokens_of,
+            refused,
+            ..
+        } = self;
+        tcp.reap(&mut |event| match event {
+            TcpEvent::Accepted(id, peer) => match core.accept(now, peer) {
+                Some(token) => {
+                    conns.insert(token, id);
+                    tokens_of.insert(id, token);
+                }
+                None => refused.push(id),
+            },
+            TcpEvent::Data(id, bytes) => {
+                if let Some(&token) = tokens_of.get(&id) {
+                    core.input(now, token, bytes);
+                }
+            }
+            TcpEvent::Writable(id) => {
+                if let Some(&token) = tokens_of.get(&id) {
+                    core.writable(token);
+                }
+            }
+            TcpEvent::Closed(id, error) => {
+                if let Some(token) = tokens_of.remove(&id) {
+                    conns.remove(&token);
+                    let reason = match error {
+                        Some(_) => "connection error",
+                        None => "peer closed the connection",
+                    };
+                    core.connection_lost(now, token, reason);
+                }
+            }
+        });
+        for id in self.refused.drain(..) {
+            self.tcp.close(id);
+        }
+    }
+
+    fn write(&mut self, now: Instant) {
+        let mut tokens = std::mem::take(&mut self.tokens);
+        self.core.take_due_writes(now, &mut tokens);
+        for &token in &tokens {
+            let Some(&id) = self.conns.get(&token) else {
+                continue;
+            };
+            let tcp = &mut self.tcp;
+            // A refused buffer stays in the viewer queue; the ring reports `Writable` when the connection's
+            // queue has drained to half (or `Closed`).
+            self.core
+                .send_client(now, token, |bytes| tcp.send(id, bytes).is_ok());
+        }
+        tokens.clear();
+        self.tokens = tokens;
+    }
+
+    /// Closes the connections the core closed and wakes the cores it posted to.
+    fn perform(&mut self, now: Instant) {
+        let mut closed = std::mem::take(&mut self.closed);
+        self.core.take_closed(&mut closed);
+        for &(token, how) in &closed {
+            let Some(id) = self.conns.remove(&token) else {
+                continue;
+            };
+            self.tokens_of.remove(&id);
+            match how {
+                Close::Now => self.tcp.close(id),
+                Close::AfterFlush => {
+                    self.tcp.close_after_flush(id);
+                    self.flushing.push((now + CLOSE_FLUSH, id));
+                }
+            }
+        }
+        closed.clear();
+        self.closed = closed;
+        if self
+            .flushing
+            .first()
+            .is_some_and(|&(deadline, _)| now >= deadline)
+        {
+            let tcp = &mut self.tcp;
+            // A connection that finished meanwhile has a dead id: closing it again does nothing.
+            self.flushing.retain(|&(deadline, id)| {
+                let due = now >= deadline;
+                if due {
+                    tcp.close(id);
+                }
+                !due
+            });
+        }
+        let shared = &self.shared;
+        self.core.take_wakes(|core| {
+            if let Some(mailbox) = shared.mailboxes.get(core) {
+                mailbox.wake();
+            }
+        });
+    }
+}
