@@ -1,57 +1,29 @@
-//! An incremental reader of the RTMP chunk stream a server sends to a player, cheap enough for thousands.
+//! An incremental reader of the RTMP messages a server sends to a player, cheap enough for thousands: the
+//! relay's chunk decoder ([`relay::rtmp::chunk::ChunkDecoder`], interleaved chunk streams allowed) and what a
+//! player keeps of each message.
 //!
-//! It tracks, per chunk stream, what the chunk headers compress away (message type, length, stream id,
-//! timestamp and delta, whether an extended timestamp follows) and hands each complete message to a callback.
 //! Payloads are not assembled: control and command messages (small, and needed whole) are captured up to
 //! [`MAX_CONTROL_MESSAGE_BYTES`]; of every other message (audio, video, data) only the first
 //! [`MEDIA_PREFIX_BYTES`] are kept, enough for the FLV tag header and the publisher's SEI send time. The rest
-//! of each payload is skipped where it lies in the read buffer, without a copy.
+//! of each payload is skipped where it lies in the read buffer, without a copy (the decoder hands out slices
+//! of it, and reads a chunk header in place when the read holds all of it).
 //!
-//! `SetChunkSize` (type 1) and `Abort` (type 2) take effect inside the reader, since they change how the very
-//! next bytes parse; the callback sees them too.
+//! `SetChunkSize` (type 1) takes effect inside the decoder and `Abort` (type 2) here, since they change how the
+//! very next bytes parse; the callback sees them too.
 
 use anyhow::{bail, Result};
+use relay::rtmp::chunk::{ChunkDecoder, ChunkEvent, ChunkLimits};
+pub use relay::rtmp::message_type;
 
 /// Most chunk streams one connection may use (servers use a handful; a peer cannot make us track more).
 pub const MAX_CHUNK_STREAMS: usize = 64;
-/// Largest control or command message captured whole, in bytes; a bigger one ends the session.
+/// Largest control, command or data message, in bytes (the decoder's command limit); a bigger one ends the
+/// session.
 pub const MAX_CONTROL_MESSAGE_BYTES: usize = 64 * 1024;
 /// Bytes kept from the start of every audio, video or data message.
 pub const MEDIA_PREFIX_BYTES: usize = 64;
 // Players read the publisher's stamp from the prefix.
 const _: () = assert!(MEDIA_PREFIX_BYTES >= super::sei::SEARCH_PREFIX_BYTES);
-/// Chunk size before the peer's first `SetChunkSize` (RTMP 1.0, 5.4.1).
-const DEFAULT_CHUNK_SIZE: u32 = 128;
-/// Largest chunk size honoured: no message is longer than 2^24 - 1 bytes, so bigger chunks change nothing.
-const MAX_CHUNK_SIZE: u32 = 0x00ff_ffff;
-/// A 24-bit timestamp field with this value means a 32-bit extended timestamp follows.
-const EXTENDED_TIMESTAMP: u32 = 0x00ff_ffff;
-/// Longest chunk header: 3-byte basic header, 11-byte type-0 message header, 4-byte extended timestamp.
-const MAX_HEADER_BYTES: usize = 18;
-
-/// RTMP message type ids (RTMP 1.0, 5.4 and 7.1).
-pub mod message_type {
-    /// Protocol control: the sender's new chunk size.
-    pub const SET_CHUNK_SIZE: u8 = 1;
-    /// Protocol control: drop the partial message of a chunk stream.
-    pub const ABORT: u8 = 2;
-    /// Protocol control: bytes received so far.
-    pub const ACKNOWLEDGEMENT: u8 = 3;
-    /// User control event (stream begin, ping, buffer length...).
-    pub const USER_CONTROL: u8 = 4;
-    /// Protocol control: how many bytes the peer may receive between acknowledgements.
-    pub const WINDOW_ACK_SIZE: u8 = 5;
-    /// Protocol control: the sender's output bandwidth limit.
-    pub const SET_PEER_BANDWIDTH: u8 = 6;
-    /// Audio data (an FLV audio tag body).
-    pub const AUDIO: u8 = 8;
-    /// Video data (an FLV video tag body).
-    pub const VIDEO: u8 = 9;
-    /// AMF3 command.
-    pub const COMMAND_AMF3: u8 = 17;
-    /// AMF0 command (`_result`, `onStatus`...).
-    pub const COMMAND_AMF0: u8 = 20;
-}
 
 /// A complete message, as the callback sees it.
 #[derive(Debug, Clone, Copy)]
@@ -65,35 +37,10 @@ pub struct Message<'a> {
     #[allow(dead_code)]
     pub timestamp_ms: u32,
     /// Length of the whole payload, in bytes.
+    #[allow(dead_code)]
     pub length: u32,
     /// The whole payload for control and command messages, its first [`MEDIA_PREFIX_BYTES`] otherwise.
     pub payload: &'a [u8],
-}
-
-/// What the reader remembers of one chunk stream.
-#[derive(Debug)]
-struct ChunkStream {
-    csid: u32,
-    timestamp_ms: u32,
-    delta_ms: u32,
-    length: u32,
-    type_id: u8,
-    stream_id: u32,
-    /// The last type 0/1/2 header carried an extended timestamp, so its type-3 chunks carry one too.
-    extended: bool,
-    /// Payload bytes of the current message still to come (0 between messages).
-    remaining: u32,
-    captured: Vec<u8>,
-}
-
-impl ChunkStream {
-    fn capture_limit(&self) -> usize {
-        if captures_whole(self.type_id) {
-            MAX_CONTROL_MESSAGE_BYTES
-        } else {
-            MEDIA_PREFIX_BYTES
-        }
-    }
 }
 
 /// Control and command messages are read whole.
@@ -107,28 +54,26 @@ fn captures_whole(type_id: u8) -> bool {
             | USER_CONTROL
             | WINDOW_ACK_SIZE
             | SET_PEER_BANDWIDTH
-            | COMMAND_AMF3
-            | COMMAND_AMF0
+            | AMF3_COMMAND
+            | AMF0_COMMAND
     )
 }
 
-/// Where the reader is in the byte stream.
-#[derive(Debug, Clone, Copy)]
-enum State {
-    /// Collecting a chunk header into `header`.
-    Header,
-    /// Inside a chunk's payload: `left` bytes of it still to come, for `streams[stream]`.
-    Payload { stream: usize, left: u32 },
+/// What the reader keeps of the message in progress on one chunk stream.
+#[derive(Debug)]
+struct Capture {
+    csid: u32,
+    bytes: Vec<u8>,
 }
 
 /// The incremental chunk reader of one connection (server to client direction).
 #[derive(Debug)]
 pub struct ChunkReader {
-    chunk_size: u32,
-    streams: Vec<ChunkStream>,
-    header: [u8; MAX_HEADER_BYTES],
-    header_len: usize,
-    state: State,
+    decoder: ChunkDecoder,
+    /// One per chunk stream seen (at most [`MAX_CHUNK_STREAMS`]: the decoder refuses more).
+    captures: Vec<Capture>,
+    /// The capture of the chunk whose payload is coming.
+    current: usize,
 }
 
 impl Default for ChunkReader {
@@ -141,233 +86,82 @@ impl ChunkReader {
     /// A reader at the start of a chunk stream (right after the handshake).
     pub fn new() -> Self {
         Self {
-            chunk_size: DEFAULT_CHUNK_SIZE,
-            streams: Vec::new(),
-            header: [0; MAX_HEADER_BYTES],
-            header_len: 0,
-            state: State::Header,
+            decoder: ChunkDecoder::new(ChunkLimits {
+                max_command_bytes: MAX_CONTROL_MESSAGE_BYTES,
+                max_chunk_streams: MAX_CHUNK_STREAMS,
+                interleaving: true,
+                ..ChunkLimits::default()
+            }),
+            captures: Vec::new(),
+            current: 0,
         }
     }
 
     /// The peer's current chunk size, in bytes.
     #[cfg(test)]
     pub fn chunk_size(&self) -> u32 {
-        self.chunk_size
+        self.decoder.chunk_size()
     }
 
     /// Parses `data` (the next bytes from the peer, any split) and calls `on_message` for each message it
     /// completes, in order. An error means the stream is broken; the reader must not be fed again.
     pub fn feed(&mut self, mut data: &[u8], mut on_message: impl FnMut(&Message<'_>)) -> Result<()> {
-        while !data.is_empty() {
-            match self.state {
-                State::Header => {
-                    let need = self.header_needed();
-                    let take = (need - self.header_len).min(data.len());
-                    self.header[self.header_len..self.header_len + take].copy_from_slice(&data[..take]);
-                    self.header_len += take;
-                    data = &data[take..];
-                    // The needed length grows as the header reveals its format; stop only when it is stable.
-                    if self.header_len == need && self.header_needed() == need {
-                        self.apply_header(&mut on_message)?;
-                    }
-                }
-                State::Payload { stream, left } => {
-                    let take = (left as usize).min(data.len());
-                    let s = &mut self.streams[stream];
-                    let room = s.capture_limit().saturating_sub(s.captured.len()).min(take);
-                    s.captured.extend_from_slice(&data[..room]);
-                    data = &data[take..];
-                    // `take <= left <= remaining`: the cast is lossless and nothing underflows.
-                    let take = take as u32;
-                    s.remaining -= take;
-                    let left = left - take;
-                    if left > 0 {
-                        self.state = State::Payload { stream, left };
-                    } else {
-                        self.state = State::Header;
-                        if s.remaining == 0 {
-                            self.finish_message(stream, &mut on_message)?;
+        while let Some(event) = self.decoder.next_event(&mut data)? {
+            match event {
+                ChunkEvent::Chunk(chunk) => {
+                    let csid = chunk.message.csid;
+                    self.current = match self.captures.iter().position(|c| c.csid == csid) {
+                        Some(index) => index,
+                        None => {
+                            self.captures.push(Capture {
+                                csid,
+                                bytes: Vec::new(),
+                            });
+                            self.captures.len() - 1
+                        }
+                    };
+                    if chunk.starts_message {
+                        if let Some(capture) = self.captures.get_mut(self.current) {
+                            capture.bytes.clear();
                         }
                     }
                 }
+                ChunkEvent::Payload { type_id, bytes, .. } => {
+                    let limit = if captures_whole(type_id) {
+                        MAX_CONTROL_MESSAGE_BYTES
+                    } else {
+                        MEDIA_PREFIX_BYTES
+                    };
+                    if let Some(capture) = self.captures.get_mut(self.current) {
+                        let room = limit.saturating_sub(capture.bytes.len()).min(bytes.len());
+                        capture.bytes.extend_from_slice(&bytes[..room]);
+                    }
+                }
+                ChunkEvent::MessageEnd(header) => {
+                    // The chunk that ended the message is the current one.
+                    let payload = self
+                        .captures
+                        .get(self.current)
+                        .filter(|c| c.csid == header.csid)
+                        .map_or(&[][..], |c| c.bytes.as_slice());
+                    on_message(&Message {
+                        type_id: header.type_id,
+                        stream_id: header.stream_id,
+                        timestamp_ms: header.timestamp_ms,
+                        length: header.length,
+                        payload,
+                    });
+                    if header.type_id == message_type::ABORT {
+                        let Some(&[a, b, c, d]) = payload.get(..4) else {
+                            bail!("a {}-byte Abort message", header.length);
+                        };
+                        self.decoder.abort(u32::from_be_bytes([a, b, c, d]));
+                    }
+                }
             }
         }
         Ok(())
     }
-
-    /// Total bytes of the header being collected, as far as the bytes so far tell.
-    fn header_needed(&self) -> usize {
-        let h = &self.header[..self.header_len];
-        let Some(&first) = h.first() else {
-            return 1;
-        };
-        let basic = match first & 0x3f {
-            0 => 2,
-            1 => 3,
-            _ => 1,
-        };
-        if h.len() < basic {
-            return basic;
-        }
-        let fmt = first >> 6;
-        let message_header = [11, 7, 3, 0][usize::from(fmt)];
-        if h.len() < basic + message_header {
-            return basic + message_header;
-        }
-        let extended = if fmt < 3 {
-            be24(&h[basic..basic + 3]) == EXTENDED_TIMESTAMP
-        } else {
-            let csid = csid_of(h);
-            self.streams.iter().any(|s| s.csid == csid && s.extended)
-        };
-        basic + message_header + if extended { 4 } else { 0 }
-    }
-
-    /// Applies a complete chunk header: updates its chunk stream and moves to the chunk's payload.
-    fn apply_header(&mut self, on_message: &mut impl FnMut(&Message<'_>)) -> Result<()> {
-        let h = self.header;
-        let h = &h[..self.header_len];
-        self.header_len = 0;
-        let fmt = h[0] >> 6;
-        let csid = csid_of(h);
-        let basic = match h[0] & 0x3f {
-            0 => 2,
-            1 => 3,
-            _ => 1,
-        };
-        let mh = &h[basic..];
-        let idx = match self.streams.iter().position(|s| s.csid == csid) {
-            Some(i) => i,
-            None => {
-                if fmt != 0 {
-                    bail!("chunk stream {csid} starts with a type-{fmt} header (needs type 0)");
-                }
-                if self.streams.len() >= MAX_CHUNK_STREAMS {
-                    bail!("more than {MAX_CHUNK_STREAMS} chunk streams");
-                }
-                self.streams.push(ChunkStream {
-                    csid,
-                    timestamp_ms: 0,
-                    delta_ms: 0,
-                    length: 0,
-                    type_id: 0,
-                    stream_id: 0,
-                    extended: false,
-                    remaining: 0,
-                    captured: Vec::new(),
-                });
-                self.streams.len() - 1
-            }
-        };
-        let s = &mut self.streams[idx];
-        let new_message = if fmt < 3 {
-            let field = be24(&mh[0..3]);
-            s.extended = field == EXTENDED_TIMESTAMP;
-            let time = if s.extended {
-                let ext = &mh[mh.len() - 4..];
-                u32::from_be_bytes([ext[0], ext[1], ext[2], ext[3]])
-            } else {
-                field
-            };
-            if s.remaining != 0 {
-                bail!("chunk stream {csid}: a new message header before the last message ended");
-            }
-            if fmt <= 1 {
-                s.length = be24(&mh[3..6]);
-                s.type_id = mh[6];
-            }
-            if fmt == 0 {
-                s.stream_id = u32::from_le_bytes([mh[7], mh[8], mh[9], mh[10]]);
-                s.timestamp_ms = time;
-                // A type-3 header that starts a new message after a type 0 adds the type 0's timestamp
-                // field as its delta (as FFmpeg and rml_rtmp do).
-                s.delta_ms = time;
-            } else {
-                s.delta_ms = time;
-                s.timestamp_ms = s.timestamp_ms.wrapping_add(time);
-            }
-            true
-        } else if s.remaining == 0 {
-            s.timestamp_ms = s.timestamp_ms.wrapping_add(s.delta_ms);
-            true
-        } else {
-            false
-        };
-        if new_message {
-            if captures_whole(s.type_id) && s.length as usize > MAX_CONTROL_MESSAGE_BYTES {
-                bail!(
-                    "chunk stream {csid}: a {}-byte message of type {} (limit {MAX_CONTROL_MESSAGE_BYTES})",
-                    s.length,
-                    s.type_id
-                );
-            }
-            s.remaining = s.length;
-            s.captured.clear();
-            if s.remaining == 0 {
-                self.state = State::Header;
-                return self.finish_message(idx, on_message);
-            }
-        }
-        self.state = State::Payload {
-            stream: idx,
-            left: s.remaining.min(self.chunk_size),
-        };
-        Ok(())
-    }
-
-    /// Hands a complete message to the callback, then applies the protocol controls that change parsing.
-    fn finish_message(&mut self, idx: usize, on_message: &mut impl FnMut(&Message<'_>)) -> Result<()> {
-        let s = &self.streams[idx];
-        let message = Message {
-            type_id: s.type_id,
-            stream_id: s.stream_id,
-            timestamp_ms: s.timestamp_ms,
-            length: s.length,
-            payload: &s.captured,
-        };
-        on_message(&message);
-        let control = match message.payload {
-            [a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
-            _ => None,
-        };
-        match (message.type_id, control) {
-            (message_type::SET_CHUNK_SIZE, Some(size)) => {
-                let size = size & 0x7fff_ffff;
-                if size == 0 {
-                    bail!("SetChunkSize 0");
-                }
-                self.chunk_size = size.min(MAX_CHUNK_SIZE);
-            }
-            (message_type::ABORT, Some(csid)) => {
-                if let Some(other) = self.streams.iter_mut().find(|o| o.csid == csid) {
-                    other.remaining = 0;
-                    other.captured.clear();
-                }
-            }
-            (message_type::SET_CHUNK_SIZE | message_type::ABORT, None) => {
-                bail!(
-                    "a {}-byte control message of type {}",
-                    message.length,
-                    message.type_id
-                );
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
-/// The chunk stream id of a basic header (`h` holds at least the whole basic header).
-fn csid_of(h: &[u8]) -> u32 {
-    match h[0] & 0x3f {
-        0 => 64 + u32::from(h[1]),
-        1 => 64 + u32::from(h[1]) + 256 * u32::from(h[2]),
-        x => u32::from(x),
-    }
-}
-
-fn be24(b: &[u8]) -> u32 {
-    u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2])
 }
 
 #[cfg(test)]

@@ -183,7 +183,7 @@ impl Session<'_> {
                 }
                 Ok(())
             }
-            message_type::COMMAND_AMF0 | message_type::COMMAND_AMF3 => {
+            message_type::AMF0_COMMAND | message_type::AMF3_COMMAND => {
                 let command = Command::parse(m.type_id, m.payload)?;
                 self.on_command(&command)
             }

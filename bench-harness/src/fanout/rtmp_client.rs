@@ -205,7 +205,7 @@ pub struct Command {
 impl Command {
     /// Decodes a command message's payload.
     pub fn parse(type_id: u8, payload: &[u8]) -> Result<Self> {
-        let body = if type_id == super::chunk_reader::message_type::COMMAND_AMF3 {
+        let body = if type_id == relay::rtmp::message_type::AMF3_COMMAND {
             payload.get(1..).unwrap_or(&[])
         } else {
             payload

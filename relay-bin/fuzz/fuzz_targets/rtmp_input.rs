@@ -1,7 +1,8 @@
 //! `cargo fuzz run rtmp_input`: a client's bytes through rml_rtmp's server handshake, then, read by read,
-//! through `relay::rtmp::chunk_guard::ChunkGuard` and (only what it passes) rml_rtmp's `ServerSession`, which
-//! accepts every connect, publish and play request. Stops at the first guard or session error. A crash here
-//! is input the guard passed and rml_rtmp could not survive.
+//! through `relay::rtmp::chunk_guard::ChunkGuard` (the chunk decoder `relay::rtmp::chunk` and the guard's
+//! checks) and (only what it passes) rml_rtmp's `ServerSession`, which accepts every connect, publish and play
+//! request. Stops at the first guard or session error. A crash here is input the guard (or its decoder)
+//! passed and rml_rtmp could not survive, or a panic in the decoder itself.
 //!
 //! Input: byte 0 picks the handshake (even: a canned one, so the fuzzer starts in the session; odd: the
 //! input's own bytes), byte 1 how the rest is cut into reads, the rest is what the client sends.

@@ -11,7 +11,9 @@ use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
 };
 
+use crate::rtmp::chunk::header::{BasicHeader, ChunkHeader, Parse, EXTENDED_TIMESTAMP_MARK};
 use crate::rtmp::chunk_guard::{ChunkGuard, GuardError, GuardLimits};
+use crate::rtmp::message_type;
 
 /// Why a client's RTMP session ended in error.
 #[derive(Debug, thiserror::Error)]
@@ -186,13 +188,17 @@ impl RtmpConnection {
 /// demuxer treats a data message with a non-zero timestamp as a stream of its own (a phantom subtitle track).
 /// Servers (nginx-rtmp, SRS) send it at 0: a full (type 0) header of a data message gets timestamp 0.
 fn zero_data_message_timestamp(packet: &mut Bytes) {
-    let bytes = packet.as_ref();
-    let full_header = bytes.first().is_some_and(|b| b >> 6 == 0 && b & 0x3f >= 2);
-    let data_message = bytes.get(7) == Some(&18);
-    let extended = bytes.get(1..4) == Some(&[0xff, 0xff, 0xff][..]);
-    if full_header && data_message && !extended {
-        let mut patched = bytes.to_vec();
-        if let Some(field) = patched.get_mut(1..4) {
+    let (Parse::Complete(basic), Parse::Complete(header)) =
+        (BasicHeader::parse(packet), ChunkHeader::parse(packet, None))
+    else {
+        return;
+    };
+    let full_data_header = header.fmt == 0 && header.type_id == Some(message_type::AMF0_DATA);
+    let stamped = !matches!(header.timestamp_field, Some(0) | Some(EXTENDED_TIMESTAMP_MARK));
+    if full_data_header && stamped {
+        let mut patched = packet.to_vec();
+        // The 24-bit timestamp field comes right after the basic header.
+        if let Some(field) = patched.get_mut(basic.len..basic.len + 3) {
             field.copy_from_slice(&[0, 0, 0]);
         }
         *packet = Bytes::from(patched);
@@ -203,10 +209,12 @@ fn zero_data_message_timestamp(packet: &mut Bytes) {
 /// phantom data track, and nginx-rtmp does not send it. It is the last message rml writes on its data chunk
 /// stream (the node writes metadata on its own), so leaving it out cannot break rml's header compression.
 fn is_data_start_notice(packet: &Bytes) -> bool {
-    // A type 0 or type 1 chunk header (one-byte csid) carries the message type at byte 7.
-    let typed_header = packet.first().is_some_and(|b| b >> 6 <= 1 && b & 0x3f >= 2);
-    let data_message = packet.get(7) == Some(&18);
-    typed_header && data_message && packet.windows(8).any(|w| w == b"onStatus")
+    // A type 0 or type 1 chunk header carries the message type.
+    let data_message = matches!(
+        ChunkHeader::parse(packet, None),
+        Parse::Complete(header) if header.type_id == Some(message_type::AMF0_DATA)
+    );
+    data_message && packet.windows(8).any(|w| w == b"onStatus")
 }
 
 fn push(out: &mut Vec<Bytes>, bytes: Vec<u8>) {
@@ -222,5 +230,52 @@ fn collect(results: Vec<ServerSessionResult>, events: &mut Vec<ServerSessionEven
             ServerSessionResult::RaisedEvent(event) => events.push(event),
             ServerSessionResult::UnhandleableMessageReceived(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::chunk::test_stream::raw_chunk;
+
+    #[test]
+    fn a_full_data_header_gets_timestamp_zero_and_nothing_else_changes() {
+        for csid in [3, 100, 400] {
+            let mut packet = Bytes::from(raw_chunk(0, csid, 1234, 5, 18, 1, None, b"hello"));
+            zero_data_message_timestamp(&mut packet);
+            assert_eq!(packet.as_ref(), raw_chunk(0, csid, 0, 5, 18, 1, None, b"hello"));
+        }
+        for unchanged in [
+            raw_chunk(0, 3, 0xFF_FFFF, 5, 18, 1, Some(0x0100_0000), b"hello"),
+            raw_chunk(1, 3, 1234, 5, 18, 1, None, b"hello"),
+            raw_chunk(0, 3, 1234, 5, 20, 1, None, b"hello"),
+        ] {
+            let mut packet = Bytes::from(unchanged.clone());
+            zero_data_message_timestamp(&mut packet);
+            assert_eq!(packet.as_ref(), unchanged);
+        }
+    }
+
+    #[test]
+    fn the_data_start_notice_is_a_data_message_saying_on_status() {
+        let notice = |fmt, type_id| {
+            Bytes::from(raw_chunk(
+                fmt,
+                5,
+                0,
+                12,
+                type_id,
+                1,
+                None,
+                b"\x02\x00\x08onStatus",
+            ))
+        };
+        assert!(is_data_start_notice(&notice(0, 18)));
+        assert!(is_data_start_notice(&notice(1, 18)));
+        assert!(!is_data_start_notice(&notice(0, 20)));
+        assert!(!is_data_start_notice(&notice(2, 18)));
+        assert!(!is_data_start_notice(&Bytes::from(raw_chunk(
+            0, 5, 0, 5, 18, 1, None, b"hello"
+        ))));
     }
 }

@@ -7,9 +7,9 @@
 //! owns no socket and reads no clock (every entry point takes `now`), so unit tests drive it with buffers and
 //! a virtual clock, and a harness can run several cores (or nodes) deterministically.
 //!
-//! The files, by concept: [`session`] (RTMP session events: connect, publish, play, auth, media in),
-//! [`flow`] (a stream's frames from publisher to owner to subscribed cores to viewer queues), [`admin`]
-//! (inbox messages, kick, reports), [`lifecycle`] (timeouts, grace periods, closing a client).
+//! The files, by concept: `session.rs` (RTMP session events: connect, publish, play, auth, media in),
+//! `flow.rs` (a stream's frames from publisher to owner to subscribed cores to viewer queues), `admin.rs`
+//! (inbox messages, kick, reports), `lifecycle.rs` (timeouts, grace periods, closing a client).
 
 mod admin;
 mod flow;
