@@ -104,6 +104,13 @@ pub struct FanoutArgs {
     /// Print a JSON array (one object per server) instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// The popline node's `rtmp.write_coalesce_ms`: viewers' frames leave in one write per interval (0 = each
+    /// frame at once, the setting to compare latency with nginx-rtmp's at).
+    #[arg(long, default_value_t = 100)]
+    pub popline_write_coalesce_ms: u64,
+    /// The popline node's `engine.backend`: auto, uring or epoll.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "uring", "epoll"])]
+    pub popline_backend: String,
     /// Keep each server's config and logs in `DIR/<server>/`.
     #[arg(long, value_name = "DIR")]
     pub keep_logs: Option<PathBuf>,

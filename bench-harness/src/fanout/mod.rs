@@ -124,6 +124,8 @@ pub fn run(args: &FanoutArgs) -> Result<()> {
         step_seconds: args.step_seconds,
         max_viewers: args.viewers,
         max_lag_ms: args.max_lag_ms,
+        popline_write_coalesce_ms: args.popline_write_coalesce_ms,
+        popline_backend: args.popline_backend.clone(),
     };
     let settings = RampSettings {
         viewers: args.viewers,
@@ -184,9 +186,15 @@ fn run_server(
             &run_info.server_cpus,
             plan.nofile,
         ),
-        ServerKind::Popline => {
-            popline_server::spawn(&plan.popline_bin, &plan.server_cpus, &run_info.server_cpus)
-        }
+        ServerKind::Popline => popline_server::spawn(
+            &plan.popline_bin,
+            &popline_server::NodeSettings {
+                cores: plan.server_cpus.len().max(1),
+                write_coalesce_ms: run_info.popline_write_coalesce_ms,
+                backend: run_info.popline_backend.clone(),
+            },
+            &run_info.server_cpus,
+        ),
     };
     let mut process = match spawned {
         Ok(p) => p,

@@ -24,6 +24,10 @@ pub struct RunInfo {
     pub max_viewers: usize,
     /// Lag threshold of a late frame, in ms.
     pub max_lag_ms: f64,
+    /// The popline node's `rtmp.write_coalesce_ms`.
+    pub popline_write_coalesce_ms: u64,
+    /// The popline node's `engine.backend` (`auto`, `uring`, `epoll`).
+    pub popline_backend: String,
 }
 
 /// One server's row.

@@ -71,6 +71,8 @@ fn one_step_against_nginx_rtmp_gives_every_player_frames() {
         step_seconds: 2.0,
         max_viewers: 20,
         max_lag_ms: 1000.0,
+        popline_write_coalesce_ms: 100,
+        popline_backend: "auto".into(),
     };
     let row = report::ServerReport::from_ramp("nginx-rtmp", result, &info, 1);
     assert_eq!((row.status, row.viewers_sustained), ("ok", 20));
