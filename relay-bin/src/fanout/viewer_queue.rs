@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use crate::config::DropPolicy;
 use crate::media::{Frame, MediaKind, Track};
+use crate::rtmp::wire::frame_chunks;
 
 /// Most frames handed to one `writev`.
 const WRITE_BATCH: usize = 64;
@@ -34,10 +35,15 @@ pub enum Pushed {
     Overflow,
 }
 
-/// A queued frame and when it entered the queue.
+/// A queued frame: what the drop policies read of it, its RTMP form (the frame's shared encoding: one
+/// reference count per viewer), and when it entered the queue.
 #[derive(Debug)]
 struct Queued {
-    frame: Frame,
+    kind: MediaKind,
+    track: Track,
+    capture: Instant,
+    budget: Option<Duration>,
+    wire: Bytes,
     queued_at: Instant,
 }
 
@@ -57,6 +63,8 @@ pub struct QueueStats {
 /// One viewer's queue. See the module docs for the policies.
 #[derive(Debug)]
 pub struct ViewerQueue {
+    /// The RTMP chunk size frames are encoded with.
+    chunk_size: usize,
     policy: DropPolicy,
     bound_bytes: usize,
     budget: Duration,
@@ -74,10 +82,18 @@ pub struct ViewerQueue {
     stats: QueueStats,
 }
 
+impl Queued {
+    /// As [`Frame::time_left`].
+    fn time_left(&self, now: Instant, default_budget: Duration) -> Duration {
+        crate::media::frame::time_left(self.capture, self.budget, now, default_budget)
+    }
+}
+
 impl ViewerQueue {
-    /// An empty queue.
-    pub fn new(policy: DropPolicy, bound_bytes: usize, budget: Duration) -> ViewerQueue {
+    /// An empty queue whose frames go out as RTMP chunks of `chunk_size` (the size the viewer was told).
+    pub fn new(policy: DropPolicy, bound_bytes: usize, budget: Duration, chunk_size: usize) -> ViewerQueue {
         ViewerQueue {
+            chunk_size,
             policy,
             bound_bytes,
             budget,
@@ -121,7 +137,8 @@ impl ViewerQueue {
                 return self.dropped(1);
             }
         }
-        let cost = frame.cost_bytes();
+        let wire = frame_chunks(frame, self.chunk_size);
+        let cost = wire.len();
         match self.policy {
             DropPolicy::None => {
                 if self.queued_bytes + cost > self.bound_bytes && !essential {
@@ -164,7 +181,11 @@ impl ViewerQueue {
         }
         self.queued_bytes += cost;
         self.frames.push_back(Queued {
-            frame: frame.clone(),
+            kind: frame.kind,
+            track: frame.track,
+            capture: frame.capture,
+            budget: frame.budget,
+            wire,
             queued_at: now,
         });
         self.stats.frames_queued += 1;
@@ -188,12 +209,12 @@ impl ViewerQueue {
                     }
                 }
             }
-            for (i, Queued { frame, .. }) in self.frames.iter().enumerate() {
+            for (i, Queued { wire, .. }) in self.frames.iter().enumerate() {
                 if slices.len() == WRITE_BATCH {
                     break;
                 }
                 let start = if i == 0 { self.head_written } else { 0 };
-                slices.push(IoSlice::new(frame.wire.get(start..).unwrap_or_default()));
+                slices.push(IoSlice::new(wire.get(start..).unwrap_or_default()));
             }
             if slices.is_empty() {
                 return Ok(total);
@@ -227,7 +248,7 @@ impl ViewerQueue {
             } else {
                 self.frames
                     .front()
-                    .map(|q| q.frame.wire.slice(self.head_written.min(q.frame.wire.len())..))
+                    .map(|q| q.wire.slice(self.head_written.min(q.wire.len())..))
             };
             let Some(next) = next else {
                 return total;
@@ -242,7 +263,7 @@ impl ViewerQueue {
             if len == 0 && !control {
                 // `consume` pops a frame only for bytes written: an empty one goes here.
                 if let Some(q) = self.frames.pop_front() {
-                    self.queued_bytes -= q.frame.cost_bytes();
+                    self.queued_bytes -= q.wire.len();
                 }
             }
         }
@@ -262,13 +283,13 @@ impl ViewerQueue {
             }
         }
         while written > 0 {
-            let Some(Queued { frame: front, .. }) = self.frames.front() else {
+            let Some(front) = self.frames.front() else {
                 break;
             };
             let left = front.wire.len() - self.head_written;
             if written >= left {
                 written -= left;
-                self.queued_bytes -= front.cost_bytes();
+                self.queued_bytes -= front.wire.len();
                 self.frames.pop_front();
                 self.head_written = 0;
             } else {
@@ -317,7 +338,7 @@ impl ViewerQueue {
         self.frames
             .iter()
             .skip(self.first_droppable())
-            .find(|entry| !entry.frame.kind.is_essential())
+            .find(|entry| !entry.kind.is_essential())
             .is_some_and(|oldest| now.saturating_duration_since(oldest.queued_at) > self.budget)
     }
 
@@ -326,17 +347,17 @@ impl ViewerQueue {
         usize::from(self.head_written > 0)
     }
 
-    fn remove_where(&mut self, mut drop: impl FnMut(&Frame) -> bool) -> u64 {
+    fn remove_where(&mut self, mut drop: impl FnMut(&Queued) -> bool) -> u64 {
         let start = self.first_droppable();
         let mut removed = 0;
         let mut index = 0;
         let mut freed = 0;
-        self.frames.retain(|Queued { frame, .. }| {
+        self.frames.retain(|frame| {
             let keep = index < start || !drop(frame);
             index += 1;
             if !keep {
                 removed += 1;
-                freed += frame.cost_bytes();
+                freed += frame.wire.len();
             }
             keep
         });
@@ -357,8 +378,7 @@ impl ViewerQueue {
     /// none, drops the current GOP's video and skips video until the next keyframe arrives.
     fn skip_gop(&mut self) {
         let start = self.first_droppable();
-        let is_video_frame =
-            |entry: &Queued| entry.frame.track == Track::Video && !entry.frame.kind.is_essential();
+        let is_video_frame = |entry: &Queued| entry.track == Track::Video && !entry.kind.is_essential();
         // Resume at the latest queued keyframe that has some video before it to drop.
         let first_video = self
             .frames
@@ -373,7 +393,7 @@ impl ViewerQueue {
                 .enumerate()
                 .skip(first + 1)
                 .rev()
-                .find(|(_, entry)| entry.frame.kind == MediaKind::Key)
+                .find(|(_, entry)| entry.kind == MediaKind::Key)
                 .map(|(index, _)| index)
         });
         let mut index = 0;
@@ -401,7 +421,7 @@ impl ViewerQueue {
             .frames
             .iter()
             .skip(start)
-            .take_while(|entry| entry.frame.time_left(now, self.budget).is_zero())
+            .take_while(|entry| entry.time_left(now, self.budget).is_zero())
             .count();
         if stale == 0 {
             return;
@@ -435,16 +455,18 @@ mod tests {
             MediaKind::Metadata => Track::Data,
             _ => Track::Video,
         };
-        Frame {
-            kind,
-            track,
-            dts_ms: 0,
-            pts_ms: 0,
-            body: Bytes::new(),
-            wire: Bytes::from(vec![kind as u8; size]),
-            capture: at,
-            budget: None,
-        }
+        // One chunk: the RTMP form is a 12-byte header and the body, `size` bytes in all (12 at least).
+        let body = Bytes::from(vec![kind as u8; size.saturating_sub(HEADER)]);
+        Frame::new(kind, track, 0, 0, body, at)
+    }
+
+    /// The type 0 chunk header of a frame's RTMP form.
+    const HEADER: usize = 12;
+    /// A chunk size no test frame reaches.
+    const CHUNK: usize = 1 << 24;
+
+    fn queue(policy: DropPolicy, bound_bytes: usize, budget: Duration) -> ViewerQueue {
+        ViewerQueue::new(policy, bound_bytes, budget, CHUNK)
     }
 
     /// A writer that takes at most `room` bytes, then reports WouldBlock.
@@ -469,13 +491,13 @@ mod tests {
     }
 
     fn kinds(queue: &ViewerQueue) -> Vec<MediaKind> {
-        queue.frames.iter().map(|f| f.frame.kind).collect()
+        queue.frames.iter().map(|f| f.kind).collect()
     }
 
     #[test]
     fn none_policy_overflows_at_the_bound() {
         let now = Instant::now();
-        let mut queue = ViewerQueue::new(DropPolicy::None, 1000, Duration::from_secs(1));
+        let mut queue = queue(DropPolicy::None, 1000, Duration::from_secs(1));
         assert_eq!(queue.push(&frame(MediaKind::Key, 600, now), now), Pushed::Queued);
         assert_eq!(
             queue.push(&frame(MediaKind::Inter, 600, now), now),
@@ -487,7 +509,7 @@ mod tests {
     #[test]
     fn gop_policy_drops_disposable_first_then_the_gop_and_audio_last() {
         let now = Instant::now();
-        let mut queue = ViewerQueue::new(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        let mut queue = queue(DropPolicy::Gop, 1000, Duration::from_secs(10));
         for kind in [
             MediaKind::Key,
             MediaKind::Audio,
@@ -529,7 +551,7 @@ mod tests {
     #[test]
     fn gop_policy_keeps_a_queued_keyframe_and_what_follows() {
         let now = Instant::now();
-        let mut queue = ViewerQueue::new(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        let mut queue = queue(DropPolicy::Gop, 1000, Duration::from_secs(10));
         for kind in [MediaKind::Key, MediaKind::Inter, MediaKind::Key, MediaKind::Inter] {
             queue.push(&frame(kind, 200, now), now);
         }
@@ -548,7 +570,7 @@ mod tests {
     fn latency_policy_drops_stale_frames_and_resyncs_on_a_keyframe() {
         let start = Instant::now();
         let later = start + Duration::from_millis(500);
-        let mut queue = ViewerQueue::new(DropPolicy::Latency, 1 << 20, Duration::from_millis(300));
+        let mut queue = queue(DropPolicy::Latency, 1 << 20, Duration::from_millis(300));
         queue.push(&frame(MediaKind::SeqHeader, 40, start), start);
         queue.push(&frame(MediaKind::Key, 100, start), start);
         queue.push(&frame(MediaKind::Inter, 100, start), start);
@@ -573,7 +595,7 @@ mod tests {
         // A frame relayed from a far PoP arrives with most of its end-to-end budget spent: 100 ms left of
         // 400, while the app's budget is 3 s. The latency policy drops it (and its GOP) by its own budget.
         let start = Instant::now();
-        let mut queue = ViewerQueue::new(DropPolicy::Latency, 1 << 20, Duration::from_secs(3));
+        let mut queue = queue(DropPolicy::Latency, 1 << 20, Duration::from_secs(3));
         let mut key = frame(MediaKind::Key, 100, start);
         key.budget = Some(Duration::from_millis(400));
         let mut inter = frame(MediaKind::Inter, 100, start);
@@ -597,9 +619,39 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_is_encoded_once_and_every_viewer_shares_its_rtmp_form() {
+        let now = Instant::now();
+        let key = frame(MediaKind::Key, 300, now);
+        assert!(
+            key.encodings.rtmp.get().is_none(),
+            "nothing is encoded before an RTMP viewer asks"
+        );
+        let mut a = queue(DropPolicy::Gop, 1 << 20, Duration::from_secs(10));
+        let mut b = queue(DropPolicy::Gop, 1 << 20, Duration::from_secs(10));
+        a.push(&key, now);
+        // Another core's copy of the frame (a clone) finds the same encoding.
+        b.push(&key.clone(), now);
+        let (mut sent_a, mut sent_b) = (Vec::new(), Vec::new());
+        a.send_with(|bytes| {
+            sent_a.push(bytes);
+            true
+        });
+        b.send_with(|bytes| {
+            sent_b.push(bytes);
+            true
+        });
+        assert_eq!(sent_a[0].len(), 300);
+        assert_eq!(sent_a[0].as_ptr(), sent_b[0].as_ptr(), "one encoding, shared");
+        assert_eq!(
+            key.encodings.rtmp.get().map(|w| w.as_ptr()),
+            Some(sent_a[0].as_ptr())
+        );
+    }
+
+    #[test]
     fn send_with_hands_over_the_shared_buffers_in_write_order_until_refused() {
         let now = Instant::now();
-        let mut queue = ViewerQueue::new(DropPolicy::Gop, 1 << 20, Duration::from_secs(10));
+        let mut queue = queue(DropPolicy::Gop, 1 << 20, Duration::from_secs(10));
         let key = frame(MediaKind::Key, 300, now);
         queue.push_control(Bytes::from_static(b"ctl"));
         queue.push(&key, now);
@@ -621,7 +673,7 @@ mod tests {
         assert_eq!(handed, 200);
         assert_eq!(sent[0].len(), 200);
         // The rest of the keyframe's own buffer, not a copy.
-        assert_eq!(sent[0].as_ptr(), key.wire[100..].as_ptr());
+        assert_eq!(sent[0].as_ptr(), frame_chunks(&key, CHUNK)[100..].as_ptr());
         assert_eq!(queue.queued_frames(), 1);
         assert_eq!(queue.send_with(|_| true), 200);
         assert!(queue.is_empty());
@@ -632,7 +684,7 @@ mod tests {
     #[test]
     fn a_partly_written_frame_is_never_dropped_and_bytes_stay_in_order() {
         let now = Instant::now();
-        let mut queue = ViewerQueue::new(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        let mut queue = queue(DropPolicy::Gop, 1000, Duration::from_secs(10));
         queue.push_control(Bytes::from_static(b"ctl"));
         queue.push(&frame(MediaKind::Key, 400, now), now);
         queue.push(&frame(MediaKind::Inter, 400, now), now);
@@ -660,7 +712,7 @@ mod tests {
         let joined = Instant::now() + Duration::from_secs(3600);
         let published = Instant::now();
         let keyframe_at = joined - Duration::from_millis(1_900);
-        let mut queue = ViewerQueue::new(DropPolicy::Gop, 1 << 20, Duration::from_secs(1));
+        let mut queue = queue(DropPolicy::Gop, 1 << 20, Duration::from_secs(1));
         // Metadata and sequence headers from an hour ago, a GOP that started 1.9 s ago (older than the budget).
         assert_eq!(
             queue.push(&frame(MediaKind::Metadata, 50, published), joined),
@@ -700,7 +752,7 @@ mod tests {
     fn memory_never_exceeds_the_bound_under_any_policy() {
         let now = Instant::now();
         for policy in [DropPolicy::Gop, DropPolicy::Latency, DropPolicy::None] {
-            let mut queue = ViewerQueue::new(policy, 10_000, Duration::from_millis(100));
+            let mut queue = queue(policy, 10_000, Duration::from_millis(100));
             for i in 0..2000u32 {
                 let kind = match i % 50 {
                     0 => MediaKind::Key,

@@ -136,16 +136,9 @@ mod tests {
     use super::*;
 
     fn frame(kind: MediaKind, track: Track, dts_ms: u64, size: usize) -> Frame {
-        Frame {
-            kind,
-            track,
-            dts_ms,
-            pts_ms: dts_ms,
-            body: Bytes::from(vec![dts_ms as u8; 4]),
-            wire: Bytes::from(vec![0; size]),
-            capture: Instant::now(),
-            budget: None,
-        }
+        // The cache charges a frame its body: `size` bytes.
+        let body = Bytes::from(vec![dts_ms as u8; size.max(1)]);
+        Frame::new(kind, track, dts_ms, dts_ms, body, Instant::now())
     }
 
     fn video(kind: MediaKind, dts_ms: u64) -> Frame {

@@ -15,7 +15,6 @@ use crate::media::flv_tag::{
 };
 use crate::media::timestamps::Timeline;
 use crate::media::{Frame, MediaKind, Track};
-use crate::rtmp::wire::{encode_message, PLAY_STREAM_ID};
 
 /// Counters of one publisher's ingest.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,7 +36,6 @@ pub struct IngestStats {
 pub struct Ingest {
     video: VideoClassifier,
     timeline: Timeline,
-    chunk_size: usize,
     video_codec: Option<VideoCodec>,
     audio_codec: Option<AudioCodec>,
     /// The latest dts of any track (metadata takes it).
@@ -45,13 +43,18 @@ pub struct Ingest {
     stats: IngestStats,
 }
 
+impl Default for Ingest {
+    fn default() -> Self {
+        Ingest::new()
+    }
+}
+
 impl Ingest {
-    /// Ingest for a new publisher; frames are encoded with outbound chunk size `chunk_size`.
-    pub fn new(chunk_size: usize) -> Ingest {
+    /// Ingest for a new publisher.
+    pub fn new() -> Ingest {
         Ingest {
             video: VideoClassifier::new(),
             timeline: Timeline::new(),
-            chunk_size,
             video_codec: None,
             audio_codec: None,
             last_dts: 0,
@@ -140,21 +143,7 @@ impl Ingest {
         self.stats.frames += 1;
         self.last_dts = self.last_dts.max(dts_ms);
         self.stats.bytes += body.len() as u64;
-        // RTMP timestamps are 32-bit and wrap: the wire carries the unwrapped dts modulo 2^32.
-        // Data messages (onMetaData) go at timestamp 0, as players expect of metadata (ffmpeg's FLV demuxer
-        // makes a data message with a timestamp into a stream of its own).
-        let wire_timestamp = if track == Track::Data { 0 } else { dts_ms as u32 };
-        let wire = encode_message(track, PLAY_STREAM_ID, wire_timestamp, &body, self.chunk_size);
-        Frame {
-            kind,
-            track,
-            dts_ms,
-            pts_ms,
-            body,
-            wire,
-            capture: now,
-            budget: None,
-        }
+        Frame::new(kind, track, dts_ms, pts_ms, body, now)
     }
 }
 
@@ -233,7 +222,7 @@ mod tests {
 
     #[test]
     fn video_frames_carry_kind_timestamps_and_wire() {
-        let mut ingest = Ingest::new(4096);
+        let mut ingest = Ingest::new();
         let now = Instant::now();
         // AVC keyframe NALU packet: frame type 1, codec 7, packet type 1, composition time 40 ms.
         let body = Bytes::from(vec![0x17, 1, 0, 0, 40, 0, 0, 0, 1, 0x65]);
@@ -241,7 +230,7 @@ mod tests {
         assert_eq!(frame.kind, MediaKind::Key);
         assert_eq!(frame.dts_ms, 1000);
         assert_eq!(frame.pts_ms, 1040);
-        assert_eq!(frame.wire.len(), 12 + 10);
+        assert_eq!(crate::rtmp::wire::frame_chunks(&frame, 4096).len(), 12 + 10);
         assert!(ingest.video(Bytes::new(), 1040, now).is_err());
         assert_eq!(ingest.stats().refused, 1);
         // A keyframe whose NAL units are garbage still passes, as a keyframe.

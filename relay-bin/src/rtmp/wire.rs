@@ -6,7 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::media::Track;
+use crate::media::{Frame, Track};
 
 /// Chunk stream id of audio messages written by the node.
 pub const CSID_AUDIO: u8 = 7;
@@ -27,6 +27,27 @@ pub fn csid_for(track: Track) -> u8 {
         Track::Video => CSID_VIDEO,
         Track::Data => CSID_DATA,
     }
+}
+
+/// The RTMP output's form of `frame`: its message as chunks of `chunk_size` (the node's `rtmp.chunk_size`,
+/// the one every viewer was told) on [`PLAY_STREAM_ID`], encoded by the first caller and cached in the
+/// frame's [`Encodings`](crate::media::frame::Encodings) for every other viewer on every core. RTMP
+/// timestamps are 32-bit and wrap: the message carries the unwrapped dts modulo 2^32; data messages
+/// (`onMetaData`) go at timestamp 0, as players expect of metadata (ffmpeg's FLV demuxer makes a data message
+/// with a timestamp into a stream of its own).
+pub fn frame_chunks(frame: &Frame, chunk_size: usize) -> Bytes {
+    frame
+        .encodings
+        .rtmp
+        .get_or_init(|| {
+            let timestamp = if frame.track == Track::Data {
+                0
+            } else {
+                frame.dts_ms as u32
+            };
+            encode_message(frame.track, PLAY_STREAM_ID, timestamp, &frame.body, chunk_size)
+        })
+        .clone()
 }
 
 /// Encodes one RTMP message as chunks of at most `chunk_size` payload bytes (the size announced to the

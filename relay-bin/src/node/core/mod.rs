@@ -216,6 +216,7 @@ impl NodeCore {
                 fanout.drop_policy,
                 fanout.viewer_queue_bytes,
                 Duration::from_millis(fanout.latency_budget_ms),
+                self.shared.config.rtmp.chunk_size as usize,
             ),
             dirty: false,
             closing: None,

@@ -201,11 +201,10 @@ impl NodeCore {
     }
 
     fn start_publishing(&mut self, token: Token, request_id: u32, key: StreamKey, id: ClientId) {
-        let chunk_size = self.shared.config.rtmp.chunk_size as usize;
         if let Some(client) = self.clients.get_mut(token) {
             client.role = Role::Publisher {
                 key: key.clone(),
-                ingest: Box::new(Ingest::new(chunk_size)),
+                ingest: Box::new(Ingest::new()),
                 needs_key: false,
             };
             info!(core = self.index, client = id.0, peer = %client.peer, stream = %key, "publish start");
