@@ -12,9 +12,14 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::client::conn::http1;
+use hyper::http::uri::{Authority, PathAndQuery};
+use hyper::{header, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
 use ring::hmac;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::stream_key::StreamKey;
 
@@ -24,7 +29,8 @@ pub const MAX_QUERY_BYTES: usize = 1024;
 /// Most `&`-separated parameters in a stream name's query; more are refused.
 pub const MAX_QUERY_PARAMS: usize = 16;
 
-/// Most bytes of the hook's answer read while looking for its status line.
+/// Most bytes of the hook's answer head (status line and headers) read; a longer head fails the call. The
+/// body is never read.
 pub const MAX_HOOK_RESPONSE_BYTES: usize = 8 << 10;
 
 /// Why a publish was not authorised.
@@ -169,30 +175,29 @@ pub struct OnPublishRequest {
     pub query: Option<String>,
 }
 
-/// A parsed `http://host[:port][/path]` URL.
+/// A checked `http://host[:port][/path][?query]` URL.
 #[derive(Debug, PartialEq, Eq)]
-struct HookUrl<'a> {
+struct HookUrl {
     /// `host[:port]` as written (for the `Host` header).
-    authority: &'a str,
+    authority: Authority,
     /// The host to connect to (brackets of an IPv6 literal removed).
-    host: &'a str,
+    host: String,
     /// The port (80 when not given).
     port: u16,
-    /// Path and query (`/` when not given).
-    path: String,
+    /// The request target: path and query (`/` when not given), fragment dropped.
+    target: PathAndQuery,
 }
 
-fn parse_hook_url(url: &str) -> Result<HookUrl<'_>, AuthError> {
+fn parse_hook_url(url: &str) -> Result<HookUrl, AuthError> {
     let bad = |reason| AuthError::BadHookUrl {
         url: url.to_string(),
         reason,
     };
-    // A space or control character would let the URL inject headers into the request.
-    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(bad("holds a space or control character"));
-    }
-    let scheme_end = url.find("://").ok_or_else(|| bad("not an http:// URL"))?;
-    let scheme = &url[..scheme_end];
+    // The parser refuses spaces and control characters, which would let the URL inject headers.
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| bad("not a valid URL (spaces, control characters or a malformed host or port)"))?;
+    let scheme = uri.scheme_str().ok_or_else(|| bad("not an http:// URL"))?;
     if scheme.eq_ignore_ascii_case("https") {
         return Err(bad(
             "https is not supported: use http:// (to a local sidecar or a TLS-terminating proxy)",
@@ -201,51 +206,36 @@ fn parse_hook_url(url: &str) -> Result<HookUrl<'_>, AuthError> {
     if !scheme.eq_ignore_ascii_case("http") {
         return Err(bad("not an http:// URL"));
     }
-    let rest = &url[scheme_end + 3..];
-    let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(at) if rest[at..].starts_with('/') => (&rest[..at], rest[at..].to_string()),
-        // A query right after the host (`http://h?x=1`) still needs the `/` of an absolute path.
-        Some(at) => (&rest[..at], format!("/{}", &rest[at..])),
-        None => (rest, "/".to_string()),
-    };
-    if authority.contains('@') {
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?.clone();
+    if authority.as_str().contains('@') {
         return Err(bad("credentials in the URL are not supported"));
     }
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let (host, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| bad("unclosed '[' in the host"))?;
-        match after {
-            "" => (host, None),
-            _ => (
-                host,
-                Some(after.strip_prefix(':').ok_or_else(|| bad("junk after ']'"))?),
-            ),
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
+    let host = authority.host();
     if host.is_empty() {
         return Err(bad("no host"));
     }
-    let port = match port {
-        Some(port) => port
-            .parse()
-            .map_err(|_| bad("the port is not a number in 1..=65535"))?,
-        None => 80,
+    // `Authority::port_u16` says `None` both for "no port" and for one that is not a u16: tell them apart.
+    let port = match &authority.as_str()[host.len()..] {
+        "" => 80,
+        after_host => after_host
+            .strip_prefix(':')
+            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|digits| digits.parse::<u16>().ok())
+            .filter(|port| *port != 0)
+            .ok_or_else(|| bad("the port is not a number in 1..=65535"))?,
     };
-    if port == 0 {
-        return Err(bad("the port is not a number in 1..=65535"));
-    }
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    // A query right after the host (`http://h?x=1`) still needs the `/` of an absolute path.
+    let target = match uri.query() {
+        Some(query) => format!("{}?{query}", uri.path()),
+        None => uri.path().to_string(),
+    };
+    let target = PathAndQuery::try_from(target).map_err(|_| bad("malformed path"))?;
     Ok(HookUrl {
         authority,
         host,
         port,
-        path,
+        target,
     })
 }
 
@@ -255,11 +245,13 @@ pub fn check_hook_url(url: &str) -> Result<(), AuthError> {
     parse_hook_url(url).map(|_| ())
 }
 
-/// Asks the `on_publish` hook at `url` whether `request` may publish: POSTs it as JSON and reads the answer's
-/// status line. A 2xx answer allows the publish; any other status is [`AuthError::Rejected`].
+/// Asks the `on_publish` hook at `url` whether `request` may publish: POSTs it as JSON (HTTP/1.1, hyper's
+/// client) and reads the answer's status. A 2xx answer allows the publish; any other status is
+/// [`AuthError::Rejected`].
 ///
-/// Fails closed: a connect error, a `timeout` (for the whole exchange) or an unreadable answer is
-/// [`AuthError::Hook`], which refuses the publish.
+/// Fails closed: a connect error, a `timeout` (for the whole exchange) or an unreadable answer (not HTTP/1.x,
+/// or a head longer than [`MAX_HOOK_RESPONSE_BYTES`]) is [`AuthError::Hook`], which refuses the publish.
+/// The answer's body is never read: the connection is closed once the status is known.
 pub async fn call_on_publish(
     url: &str,
     request: &OnPublishRequest,
@@ -268,72 +260,70 @@ pub async fn call_on_publish(
     let target = parse_hook_url(url)?;
     let body = serde_json::to_vec(request)
         .map_err(|e| AuthError::Hook(format!("cannot encode the request: {e}")))?;
-    let status = tokio::time::timeout(timeout, exchange(&target, &body))
+    let status = tokio::time::timeout(timeout, exchange(&target, body))
         .await
         .map_err(|_| AuthError::Hook(format!("no answer from {url} within {} ms", timeout.as_millis())))?
         .map_err(|e| AuthError::Hook(format!("{url}: {e}")))?;
-    if (200..300).contains(&status) {
+    if status.is_success() {
         Ok(())
     } else {
-        Err(AuthError::Rejected { status })
+        Err(AuthError::Rejected {
+            status: status.as_u16(),
+        })
     }
 }
 
-/// Sends the POST and returns the answer's status code.
-async fn exchange(target: &HookUrl<'_>, body: &[u8]) -> std::io::Result<u16> {
-    let mut stream = tokio::net::TcpStream::connect((target.host, target.port)).await?;
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: popline/{}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        target.path,
-        target.authority,
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    stream.flush().await?;
-
-    let mut answer = Vec::with_capacity(256);
-    let mut chunk = [0u8; 1024];
-    let line_end = loop {
-        if let Some(end) = answer.windows(2).position(|pair| pair == b"\r\n") {
-            break end;
-        }
-        if answer.len() >= MAX_HOOK_RESPONSE_BYTES {
-            return Err(invalid("no status line in the first 8 KiB of the answer"));
-        }
-        let room = (MAX_HOOK_RESPONSE_BYTES - answer.len()).min(chunk.len());
-        let read = stream.read(&mut chunk[..room]).await?;
-        if read == 0 {
-            return Err(invalid("connection closed before a status line"));
-        }
-        answer.extend_from_slice(&chunk[..read]);
+/// Sends the POST on a fresh connection and returns the answer's status; the connection is dropped (closed)
+/// as soon as the status is known.
+async fn exchange(target: &HookUrl, body: Vec<u8>) -> Result<StatusCode, String> {
+    let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut sender, connection) = http1::Builder::new()
+        // Hooks written against the old hand-made client may match header names case-sensitively.
+        .title_case_headers(true)
+        .max_header_size(MAX_HOOK_RESPONSE_BYTES)
+        .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(|e| describe(&e))?;
+    let request = Request::post(target.target.as_str())
+        .header(header::HOST, target.authority.as_str())
+        .header(header::USER_AGENT, concat!("popline/", env!("CARGO_PKG_VERSION")))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONNECTION, "close")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    // The connection is driven here, not spawned, so that dropping this future (the timeout) closes it.
+    let mut response = std::pin::pin!(sender.send_request(request));
+    let mut connection = connection;
+    let ended = tokio::select! {
+        response = &mut response => return response.map(|answer| answer.status()).map_err(|e| describe(&e)),
+        ended = &mut connection => ended,
     };
-    parse_status_line(&answer[..line_end]).ok_or_else(|| invalid("malformed status line"))
+    // The connection ended first, maybe in the very poll that handed the answer over: closing it settles the
+    // request, with the answer if one came, else with an error (the connection's, which says more).
+    drop(connection);
+    response
+        .await
+        .map(|answer| answer.status())
+        .map_err(|e| describe(&ended.err().unwrap_or(e)))
 }
 
-fn invalid(what: &'static str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
-}
-
-/// `HTTP/1.x NNN reason` -> `NNN`.
-fn parse_status_line(line: &[u8]) -> Option<u16> {
-    let line = std::str::from_utf8(line).ok()?;
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
+/// An error and its sources, `: `-separated (hyper's errors keep the detail in their sources).
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
     }
-    let code = parts.next()?;
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    code.parse().ok().filter(|code| (100..600).contains(code))
+    text
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     const SECRET: &[u8] = b"s3cret";
@@ -445,35 +435,46 @@ mod tests {
 
     #[test]
     fn hook_urls_are_checked() {
+        let parts = |url: &str| {
+            let url = parse_hook_url(url).unwrap();
+            (
+                url.authority.as_str().to_string(),
+                url.host,
+                url.port,
+                url.target.as_str().to_string(),
+            )
+        };
         assert_eq!(
-            parse_hook_url("http://127.0.0.1:9000/hooks/publish?x=1").unwrap(),
-            HookUrl {
-                authority: "127.0.0.1:9000",
-                host: "127.0.0.1",
-                port: 9000,
-                path: "/hooks/publish?x=1".to_string()
-            }
+            parts("http://127.0.0.1:9000/hooks/publish?x=1"),
+            (
+                "127.0.0.1:9000".to_string(),
+                "127.0.0.1".to_string(),
+                9000,
+                "/hooks/publish?x=1".to_string()
+            )
         );
-        let plain = parse_hook_url("HTTP://auth.local").unwrap();
+        let (_, host, port, target) = parts("HTTP://auth.local");
+        assert_eq!((host.as_str(), port, target.as_str()), ("auth.local", 80, "/"));
+        let (authority, host, port, target) = parts("http://[::1]:81/p#frag");
         assert_eq!(
-            (plain.host, plain.port, plain.path.as_str()),
-            ("auth.local", 80, "/")
-        );
-        let v6 = parse_hook_url("http://[::1]:81/p#frag").unwrap();
-        assert_eq!(
-            (v6.authority, v6.host, v6.port, v6.path.as_str()),
+            (authority.as_str(), host.as_str(), port, target.as_str()),
             ("[::1]:81", "::1", 81, "/p")
         );
-        assert_eq!(parse_hook_url("http://h?x=1").unwrap().path, "/?x=1");
+        assert_eq!(parts("http://h?x=1").3, "/?x=1");
 
         let https = check_hook_url("https://auth.example/publish").unwrap_err();
         assert!(https.to_string().contains("https is not supported"), "{https}");
+        let credentials = check_hook_url("http://u:p@h/").unwrap_err();
+        assert!(credentials.to_string().contains("credentials"), "{credentials}");
         for bad in [
             "ftp://x/",
             "auth.local/publish",
             "http://",
+            "http://:80/",
             "http://h:0/",
             "http://h:99999/",
+            "http://h:+80/",
+            "http://h:/",
             "http://u:p@h/",
             "http://h/a b",
             "http://h/\r\nX-Evil: 1",
@@ -483,13 +484,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn status_lines_parse() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK"), Some(200));
-        assert_eq!(parse_status_line(b"HTTP/1.0 403"), Some(403));
-        assert_eq!(parse_status_line(b"HTTP/2 200 OK"), None);
-        assert_eq!(parse_status_line(b"HTTP/1.1 20 OK"), None);
-        assert_eq!(parse_status_line(b"garbage"), None);
+    #[tokio::test]
+    async fn status_lines_parse() {
+        for (answer, expected) in [
+            (&b"HTTP/1.0 403\r\n\r\n"[..], Some(403)),
+            (b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n", Some(500)),
+            (b"HTTP/2 200 OK\r\n\r\n", None),
+            (b"HTTP/1.1 20 OK\r\n\r\n", None),
+            (b"garbage\r\n\r\n", None),
+        ] {
+            let (addr, server) = one_shot_server(answer).await;
+            let error = call_on_publish(&format!("http://{addr}/"), &request(), Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            match expected {
+                Some(status) => assert_eq!(error, AuthError::Rejected { status }),
+                None => assert!(matches!(error, AuthError::Hook(_)), "{error}"),
+            }
+            server.await.unwrap();
+        }
     }
 
     /// Serves one connection: reads the request (head and `Content-Length` body), answers `answer`, and hands
@@ -607,5 +620,55 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, AuthError::BadHookUrl { .. }));
+    }
+
+    /// Serves one connection: answers `head` at once, then writes `filler` until the client goes away.
+    async fn endless_server(
+        head: &'static [u8],
+        filler: &'static [u8],
+    ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket.write_all(head).await.unwrap();
+            while socket.write_all(filler).await.is_ok() {}
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn hook_answers_are_read_no_further_than_needed() {
+        // An endless body: the status is all that is read, and the connection is closed after it.
+        let (addr, server) = endless_server(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n",
+            &[b'x'; 1 << 16],
+        )
+        .await;
+        call_on_publish(&format!("http://{addr}/"), &request(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the client closes the connection")
+            .unwrap();
+
+        // Endless headers: refused once the head is longer than MAX_HOOK_RESPONSE_BYTES.
+        let (addr, server) = endless_server(
+            b"HTTP/1.1 200 OK\r\n",
+            b"X-Filler: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n",
+        )
+        .await;
+        let error = call_on_publish(&format!("http://{addr}/"), &request(), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, AuthError::Hook(text) if text.contains("too large")),
+            "{error}"
+        );
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the client closes the connection")
+            .unwrap();
     }
 }

@@ -267,7 +267,8 @@ async fn metrics_page(State(state): State<ApiState>) -> Result<Response, ApiErro
         (control.stats(), control.streams())
     })
     .await?;
-    let text = metrics::render(&stats, &streams, state.bans.active_count());
+    let text = metrics::render(stats, streams, state.bans.active_count())
+        .map_err(|_| ApiError::internal("cannot encode the metrics page"))?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 

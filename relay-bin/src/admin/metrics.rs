@@ -1,220 +1,237 @@
-//! `GET /metrics`: the node's counters in the Prometheus text exposition format, version 0.0.4.
+//! `GET /metrics`: the node's counters in the Prometheus text exposition format, version 0.0.4, encoded by
+//! `prometheus-client` (`encoding::prometheus_text`).
 //!
-//! Every name starts with `popline_`; counters end in `_total`; every family has `# HELP` and `# TYPE` lines
-//! before its samples. Per-stream series carry a `stream="app/name"` label, escaped per the format.
+//! Every name starts with `popline_`; counters end in `_total` (the encoder appends it: counter families are
+//! named here without it); every family has `# HELP` and `# TYPE` lines before its samples. Per-stream series
+//! carry a `stream="app/name"` label, escaped per the format by the encoder.
+//!
+//! Nothing is kept between scrapes: each scrape builds a [`Registry`] holding one [`Collector`] that owns a
+//! snapshot of the node's stats, streams and bans and encodes it straight into the page (no metric objects,
+//! no atomics, no locks).
 
-use std::fmt::Write as _;
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::control::{NodeStats, StreamInfo};
 
-/// The `Content-Type` of the exposition.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// What a metric family is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
-}
+/// The `Content-Type` of the exposition (the Prometheus text format, version 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Renders the exposition of `stats`, `streams` and the number of active bans.
-pub fn render(stats: &NodeStats, streams: &[StreamInfo], bans_active: usize) -> String {
+///
+/// Fails only if the encoder does (writing into a `String` does not), which the caller answers with a 500.
+pub fn render(stats: NodeStats, streams: Vec<StreamInfo>, bans_active: usize) -> Result<String, fmt::Error> {
     let mut out = String::with_capacity(4096 + streams.len() * 512);
-    let mut exposition = Exposition { out: &mut out };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot::new(stats, streams, bans_active)));
+    prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
+}
 
-    exposition.family(
-        "popline_info",
-        Kind::Gauge,
-        "Facts about this node, in labels; the value is always 1.",
-    );
-    exposition.sample(
-        "popline_info",
-        &[("backend", stats.backend), ("version", env!("CARGO_PKG_VERSION"))],
-        1,
-    );
-    let gauges: [(&str, &str, u64); 7] = [
-        ("popline_cores", "Data-plane cores.", stats.cores as u64),
-        (
-            "popline_uptime_seconds",
-            "Seconds since the node started.",
-            stats.uptime_s,
-        ),
-        (
-            "popline_connections",
-            "Client connections open now.",
-            stats.connections,
-        ),
-        ("popline_publishers", "Publishers now.", stats.publishers),
-        ("popline_viewers", "Viewers now, on all cores.", stats.viewers),
-        ("popline_streams", "Live streams now.", streams.len() as u64),
-        (
-            "popline_bans_active",
-            "Stream bans in force now.",
-            bans_active as u64,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        exposition.family(name, Kind::Gauge, help);
-        exposition.sample(name, &[], value);
-    }
-    let counters: [(&str, &str, u64); 11] = [
-        (
-            "popline_connections_accepted_total",
-            "Client connections accepted.",
-            stats.connections_accepted,
-        ),
-        (
-            "popline_connections_rejected_total",
-            "Client connections refused or closed for bad input (protocol errors, hostile sizes, timeouts).",
-            stats.connections_rejected,
-        ),
-        (
-            "popline_requests_refused_total",
-            "Publish or play requests refused (ban, auth, duplicate publisher, bad name).",
-            stats.requests_refused,
-        ),
-        (
-            "popline_clients_kicked_total",
-            "Clients kicked by the API or by a ban.",
-            stats.clients_kicked,
-        ),
-        (
-            "popline_received_bytes_total",
-            "Bytes read from clients.",
-            stats.bytes_in,
-        ),
-        (
-            "popline_sent_bytes_total",
-            "Bytes written to clients.",
-            stats.bytes_out,
-        ),
-        (
-            "popline_frames_in_total",
-            "Frames received from publishers.",
-            stats.frames_in,
-        ),
-        (
-            "popline_frames_out_total",
-            "Frames queued to viewers.",
-            stats.frames_out,
-        ),
-        (
-            "popline_frames_dropped_total",
-            "Frames dropped by viewer drop policies.",
-            stats.frames_dropped,
-        ),
-        (
-            "popline_viewers_overflowed_total",
-            "Viewers disconnected because their queue hit its bound (drop policy none).",
-            stats.viewers_overflowed,
-        ),
-        (
-            "popline_inbox_full_total",
-            "Cross-core messages dropped because a core's inbox was full.",
-            stats.inbox_full,
-        ),
-    ];
-    for (name, help, value) in counters {
-        exposition.family(name, Kind::Counter, help);
-        exposition.sample(name, &[], value);
-    }
+/// What one scrape shows, encoded family by family when the registry is encoded.
+#[derive(Debug)]
+struct Snapshot {
+    stats: NodeStats,
+    /// Sorted by name, each stream once.
+    streams: Vec<StreamInfo>,
+    /// Streams the node listed (`popline_streams`), counted before duplicates were removed.
+    streams_listed: u64,
+    bans_active: u64,
+}
 
-    // One series per stream: sorted for a stable page, and a stream listed twice is shown once (a duplicate
-    // series would make the whole page invalid).
-    let mut streams: Vec<&StreamInfo> = streams.iter().collect();
-    streams.sort_by(|a, b| a.stream.cmp(&b.stream));
-    streams.dedup_by(|a, b| a.stream == b.stream);
-    type PerStream = fn(&StreamInfo) -> u64;
-    let per_stream: [(&str, Kind, &str, PerStream); 5] = [
-        (
-            "popline_stream_viewers",
-            Kind::Gauge,
-            "Viewers of the stream now, on all cores.",
-            |s| s.viewers,
-        ),
-        (
-            "popline_stream_publishing",
-            Kind::Gauge,
-            "1 while the stream has a publisher, else 0.",
-            |s| u64::from(s.publisher.is_some()),
-        ),
-        (
-            "popline_stream_gop_cache_frames",
-            Kind::Gauge,
-            "Frames in the stream's GOP cache now.",
-            |s| s.gop_cache_frames,
-        ),
-        (
-            "popline_stream_frames_in_total",
-            Kind::Counter,
-            "Frames received from the stream's publisher.",
-            |s| s.frames_in,
-        ),
-        (
-            "popline_stream_received_bytes_total",
-            Kind::Counter,
-            "Payload bytes received from the stream's publisher.",
-            |s| s.bytes_in,
-        ),
-    ];
-    for (name, kind, help, value) in per_stream {
-        exposition.family(name, kind, help);
-        for stream in &streams {
-            exposition.sample(name, &[("stream", stream.stream.as_str())], value(stream));
+impl Snapshot {
+    fn new(stats: NodeStats, mut streams: Vec<StreamInfo>, bans_active: usize) -> Snapshot {
+        let streams_listed = streams.len() as u64;
+        // Sorted for a stable page, and a stream listed twice is shown once (a duplicate series would make the
+        // whole page invalid).
+        streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+        streams.dedup_by(|a, b| a.stream == b.stream);
+        Snapshot {
+            stats,
+            streams,
+            streams_listed,
+            bans_active: bans_active as u64,
         }
     }
-    out
 }
 
-struct Exposition<'a> {
-    out: &'a mut String,
-}
+/// No labels: a sample with this label set has no `{...}`.
+const NO_LABELS: [(&str, &str); 0] = [];
 
-impl Exposition<'_> {
-    fn family(&mut self, name: &str, kind: Kind, help: &str) {
-        let kind = match kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        };
-        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (index, (label, text)) in labels.iter().enumerate() {
-                if index > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{label}=\"{}\"", escape_label_value(text));
-            }
-            self.out.push('}');
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let stats = &self.stats;
+        family(
+            &mut encoder,
+            "popline_info",
+            MetricType::Gauge,
+            "Facts about this node, in labels; the value is always 1.",
+            [(
+                [("backend", stats.backend), ("version", env!("CARGO_PKG_VERSION"))],
+                1,
+            )],
+        )?;
+        let gauges: [(&str, &str, u64); 7] = [
+            ("popline_cores", "Data-plane cores.", stats.cores as u64),
+            (
+                "popline_uptime_seconds",
+                "Seconds since the node started.",
+                stats.uptime_s,
+            ),
+            (
+                "popline_connections",
+                "Client connections open now.",
+                stats.connections,
+            ),
+            ("popline_publishers", "Publishers now.", stats.publishers),
+            ("popline_viewers", "Viewers now, on all cores.", stats.viewers),
+            ("popline_streams", "Live streams now.", self.streams_listed),
+            (
+                "popline_bans_active",
+                "Stream bans in force now.",
+                self.bans_active,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            family(&mut encoder, name, MetricType::Gauge, help, [(NO_LABELS, value)])?;
         }
-        let _ = writeln!(self.out, " {value}");
+        // Counter families are named without `_total`: the encoder appends it.
+        let counters: [(&str, &str, u64); 11] = [
+            (
+                "popline_connections_accepted",
+                "Client connections accepted.",
+                stats.connections_accepted,
+            ),
+            (
+                "popline_connections_rejected",
+                "Client connections refused or closed for bad input (protocol errors, hostile sizes, timeouts).",
+                stats.connections_rejected,
+            ),
+            (
+                "popline_requests_refused",
+                "Publish or play requests refused (ban, auth, duplicate publisher, bad name).",
+                stats.requests_refused,
+            ),
+            (
+                "popline_clients_kicked",
+                "Clients kicked by the API or by a ban.",
+                stats.clients_kicked,
+            ),
+            (
+                "popline_received_bytes",
+                "Bytes read from clients.",
+                stats.bytes_in,
+            ),
+            (
+                "popline_sent_bytes",
+                "Bytes written to clients.",
+                stats.bytes_out,
+            ),
+            (
+                "popline_frames_in",
+                "Frames received from publishers.",
+                stats.frames_in,
+            ),
+            (
+                "popline_frames_out",
+                "Frames queued to viewers.",
+                stats.frames_out,
+            ),
+            (
+                "popline_frames_dropped",
+                "Frames dropped by viewer drop policies.",
+                stats.frames_dropped,
+            ),
+            (
+                "popline_viewers_overflowed",
+                "Viewers disconnected because their queue hit its bound (drop policy none).",
+                stats.viewers_overflowed,
+            ),
+            (
+                "popline_inbox_full",
+                "Cross-core messages dropped because a core's inbox was full.",
+                stats.inbox_full,
+            ),
+        ];
+        for (name, help, value) in counters {
+            family(
+                &mut encoder,
+                name,
+                MetricType::Counter,
+                help,
+                [(NO_LABELS, value)],
+            )?;
+        }
+
+        type PerStream = fn(&StreamInfo) -> u64;
+        let per_stream: [(&str, MetricType, &str, PerStream); 5] = [
+            (
+                "popline_stream_viewers",
+                MetricType::Gauge,
+                "Viewers of the stream now, on all cores.",
+                |s| s.viewers,
+            ),
+            (
+                "popline_stream_publishing",
+                MetricType::Gauge,
+                "1 while the stream has a publisher, else 0.",
+                |s| u64::from(s.publisher.is_some()),
+            ),
+            (
+                "popline_stream_gop_cache_frames",
+                MetricType::Gauge,
+                "Frames in the stream's GOP cache now.",
+                |s| s.gop_cache_frames,
+            ),
+            (
+                "popline_stream_frames_in",
+                MetricType::Counter,
+                "Frames received from the stream's publisher.",
+                |s| s.frames_in,
+            ),
+            (
+                "popline_stream_received_bytes",
+                MetricType::Counter,
+                "Payload bytes received from the stream's publisher.",
+                |s| s.bytes_in,
+            ),
+        ];
+        for (name, kind, help, value) in per_stream {
+            let samples = self
+                .streams
+                .iter()
+                .map(|stream| ([("stream", stream.stream.as_str())], value(stream)));
+            family(&mut encoder, name, kind, help, samples)?;
+        }
+        Ok(())
     }
 }
 
-/// A label value as the format wants it: `\` -> `\\`, `"` -> `\"`, newline -> `\n`.
-fn escape_label_value(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            c => escaped.push(c),
+/// Encodes one family (`kind` is a counter or a gauge): its `# HELP` and `# TYPE` lines, then one sample per
+/// label set.
+fn family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    kind: MetricType,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in samples {
+        let sample = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(value).encode(sample)?,
+            _ => ConstGauge::new(value).encode(sample)?,
         }
     }
-    escaped
+    Ok(())
 }
-
-/// A `# HELP` text as the format wants it: `\` -> `\\`, newline -> `\n`.
-fn escape_help(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
 /// One parsed sample: name, labels, value.
 #[cfg(test)]
 pub(crate) type Sample = (String, Vec<(String, String)>, f64);
@@ -321,7 +338,7 @@ mod tests {
             ..NodeStats::default()
         };
         let weird = r#"we"ird\name"#;
-        let text = render(&stats, &[stream("b", 2), stream(weird, 1), stream("b", 9)], 1);
+        let text = render(stats, vec![stream("b", 2), stream(weird, 1), stream("b", 9)], 1).unwrap();
         let samples = parse_for_test(&text).unwrap();
         let find = |name: &str, label: Option<&str>| {
             samples
@@ -341,16 +358,54 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE popline_stream_frames_in_total counter\n"));
+        assert!(text.contains(&format!(
+            "popline_info{{backend=\"epoll\",version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
         for (name, _, _) in &samples {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} has no # HELP");
             let typed = text.contains(&format!("# TYPE {name} counter"));
             assert_eq!(typed, name.ends_with("_total"), "{name}");
         }
+        // prometheus-client adds a full stop to the help of metrics it registers; this page's help is as written.
+        assert!(
+            text.contains("# HELP popline_cores Data-plane cores.\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn escaping_follows_the_format() {
-        assert_eq!(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert_eq!(escape_help("x\\y\nz"), "x\\\\y\\nz");
+        /// One family with a help text and a label value that both need escaping.
+        #[derive(Debug)]
+        struct Odd;
+        impl Collector for Odd {
+            fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+                family(
+                    &mut encoder,
+                    "popline_odd",
+                    MetricType::Gauge,
+                    "x\\y\nz",
+                    [([("a", "a\"b\\c\nd")], 1)],
+                )
+            }
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Odd));
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry).unwrap();
+        assert_eq!(
+            text,
+            "# HELP popline_odd x\\\\y\\nz\n# TYPE popline_odd gauge\npopline_odd{a=\"a\\\"b\\\\c\\nd\"} 1\n"
+        );
+        assert_eq!(
+            parse_for_test(&text).unwrap(),
+            vec![(
+                "popline_odd".to_string(),
+                vec![("a".to_string(), "a\"b\\c\nd".to_string())],
+                1.0
+            )]
+        );
         assert_eq!(
             parse_labels(r#"a="x\"y",b="\\""#).unwrap(),
             vec![
