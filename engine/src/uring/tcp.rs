@@ -125,6 +125,8 @@ struct Conn {
     /// The iovecs of the send in flight (boxed: the kernel reads them until the completion).
     iovecs: Box<[libc::iovec; MAX_IOVECS]>,
     sending: bool,
+    /// Listed in `to_send`: its queue goes out in one `writev` at the next wait.
+    send_listed: bool,
     /// A send was refused: report `Writable` when the queue drains.
     refused: bool,
     /// Close once the queue is written ([`UringTcp::close_after_flush`]).
@@ -148,6 +150,9 @@ pub struct UringTcp {
     rearm: Vec<u32>,
     /// Connections closed by [`UringTcp::close`] whose end is to be reported.
     pending_close: Vec<u32>,
+    /// Connections with queued bytes and no send in flight: one `writev` each at the next wait, so the
+    /// buffers queued between two waits leave together.
+    to_send: Vec<u32>,
     /// A file descriptor whose readability ends a wait (see [`UringTcp::watch`]), and whether its poll is armed.
     watched: Option<RawFd>,
     watch_armed: bool,
@@ -187,6 +192,7 @@ impl UringTcp {
             generations: Vec::new(),
             rearm: Vec::new(),
             pending_close: Vec::new(),
+            to_send: Vec::new(),
             watched: None,
             watch_armed: false,
             config,
@@ -243,8 +249,9 @@ impl UringTcp {
         }
         c.queued_bytes += data.len();
         c.queue.push_back(data);
-        if !c.sending {
-            self.submit_send(id.index).map_err(|_| SendError::Closed)?;
+        if !c.sending && !c.send_listed {
+            c.send_listed = true;
+            self.to_send.push(id.index);
         }
         Ok(())
     }
@@ -352,6 +359,15 @@ impl UringTcp {
         for index in rearm {
             self.arm_recv(index)?;
         }
+        let to_send = std::mem::take(&mut self.to_send);
+        for index in to_send {
+            if let Some(Some(c)) = self.conns.get_mut(index as usize) {
+                c.send_listed = false;
+                if !c.sending && !c.closing {
+                    self.submit_send(index)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -458,6 +474,7 @@ impl UringTcp {
                 }; MAX_IOVECS],
             ),
             sending: false,
+            send_listed: false,
             refused: false,
             close_when_drained: false,
             closing: false,
