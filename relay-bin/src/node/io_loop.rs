@@ -25,8 +25,6 @@ const LISTENER: Token = u64::MAX;
 const WAKER: Token = u64::MAX - 1;
 /// Most bytes read from one client per readiness report (fairness between clients).
 const READ_BUDGET: usize = 256 << 10;
-/// Most inbox messages handled per loop iteration before sockets get a turn.
-const INBOX_BUDGET: usize = 8192;
 
 /// A client's socket and the interest registered for it.
 #[derive(Debug)]
@@ -39,7 +37,6 @@ struct Socket {
 /// One core's IO: its listener, its clients' sockets, its inbox and waker, around its [`NodeCore`].
 pub struct CoreLoop {
     core: NodeCore,
-    shared: Arc<Shared>,
     poller: Poller,
     listener: Listener,
     inbox: Receiver<CoreMsg>,
@@ -65,8 +62,7 @@ impl CoreLoop {
         poller.add(listener.as_raw_fd(), LISTENER, Interest::READABLE)?;
         poller.add(waker.as_raw_fd(), WAKER, Interest::READABLE)?;
         Ok(CoreLoop {
-            core: NodeCore::new(index, shared.clone(), Instant::now()),
-            shared,
+            core: NodeCore::new(index, shared, Instant::now()),
             poller,
             listener,
             inbox,
@@ -107,12 +103,7 @@ impl CoreLoop {
                 }
             }
             let now = Instant::now();
-            for _ in 0..INBOX_BUDGET {
-                let Ok(message) = self.inbox.try_recv() else {
-                    break;
-                };
-                self.core.message(now, message);
-            }
+            self.core.drain_inbox(now, &self.inbox);
             self.core.tick(now);
             self.resume_accepts(now);
             self.write(now);
@@ -237,12 +228,7 @@ impl CoreLoop {
         }
         closed.clear();
         self.closed = closed;
-        let shared = &self.shared;
-        self.core.take_wakes(|core| {
-            if let Some(mailbox) = shared.mailboxes.get(core) {
-                mailbox.wake();
-            }
-        });
+        self.core.wake_posted();
     }
 
     fn close_socket(&mut self, token: Token) {

@@ -26,13 +26,10 @@ use crate::node::shared::Shared;
 /// Bytes a connection's io_uring send queue holds before the core's viewer queue keeps the rest (one buffer
 /// bigger than this, a large keyframe, is always taken by an empty queue).
 pub const SEND_QUEUE_BYTES: usize = 256 << 10;
-/// Most inbox messages handled per loop iteration before sockets get a turn.
-const INBOX_BUDGET: usize = 8192;
 
 /// One core's IO on its io_uring, around its [`NodeCore`].
 pub struct UringLoop {
     core: NodeCore,
-    shared: Arc<Shared>,
     tcp: UringTcp,
     inbox: Receiver<CoreMsg>,
     waker: Arc<Waker>,
@@ -72,8 +69,7 @@ impl UringLoop {
         let mut tcp = UringTcp::new(listener.into_std(), tcp_config(&shared))?;
         tcp.watch(std::os::fd::AsRawFd::as_raw_fd(&*waker));
         Ok(UringLoop {
-            core: NodeCore::new(index, shared.clone(), Instant::now()),
-            shared,
+            core: NodeCore::new(index, shared, Instant::now()),
             tcp,
             inbox,
             waker,
@@ -97,12 +93,7 @@ impl UringLoop {
             self.waker.drain();
             let now = Instant::now();
             self.reap(now);
-            for _ in 0..INBOX_BUDGET {
-                let Ok(message) = self.inbox.try_recv() else {
-                    break;
-                };
-                self.core.message(now, message);
-            }
+            self.core.drain_inbox(now, &self.inbox);
             self.core.tick(now);
             self.write(now);
             self.perform(now);
@@ -206,11 +197,6 @@ impl UringLoop {
                 !due
             });
         }
-        let shared = &self.shared;
-        self.core.take_wakes(|core| {
-            if let Some(mailbox) = shared.mailboxes.get(core) {
-                mailbox.wake();
-            }
-        });
+        self.core.wake_posted();
     }
 }

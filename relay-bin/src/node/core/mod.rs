@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use crossbeam_channel::Receiver;
 use rml_rtmp::sessions::ServerSessionEvent;
 use tracing::{debug, warn};
 
@@ -41,6 +42,8 @@ use crate::stream_key::StreamKey;
 
 /// Housekeeping period: timeouts, grace periods.
 pub const TICK: Duration = Duration::from_millis(50);
+/// Most inbox messages handled per loop iteration before sockets get a turn.
+const INBOX_BUDGET: usize = 8192;
 /// How long a closing viewer may take to drain its queue.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -339,14 +342,7 @@ impl NodeCore {
                 return Written::Closed;
             }
         }
-        if !client.queue.is_empty() {
-            return Written::Pending;
-        }
-        if let Some((_, reason)) = client.closing {
-            self.close_as(token, reason, Close::AfterFlush);
-            return Written::Closed;
-        }
-        Written::Drained
+        self.after_write(token)
     }
 
     /// Hands what client `token` has queued to `send` (an io_uring connection's queue: the frames' shared
@@ -359,6 +355,15 @@ impl NodeCore {
         };
         let handed = client.queue.send_with(send);
         CoreCounters::add(&self.counters.bytes_out, handed as u64);
+        self.after_write(token)
+    }
+
+    /// What is left of client `token` after a write: bytes still queued, or a closing client whose last
+    /// bytes are out (closed now), or nothing.
+    fn after_write(&mut self, token: Token) -> Written {
+        let Some(client) = self.clients.get(token) else {
+            return Written::Closed;
+        };
         if !client.queue.is_empty() {
             return Written::Pending;
         }
@@ -377,6 +382,27 @@ impl NodeCore {
     /// The connections the core closed since the last call, and how: the IO loop closes their sockets.
     pub fn take_closed(&mut self, out: &mut Vec<(Token, Close)>) {
         out.append(&mut self.closed);
+    }
+
+    /// Handles what waits in `inbox` (at most [`INBOX_BUDGET`] messages, so sockets get a turn).
+    pub fn drain_inbox(&mut self, now: Instant, inbox: &Receiver<CoreMsg>) {
+        for _ in 0..INBOX_BUDGET {
+            let Ok(message) = inbox.try_recv() else {
+                return;
+            };
+            self.message(now, message);
+        }
+    }
+
+    /// Wakes (once each) the cores this one posted messages to since the last call: an eventfd write per
+    /// core, the IO loop's to make.
+    pub fn wake_posted(&mut self) {
+        let shared = self.shared.clone();
+        self.take_wakes(|core| {
+            if let Some(mailbox) = shared.mailboxes.get(core) {
+                mailbox.wake();
+            }
+        });
     }
 
     /// The cores this one posted messages to since the last call: the IO loop wakes each once.
