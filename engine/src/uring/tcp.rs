@@ -18,6 +18,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+/// How long accepts stay paused after one failed (out of descriptors or memory): the listener would fail
+/// again at once, so re-arming it at every wait would spin.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Most buffers one `writev` takes from a connection's queue.
 pub const MAX_IOVECS: usize = 64;
 /// Buffer group of the receive ring.
@@ -101,6 +104,8 @@ pub struct TcpStats {
     pub accepted: u64,
     /// Accepts closed at once (over `max_connections`) or failed.
     pub accept_refused: u64,
+    /// Times a failed accept paused accepting for [`ACCEPT_BACKOFF`].
+    pub accept_pauses: u64,
     /// Connections closed.
     pub closed: u64,
     /// Bytes received.
@@ -142,6 +147,10 @@ pub struct UringTcp {
     enabled: bool,
     listener: TcpListener,
     accept_armed: bool,
+    /// A failed accept paused accepting until then.
+    accept_paused_until: Option<Instant>,
+    /// Open connections (slots in use).
+    open: usize,
     bufs: ProvidedBuffers,
     conns: Vec<Option<Conn>>,
     free: Vec<u32>,
@@ -186,6 +195,8 @@ impl UringTcp {
             enabled: false,
             listener,
             accept_armed: false,
+            accept_paused_until: None,
+            open: 0,
             bufs,
             conns: Vec::new(),
             free: Vec::new(),
@@ -212,7 +223,7 @@ impl UringTcp {
 
     /// Open connections.
     pub fn connection_count(&self) -> usize {
-        self.conns.iter().filter(|c| c.is_some()).count()
+        self.open
     }
 
     /// Bytes queued for `id` and not yet written to its socket.
@@ -347,7 +358,13 @@ impl UringTcp {
             self.push(&entry)?;
             self.watch_armed = true;
         }
-        if !self.accept_armed && !self.at_capacity() {
+        if self
+            .accept_paused_until
+            .is_some_and(|until| Instant::now() >= until)
+        {
+            self.accept_paused_until = None;
+        }
+        if !self.accept_armed && !self.at_capacity() && self.accept_paused_until.is_none() {
             let entry = opcode::AcceptMulti::new(Fd(self.listener.as_raw_fd()))
                 .flags(libc::SOCK_CLOEXEC)
                 .build()
@@ -440,6 +457,17 @@ impl UringTcp {
         }
         if res < 0 {
             self.stats.accept_refused += 1;
+            if !self.accept_armed {
+                // The listener stays readable while the cause lasts (EMFILE, ENFILE, ENOMEM): wait before
+                // asking again instead of failing at every wait.
+                self.stats.accept_pauses += 1;
+                self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                tracing::warn!(
+                    error = %io::Error::from_raw_os_error(-res),
+                    pause_ms = ACCEPT_BACKOFF.as_millis() as u64,
+                    "accept failed; accepts paused"
+                );
+            }
             return;
         }
         // SAFETY: a successful accept completion's result is a new descriptor that nothing else owns.
@@ -481,6 +509,7 @@ impl UringTcp {
             error: None,
         });
         self.stats.accepted += 1;
+        self.open += 1;
         self.rearm.push(index);
         on(TcpEvent::Accepted(TcpConnId { index, generation }, peer));
     }
@@ -618,6 +647,7 @@ impl UringTcp {
 
     fn finish_close(&mut self, index: u32) -> Option<Conn> {
         let c = self.conns.get_mut(index as usize)?.take()?;
+        self.open -= 1;
         self.free.push(index);
         self.stats.closed += 1;
         Some(c)
