@@ -41,7 +41,7 @@ fn out_of_descriptors_pauses_accepts_instead_of_spinning_and_recovers() {
     let addr = listener.local_addr().unwrap();
     let mut tcp = UringTcp::new(listener, UringTcpConfig::default()).unwrap();
     let mut accepted = 0usize;
-    let mut reap = |tcp: &mut UringTcp| {
+    let reap = |tcp: &mut UringTcp| {
         let mut n = 0;
         tcp.reap(&mut |e| {
             if let TcpEvent::Accepted(..) = e {
