@@ -55,6 +55,14 @@ fn forbid_kicks_both_sides_refuses_again_and_survives_kill_9() {
     // While banned: publish and play are refused.
     let mut again = rtmp_client::Client::connect(node.rtmp, "live", None);
     assert!(!again.try_publish("banned"), "re-publish must be refused");
+    // The refusal reaches the client before the connection closes (on io_uring, the default backend: the
+    // connection is closed only once its last bytes are written).
+    let mut refused = rtmp_client::Client::connect(node.rtmp, "live", None);
+    let answer = refused.publish_until_closed("banned");
+    assert!(
+        answer.contains("NetStream.Publish.Rejected") && answer.contains("forbidden"),
+        "no refusal before the close: {answer:?}"
+    );
     let (status, bans) = node.api("GET", "/api/v1/bans", None);
     assert_eq!(status, 200);
     assert!(

@@ -141,6 +141,33 @@ impl Client {
         false
     }
 
+    /// Asks to publish `stream` and reads everything the server sends until it closes the connection (at
+    /// most about 5 s); returns those bytes, lossily as text: a refusal's status code and reason are in them.
+    pub fn publish_until_closed(&mut self, stream: &str) -> String {
+        let result = self
+            .session
+            .request_publishing(stream.to_string(), PublishRequestType::Live)
+            .unwrap();
+        self.apply(vec![result]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = vec![0u8; 65536];
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            match self.socket.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    seen.extend_from_slice(&buf[..n]);
+                    // The session sends `publish` once the server answered `createStream`.
+                    match self.session.handle_input(&buf[..n]) {
+                        Ok(results) => self.apply(results),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
     /// Whether the server closed the connection within `limit` (reading and discarding what it sends).
     pub fn closed_within(&mut self, limit: Duration) -> bool {
         super::closed_within(&mut self.socket, limit)
