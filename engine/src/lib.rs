@@ -14,7 +14,7 @@
 //! - [`poller`]: a minimal epoll reactor with deadline-bounded waits;
 //! - [`tcp`]: SO_REUSEPORT listeners (one per core) and non-blocking streams for the node's RTMP clients;
 //! - [`waker`]: an eventfd to wake another core's poller; [`affinity`]: pinning a core's thread to a CPU;
-//! - [`limits`]: the process's file-descriptor limit.
+//! - [`limits`]: the process's file-descriptor limit; [`seccomp`]: refusing io_uring (fallback tests).
 
 pub mod affinity;
 pub mod batch;
@@ -22,6 +22,7 @@ pub mod datagram_io;
 pub mod limits;
 pub mod offload;
 pub mod poller;
+pub mod seccomp;
 pub mod tcp;
 pub mod udp;
 pub mod uring;

@@ -10,57 +10,6 @@ use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "POPLINE_ENGINE_SECCOMP_CHILD";
 
-/// Denies `io_uring_setup` with `EPERM` for the calling thread (and threads it starts), allows the rest.
-fn deny_io_uring_setup() {
-    let nr = libc::SYS_io_uring_setup as u32;
-    let filter = [
-        // A = seccomp_data.nr
-        libc::sock_filter {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: nr,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only; it is required before an unprivileged filter.
-    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    assert_eq!(rc, 0, "PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error());
-    // SAFETY: `prog` points at `filter`, a valid classic BPF program that lives for the call; the kernel copies
-    // it. The filter only ever returns ALLOW or ERRNO(EPERM).
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &prog as *const libc::sock_fprog,
-            0,
-            0,
-        )
-    };
-    assert_eq!(rc, 0, "PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
-}
-
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -71,7 +20,7 @@ fn child_under_seccomp() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
-    deny_io_uring_setup();
+    engine::seccomp::deny_io_uring_setup().unwrap();
     let refused = engine::uring::probe().unwrap_err();
     assert_eq!(refused.raw_os_error(), Some(libc::EPERM));
 
