@@ -384,7 +384,7 @@ impl NodeCore {
         out.append(&mut self.closed);
     }
 
-    /// Handles what waits in `inbox` (at most [`INBOX_BUDGET`] messages, so sockets get a turn).
+    /// Handles what waits in `inbox` (at most 8192 messages, so sockets get a turn).
     pub fn drain_inbox(&mut self, now: Instant, inbox: &Receiver<CoreMsg>) {
         for _ in 0..INBOX_BUDGET {
             let Ok(message) = inbox.try_recv() else {
