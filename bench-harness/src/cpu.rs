@@ -4,6 +4,7 @@
 //! 10 ms; the benchmarks run for seconds, which keeps the error under a percent.
 
 use anyhow::{anyhow, Context, Result};
+use std::collections::HashMap;
 
 /// Clock ticks per second of the `utime`/`stime` fields (`USER_HZ`; `sysconf(_SC_CLK_TCK)` needs `unsafe`).
 const USER_HZ: f64 = 100.0;
@@ -28,9 +29,120 @@ pub fn pid_cpu_seconds(pid: u32) -> Result<f64> {
     parse_stat_cpu_ticks(&stat).map(|ticks| ticks as f64 / USER_HZ)
 }
 
+/// Busy CPU seconds of the whole machine so far, every CPU together: the `cpu` line of `/proc/stat` (user,
+/// nice, system, irq, softirq; not idle, iowait or steal). Softirq work counts here wherever it ran (in any
+/// thread's context, in `ksoftirqd`, or interrupting the idle task), which per-thread times miss.
+pub fn machine_busy_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    parse_machine_busy_ticks(&stat).map(|ticks| ticks as f64 / USER_HZ)
+}
+
+/// User and system CPU seconds so far of this process's living threads whose name starts with `prefix`
+/// (`/proc/self/task/*/comm`), e.g. the link emulator's `emu-` threads.
+pub fn threads_cpu_seconds(prefix: &str) -> Result<(f64, f64)> {
+    let mut user = 0u64;
+    let mut system = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").context("listing /proc/self/task")? {
+        let dir = entry?.path();
+        // A thread may exit between the listing and the reads: skip it.
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        let (u, s) = parse_stat_user_system(&stat)?;
+        user += u;
+        system += s;
+    }
+    Ok((user as f64 / USER_HZ, system as f64 / USER_HZ))
+}
+
+/// CPU seconds so far of every other process on the machine (not this one, not its children, not
+/// `ksoftirqd`), by pid: what [`machine_busy_seconds`] must not charge to this process. Each counts its own
+/// user and system time and that of its children it reaped, so a short-lived process (a compiler run) that
+/// starts and ends between two readings still shows, in its parent.
+pub fn other_processes_cpu_seconds() -> Result<HashMap<u32, f64>> {
+    let me = std::process::id();
+    let mut out = HashMap::new();
+    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
+        let entry = entry?;
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // A process may exit between the listing and the read: skip it.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Ok((ppid, flags, user, system)) = parse_stat_owner(&stat) else {
+            continue;
+        };
+        // ksoftirqd runs network softirq work that did not fit where it was raised: the run's own.
+        let softirqd = flags & PF_KTHREAD != 0 && stat.contains("(ksoftirqd/");
+        if ppid == me || softirqd {
+            continue;
+        }
+        out.insert(pid, (user + system) as f64 / USER_HZ);
+    }
+    Ok(out)
+}
+
+/// `PF_KTHREAD` in a `/proc/<pid>/stat` flags field: a kernel thread.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// `(ppid, flags, utime + cutime, stime + cstime)` of a `/proc/<pid>/stat` line.
+fn parse_stat_owner(stat: &str) -> Result<(u32, u64, u64, u64)> {
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("malformed stat"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| -> Result<u64> {
+        f.get(i)
+            .ok_or_else(|| anyhow!("short stat"))?
+            .parse::<u64>()
+            .context("stat field")
+    };
+    // After ")": state (3), ppid (4), ... flags (9), ... utime (14), stime (15), cutime (16), cstime (17).
+    Ok((
+        u32::try_from(num(1)?)?,
+        num(6)?,
+        num(11)? + num(13)?,
+        num(12)? + num(14)?,
+    ))
+}
+
+/// The busy ticks of the `cpu` line of `/proc/stat`: user, nice, system, irq, softirq (guest time is already
+/// in user and nice; idle, iowait and steal are not busy here).
+fn parse_machine_busy_ticks(stat: &str) -> Result<u64> {
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or_else(|| anyhow!("/proc/stat has no cpu line"))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse::<u64>().context("/proc/stat cpu field"))
+        .collect::<Result<_>>()?;
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal ...
+    Ok(at(0) + at(1) + at(2) + at(5) + at(6))
+}
+
 /// `utime + stime` (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field 2) is in
 /// parentheses and may hold spaces, so fields are counted after the last `)`.
 fn parse_stat_cpu_ticks(stat: &str) -> Result<u64> {
+    parse_stat_user_system(stat).map(|(u, s)| u + s)
+}
+
+/// `(utime, stime)` of a `/proc/<pid>/stat` line.
+fn parse_stat_user_system(stat: &str) -> Result<(u64, u64)> {
     let rest = stat
         .rsplit_once(')')
         .map(|(_, r)| r)
@@ -46,7 +158,7 @@ fn parse_stat_cpu_ticks(stat: &str) -> Result<u64> {
     };
     let utime = next("utime")?;
     let stime = next("stime")?;
-    Ok(utime + stime)
+    Ok((utime, stime))
 }
 
 #[cfg(test)]
@@ -61,5 +173,15 @@ mod tests {
         assert!(process_cpu_seconds().unwrap() >= 0.0);
         assert!(thread_cpu_seconds().unwrap() >= 0.0);
         assert!(pid_cpu_seconds(std::process::id()).unwrap() >= 0.0);
+        assert!(machine_busy_seconds().unwrap() > 0.0);
+        let stat = "cpu  10 1 20 500 7 3 4 9 0 0\ncpu0 5 0 10 250 3 1 2 4 0 0\n";
+        assert_eq!(parse_machine_busy_ticks(stat).unwrap(), 38);
+        let line = "77 (sh) S 1 2 3 4 5 4194560 7 8 9 10 250 31 5 2 20 0 1 0";
+        assert_eq!(parse_stat_owner(line).unwrap(), (1, 4194560, 255, 33));
+        assert!(!other_processes_cpu_seconds()
+            .unwrap()
+            .contains_key(&std::process::id()));
+        let (user, system) = threads_cpu_seconds("").unwrap();
+        assert!(user >= 0.0 && system >= 0.0);
     }
 }

@@ -225,13 +225,13 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<Vec<PathBuf>> {
     let _ = writeln!(
         md,
         "| profile | variant | mode | goodput Mbit/s | p95 delay ms | latency p50/p99 ms | on time | frames | \
-         cpu s/GB | note |"
+         cpu s/GB | machine cpu s/GB | note |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} |",
             r.profile,
             r.label(),
             r.mode,
@@ -249,6 +249,8 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<Vec<PathBuf>> {
                 "-".to_string()
             },
             r.cpu_s_per_gb
+                .map_or_else(|| "-".to_string(), |c| format!("{c:.2}")),
+            r.machine_cpu_s_per_gb
                 .map_or_else(|| "-".to_string(), |c| format!("{c:.2}")),
             r.skipped
                 .as_deref()

@@ -95,6 +95,11 @@ pub struct CompareArgs {
     /// Overrides the profile's seed.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// popline: its pacer's round, microseconds (`ConnectionConfig::pacing_round`; 0, the default, paces
+    /// packet by packet; 500 sends rounds of half a millisecond of the rate: fewer wake-ups per byte, less
+    /// fair to CUBIC in the simulator). Shown in the rows' `note`.
+    #[arg(long, default_value_t = 0)]
+    pub popline_pacing_round_us: u64,
 }
 
 /// A transport under comparison.
@@ -197,6 +202,8 @@ pub struct Settings {
     pub budget: Option<Duration>,
     /// Live bitrate, bits per second.
     pub bitrate_bps: u64,
+    /// popline's pacing round (zero: none).
+    pub popline_pacing_round: Duration,
 }
 
 impl Settings {
@@ -228,6 +235,7 @@ impl Settings {
             live_warmup: seconds(args.live_warmup, "--live-warmup", true)?,
             budget: args.budget.as_deref().map(parse_duration).transpose()?,
             bitrate_bps: parse_rate_bps(&args.bitrate)?,
+            popline_pacing_round: Duration::from_micros(args.popline_pacing_round_us),
         })
     }
 
@@ -376,6 +384,8 @@ fn measure(
         srt_latency_ms: srt_latency.map(|l| l.as_secs_f64() * 1e3),
         p95_one_way_delay_ms: 0.0,
         cpu_s_per_gb: None,
+        machine_cpu_s_per_gb: None,
+        emulator_cpu_s_per_gb: None,
         seconds: window.as_secs_f64(),
         note: None,
         skipped: None,
@@ -396,10 +406,13 @@ fn measure(
         warmup,
         window,
     ) {
-        Ok((o, p95)) => {
+        Ok((o, p95, machine)) => {
             row.goodput_bps = o.window_bytes as f64 * 8.0 / o.window_s.max(1e-9);
             row.p95_one_way_delay_ms = p95.as_secs_f64() * 1e3;
-            row.cpu_s_per_gb = (o.total_bytes > 0).then(|| o.cpu_s / (o.total_bytes as f64 / 1e9));
+            let per_gb = |s: f64| (o.total_bytes > 0).then(|| s / (o.total_bytes as f64 / 1e9));
+            row.cpu_s_per_gb = per_gb(o.cpu_s);
+            row.machine_cpu_s_per_gb = per_gb(machine.charged_s());
+            row.emulator_cpu_s_per_gb = per_gb(machine.emulator_user_s + machine.emulator_system_s);
             row.note = o.note;
             if let Some(l) = o.live {
                 row.frames_sent = l.frames_sent;
@@ -416,7 +429,8 @@ fn measure(
     row
 }
 
-/// Builds the lab, runs the variant, stops the emulator: the outcome and the A-to-B p95 one-way delay.
+/// Builds the lab, runs the variant, stops the emulator: the outcome, the A-to-B p95 one-way delay and the
+/// machine's CPU over the run.
 #[allow(clippy::too_many_arguments)]
 fn run_on_lab(
     profile: &Profile,
@@ -427,7 +441,7 @@ fn run_on_lab(
     budget: Duration,
     warmup: Duration,
     window: Duration,
-) -> Result<(Outcome, Duration)> {
+) -> Result<(Outcome, Duration, MachineCpu)> {
     let (lab, ends) = Lab::create(profile.mtu)?;
     let emulator = Emulator::for_profile(ends.a, ends.b, profile)?;
     for ns in [&lab.ns_a, &lab.ns_b] {
@@ -444,7 +458,9 @@ fn run_on_lab(
         rtt: profile.a_to_b.delay + profile.b_to_a.delay,
         epoch: Instant::now(),
         mtu: profile.mtu,
+        popline_pacing_round: settings.popline_pacing_round,
     };
+    let before = MachineCpu::read()?;
     let outcome = match (variant, srt_latency) {
         (Variant::Popline, _) => popline::run(&spec, false)?,
         (Variant::PoplinePrimed, _) => popline::run(&spec, true)?,
@@ -454,11 +470,65 @@ fn run_on_lab(
         (Variant::Srt, Some(latency)) => srt::run(&spec, latency)?,
         (Variant::Srt, None) => bail!("an SRT run needs a latency"),
     };
+    // Read before the emulator's threads exit (a thread's times go with it).
+    let machine = MachineCpu::read()?.since(&before);
     let stats = emulator.stop()?;
     let queue_p95 = stats
         .iter()
         .find(|s| s.name == "a2b")
         .map_or(Duration::ZERO, |s| s.queue_delay_p95);
     drop(lab);
-    Ok((outcome, profile.a_to_b.delay + queue_p95))
+    Ok((outcome, profile.a_to_b.delay + queue_p95, machine))
+}
+
+/// CPU of the whole machine and of the link emulator's threads (`emu-*`), over a run.
+#[derive(Debug, Clone, Default)]
+struct MachineCpu {
+    /// Busy seconds of every CPU (user, nice, system, irq, softirq).
+    busy_s: f64,
+    /// Every other process's CPU seconds (kernel threads but `ksoftirqd` included), by pid (over a run: what they used in it).
+    others: std::collections::HashMap<u32, f64>,
+    /// The emulator threads' user seconds (the link model).
+    emulator_user_s: f64,
+    /// The emulator threads' system seconds: their TUN reads and writes, and the kernel's processing of each
+    /// packet they write into a TUN device (IP, UDP or TCP receive, TCP's ACKs and ACK-clocked sends).
+    emulator_system_s: f64,
+}
+
+impl MachineCpu {
+    fn read() -> Result<MachineCpu> {
+        let (emulator_user_s, emulator_system_s) = crate::cpu::threads_cpu_seconds("emu-")?;
+        Ok(MachineCpu {
+            busy_s: crate::cpu::machine_busy_seconds()?,
+            others: crate::cpu::other_processes_cpu_seconds()?,
+            emulator_user_s,
+            emulator_system_s,
+        })
+    }
+
+    fn since(&self, before: &MachineCpu) -> MachineCpu {
+        MachineCpu {
+            busy_s: (self.busy_s - before.busy_s).max(0.0),
+            // A process that started during the run: all of its time is in the run.
+            others: self
+                .others
+                .iter()
+                .map(|(pid, s)| {
+                    (
+                        *pid,
+                        (s - before.others.get(pid).copied().unwrap_or(0.0)).max(0.0),
+                    )
+                })
+                .collect(),
+            emulator_user_s: (self.emulator_user_s - before.emulator_user_s).max(0.0),
+            emulator_system_s: (self.emulator_system_s - before.emulator_system_s).max(0.0),
+        }
+    }
+
+    /// Everything the machine spent but the emulator's link model and other processes: the variant's threads
+    /// and processes, and the kernel's work on its packets wherever it ran (the emulator's threads, softirq,
+    /// timers, ksoftirqd).
+    fn charged_s(&self) -> f64 {
+        (self.busy_s - self.emulator_user_s - self.others.values().sum::<f64>()).max(0.0)
+    }
 }

@@ -45,6 +45,15 @@ pub struct Row {
     /// CPU seconds (user + system) of the variant's own threads and processes per GB (1e9 bytes) of payload
     /// delivered, over the whole run (`null` when nothing was delivered).
     pub cpu_s_per_gb: Option<f64>,
+    /// The whole machine's busy CPU seconds (user, system, irq, softirq, every CPU) over the run, less the
+    /// link emulator's user time and other processes' time, per GB of payload delivered: the variant's threads and the kernel's work on
+    /// its packets wherever it ran (softirq in other threads, timers), plus the emulator's TUN reads and
+    /// writes (the same per packet for every variant). Charges kernel TCP for its protocol work as
+    /// `cpu_s_per_gb` cannot.
+    pub machine_cpu_s_per_gb: Option<f64>,
+    /// The link emulator's threads (user + system) per GB of payload delivered; their system time holds the
+    /// kernel's processing of the packets they write into the TUN devices.
+    pub emulator_cpu_s_per_gb: Option<f64>,
     /// Length of the measured window, seconds.
     pub seconds: f64,
     /// Anything worth knowing about the run.
@@ -79,7 +88,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<5} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9}",
+        "{:<16} {:<5} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9}",
         "variant",
         "mode",
         "Mbit/s",
@@ -89,7 +98,8 @@ pub fn table(rows: &[Row]) -> String {
         "on time",
         "budget",
         "frames",
-        "cpu s/GB"
+        "cpu s/GB",
+        "mach s/GB"
     );
     for r in rows {
         if let Some(why) = &r.skipped {
@@ -98,7 +108,7 @@ pub fn table(rows: &[Row]) -> String {
         }
         let _ = writeln!(
             out,
-            "{:<16} {:<5} {:>9.2} {:>9.1} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9}",
+            "{:<16} {:<5} {:>9.2} {:>9.1} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9}",
             r.label(),
             r.mode,
             r.goodput_bps / 1e6,
@@ -114,6 +124,7 @@ pub fn table(rows: &[Row]) -> String {
                 "-".to_string()
             },
             opt(r.cpu_s_per_gb, 2),
+            opt(r.machine_cpu_s_per_gb, 2),
         );
     }
     for mode in ["bulk", "live"] {
@@ -133,14 +144,23 @@ pub fn table(rows: &[Row]) -> String {
             } else {
                 "inf".to_string()
             };
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.1}x", a / b),
+                _ => "-".to_string(),
+            };
+            let cpu = format!(
+                "cpu/GB {} (machine {})",
+                ratio(p.cpu_s_per_gb, r.cpu_s_per_gb),
+                ratio(p.machine_cpu_s_per_gb, r.machine_cpu_s_per_gb)
+            );
             ratios.push(match mode {
                 "live" => format!(
-                    "popline/{}: goodput {g}, on time {} vs {}",
+                    "popline/{}: goodput {g}, on time {} vs {}, {cpu}",
                     r.label(),
                     opt(p.on_time_pct(), 2),
                     opt(r.on_time_pct(), 2)
                 ),
-                _ => format!("popline/{}: goodput {g}", r.label()),
+                _ => format!("popline/{}: goodput {g}, {cpu}", r.label()),
             });
         }
         if !ratios.is_empty() {
@@ -175,6 +195,8 @@ pub(crate) mod tests {
             srt_latency_ms: (variant == "srt").then_some(400.0),
             p95_one_way_delay_ms: 60.0,
             cpu_s_per_gb: Some(3.0),
+            machine_cpu_s_per_gb: Some(5.0),
+            emulator_cpu_s_per_gb: Some(4.0),
             seconds: 20.0,
             note: None,
             skipped: None,
@@ -190,7 +212,10 @@ pub(crate) mod tests {
             sample("srt", "live", 6e6),
         ];
         let t = table(&rows);
-        assert!(t.contains("popline/tcp-cubic: goodput 30.0x"), "{t}");
+        assert!(
+            t.contains("popline/tcp-cubic: goodput 30.0x, cpu/GB 1.0x (machine 1.0x)"),
+            "{t}"
+        );
         assert!(t.contains("srt@400ms"), "{t}");
         assert!(t.contains("99.90%"), "{t}");
         let json = serde_json::to_value(&rows[0]).unwrap();
@@ -204,6 +229,7 @@ pub(crate) mod tests {
             "frames_on_time",
             "p95_one_way_delay_ms",
             "cpu_s_per_gb",
+            "machine_cpu_s_per_gb",
         ] {
             assert!(json.get(key).is_some(), "{key} missing from {json}");
         }

@@ -36,6 +36,8 @@ pub struct RunSpec<'a> {
     pub epoch: Instant,
     /// MTU of the emulated interfaces.
     pub mtu: u16,
+    /// popline's pacing round (zero: none).
+    pub popline_pacing_round: Duration,
 }
 
 impl RunSpec<'_> {

@@ -210,7 +210,7 @@ impl Connection {
             next_pn: 0,
             recovery: Recovery::new(config.initial_rtt),
             cc: config.congestion.build(now),
-            pacer: Pacer::new(config.pacer_burst_packets),
+            pacer: Pacer::new(config.pacer_burst_packets).with_round(config.pacing_round),
             acks: AckTracker::new(config.ack_every, config.max_ack_delay, Duration::from_millis(20)),
             sendq: SendQueue::filling(room, config.max_unsent_bytes),
             recv: Reassembler::new(config.recv_limits),
