@@ -2,6 +2,17 @@
 //! fallback need (the engine's own, and the node's).
 
 use std::io;
+use std::process::{Command, Output};
+
+/// Re-runs this test binary with only the test `name`, single-threaded (so the filter the child installs
+/// covers every thread it starts), with the environment variable `env` set to `1` (the child's cue to run)
+/// and its output captured.
+pub fn rerun_test_in_child(name: &str, env: &str) -> io::Result<Output> {
+    Command::new(std::env::current_exe()?)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .output()
+}
 
 /// Installs a seccomp filter on the calling thread (inherited by the threads it starts afterwards) that
 /// answers `io_uring_setup` with `EPERM` and allows every other system call. It cannot be undone: call it

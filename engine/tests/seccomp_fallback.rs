@@ -5,7 +5,6 @@
 
 use engine::{Backend, BackendChoice, DatagramIo, IoConfig, UdpConfig, UdpSocket};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "POPLINE_ENGINE_SECCOMP_CHILD";
@@ -56,17 +55,7 @@ fn child_under_seccomp() {
 
 #[test]
 fn auto_backend_falls_back_to_epoll_when_seccomp_refuses_io_uring() {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args([
-            "--exact",
-            "child_under_seccomp",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
+    let out = engine::seccomp::rerun_test_in_child("child_under_seccomp", CHILD_ENV).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed: {stdout}\n{stderr}");

@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 
 use common::rtmp_client;
@@ -51,17 +50,7 @@ fn child_node_under_seccomp() {
 
 #[test]
 fn the_node_falls_back_to_epoll_where_io_uring_is_refused() {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args([
-            "--exact",
-            "child_node_under_seccomp",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
+    let out = engine::seccomp::rerun_test_in_child("child_node_under_seccomp", CHILD_ENV).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed: {stdout}\n{stderr}");

@@ -134,6 +134,15 @@ pub fn submit_and_wait(ring: &IoUring, timeout: Option<Duration>) -> io::Result<
     }
 }
 
+/// A multishot poll for readability of `fd` (a cross-core waker's eventfd): each completion ends a wait; the
+/// caller drains `fd` and re-arms the poll when a completion comes without the MORE flag.
+pub fn watch_entry(fd: std::os::fd::RawFd, user_data: u64) -> io_uring::squeue::Entry {
+    io_uring::opcode::PollAdd::new(io_uring::types::Fd(fd), libc::POLLIN as u32)
+        .multi(true)
+        .build()
+        .user_data(user_data)
+}
+
 /// Enables a ring built disabled (see the module docs), once: the calling thread becomes its single issuer.
 pub fn enable_once(ring: &IoUring, enabled: &mut bool) -> io::Result<()> {
     if !*enabled {

@@ -352,10 +352,7 @@ impl UringUdp {
 
     fn arm_watch(&mut self) -> io::Result<()> {
         if let (Some(fd), false) = (self.watched, self.watch_armed) {
-            let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
-                .multi(true)
-                .build()
-                .user_data(WATCH);
+            let entry = super::watch_entry(fd, WATCH);
             self.push(&entry)?;
             self.watch_armed = true;
         }

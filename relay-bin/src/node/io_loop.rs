@@ -107,10 +107,10 @@ impl CoreLoop {
             self.core.tick(now);
             self.resume_accepts(now);
             self.write(now);
-            self.perform(now);
+            self.perform();
         }
         self.core.shutdown(Instant::now());
-        self.perform(Instant::now());
+        self.perform();
     }
 
     fn accept_all(&mut self) {
@@ -219,7 +219,7 @@ impl CoreLoop {
     }
 
     /// Closes the sockets the core closed and wakes the cores it posted to.
-    fn perform(&mut self, _now: Instant) {
+    fn perform(&mut self) {
         let mut closed = std::mem::take(&mut self.closed);
         self.core.take_closed(&mut closed);
         // The bytes a closing client was owed are in its socket already (written before the core closed it).

@@ -113,13 +113,19 @@ impl Client {
         self.wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted));
     }
 
-    /// Asks to publish `stream`; returns whether the server accepted (false if it refused or closed).
-    pub fn try_publish(&mut self, stream: &str) -> bool {
+    /// Sends the publish request for `stream` (createStream first: the session sends `publish` once the
+    /// server answers it).
+    fn request_publish(&mut self, stream: &str) {
         let result = self
             .session
             .request_publishing(stream.to_string(), PublishRequestType::Live)
             .unwrap();
         self.apply(vec![result]);
+    }
+
+    /// Asks to publish `stream`; returns whether the server accepted (false if it refused or closed).
+    pub fn try_publish(&mut self, stream: &str) -> bool {
+        self.request_publish(stream);
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut buf = vec![0u8; 65536];
         while Instant::now() < deadline {
@@ -144,11 +150,7 @@ impl Client {
     /// Asks to publish `stream` and reads everything the server sends until it closes the connection (at
     /// most about 5 s); returns those bytes, lossily as text: a refusal's status code and reason are in them.
     pub fn publish_until_closed(&mut self, stream: &str) -> String {
-        let result = self
-            .session
-            .request_publishing(stream.to_string(), PublishRequestType::Live)
-            .unwrap();
-        self.apply(vec![result]);
+        self.request_publish(stream);
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut buf = vec![0u8; 65536];
         let mut seen = Vec::new();
