@@ -295,9 +295,9 @@ impl DatagramIo {
         let mut fallback_reason = None;
         let inner = match config.backend {
             BackendChoice::Epoll => Inner::Epoll(Box::new(EpollUdp::new(socket, config)?)),
-            BackendChoice::Uring => Inner::Uring(Box::new(UringUdp::new(socket, &uring_config(config))?)),
+            BackendChoice::Uring => Inner::Uring(Box::new(UringUdp::new(socket, &config.uring_udp())?)),
             BackendChoice::Auto => match uring::probe() {
-                Ok(_) => Inner::Uring(Box::new(UringUdp::new(socket, &uring_config(config))?)),
+                Ok(_) => Inner::Uring(Box::new(UringUdp::new(socket, &config.uring_udp())?)),
                 Err(e) => {
                     tracing::warn!(
                         error = %e,
@@ -431,13 +431,16 @@ impl DatagramIo {
     }
 }
 
-fn uring_config(config: &IoConfig) -> UringUdpConfig {
-    UringUdpConfig {
-        ring: config.ring,
-        buffer_count: config.buffer_count,
-        buffer_bytes: config.max_datagram_bytes.clamp(1, MAX_UDP_PAYLOAD),
-        gro: config.gro,
-        gso: config.gso,
-        send_slots: config.send_slots,
+impl IoConfig {
+    /// The io_uring socket settings these knobs make (for a socket on a shared ring, [`crate::uring::CoreIo`]).
+    pub fn uring_udp(&self) -> UringUdpConfig {
+        UringUdpConfig {
+            ring: self.ring,
+            buffer_count: self.buffer_count,
+            buffer_bytes: self.max_datagram_bytes.clamp(1, MAX_UDP_PAYLOAD),
+            gro: self.gro,
+            gso: self.gso,
+            send_slots: self.send_slots,
+        }
     }
 }

@@ -6,7 +6,8 @@
 //! `transport::Endpoint` on a core lives above it (`relay::link`), as the `quinn` crate sits above
 //! quinn-proto and quinn-udp.
 //!
-//! - [`uring`]: io_uring rings, provided-buffer rings, [`uring::UringUdp`] and [`uring::UringTcp`];
+//! - [`uring`]: io_uring rings, provided-buffer rings, [`uring::CoreIo`] (a core's TCP and UDP drivers on one
+//!   shared [`uring::Ring`]), and [`uring::UringUdp`] and [`uring::UringTcp`] (one driver on a ring of its own);
 //! - [`datagram_io`]: [`DatagramIo`], one UDP socket on io_uring or epoll behind one API;
 //! - [`udp`]: a non-blocking UDP socket (socket2) with large, reported socket buffers;
 //! - [`offload`]: UDP GSO/GRO control messages;

@@ -1,19 +1,24 @@
-//! The io_uring backend: ring setup with the best flags the kernel offers, provided buffer rings, and a UDP
-//! socket driven by multishot `recvmsg` and batched `sendmsg` (with GSO) submissions.
+//! The io_uring backend: ring setup with the best flags the kernel offers, provided buffer rings, a UDP
+//! socket driven by multishot `recvmsg` and batched `sendmsg` (with GSO) submissions, TCP with multishot
+//! accept and receive, and [`CoreIo`]: one core's TCP and UDP drivers on one shared [`Ring`].
 //!
 //! A ring belongs to one thread: it is created disabled (`IORING_SETUP_R_DISABLED`) and enabled by its first
 //! use, so that `SINGLE_ISSUER` and `DEFER_TASKRUN` bind it to the thread that runs it (a core's thread), not
 //! to the one that built it.
 
 pub mod buf_ring;
+pub mod core_io;
 pub mod entry_ring;
 pub mod owned_buffers;
+pub mod ring;
 pub mod tcp;
 pub mod udp;
 
 pub use buf_ring::ProvidedBuffers;
-pub use tcp::{TcpConnId, TcpEvent, TcpStats, UringTcp, UringTcpConfig};
-pub use udp::{UringStats, UringUdp};
+pub use core_io::{CoreEvent, CoreIo, UdpId};
+pub use ring::{Completion, Ring, Tag};
+pub use tcp::{TcpConnId, TcpDriver, TcpEvent, TcpStats, UringTcp, UringTcpConfig};
+pub use udp::{UdpDriver, UringStats, UringUdp};
 
 use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{squeue, IoUring};

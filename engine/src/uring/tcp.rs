@@ -6,12 +6,16 @@
 //! that does not read fills its socket buffer, then its queue up to `max_queued_bytes`; past that
 //! [`UringTcp::send`] refuses with [`SendError::Full`] and the caller applies its policy (drop frames,
 //! disconnect). Memory per connection stays bounded whatever the peer does.
+//!
+//! [`TcpDriver`] is the listener's side of a [`Ring`] that other drivers may share (a core's UDP sockets);
+//! [`UringTcp`] is one driver on a ring of its own.
 
 use super::buf_ring::ProvidedBuffers;
-use super::{build_ring, RingConfig, RingFeatures};
+use super::ring::{quiesce, Completion, Quiesce, Ring, Tag, LOW_MAX};
+use super::{RingConfig, RingFeatures};
 use bytes::{Buf, Bytes};
 use io_uring::types::Fd;
-use io_uring::{cqueue, opcode, squeue, IoUring};
+use io_uring::{cqueue, opcode, squeue};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -23,14 +27,8 @@ use std::time::{Duration, Instant};
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Most buffers one `writev` takes from a connection's queue.
 pub const MAX_IOVECS: usize = 64;
-/// Buffer group of the receive ring.
-const GROUP: u16 = 1;
-/// `user_data` of the multishot accept.
-const ACCEPT: u64 = u64::MAX - 1;
-/// `user_data` of cancellations (ignored).
-const IGNORE: u64 = u64::MAX - 2;
-/// `user_data` of the multishot poll on a watched fd (a cross-core waker).
-const WATCH: u64 = u64::MAX - 3;
+/// `user_data` (the driver's bits) of the multishot accept.
+const ACCEPT: u64 = LOW_MAX;
 /// Low bits of a connection's `user_data`: which operation completed.
 const OP_RECV: u64 = 0;
 const OP_SEND: u64 = 1;
@@ -81,7 +79,7 @@ pub enum SendError {
     Closed,
 }
 
-/// What [`UringTcp::reap`] reports.
+/// What [`TcpDriver::complete`] reports.
 #[derive(Debug)]
 pub enum TcpEvent<'a> {
     /// A new connection.
@@ -90,11 +88,11 @@ pub enum TcpEvent<'a> {
     Data(TcpConnId, &'a [u8]),
     /// A connection's queue drained below half its bound after a refused send.
     Writable(TcpConnId),
-    /// A connection ended (peer closed, error, or [`UringTcp::close`]); its id is dead.
+    /// A connection ended (peer closed, error, or [`TcpDriver::close`]); its id is dead.
     Closed(TcpConnId, Option<io::Error>),
 }
 
-/// What [`UringTcp::reap`] calls with each event.
+/// What [`TcpDriver::complete`] calls with each event.
 pub type OnTcpEvent<'a> = dyn FnMut(TcpEvent<'_>) + 'a;
 
 /// Counters of a [`UringTcp`].
@@ -134,17 +132,16 @@ struct Conn {
     send_listed: bool,
     /// A send was refused: report `Writable` when the queue drains.
     refused: bool,
-    /// Close once the queue is written ([`UringTcp::close_after_flush`]).
+    /// Close once the queue is written ([`TcpDriver::close_after_flush`]).
     close_when_drained: bool,
     closing: bool,
     error: Option<io::Error>,
 }
 
-/// A TCP listener and its connections on one io_uring.
-pub struct UringTcp {
-    ring: IoUring,
-    features: RingFeatures,
-    enabled: bool,
+/// A TCP listener's and its connections' operations on a shared [`Ring`]. It has no `Drop` of its own: its
+/// owner quiesces it on the ring ([`super::ring::quiesce`]) before either goes.
+pub struct TcpDriver {
+    tag: Tag,
     listener: TcpListener,
     accept_armed: bool,
     /// A failed accept paused accepting until then.
@@ -157,22 +154,18 @@ pub struct UringTcp {
     generations: Vec<u32>,
     /// Connections whose receive is to be re-armed (new, or after ENOBUFS).
     rearm: Vec<u32>,
-    /// Connections closed by [`UringTcp::close`] whose end is to be reported.
+    /// Connections closed by [`TcpDriver::close`] whose end is to be reported.
     pending_close: Vec<u32>,
     /// Connections with queued bytes and no send in flight: one `writev` each at the next wait, so the
     /// buffers queued between two waits leave together.
     to_send: Vec<u32>,
-    /// A file descriptor whose readability ends a wait (see [`UringTcp::watch`]), and whether its poll is armed.
-    watched: Option<RawFd>,
-    watch_armed: bool,
     config: UringTcpConfig,
     stats: TcpStats,
 }
 
-impl std::fmt::Debug for UringTcp {
+impl std::fmt::Debug for TcpDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringTcp")
-            .field("features", &self.features)
+        f.debug_struct("TcpDriver")
             .field("connections", &self.connection_count())
             .field("stats", &self.stats)
             .finish()
@@ -183,16 +176,15 @@ fn user_data(index: u32, op: u64) -> u64 {
     (u64::from(index) << 1) | op
 }
 
-impl UringTcp {
-    /// Serves `listener` (already bound and listening) on a new ring.
-    pub fn new(listener: TcpListener, config: UringTcpConfig) -> io::Result<UringTcp> {
-        let (ring, features) = build_ring(&config.ring)?;
+impl TcpDriver {
+    /// Serves `listener` (already bound and listening) on `ring` (`config.ring` is not used: the ring exists).
+    pub fn new(ring: &mut Ring, listener: TcpListener, config: UringTcpConfig) -> io::Result<TcpDriver> {
+        let (tag, group) = ring.new_driver()?;
         listener.set_nonblocking(false)?;
-        let bufs = ProvidedBuffers::register(&ring, GROUP, config.buffer_count, config.buffer_bytes)?;
-        Ok(UringTcp {
-            ring,
-            features,
-            enabled: false,
+        let bufs =
+            ProvidedBuffers::register(ring.io_uring(), group, config.buffer_count, config.buffer_bytes)?;
+        Ok(TcpDriver {
+            tag,
             listener,
             accept_armed: false,
             accept_paused_until: None,
@@ -204,11 +196,14 @@ impl UringTcp {
             rearm: Vec::new(),
             pending_close: Vec::new(),
             to_send: Vec::new(),
-            watched: None,
-            watch_armed: false,
             config,
             stats: TcpStats::default(),
         })
+    }
+
+    /// The driver's tag on its ring: completions that carry it go to [`Self::complete`].
+    pub fn tag(&self) -> Tag {
+        self.tag
     }
 
     /// The listener's address.
@@ -269,7 +264,7 @@ impl UringTcp {
 
     /// Closes `id` once what is queued for it is written (at once if nothing is): a refusal's last message
     /// reaches the peer before the close. A peer that never reads is closed when the caller gives up on it
-    /// with [`UringTcp::close`]. A `Closed` event follows.
+    /// with [`TcpDriver::close`]. A `Closed` event follows.
     pub fn close_after_flush(&mut self, id: TcpConnId) {
         let drained = match self
             .conns
@@ -287,12 +282,6 @@ impl UringTcp {
         if drained {
             self.close(id);
         }
-    }
-
-    /// Makes [`UringTcp::wait`] return when `fd` becomes readable (an eventfd another core writes to wake
-    /// this one). The caller drains `fd` and keeps it open while this ring lives.
-    pub fn watch(&mut self, fd: RawFd) {
-        self.watched = Some(fd);
     }
 
     /// Closes `id` once its in-flight operations finish (queued data is dropped); a `Closed` event follows.
@@ -315,7 +304,7 @@ impl UringTcp {
         }
     }
 
-    fn submit_send(&mut self, index: u32) -> io::Result<()> {
+    fn submit_send(&mut self, ring: &mut Ring, index: u32) -> io::Result<()> {
         let Some(Some(c)) = self.conns.get_mut(index as usize) else {
             return Ok(());
         };
@@ -336,25 +325,21 @@ impl UringTcp {
         c.sending = true;
         let entry = opcode::Writev::new(Fd(fd), c.iovecs.as_ptr(), n as u32)
             .build()
-            .user_data(user_data(index, OP_SEND));
-        self.push(&entry)
+            .user_data(self.tag.user_data(user_data(index, OP_SEND)));
+        Self::push(ring, &entry)
     }
 
-    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        super::enable_once(&self.ring, &mut self.enabled)?;
+    fn push(ring: &mut Ring, entry: &squeue::Entry) -> io::Result<()> {
         // SAFETY: entries point only at memory that outlives their completion: a connection's boxed iovecs
         // and the `Bytes` they name stay in its queue until the send completes (the queue is only popped
         // then, and a closing connection keeps its slot until every operation has completed), the provided
-        // buffers are unregistered only after the ring is quiet.
-        unsafe { super::push(&mut self.ring, entry, &mut self.stats.enters) }
+        // buffers are unregistered only after the driver is quiet.
+        unsafe { ring.push(entry) }
     }
 
-    fn arm(&mut self) -> io::Result<()> {
-        if let (Some(fd), false) = (self.watched, self.watch_armed) {
-            let entry = super::watch_entry(fd, WATCH);
-            self.push(&entry)?;
-            self.watch_armed = true;
-        }
+    /// What to do before the ring waits: arm the accept, re-arm receives, and start one `writev` per
+    /// connection with bytes queued since the last wait.
+    pub fn prepare(&mut self, ring: &mut Ring) -> io::Result<()> {
         if self
             .accept_paused_until
             .is_some_and(|until| Instant::now() >= until)
@@ -365,20 +350,20 @@ impl UringTcp {
             let entry = opcode::AcceptMulti::new(Fd(self.listener.as_raw_fd()))
                 .flags(libc::SOCK_CLOEXEC)
                 .build()
-                .user_data(ACCEPT);
-            self.push(&entry)?;
+                .user_data(self.tag.user_data(ACCEPT));
+            Self::push(ring, &entry)?;
             self.accept_armed = true;
         }
         let rearm = std::mem::take(&mut self.rearm);
         for index in rearm {
-            self.arm_recv(index)?;
+            self.arm_recv(ring, index)?;
         }
         let to_send = std::mem::take(&mut self.to_send);
         for index in to_send {
             if let Some(Some(c)) = self.conns.get_mut(index as usize) {
                 c.send_listed = false;
                 if !c.sending && !c.closing {
-                    self.submit_send(index)?;
+                    self.submit_send(ring, index)?;
                 }
             }
         }
@@ -389,7 +374,7 @@ impl UringTcp {
         self.connection_count() >= self.config.max_connections
     }
 
-    fn arm_recv(&mut self, index: u32) -> io::Result<()> {
+    fn arm_recv(&mut self, ring: &mut Ring, index: u32) -> io::Result<()> {
         let group = self.bufs.group();
         let Some(Some(c)) = self.conns.get_mut(index as usize) else {
             return Ok(());
@@ -403,46 +388,28 @@ impl UringTcp {
         c.recv_armed = true;
         let entry = opcode::RecvMulti::new(Fd(fd), group)
             .build()
-            .user_data(user_data(index, OP_RECV));
-        self.push(&entry)
+            .user_data(self.tag.user_data(user_data(index, OP_RECV)));
+        Self::push(ring, &entry)
     }
 
-    /// Arms what needs arming, submits, and waits for a completion or `timeout`.
-    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.arm()?;
-        self.stats.enters += 1;
-        super::submit_and_wait(&self.ring, timeout)
-    }
-
-    /// Handles the ready completions, reporting each to `on`.
-    pub fn reap(&mut self, on: &mut OnTcpEvent<'_>) {
+    /// Reports the end of the connections [`Self::close`] closed that have nothing in flight: call once per
+    /// round of completions, before them.
+    pub fn report_closes(&mut self, on: &mut OnTcpEvent<'_>) {
         for index in std::mem::take(&mut self.pending_close) {
             self.finish_or_wait(index, on);
         }
-        let mut ready = Vec::new();
-        {
-            let mut cq = self.ring.completion();
-            cq.sync();
-            for cqe in &mut cq {
-                ready.push((cqe.user_data(), cqe.result(), cqe.flags()));
-            }
-        }
-        for (data, res, flags) in ready {
-            match data {
-                ACCEPT => self.on_accept(res, flags, on),
-                IGNORE => {}
-                WATCH => {
-                    if !cqueue::more(flags) {
-                        self.watch_armed = false;
-                    }
-                }
-                d => {
-                    let index = (d >> 1) as u32;
-                    if d & 1 == OP_SEND {
-                        self.on_send(index, res, on);
-                    } else {
-                        self.on_recv(index, res, flags, on);
-                    }
+    }
+
+    /// Handles one of this driver's completions, reporting what it means to `on`.
+    pub fn complete(&mut self, ring: &mut Ring, c: &Completion, on: &mut OnTcpEvent<'_>) {
+        match c.data {
+            ACCEPT => self.on_accept(c.result, c.flags, on),
+            d => {
+                let index = (d >> 1) as u32;
+                if d & 1 == OP_SEND {
+                    self.on_send(ring, index, c.result, on);
+                } else {
+                    self.on_recv(index, c.result, c.flags, on);
                 }
             }
         }
@@ -566,7 +533,7 @@ impl UringTcp {
         }
     }
 
-    fn on_send(&mut self, index: u32, res: i32, on: &mut OnTcpEvent<'_>) {
+    fn on_send(&mut self, ring: &mut Ring, index: u32, res: i32, on: &mut OnTcpEvent<'_>) {
         let half = self.config.max_queued_bytes / 2;
         let Some(Some(c)) = self.conns.get_mut(index as usize) else {
             return;
@@ -578,7 +545,7 @@ impl UringTcp {
         };
         if res < 0 {
             if res == -libc::EAGAIN || res == -libc::EINTR {
-                let _ = self.submit_send(index);
+                let _ = self.submit_send(ring, index);
                 return;
             }
             c.error.get_or_insert(io::Error::from_raw_os_error(-res));
@@ -614,7 +581,7 @@ impl UringTcp {
             return;
         }
         if !c.queue.is_empty() {
-            let _ = self.submit_send(index);
+            let _ = self.submit_send(ring, index);
         }
         if report {
             on(TcpEvent::Writable(id));
@@ -649,19 +616,120 @@ impl UringTcp {
         self.stats.closed += 1;
         Some(c)
     }
+}
 
-    /// Closes every connection and waits (at most 2 s) for the kernel to finish with their buffers.
-    fn quiesce(&mut self) -> bool {
-        if !self.enabled {
-            return self.bufs.unregister(&self.ring).is_ok();
+/// One [`TcpDriver`] on a [`Ring`] of its own.
+pub struct UringTcp {
+    driver: TcpDriver,
+    ring: Ring,
+    ready: Vec<Completion>,
+}
+
+impl std::fmt::Debug for UringTcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringTcp")
+            .field("driver", &self.driver)
+            .field("ring", &self.ring)
+            .finish()
+    }
+}
+
+impl UringTcp {
+    /// Serves `listener` (already bound and listening) on a new ring.
+    pub fn new(listener: TcpListener, config: UringTcpConfig) -> io::Result<UringTcp> {
+        let mut ring = Ring::new(&config.ring)?;
+        let driver = TcpDriver::new(&mut ring, listener, config)?;
+        Ok(UringTcp {
+            driver,
+            ring,
+            ready: Vec::new(),
+        })
+    }
+
+    /// The flags the ring got.
+    pub fn features(&self) -> RingFeatures {
+        self.ring.features()
+    }
+
+    /// The listener's address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.driver.local_addr()
+    }
+
+    /// The counters (with the ring's `io_uring_enter` calls).
+    pub fn stats(&self) -> TcpStats {
+        TcpStats {
+            enters: self.ring.enters(),
+            ..self.driver.stats()
         }
-        if self.accept_armed {
-            let cancel = opcode::AsyncCancel::new(ACCEPT).build().user_data(IGNORE);
-            let _ = self.push(&cancel);
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.driver.connection_count()
+    }
+
+    /// See [`TcpDriver::queued_bytes`].
+    pub fn queued_bytes(&self, id: TcpConnId) -> Option<usize> {
+        self.driver.queued_bytes(id)
+    }
+
+    /// See [`TcpDriver::peer`].
+    pub fn peer(&self, id: TcpConnId) -> Option<SocketAddr> {
+        self.driver.peer(id)
+    }
+
+    /// See [`TcpDriver::send`].
+    pub fn send(&mut self, id: TcpConnId, data: Bytes) -> Result<(), SendError> {
+        self.driver.send(id, data)
+    }
+
+    /// See [`TcpDriver::close_after_flush`].
+    pub fn close_after_flush(&mut self, id: TcpConnId) {
+        self.driver.close_after_flush(id);
+    }
+
+    /// See [`TcpDriver::close`].
+    pub fn close(&mut self, id: TcpConnId) {
+        self.driver.close(id);
+    }
+
+    /// Makes [`UringTcp::wait`] return when `fd` becomes readable (an eventfd another core writes to wake
+    /// this one). The caller drains `fd` and keeps it open while this ring lives.
+    pub fn watch(&mut self, fd: RawFd) {
+        self.ring.watch(fd);
+    }
+
+    /// Arms what needs arming, submits, and waits for a completion or `timeout`.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.driver.prepare(&mut self.ring)?;
+        self.ring.submit_and_wait(timeout)
+    }
+
+    /// Handles the ready completions, reporting each to `on`.
+    pub fn reap(&mut self, on: &mut OnTcpEvent<'_>) {
+        self.driver.report_closes(on);
+        self.ring.drain(&mut self.ready);
+        for c in self.ready.drain(..) {
+            self.driver.complete(&mut self.ring, &c, on);
         }
-        if self.watch_armed {
-            let cancel = opcode::AsyncCancel::new(WATCH).build().user_data(IGNORE);
-            let _ = self.push(&cancel);
+    }
+}
+
+impl Drop for UringTcp {
+    fn drop(&mut self) {
+        quiesce(&mut self.ring, &mut [&mut self.driver]);
+    }
+}
+
+impl Quiesce for TcpDriver {
+    fn tag(&self) -> Tag {
+        self.tag
+    }
+
+    fn begin_quiesce(&mut self, ring: &mut Ring) {
+        if self.accept_armed && ring.cancel(self.tag.user_data(ACCEPT)).is_err() {
+            tracing::warn!("could not cancel the tcp accept");
         }
         for c in self.conns.iter().flatten() {
             if let Some(fd) = &c.fd {
@@ -669,30 +737,27 @@ impl UringTcp {
                 unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let busy = |t: &UringTcp| {
-            t.accept_armed || t.watch_armed || t.conns.iter().flatten().any(|c| c.recv_armed || c.sending)
-        };
-        while busy(self) && Instant::now() < deadline {
-            self.stats.enters += 1;
-            if super::submit_and_wait(&self.ring, Some(Duration::from_millis(10))).is_err() {
-                break;
-            }
-            self.rearm.clear();
-            self.reap(&mut |_| {});
-            self.rearm.clear();
-            self.pending_close.clear();
-        }
-        !busy(self) && self.bufs.unregister(&self.ring).is_ok()
     }
-}
 
-impl Drop for UringTcp {
-    fn drop(&mut self) {
-        if !self.quiesce() {
-            tracing::error!("io_uring TCP did not quiesce; leaking its connections' buffers");
-            std::mem::forget(std::mem::take(&mut self.conns));
-        }
+    fn busy(&self) -> bool {
+        self.accept_armed || self.conns.iter().flatten().any(|c| c.recv_armed || c.sending)
+    }
+
+    fn discard(&mut self, ring: &mut Ring, c: &Completion) {
+        // Nothing is armed again (no `prepare`) and no close reported while stopping.
+        self.complete(ring, c, &mut |_| {});
+    }
+
+    fn end_quiesce(&mut self, ring: &Ring) -> bool {
+        self.rearm.clear();
+        self.to_send.clear();
+        self.pending_close.clear();
+        !self.busy() && self.bufs.unregister(ring.io_uring()).is_ok()
+    }
+
+    fn leak(&mut self) {
+        tracing::error!("io_uring TCP did not quiesce; leaking its connections' buffers");
+        std::mem::forget(std::mem::take(&mut self.conns));
     }
 }
 

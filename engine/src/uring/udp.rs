@@ -1,8 +1,11 @@
-//! A UDP socket on its own io_uring: one multishot `recvmsg` into a provided buffer ring, and `sendmsg`
+//! A UDP socket on an io_uring: one multishot `recvmsg` into a provided buffer ring, and `sendmsg`
 //! submissions (one GSO batch each) from a fixed pool of send slots.
 //!
+//! [`UdpDriver`] is the socket's side of a [`Ring`] that other drivers may share (a core's TCP, its other
+//! sockets); [`UringUdp`] is one driver on a ring of its own.
+//!
 //! Receive: one armed request yields a completion per datagram (or per GRO-coalesced run of datagrams), each
-//! naming the provided buffer it filled; [`UringUdp::reap`] hands the peer's address, the bytes and the GRO
+//! naming the provided buffer it filled; [`UdpDriver::complete`] hands the peer's address, the bytes and the GRO
 //! segment size to the caller, and gives the buffer back at once. When the ring runs dry the request ends with
 //! `ENOBUFS` (counted) and is re-armed on the next wait.
 //!
@@ -12,28 +15,21 @@
 //! to build in: that is the back-pressure, and memory stays bounded by `send_slots` x 64 KiB.
 
 use super::owned_buffers::{OwnedBufferRing, OwnedBufferStats};
-use super::{build_ring, RingConfig, RingFeatures};
+use super::ring::{quiesce, Completion, Quiesce, Ring, Tag, LOW_MAX};
+use super::{RingConfig, RingFeatures};
 use crate::offload::{self, GsoControl, RawAddr, MAX_UDP_PAYLOAD, NAME_BYTES, RECV_CONTROL_BYTES};
 use crate::udp::UdpSocket;
 use bytes::BytesMut;
 use io_uring::types::{Fd, RecvMsgOut};
-use io_uring::{cqueue, opcode, squeue, IoUring};
+use io_uring::{cqueue, opcode, squeue};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// `user_data` of the multishot receive.
-const RECV: u64 = u64::MAX - 1;
-/// `user_data` of the receive's cancellation (at drop).
-const CANCEL: u64 = u64::MAX - 2;
-/// `user_data` of the multishot poll on a watched fd (a cross-core waker).
-const WATCH: u64 = u64::MAX - 3;
-/// `user_data` of the watch's cancellation (at drop).
-const CANCEL_WATCH: u64 = u64::MAX - 4;
-/// Buffer group id of the receive ring.
-const GROUP: u16 = 0;
+/// `user_data` (the driver's bits) of the multishot receive; a send's is its slot index.
+const RECV: u64 = LOW_MAX;
 /// Header the kernel writes in front of each multishot receive (`struct io_uring_recvmsg_out`).
 const RECVMSG_OUT_BYTES: usize = 16;
 
@@ -117,21 +113,16 @@ struct SendSlot {
     segment: usize,
 }
 
-/// A UDP socket driven by an io_uring.
-pub struct UringUdp {
-    // Field order matters for drop only through `Drop::drop`, which quiesces the ring first.
-    ring: IoUring,
-    features: RingFeatures,
-    enabled: bool,
+/// A UDP socket's operations on a shared [`Ring`]. It has no `Drop` of its own: its owner quiesces it on the
+/// ring ([`super::ring::quiesce`]) before either goes.
+pub struct UdpDriver {
+    tag: Tag,
     socket: UdpSocket,
     bufs: OwnedBufferRing,
     /// The multishot receive's template (only `msg_namelen`/`msg_controllen` are read); boxed: the kernel
     /// keeps its address while the request is armed.
     recv_hdr: Box<libc::msghdr>,
     recv_armed: bool,
-    /// A file descriptor whose readability ends a wait (see [`UringUdp::watch`]), and whether its poll is armed.
-    watched: Option<RawFd>,
-    watch_armed: bool,
     /// Never resized: each slot keeps its address while the kernel reads it.
     slots: Box<[SendSlot]>,
     free: Vec<usize>,
@@ -145,11 +136,10 @@ pub struct UringUdp {
     stats: UringStats,
 }
 
-impl std::fmt::Debug for UringUdp {
+impl std::fmt::Debug for UdpDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringUdp")
+        f.debug_struct("UdpDriver")
             .field("local", &self.socket.local_addr())
-            .field("features", &self.features)
             .field("gso", &self.gso)
             .field("gro", &self.gro)
             .field("in_flight", &self.in_flight)
@@ -158,11 +148,11 @@ impl std::fmt::Debug for UringUdp {
     }
 }
 
-impl UringUdp {
-    /// Puts `socket` on a new ring. Fails where io_uring is refused (see [`super::is_refused`]) or a needed
-    /// feature (provided buffer rings: Linux 5.19; multishot recvmsg: 6.0) is missing.
-    pub fn new(socket: UdpSocket, config: &UringUdpConfig) -> io::Result<UringUdp> {
-        let (ring, features) = build_ring(&config.ring)?;
+impl UdpDriver {
+    /// Puts `socket` on `ring` (`config.ring` is not used: the ring exists). Fails where a needed feature
+    /// (provided buffer rings: Linux 5.19; multishot recvmsg: 6.0) is missing.
+    pub fn new(ring: &mut Ring, socket: UdpSocket, config: &UringUdpConfig) -> io::Result<UdpDriver> {
+        let (tag, group) = ring.new_driver()?;
         // The ring waits for the socket; a non-blocking socket would make sends fail with EAGAIN instead.
         socket.set_nonblocking(false)?;
         let gso = config.gso && offload::gso_supported(socket.as_raw_fd());
@@ -173,7 +163,7 @@ impl UringUdp {
             config.buffer_bytes
         };
         let buffer_bytes = RECVMSG_OUT_BYTES + NAME_BYTES + RECV_CONTROL_BYTES + payload;
-        let bufs = OwnedBufferRing::register(&ring, GROUP, config.buffer_count, buffer_bytes)?;
+        let bufs = OwnedBufferRing::register(ring.io_uring(), group, config.buffer_count, buffer_bytes)?;
         // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths); the two lengths the multishot
         // receive reads are set below.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
@@ -196,17 +186,13 @@ impl UringUdp {
             })
             .collect();
         let free = (0..slots.len()).rev().collect();
-        tracing::debug!(local = %socket.local_addr(), ?features, gso, gro, "udp socket on io_uring");
-        Ok(UringUdp {
-            ring,
-            features,
-            enabled: false,
+        tracing::debug!(local = %socket.local_addr(), gso, gro, "udp socket on io_uring");
+        Ok(UdpDriver {
+            tag,
             socket,
             bufs,
             recv_hdr,
             recv_armed: false,
-            watched: None,
-            watch_armed: false,
             slots,
             free,
             building: None,
@@ -223,9 +209,9 @@ impl UringUdp {
         &self.socket
     }
 
-    /// The flags the ring got.
-    pub fn features(&self) -> RingFeatures {
-        self.features
+    /// The driver's tag on its ring: completions that carry it go to [`Self::complete`].
+    pub fn tag(&self) -> Tag {
+        self.tag
     }
 
     /// Whether sends use GSO (turned off if the kernel refuses it for this path).
@@ -274,8 +260,8 @@ impl UringUdp {
     }
 
     /// Queues the batch built in [`Self::send_buffer`] for `to`, as datagrams of `segment` bytes (GSO) or as
-    /// one datagram when `segment >= len`. Submitted by the next [`Self::wait`].
-    pub fn queue_send(&mut self, to: SocketAddr, segment: usize) -> io::Result<()> {
+    /// one datagram when `segment >= len`. Submitted by the ring's next wait.
+    pub fn queue_send(&mut self, ring: &mut Ring, to: SocketAddr, segment: usize) -> io::Result<()> {
         let Some(i) = self.building.take() else {
             return Ok(());
         };
@@ -288,10 +274,10 @@ impl UringUdp {
         }
         slot.addr = RawAddr::new(to);
         slot.segment = segment;
-        self.submit_slot(i)
+        self.submit_slot(ring, i)
     }
 
-    fn submit_slot(&mut self, i: usize) -> io::Result<()> {
+    fn submit_slot(&mut self, ring: &mut Ring, i: usize) -> io::Result<()> {
         let Some(slot) = self.slots.get_mut(i) else {
             return Ok(());
         };
@@ -314,22 +300,20 @@ impl UringUdp {
         }
         let entry = opcode::SendMsg::new(Fd(self.socket.as_raw_fd()), &slot.hdr)
             .build()
-            .user_data(i as u64);
-        self.push(&entry)?;
+            .user_data(self.tag.user_data(i as u64));
+        Self::push(ring, &entry)?;
         self.in_flight += 1;
         Ok(())
     }
 
-    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        // The ring was built disabled so that the thread that runs it, this one, becomes its single issuer.
-        super::enable_once(&self.ring, &mut self.enabled)?;
-        // SAFETY: every entry pushed points only at memory owned by `self` at a fixed address (a boxed send
-        // slot that is not touched until its completion, the boxed receive header, the provided buffers),
-        // which stays valid until the completion is reaped or the ring is quiesced in `Drop`.
-        unsafe { super::push(&mut self.ring, entry, &mut self.stats.enters) }
+    fn push(ring: &mut Ring, entry: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: every entry pushed points only at memory owned by the driver at a fixed address (a boxed
+        // send slot that is not touched until its completion, the boxed receive header, the provided
+        // buffers), which stays valid until the completion is handled or the driver's owner has quiesced it.
+        unsafe { ring.push(entry) }
     }
 
-    fn arm_recv(&mut self) -> io::Result<()> {
+    fn arm_recv(&mut self, ring: &mut Ring) -> io::Result<()> {
         if !self.recv_armed {
             let entry = opcode::RecvMsgMulti::new(
                 Fd(self.socket.as_raw_fd()),
@@ -337,38 +321,20 @@ impl UringUdp {
                 self.bufs.group(),
             )
             .build()
-            .user_data(RECV);
-            self.push(&entry)?;
+            .user_data(self.tag.user_data(RECV));
+            Self::push(ring, &entry)?;
             self.recv_armed = true;
         }
         Ok(())
     }
 
-    /// Makes [`Self::wait`] return when `fd` becomes readable (an eventfd another core writes to wake this
-    /// one). The caller drains `fd` and keeps it open while this socket lives.
-    pub fn watch(&mut self, fd: RawFd) {
-        self.watched = Some(fd);
-    }
-
-    fn arm_watch(&mut self) -> io::Result<()> {
-        if let (Some(fd), false) = (self.watched, self.watch_armed) {
-            let entry = super::watch_entry(fd, WATCH);
-            self.push(&entry)?;
-            self.watch_armed = true;
+    /// What to do before the ring waits: re-arm the receive, resend the batches the kernel answered `EAGAIN`.
+    pub fn prepare(&mut self, ring: &mut Ring) -> io::Result<()> {
+        self.arm_recv(ring)?;
+        while let Some(i) = self.again.pop_front() {
+            self.submit_slot(ring, i)?;
         }
         Ok(())
-    }
-
-    /// Submits what is queued (re-arming the receive and resending `EAGAIN` batches first) and waits until a
-    /// completion is ready or `timeout` passes (`None`: no limit; zero: do not wait).
-    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.arm_recv()?;
-        self.arm_watch()?;
-        while let Some(i) = self.again.pop_front() {
-            self.submit_slot(i)?;
-        }
-        self.stats.enters += 1;
-        super::submit_and_wait(&self.ring, timeout)
     }
 
     /// Splits a filled receive buffer (kernel header, name, control, payload) and hands the payload on.
@@ -399,16 +365,11 @@ impl UringUdp {
         }
     }
 
-    /// Handles every completion ready: each received datagram (or GRO run) goes to `on_datagram` with its
-    /// source and segment size, and its buffer back to the ring; finished sends free their slots. Returns the
-    /// number of completions.
-    pub fn reap(&mut self, on_datagram: &mut OnDatagram<'_>) -> usize {
-        let mut n = 0;
-        let mut cq = self.ring.completion();
-        cq.sync();
-        for cqe in &mut cq {
-            n += 1;
-            let (data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
+    /// Handles one of this driver's completions: a received datagram (or GRO run) goes to `on_datagram` with
+    /// its source and segment size, and its buffer back to the ring; a finished send frees its slot.
+    pub fn complete(&mut self, c: &Completion, on_datagram: &mut OnDatagram<'_>) {
+        let (data, res, flags) = (c.data, c.result, c.flags);
+        {
             match data {
                 RECV => {
                     if !cqueue::more(flags) {
@@ -439,23 +400,17 @@ impl UringUdp {
                         self.stats.recv_errors += 1;
                     }
                 }
-                CANCEL | CANCEL_WATCH => {}
-                WATCH => {
-                    if !cqueue::more(flags) {
-                        self.watch_armed = false;
-                    }
-                }
                 i => {
                     let i = i as usize;
                     if i >= self.slots.len() {
-                        continue;
+                        return;
                     }
                     self.in_flight = self.in_flight.saturating_sub(1);
                     self.stats.send_completions += 1;
                     if res == -libc::EAGAIN || res == -libc::ENOBUFS {
                         self.stats.send_again += 1;
                         self.again.push_back(i);
-                        continue;
+                        return;
                     }
                     if res == -libc::EIO && self.gso {
                         // The device cannot segment (or checksum) GSO sends: send plain datagrams from now on.
@@ -473,54 +428,148 @@ impl UringUdp {
                 }
             }
         }
+    }
+}
+
+/// One [`UdpDriver`] on a [`Ring`] of its own.
+pub struct UringUdp {
+    driver: UdpDriver,
+    ring: Ring,
+    ready: Vec<Completion>,
+}
+
+impl std::fmt::Debug for UringUdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringUdp")
+            .field("driver", &self.driver)
+            .field("ring", &self.ring)
+            .finish()
+    }
+}
+
+impl UringUdp {
+    /// Puts `socket` on a new ring. Fails where io_uring is refused (see [`super::is_refused`]) or a needed
+    /// feature (provided buffer rings: Linux 5.19; multishot recvmsg: 6.0) is missing.
+    pub fn new(socket: UdpSocket, config: &UringUdpConfig) -> io::Result<UringUdp> {
+        let mut ring = Ring::new(&config.ring)?;
+        let driver = UdpDriver::new(&mut ring, socket, config)?;
+        Ok(UringUdp {
+            driver,
+            ring,
+            ready: Vec::new(),
+        })
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &UdpSocket {
+        self.driver.socket()
+    }
+
+    /// The flags the ring got.
+    pub fn features(&self) -> RingFeatures {
+        self.ring.features()
+    }
+
+    /// Whether sends use GSO (turned off if the kernel refuses it for this path).
+    pub fn gso(&self) -> bool {
+        self.driver.gso()
+    }
+
+    /// Whether receives use GRO.
+    pub fn gro(&self) -> bool {
+        self.driver.gro()
+    }
+
+    /// The counters (with the ring's `io_uring_enter` calls).
+    pub fn stats(&self) -> UringStats {
+        UringStats {
+            enters: self.ring.enters(),
+            ..self.driver.stats()
+        }
+    }
+
+    /// The receive buffers' counters (handed over, reclaimed, newly allocated).
+    pub fn buffer_stats(&self) -> OwnedBufferStats {
+        self.driver.buffer_stats()
+    }
+
+    /// Batches submitted and not yet completed.
+    pub fn sends_in_flight(&self) -> usize {
+        self.driver.sends_in_flight()
+    }
+
+    /// See [`UdpDriver::send_buffer`].
+    pub fn send_buffer(&mut self) -> Option<&mut Vec<u8>> {
+        self.driver.send_buffer()
+    }
+
+    /// See [`UdpDriver::queue_send`].
+    pub fn queue_send(&mut self, to: SocketAddr, segment: usize) -> io::Result<()> {
+        self.driver.queue_send(&mut self.ring, to, segment)
+    }
+
+    /// Makes [`Self::wait`] return when `fd` becomes readable (an eventfd another core writes to wake this
+    /// one). The caller drains `fd` and keeps it open while this socket lives.
+    pub fn watch(&mut self, fd: RawFd) {
+        self.ring.watch(fd);
+    }
+
+    /// Submits what is queued (re-arming the receive and resending `EAGAIN` batches first) and waits until a
+    /// completion is ready or `timeout` passes (`None`: no limit; zero: do not wait).
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.driver.prepare(&mut self.ring)?;
+        self.ring.submit_and_wait(timeout)
+    }
+
+    /// Handles every completion ready (see [`UdpDriver::complete`]). Returns the number of completions.
+    pub fn reap(&mut self, on_datagram: &mut OnDatagram<'_>) -> usize {
+        self.ring.drain(&mut self.ready);
+        let n = self.ready.len();
+        for c in self.ready.drain(..) {
+            self.driver.complete(&c, on_datagram);
+        }
         n
     }
 }
 
 impl Drop for UringUdp {
     fn drop(&mut self) {
-        if !self.quiesce() {
-            // The kernel may still use the slots or buffers: leak them rather than free memory it writes to
-            // (the provided buffers leak themselves while registered).
-            tracing::error!(local = %self.socket.local_addr(), "io_uring did not quiesce; leaking its buffers");
-            std::mem::forget(std::mem::take(&mut self.slots));
-            let copy = *self.recv_hdr;
-            let old = std::mem::replace(&mut self.recv_hdr, Box::new(copy));
-            std::mem::forget(old);
-        }
+        quiesce(&mut self.ring, &mut [&mut self.driver]);
     }
 }
 
-impl UringUdp {
-    /// Cancels the receive and waits (at most 2 s) until the kernel has finished with every buffer and send
-    /// slot, then unregisters the buffer ring. Returns whether the ring is quiet.
-    fn quiesce(&mut self) -> bool {
-        if !self.enabled {
-            return self.bufs.unregister(&self.ring).is_ok();
-        }
-        if self.recv_armed {
-            let cancel = opcode::AsyncCancel::new(RECV).build().user_data(CANCEL);
-            if self.push(&cancel).is_err() {
-                return false;
-            }
-        }
-        if self.watch_armed {
-            let cancel = opcode::AsyncCancel::new(WATCH).build().user_data(CANCEL_WATCH);
-            if self.push(&cancel).is_err() {
-                return false;
-            }
+impl Quiesce for UdpDriver {
+    fn tag(&self) -> Tag {
+        self.tag
+    }
+
+    fn begin_quiesce(&mut self, ring: &mut Ring) {
+        if self.recv_armed && ring.cancel(self.tag.user_data(RECV)).is_err() {
+            tracing::warn!(local = %self.socket.local_addr(), "could not cancel the udp receive");
         }
         self.again.clear();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while (self.recv_armed || self.watch_armed || self.in_flight > 0) && Instant::now() < deadline {
-            self.stats.enters += 1;
-            if super::submit_and_wait(&self.ring, Some(Duration::from_millis(10))).is_err() {
-                break;
-            }
-            self.reap(&mut |_, _, _| {});
-            // Nothing is resent while stopping.
-            self.again.clear();
-        }
-        !self.recv_armed && self.in_flight == 0 && self.bufs.unregister(&self.ring).is_ok()
+    }
+
+    fn busy(&self) -> bool {
+        self.recv_armed || self.in_flight > 0
+    }
+
+    fn discard(&mut self, _ring: &mut Ring, c: &Completion) {
+        self.complete(c, &mut |_, _, _| {});
+        // Nothing is resent while stopping.
+        self.again.clear();
+    }
+
+    fn end_quiesce(&mut self, ring: &Ring) -> bool {
+        self.again.clear();
+        !self.busy() && self.bufs.unregister(ring.io_uring()).is_ok()
+    }
+
+    fn leak(&mut self) {
+        tracing::error!(local = %self.socket.local_addr(), "io_uring did not quiesce; leaking a udp socket's buffers");
+        std::mem::forget(std::mem::take(&mut self.slots));
+        let copy = *self.recv_hdr;
+        let old = std::mem::replace(&mut self.recv_hdr, Box::new(copy));
+        std::mem::forget(old);
     }
 }

@@ -11,14 +11,15 @@
 //! no buffer to lend (a batch the socket refused waits for room, or every io_uring send slot is in flight),
 //! nothing more is taken from the endpoint: the send side applies back-pressure instead of growing a queue.
 
-use engine::offload::{MAX_GSO_SEGMENTS, MAX_UDP_PAYLOAD};
+use super::transmit::{deliver, Transmitter};
+use engine::offload::MAX_GSO_SEGMENTS;
 use engine::{Backend, DatagramIo, IoConfig, IoStats, UdpConfig, UdpSocket};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
-use transport::{ConnectionHandle, Endpoint, Event, Transmit};
+use transport::{ConnectionHandle, Endpoint, Event};
 
 /// Bounds and IO knobs of a [`TransportDriver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +72,7 @@ pub struct TransportDriver {
     endpoint: Endpoint,
     io: DatagramIo,
     config: DriverConfig,
-    /// Where `poll_transmit` writes one datagram.
-    scratch: Vec<u8>,
-    /// A datagram in `scratch` taken from the endpoint that did not fit the last batch.
-    carry: Option<Transmit>,
+    tx: Transmitter,
     /// The last flush stopped at `max_send_per_iteration`: there may be more to send right away.
     more_to_send: bool,
     ready: VecDeque<(ConnectionHandle, Event)>,
@@ -98,8 +96,7 @@ impl TransportDriver {
             endpoint,
             io,
             config,
-            scratch: Vec::with_capacity(2048),
-            carry: None,
+            tx: Transmitter::new(&config),
             more_to_send: false,
             ready: VecDeque::new(),
             stats: DriverStats::default(),
@@ -233,92 +230,21 @@ impl TransportDriver {
     fn receive(&mut self, now: Instant) {
         let endpoint = &mut self.endpoint;
         let stats = &mut self.stats;
-        let runs = self.io.receive(
-            self.config.max_recv_per_iteration,
-            &mut |from, mut bytes, segment| {
-                // A GRO run is split into its datagrams, each a slice of the same allocation.
-                let size = segment.unwrap_or(bytes.len()).max(1);
-                // An empty datagram is still one datagram (the endpoint counts it as malformed).
-                loop {
-                    let datagram = bytes.split_to(size.min(bytes.len()));
-                    stats.datagrams_received += 1;
-                    stats.bytes_received += datagram.len() as u64;
-                    endpoint.handle_datagram(now, from, datagram);
-                    if bytes.is_empty() {
-                        break;
-                    }
-                }
-            },
-        );
+        let runs = self
+            .io
+            .receive(self.config.max_recv_per_iteration, &mut |from, bytes, segment| {
+                deliver(endpoint, stats, now, from, bytes, segment)
+            });
         if runs >= self.config.max_recv_per_iteration {
             self.stats.recv_capped += 1;
         }
     }
 
-    /// Takes datagrams from the endpoint and hands them to the backend in batches (GSO: same peer, same size,
-    /// a shorter one last), at most `max_send_per_iteration` batches; stops when the endpoint has nothing
-    /// ready or the backend has no room (the datagram in hand is kept for the next flush).
-    ///
-    /// The endpoint appends each datagram straight into the backend's send buffer: no copy per datagram.
-    /// Only a datagram that cannot join the batch it was written into (another peer, a larger size, no room)
-    /// is copied out, into `scratch`, to start the next one.
+    /// Sends what the endpoint has ready (see [`Transmitter::flush`]).
     fn flush(&mut self, now: Instant) -> io::Result<()> {
-        self.more_to_send = false;
-        let max_segments = if self.io.gso() {
-            self.config.gso_max_segments.clamp(1, MAX_GSO_SEGMENTS)
-        } else {
-            1
-        };
-        for _ in 0..self.config.max_send_per_iteration {
-            let Some(buf) = self.io.send_buffer() else {
-                // No room: hold one datagram (if there is any) to know there was work the socket refused.
-                if self.carry.is_none() {
-                    self.carry = self.endpoint.poll_transmit(now, &mut self.scratch);
-                }
-                if self.carry.is_some() {
-                    self.stats.send_blocked += 1;
-                }
-                return Ok(());
-            };
-            buf.clear();
-            let first = match self.carry.take() {
-                Some(t) => {
-                    buf.extend_from_slice(self.scratch.get(..t.size).unwrap_or(&self.scratch));
-                    t
-                }
-                None => match self.endpoint.poll_transmit_append(now, buf) {
-                    Some(t) => t,
-                    None => return Ok(()),
-                },
-            };
-            let (to, segment) = (first.destination, first.size);
-            let mut count = 1u64;
-            while (count as usize) < max_segments && buf.len() + segment <= MAX_UDP_PAYLOAD {
-                let before = buf.len();
-                let Some(t) = self.endpoint.poll_transmit_append(now, buf) else {
-                    break;
-                };
-                if t.destination != to || t.size > segment || buf.len() > MAX_UDP_PAYLOAD {
-                    // It starts the next batch instead.
-                    self.scratch.clear();
-                    self.scratch
-                        .extend_from_slice(buf.get(before..).unwrap_or_default());
-                    buf.truncate(before);
-                    self.carry = Some(t);
-                    break;
-                }
-                count += 1;
-                if t.size < segment {
-                    break;
-                }
-            }
-            let bytes = buf.len() as u64;
-            self.io.queue_send(to, segment)?;
-            self.stats.send_batches += 1;
-            self.stats.datagrams_sent += count;
-            self.stats.bytes_sent += bytes;
-        }
-        self.more_to_send = true;
+        self.more_to_send = self
+            .tx
+            .flush(&mut self.endpoint, &mut self.io, now, &mut self.stats)?;
         Ok(())
     }
 }

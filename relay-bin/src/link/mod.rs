@@ -4,10 +4,18 @@
 //!
 //! - [`driver`]: [`TransportDriver`], one endpoint on one socket (either backend): GSO batches written by the
 //!   endpoint in place, GRO runs split by reference, the endpoint's timers;
-//! - [`cores`]: [`TransportCores`], one driver per core on a shared SO_REUSEPORT port, with a bounded inbox.
+//! - [`cores`]: [`TransportCores`], one driver per core on a shared SO_REUSEPORT port, with a bounded inbox;
+//! - [`core_link`]: [`CoreLink`], an endpoint on one UDP socket of a core's shared ring
+//!   ([`engine::uring::CoreIo`]), run as a non-blocking step of the core's loop (next to its TCP viewers);
+//! - [`transmit`]: what both share: GSO batches written by the endpoint in place ([`Transmitter`]) and
+//!   GRO runs split by reference ([`transmit::deliver`]).
 
+pub mod core_link;
 pub mod cores;
 pub mod driver;
+pub mod transmit;
 
+pub use core_link::CoreLink;
 pub use cores::{Command, CoreReport, CoresConfig, PostError, TransportCores};
 pub use driver::{DriverConfig, DriverStats, TransportDriver};
+pub use transmit::{CoreUdp, DatagramSink, Transmitter};

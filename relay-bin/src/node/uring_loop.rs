@@ -1,8 +1,9 @@
 //! [`UringLoop`]: the thin IO loop that runs one [`NodeCore`] on an io_uring (the default backend).
 //!
-//! One ring per core ([`engine::uring::UringTcp`]): a multishot accept on the core's SO_REUSEPORT listener,
+//! One ring per core ([`engine::uring::CoreIo`], which PoP links' UDP sockets will share): a multishot
+//! accept on the core's SO_REUSEPORT listener,
 //! a multishot receive per connection into the ring's provided buffers (the core reads the bytes in place,
-//! no copy), the core's waker eventfd watched by a multishot poll, and each viewer's queued frames handed to
+//! no copy), the core's waker eventfd watched by a multishot poll (drained only when it fired), and each viewer's queued frames handed to
 //! its connection's send queue as the shared `Bytes` themselves (one `writev` per connection and
 //! completion, no copy). A connection's send queue is small ([`SEND_QUEUE_BYTES`]): a slow viewer's backlog
 //! stays in its viewer queue, where the app's drop policy applies, and the ring reports when the
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use engine::uring::{TcpConnId, TcpEvent, UringTcp, UringTcpConfig};
+use engine::uring::{CoreEvent, CoreIo, TcpConnId, TcpEvent, UringTcpConfig};
 use engine::{Listener, Waker};
 use tracing::warn;
 
@@ -30,7 +31,7 @@ pub const SEND_QUEUE_BYTES: usize = 256 << 10;
 /// One core's IO on its io_uring, around its [`NodeCore`].
 pub struct UringLoop {
     core: NodeCore,
-    tcp: UringTcp,
+    io: CoreIo,
     inbox: Receiver<CoreMsg>,
     waker: Arc<Waker>,
     /// The core's tokens and the ring's connection ids, both ways.
@@ -66,11 +67,13 @@ impl UringLoop {
         inbox: Receiver<CoreMsg>,
         waker: Arc<Waker>,
     ) -> io::Result<UringLoop> {
-        let mut tcp = UringTcp::new(listener.into_std(), tcp_config(&shared))?;
-        tcp.watch(std::os::fd::AsRawFd::as_raw_fd(&*waker));
+        let config = tcp_config(&shared);
+        let mut io = CoreIo::new(&config.ring)?;
+        io.listen(listener.into_std(), config)?;
+        io.watch(std::os::fd::AsRawFd::as_raw_fd(&*waker));
         Ok(UringLoop {
             core: NodeCore::new(index, shared, Instant::now()),
-            tcp,
+            io,
             inbox,
             waker,
             conns: HashMap::default(),
@@ -86,13 +89,15 @@ impl UringLoop {
     pub fn run(mut self) {
         while !self.core.is_stopped() {
             let timeout = self.core.poll_timeout().saturating_duration_since(Instant::now());
-            if let Err(error) = self.tcp.wait(Some(timeout)) {
+            if let Err(error) = self.io.wait(Some(timeout)) {
                 warn!(core = self.core.index(), %error, "io_uring wait failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
-            self.waker.drain();
             let now = Instant::now();
             self.reap(now);
+            if self.io.take_woken() {
+                self.waker.drain();
+            }
             self.core.drain_inbox(now, &self.inbox);
             self.core.tick(now);
             self.write(now);
@@ -106,43 +111,21 @@ impl UringLoop {
     fn reap(&mut self, now: Instant) {
         let UringLoop {
             core,
-            tcp,
+            io,
             conns,
             tokens_of,
             refused,
             ..
         } = self;
-        tcp.reap(&mut |event| match event {
-            TcpEvent::Accepted(id, peer) => match core.accept(now, peer) {
-                Some(token) => {
-                    conns.insert(token, id);
-                    tokens_of.insert(id, token);
-                }
-                None => refused.push(id),
-            },
-            TcpEvent::Data(id, bytes) => {
-                if let Some(&token) = tokens_of.get(&id) {
-                    core.input(now, token, bytes);
-                }
-            }
-            TcpEvent::Writable(id) => {
-                if let Some(&token) = tokens_of.get(&id) {
-                    core.writable(token);
-                }
-            }
-            TcpEvent::Closed(id, error) => {
-                if let Some(token) = tokens_of.remove(&id) {
-                    conns.remove(&token);
-                    let reason = match error {
-                        Some(_) => "connection error",
-                        None => "peer closed the connection",
-                    };
-                    core.connection_lost(now, token, reason);
-                }
-            }
+        io.reap(&mut |event| match event {
+            CoreEvent::Tcp(event) => on_tcp(core, conns, tokens_of, refused, now, event),
+            // No UDP socket on a node core yet (PoP links will bring them).
+            CoreEvent::Datagram { .. } => {}
         });
-        for id in self.refused.drain(..) {
-            self.tcp.close(id);
+        if let Some(tcp) = self.io.tcp() {
+            for id in self.refused.drain(..) {
+                tcp.close(id);
+            }
         }
     }
 
@@ -153,7 +136,9 @@ impl UringLoop {
             let Some(&id) = self.conns.get(&token) else {
                 continue;
             };
-            let tcp = &mut self.tcp;
+            let Some(tcp) = self.io.tcp() else {
+                continue;
+            };
             // A refused buffer stays in the viewer queue; the ring reports `Writable` when the connection's
             // queue has drained to half (or `Closed`).
             self.core
@@ -172,10 +157,13 @@ impl UringLoop {
                 continue;
             };
             self.tokens_of.remove(&id);
+            let Some(tcp) = self.io.tcp() else {
+                continue;
+            };
             match how {
-                Close::Now => self.tcp.close(id),
+                Close::Now => tcp.close(id),
                 Close::AfterFlush => {
-                    self.tcp.close_after_flush(id);
+                    tcp.close_after_flush(id);
                     self.flushing.push((now + CLOSE_FLUSH, id));
                 }
             }
@@ -187,7 +175,9 @@ impl UringLoop {
             .first()
             .is_some_and(|&(deadline, _)| now >= deadline)
         {
-            let tcp = &mut self.tcp;
+            let Some(tcp) = self.io.tcp() else {
+                return;
+            };
             // A connection that finished meanwhile has a dead id: closing it again does nothing.
             self.flushing.retain(|&(deadline, id)| {
                 let due = now >= deadline;
@@ -198,5 +188,45 @@ impl UringLoop {
             });
         }
         self.core.wake_posted();
+    }
+}
+
+/// Hands one TCP event to the core: accepts, bytes (read in place), writability, ends.
+fn on_tcp(
+    core: &mut NodeCore,
+    conns: &mut HashMap<Token, TcpConnId, foldhash::fast::RandomState>,
+    tokens_of: &mut HashMap<TcpConnId, Token, foldhash::fast::RandomState>,
+    refused: &mut Vec<TcpConnId>,
+    now: Instant,
+    event: TcpEvent<'_>,
+) {
+    match event {
+        TcpEvent::Accepted(id, peer) => match core.accept(now, peer) {
+            Some(token) => {
+                conns.insert(token, id);
+                tokens_of.insert(id, token);
+            }
+            None => refused.push(id),
+        },
+        TcpEvent::Data(id, bytes) => {
+            if let Some(&token) = tokens_of.get(&id) {
+                core.input(now, token, bytes);
+            }
+        }
+        TcpEvent::Writable(id) => {
+            if let Some(&token) = tokens_of.get(&id) {
+                core.writable(token);
+            }
+        }
+        TcpEvent::Closed(id, error) => {
+            if let Some(token) = tokens_of.remove(&id) {
+                conns.remove(&token);
+                let reason = match error {
+                    Some(_) => "connection error",
+                    None => "peer closed the connection",
+                };
+                core.connection_lost(now, token, reason);
+            }
+        }
     }
 }

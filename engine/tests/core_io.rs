@@ -1,0 +1,179 @@
+//! One core's TCP and UDP on one io_uring ([`CoreIo`]): a TCP echo and a UDP echo served by the same ring and
+//! the same thread, against real loopback clients; a cross-core waker ends a wait; and the drivers' fds and
+//! buffers are released at drop.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use bytes::Bytes;
+use engine::uring::udp::UringUdpConfig;
+use engine::uring::{CoreEvent, CoreIo, RingConfig, TcpEvent, UdpId, UringTcpConfig};
+use engine::{UdpConfig, UdpSocket, Waker};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Echoes TCP bytes and UDP datagrams on one ring until `stop`; returns the ring's `io_uring_enter` count and
+/// the number of completions each kind of event came in.
+fn serve(stop: Arc<AtomicBool>) -> (SocketAddr, SocketAddr, thread::JoinHandle<(u64, u64, u64)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        let mut io = CoreIo::new(&RingConfig::default()).unwrap();
+        io.listen(listener, UringTcpConfig::default()).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &UdpConfig::default()).unwrap();
+        let udp_addr = socket.local_addr();
+        let udp = io.add_udp(socket, &UringUdpConfig::default()).unwrap();
+        tx.send(udp_addr).unwrap();
+        let (mut tcp_events, mut datagrams) = (0u64, 0u64);
+        while !stop.load(Ordering::Acquire) {
+            io.wait(Some(Duration::from_millis(10))).unwrap();
+            let mut echo = Vec::new();
+            let mut back: Vec<(UdpId, SocketAddr, Vec<u8>)> = Vec::new();
+            io.reap(&mut |e| match e {
+                CoreEvent::Tcp(TcpEvent::Data(id, d)) => {
+                    tcp_events += 1;
+                    echo.push((id, Bytes::copy_from_slice(d)));
+                }
+                CoreEvent::Tcp(_) => tcp_events += 1,
+                CoreEvent::Datagram {
+                    socket,
+                    from,
+                    bytes,
+                    segment,
+                } => {
+                    datagrams += 1;
+                    assert_eq!(segment, None, "the client sends one datagram at a time");
+                    back.push((socket, from, bytes.to_vec()));
+                }
+            });
+            for (id, d) in echo {
+                io.tcp().unwrap().send(id, d).unwrap();
+            }
+            for (socket, from, bytes) in back {
+                assert_eq!(socket, udp);
+                let buf = io.udp(socket).unwrap().send_buffer().unwrap();
+                buf.extend_from_slice(&bytes);
+                let len = buf.len();
+                io.udp_queue_send(socket, from, len).unwrap();
+            }
+        }
+        (io.enters(), tcp_events, datagrams)
+    });
+    let udp_addr = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    (tcp_addr, udp_addr, handle)
+}
+
+#[test]
+fn one_ring_serves_tcp_and_udp_on_one_thread() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tcp_addr, udp_addr, server) = serve(stop.clone());
+
+    let tcp_client = thread::spawn(move || {
+        let mut s = TcpStream::connect(tcp_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+        let mut w = s.try_clone().unwrap();
+        let sent = data.clone();
+        let writer = thread::spawn(move || w.write_all(&sent).unwrap());
+        let mut back = vec![0u8; data.len()];
+        s.read_exact(&mut back).unwrap();
+        writer.join().unwrap();
+        assert!(back == data, "the TCP echo differs");
+    });
+
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for i in 0..200u32 {
+        let msg = format!("datagram {i}");
+        client.send_to(msg.as_bytes(), udp_addr).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(from, udp_addr);
+        assert_eq!(&buf[..n], msg.as_bytes());
+    }
+    tcp_client.join().unwrap();
+    stop.store(true, Ordering::Release);
+    let (enters, tcp_events, datagrams) = server.join().unwrap();
+    assert!(tcp_events >= 3, "accept, data, close: {tcp_events}");
+    assert_eq!(datagrams, 200);
+    assert!(enters > 0);
+}
+
+#[test]
+fn a_waker_ends_the_wait_of_a_ring_with_both_drivers() {
+    let mut io = CoreIo::new(&RingConfig::default()).unwrap();
+    io.listen(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        UringTcpConfig::default(),
+    )
+    .unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &UdpConfig::default()).unwrap();
+    io.add_udp(socket, &UringUdpConfig::default()).unwrap();
+    let waker = Arc::new(Waker::new().unwrap());
+    io.watch(waker.as_raw_fd());
+    // Arm everything first: nothing is ready, so a short wait times out.
+    io.wait(Some(Duration::from_millis(1))).unwrap();
+    io.reap(&mut |e| panic!("nothing should happen: {e:?}"));
+    let w = waker.clone();
+    let t = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        w.wake();
+    });
+    let start = Instant::now();
+    io.wait(Some(Duration::from_secs(10))).unwrap();
+    let waited = start.elapsed();
+    t.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the waker did not end the wait ({waited:?})"
+    );
+    io.reap(&mut |e| panic!("only the waker: {e:?}"));
+    assert!(io.take_woken(), "the wake is reported");
+    assert!(!io.take_woken(), "once");
+    assert!(waker.drain() >= 1);
+    // Woken again after the drain: the multishot poll fires for each new wake.
+    waker.wake();
+    io.wait(Some(Duration::from_secs(10))).unwrap();
+    io.reap(&mut |e| panic!("only the waker: {e:?}"));
+    assert!(io.take_woken());
+    // A second listener on the same core is refused.
+    assert!(io
+        .listen(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            UringTcpConfig::default()
+        )
+        .is_err());
+}
+
+#[test]
+fn dropping_the_core_closes_its_sockets() {
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    // Warm up whatever the first ring allocates once per process.
+    drop(CoreIo::new(&RingConfig::default()).unwrap());
+    let before = fds();
+    for _ in 0..5 {
+        let mut io = CoreIo::new(&RingConfig::default()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        io.listen(listener, UringTcpConfig::default()).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &UdpConfig::default()).unwrap();
+        io.add_udp(socket, &UringUdpConfig::default()).unwrap();
+        let client = TcpStream::connect(addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut accepted = false;
+        while !accepted && Instant::now() < deadline {
+            io.wait(Some(Duration::from_millis(10))).unwrap();
+            io.reap(&mut |e| accepted |= matches!(e, CoreEvent::Tcp(TcpEvent::Accepted(..))));
+        }
+        assert!(accepted);
+        drop(io);
+        drop(client);
+    }
+    // Other tests run in parallel threads of this process: allow their few descriptors.
+    let after = fds();
+    assert!(after <= before + 8, "descriptors leaked: {before} -> {after}");
+}
