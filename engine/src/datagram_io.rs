@@ -108,6 +108,24 @@ pub struct IoStats {
     pub gso_refused: u64,
 }
 
+impl From<uring::UringStats> for IoStats {
+    /// An io_uring socket's counters in the common form (`syscalls`: its ring's `io_uring_enter` calls, as
+    /// `enters` holds them).
+    fn from(s: uring::UringStats) -> IoStats {
+        IoStats {
+            syscalls: s.enters,
+            recv_runs: s.recv_completions,
+            recv_no_buffers: s.recv_no_buffers,
+            recv_truncated: s.recv_truncated,
+            recv_errors: s.recv_errors,
+            send_batches: s.send_completions.saturating_sub(s.send_again),
+            send_blocked: s.send_again + s.send_slots_exhausted,
+            send_errors: s.send_errors,
+            gso_refused: s.gso_refused,
+        }
+    }
+}
+
 /// What [`DatagramIo::receive`] calls for each receive: the source, the bytes (one datagram or a GRO run,
 /// owned) and the GRO segment size (`None`: one datagram).
 pub type OnRun<'a> = dyn FnMut(SocketAddr, BytesMut, Option<usize>) + 'a;
@@ -365,20 +383,7 @@ impl DatagramIo {
     pub fn stats(&self) -> IoStats {
         match &self.inner {
             Inner::Epoll(e) => e.stats,
-            Inner::Uring(u) => {
-                let s = u.stats();
-                IoStats {
-                    syscalls: s.enters,
-                    recv_runs: s.recv_completions,
-                    recv_no_buffers: s.recv_no_buffers,
-                    recv_truncated: s.recv_truncated,
-                    recv_errors: s.recv_errors,
-                    send_batches: s.send_completions.saturating_sub(s.send_again),
-                    send_blocked: s.send_again + s.send_slots_exhausted,
-                    send_errors: s.send_errors,
-                    gso_refused: s.gso_refused,
-                }
-            }
+            Inner::Uring(u) => IoStats::from(u.stats()),
         }
     }
 

@@ -105,6 +105,15 @@ impl CoreLink {
         self.endpoint.poll_timeout()
     }
 
+    /// The socket's counters in the common form (`syscalls`: the whole ring's `io_uring_enter` calls).
+    pub fn io_stats(&self, io: &CoreIo) -> engine::IoStats {
+        let udp = io.udp_ref(self.socket).map(|u| u.stats()).unwrap_or_default();
+        engine::IoStats::from(engine::uring::UringStats {
+            enters: io.enters(),
+            ..udp
+        })
+    }
+
     /// The endpoint's next event (a connection, a frame, a close), in order.
     pub fn poll_event(&mut self) -> Option<(ConnectionHandle, Event)> {
         self.endpoint.poll_event()

@@ -1,6 +1,8 @@
 //! The transport on every core: one thread per core, pinned, each with its own SO_REUSEPORT UDP socket on
-//! the shared port, its own backend (io_uring ring or epoll), its own `transport::Endpoint` and its own
-//! timers (the endpoint's `poll_timeout`, one deadline per core, no syscall per timer).
+//! the shared port, its own `transport::Endpoint` and its own timers (the endpoint's `poll_timeout`, one
+//! deadline per core, no syscall per timer). On io_uring a core runs the engine's per-core runtime, the
+//! node's: the socket is a driver on the core's one ring ([`CoreIo`]) and the endpoint a [`CoreLink`] stepped
+//! by the core's loop; on epoll (io_uring refused, or asked for) a [`TransportDriver`].
 //!
 //! Steering: the kernel spreads datagrams over a reuseport group by a hash of the 4-tuple, so every datagram
 //! of one connection (same peer address and port) reaches the same socket, hence the same core, which is the
@@ -12,10 +14,12 @@
 //! core with its endpoint) and an eventfd [`Waker`] the core's backend watches, so an idle core sleeps in
 //! its wait and wakes at once, without spinning.
 
+use super::core_link::CoreLink;
 use super::driver::{DriverConfig, DriverStats, TransportDriver};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use engine::affinity;
-use engine::{Backend, IoStats, UdpConfig, UdpSocket, Waker};
+use engine::uring::{self, CoreEvent, CoreIo};
+use engine::{Backend, BackendChoice, IoStats, UdpConfig, UdpSocket, Waker};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -236,6 +240,146 @@ impl Drop for TransportCores {
     }
 }
 
+/// A core's transport runtime: its endpoint as a [`CoreLink`] on the core's one ring (io_uring), or a
+/// [`TransportDriver`] on epoll where io_uring is refused or not asked for.
+enum Runtime {
+    Ring { io: CoreIo, link: CoreLink },
+    Epoll(TransportDriver),
+}
+
+impl Runtime {
+    /// Opens the backend `config` asks for on the calling (the core's) thread: a ring belongs to the thread
+    /// that runs it. `Auto` falls back to epoll where io_uring is refused.
+    fn open(
+        socket: UdpSocket,
+        endpoint: Endpoint,
+        config: &DriverConfig,
+        waker: &Waker,
+    ) -> io::Result<Runtime> {
+        let ring = match config.io.backend {
+            BackendChoice::Epoll => false,
+            BackendChoice::Uring => true,
+            BackendChoice::Auto => match uring::probe() {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "io_uring is not available; the transport core runs on epoll");
+                    false
+                }
+            },
+        };
+        if ring {
+            let mut io = CoreIo::new(&config.io.ring)?;
+            let link = CoreLink::open(&mut io, socket, endpoint, config)?;
+            io.watch(waker.as_raw_fd());
+            return Ok(Runtime::Ring { io, link });
+        }
+        let epoll = DriverConfig {
+            io: engine::IoConfig {
+                backend: BackendChoice::Epoll,
+                ..config.io
+            },
+            ..*config
+        };
+        let mut driver = TransportDriver::new(endpoint, socket, epoll)?;
+        driver.watch(waker.as_raw_fd())?;
+        Ok(Runtime::Epoll(driver))
+    }
+
+    fn backend(&self) -> Backend {
+        match self {
+            Runtime::Ring { .. } => Backend::Uring,
+            Runtime::Epoll(d) => d.backend(),
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Runtime::Ring { link, .. } => link.local_addr(),
+            Runtime::Epoll(d) => d.local_addr(),
+        }
+    }
+
+    fn endpoint_mut(&mut self) -> &mut Endpoint {
+        match self {
+            Runtime::Ring { link, .. } => link.endpoint_mut(),
+            Runtime::Epoll(d) => d.endpoint_mut(),
+        }
+    }
+
+    fn stats(&self) -> DriverStats {
+        match self {
+            Runtime::Ring { link, .. } => link.stats(),
+            Runtime::Epoll(d) => d.stats(),
+        }
+    }
+
+    /// One iteration: wait at most `max_wait` (less for a timer of the endpoint; not at all with more to
+    /// send), receive, run due timers, send, and hand each event to `handler` (then send what it queued).
+    /// Returns the microseconds spent after the wait. The epoll driver drains the waker itself.
+    fn iterate<H>(&mut self, max_wait: Duration, waker: &Waker, handler: &mut H) -> io::Result<u64>
+    where
+        H: FnMut(&mut Endpoint, ConnectionHandle, Event),
+    {
+        match self {
+            Runtime::Ring { io, link } => {
+                let now = Instant::now();
+                // What commands queued since the last iteration goes out with this wait.
+                link.step(io, now)?;
+                let deadline = link
+                    .poll_timeout(now)
+                    .map_or(now + max_wait, |t| t.min(now + max_wait));
+                io.wait(Some(deadline.saturating_duration_since(now)))?;
+                let now = Instant::now();
+                io.reap(&mut |e| {
+                    if let CoreEvent::Datagram {
+                        from, bytes, segment, ..
+                    } = e
+                    {
+                        link.on_datagram(now, from, bytes, segment);
+                    }
+                });
+                if io.take_woken() {
+                    waker.drain();
+                }
+                link.step(io, now)?;
+                let mut handled = false;
+                while let Some((ch, e)) = link.poll_event() {
+                    handler(link.endpoint_mut(), ch, e);
+                    handled = true;
+                }
+                if handled {
+                    // What the handler queued (frames, closes) leaves with this iteration's sends.
+                    link.step(io, now)?;
+                }
+                Ok(now.elapsed().as_micros() as u64)
+            }
+            Runtime::Epoll(driver) => {
+                waker.drain();
+                driver.poll(max_wait)?;
+                let worked = Instant::now();
+                while let Some((ch, e)) = driver.poll_event() {
+                    handler(driver.endpoint_mut(), ch, e);
+                }
+                Ok(worked.elapsed().as_micros() as u64 + driver.last_work_us())
+            }
+        }
+    }
+
+    fn io_stats(&self) -> IoStats {
+        match self {
+            Runtime::Ring { io, link } => link.io_stats(io),
+            Runtime::Epoll(d) => d.io_stats(),
+        }
+    }
+
+    fn endpoint_stats(&self) -> EndpointStats {
+        match self {
+            Runtime::Ring { link, .. } => link.endpoint().stats(),
+            Runtime::Epoll(d) => d.endpoint().stats(),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_core<M, H>(
     core: usize,
@@ -265,7 +409,7 @@ where
     };
     // Loop latency: 1 us to 10 s, 2 significant digits (a few KiB).
     let mut iterations = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000, 2).ok();
-    let setup = (|| -> io::Result<(TransportDriver, H)> {
+    let setup = (|| -> io::Result<(Runtime, H)> {
         if let Some(cpu) = cpu {
             affinity::pin_current_thread(cpu)?;
         }
@@ -275,12 +419,10 @@ where
         };
         let socket = UdpSocket::bind(addr, &udp)?;
         let (endpoint, handler) = make(core)?;
-        // The backend is opened here, on the core's own thread: an io_uring belongs to the thread that runs it.
-        let mut driver = TransportDriver::new(endpoint, socket, config.driver)?;
-        driver.watch(waker.as_raw_fd())?;
-        Ok((driver, handler))
+        let runtime = Runtime::open(socket, endpoint, &config.driver, waker)?;
+        Ok((runtime, handler))
     })();
-    let (mut driver, mut handler) = match setup {
+    let (mut runtime, mut handler) = match setup {
         Ok(x) => {
             let _ = ready.send(Ok(x.0.local_addr()));
             x
@@ -291,47 +433,42 @@ where
             return report;
         }
     };
-    report.backend = driver.backend();
+    report.backend = runtime.backend();
     tracing::debug!(
         core,
         ?cpu,
-        backend = driver.backend().name(),
+        backend = runtime.backend().name(),
         "transport core running"
     );
     while !stop.load(Ordering::Acquire) {
-        waker.drain();
         while let Ok(cmd) = commands.try_recv() {
-            cmd(driver.endpoint_mut());
+            cmd(runtime.endpoint_mut());
             report.commands += 1;
         }
         // One wait per iteration: a posted command (the waker) or the stop flag ends it.
-        let before = driver.stats();
-        if let Err(e) = driver.poll(config.max_wait) {
-            tracing::error!(core, error = %e, "transport core stopped");
-            report.error = Some(e.to_string());
-            break;
-        }
-        let worked = Instant::now();
-        while let Some((ch, e)) = driver.poll_event() {
-            handler(driver.endpoint_mut(), ch, e);
-        }
-        let after = driver.stats();
+        let before = runtime.stats();
+        let worked_us = match runtime.iterate(config.max_wait, waker, &mut handler) {
+            Ok(us) => us,
+            Err(e) => {
+                tracing::error!(core, error = %e, "transport core stopped");
+                report.error = Some(e.to_string());
+                break;
+            }
+        };
+        let after = runtime.stats();
         if let Some(h) = iterations.as_mut() {
             if after.datagrams_received > before.datagrams_received
                 || after.datagrams_sent > before.datagrams_sent
             {
-                // The handler's share of the iteration, plus the driver's own processing (receive, timers,
-                // send) measured from the wait's end.
-                let us = worked.elapsed().as_micros() as u64 + driver.last_work_us();
-                let _ = h.record(us.max(1));
+                let _ = h.record(worked_us.max(1));
             }
         }
     }
     if let Some(h) = &iterations {
         report.iteration_us = [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()];
     }
-    report.driver = driver.stats();
-    report.io = driver.io_stats();
-    report.endpoint = driver.endpoint().stats();
+    report.driver = runtime.stats();
+    report.io = runtime.io_stats();
+    report.endpoint = runtime.endpoint_stats();
     report
 }

@@ -4,7 +4,9 @@
 //!
 //! - [`driver`]: [`TransportDriver`], one endpoint on one socket (either backend): GSO batches written by the
 //!   endpoint in place, GRO runs split by reference, the endpoint's timers;
-//! - [`cores`]: [`TransportCores`], one driver per core on a shared SO_REUSEPORT port, with a bounded inbox;
+//! - [`cores`]: [`TransportCores`], the transport on every core of a shared SO_REUSEPORT port, with a bounded
+//!   inbox: on io_uring each core is a [`CoreLink`] on the core's [`engine::uring::CoreIo`] (the node's per-core
+//!   runtime), on epoll a [`TransportDriver`];
 //! - [`core_link`]: [`CoreLink`], an endpoint on one UDP socket of a core's shared ring
 //!   ([`engine::uring::CoreIo`]), run as a non-blocking step of the core's loop (next to its TCP viewers);
 //! - [`transmit`]: what both share: GSO batches written by the endpoint in place ([`Transmitter`]) and
