@@ -243,8 +243,8 @@ impl Drop for TransportCores {
 /// A core's transport runtime: its endpoint as a [`CoreLink`] on the core's one ring (io_uring), or a
 /// [`TransportDriver`] on epoll where io_uring is refused or not asked for.
 enum Runtime {
-    Ring { io: CoreIo, link: CoreLink },
-    Epoll(TransportDriver),
+    Ring { io: Box<CoreIo>, link: Box<CoreLink> },
+    Epoll(Box<TransportDriver>),
 }
 
 impl Runtime {
@@ -271,7 +271,10 @@ impl Runtime {
             let mut io = CoreIo::new(&config.io.ring)?;
             let link = CoreLink::open(&mut io, socket, endpoint, config)?;
             io.watch(waker.as_raw_fd());
-            return Ok(Runtime::Ring { io, link });
+            return Ok(Runtime::Ring {
+                io: Box::new(io),
+                link: Box::new(link),
+            });
         }
         let epoll = DriverConfig {
             io: engine::IoConfig {
@@ -282,7 +285,7 @@ impl Runtime {
         };
         let mut driver = TransportDriver::new(endpoint, socket, epoll)?;
         driver.watch(waker.as_raw_fd())?;
-        Ok(Runtime::Epoll(driver))
+        Ok(Runtime::Epoll(Box::new(driver)))
     }
 
     fn backend(&self) -> Backend {
