@@ -229,3 +229,75 @@ fn a_watched_eventfd_ends_a_wait_and_close_after_flush_delivers_the_last_bytes()
     assert!(got == big, "bytes differ");
     assert_eq!(tcp.connection_count(), 0);
 }
+
+/// The buffer a `Bytes` shares, which records when it is freed.
+struct Watched {
+    data: Vec<u8>,
+    freed: Arc<AtomicBool>,
+}
+
+impl AsRef<[u8]> for Watched {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.freed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Issue 17, item 10: `close` while a `writev` is in flight must not free the buffers the kernel is still
+/// reading (it did: the queue was cleared at once); they go when the send completes, and not later than the
+/// connection's end.
+#[test]
+fn close_keeps_the_buffers_of_a_send_in_flight_until_it_completes() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut tcp = UringTcp::new(listener, UringTcpConfig::default()).unwrap();
+    // A peer that never reads: a 64 MiB send cannot complete, it waits in the ring for socket space.
+    let client = TcpStream::connect(addr).unwrap();
+    let mut id = None;
+    while id.is_none() {
+        tcp.wait(Some(Duration::from_millis(100))).unwrap();
+        tcp.reap(&mut |e| {
+            if let TcpEvent::Accepted(conn, _) = e {
+                id = Some(conn);
+            }
+        });
+    }
+    let id = id.unwrap();
+    let freed = Arc::new(AtomicBool::new(false));
+    let big = Bytes::from_owner(Watched {
+        data: vec![0x42; 64 << 20],
+        freed: freed.clone(),
+    });
+    tcp.send(id, big).unwrap();
+    // Submits the writev; it parks in the kernel once the socket buffers are full.
+    for _ in 0..5 {
+        tcp.wait(Some(Duration::from_millis(20))).unwrap();
+        tcp.reap(&mut |_| {});
+    }
+    assert!(
+        tcp.queued_bytes(id).unwrap() > 0,
+        "the send must still be in flight"
+    );
+    tcp.close(id);
+    assert!(
+        !freed.load(Ordering::SeqCst),
+        "close freed the buffer of a writev still in flight"
+    );
+    let mut closed = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !closed && std::time::Instant::now() < deadline {
+        tcp.wait(Some(Duration::from_millis(50))).unwrap();
+        tcp.reap(&mut |e| closed |= matches!(e, TcpEvent::Closed(conn, _) if conn == id));
+    }
+    assert!(closed, "the connection never closed");
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "the buffer was not freed after the send completed"
+    );
+    drop(client);
+}

@@ -284,7 +284,8 @@ impl TcpDriver {
         }
     }
 
-    /// Closes `id` once its in-flight operations finish (queued data is dropped); a `Closed` event follows.
+    /// Closes `id` once its in-flight operations finish (queued data is dropped, and the buffers of a send in
+    /// flight are kept until it completes); a `Closed` event follows.
     pub fn close(&mut self, id: TcpConnId) {
         if let Some(c) = self
             .conns
@@ -293,11 +294,15 @@ impl TcpDriver {
             .filter(|c| c.generation == id.generation)
         {
             c.closing = true;
-            c.queue.clear();
             c.queued_bytes = 0;
+            if !c.sending {
+                c.queue.clear();
+            }
+            // Else a `writev` in flight reads iovecs that point into the queue's buffers: they stay until its
+            // completion, after which the connection finishes (`finish_close`) and drops them.
             if let Some(fd) = &c.fd {
                 // SAFETY: `fd` is an open socket owned by the connection; shutdown takes no pointers. It ends the
-                // multishot receive (it completes with 0), after which the fd is closed.
+                // multishot receive (it completes with 0) and any send in flight, after which the fd is closed.
                 unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
             }
             self.pending_close.push(id.index);
