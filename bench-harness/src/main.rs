@@ -11,6 +11,7 @@ mod cpu;
 mod emulate;
 mod engine_args;
 mod fanout;
+mod placement_bench;
 mod quinn_baseline;
 mod sim;
 mod sweep;
@@ -44,6 +45,8 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// RTMP fan-out ramp (one publisher, N players) against popline and nginx-rtmp, side by side.
     Fanout(fanout::FanoutArgs),
+    /// A stream's home by rendezvous hashing: balance, and what moves when a node leaves, next to `hash % n`.
+    Placement(placement_bench::PlacementArgs),
 }
 
 /// Tests that load the CPU (traffic blasts, the emulator's fidelity runs) take this lock, so that on a small
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Command::Fanout(args) => fanout::run(&args),
         Command::Sweep(args) => sweep::run(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Placement(args) => placement_bench::run(&args),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod control;
 pub mod fanout;
 pub mod link;
 pub mod media;
+pub mod mesh;
 pub mod node;
 pub mod rtmp;
 pub mod stream_key;

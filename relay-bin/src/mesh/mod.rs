@@ -1,0 +1,7 @@
+//! The PoP mesh: which node is a stream's home, and (to come) peers, pushes and pulls over the transport,
+//! failover and ban replication.
+//!
+//! - [`placement`]: a stream's home among an app's origins by weighted rendezvous (HRW) hashing, and the
+//!   failover order behind it.
+
+pub mod placement;
