@@ -2,6 +2,9 @@
 //! failover and ban replication.
 //!
 //! - [`placement`]: a stream's home among an app's origins by weighted rendezvous (HRW) hashing, and the
-//!   failover order behind it.
+//!   failover order behind it;
+//! - [`wire`]: what PoPs say on a link: control messages ([`wire::Control`]) and each carried frame's header
+//!   ([`wire::MediaHeader`]).
 
 pub mod placement;
+pub mod wire;
