@@ -51,8 +51,9 @@ pub enum Control {
     Hello {
         /// The sender's node id.
         node: String,
-        /// The highest ban id the sender holds (the peer sends what is newer).
-        bans_through: u64,
+        /// For each node that decided bans, the highest of its ban numbers the sender holds: the peer sends
+        /// what is newer (a node that was down learns what it missed).
+        bans_through: Vec<(String, u64)>,
     },
     /// The sender will carry stream `key` on transport stream `stream` (a push to its home, or the answer
     /// to a pull).
@@ -90,8 +91,10 @@ pub enum Control {
     },
     /// A ban, replicated to every node.
     Ban {
-        /// Its id in the mesh's ban log (ordered).
-        id: u64,
+        /// The node that decided it.
+        origin: String,
+        /// Its number among that node's bans (1, 2, ...).
+        seq: u64,
         /// The stream key.
         key: String,
         /// When it ends (Unix ms); `None`: never.
@@ -241,7 +244,7 @@ mod tests {
         vec![
             Control::Hello {
                 node: "pop-jkt-1".into(),
-                bans_through: 42,
+                bans_through: vec![("pop-jkt-1".into(), 42), ("pop-mnl-2".into(), 3)],
             },
             Control::Open {
                 stream: 7,
@@ -263,7 +266,8 @@ mod tests {
                 key: "live/none".into(),
             },
             Control::Ban {
-                id: 9,
+                origin: "pop-jkt-1".into(),
+                seq: 9,
                 key: "live/bad".into(),
                 until_unix_ms: Some(1_800_000_000_000),
                 reason: "unlawful".into(),
