@@ -408,15 +408,7 @@ impl MeshCore {
             if let Some(s) = self.streams.get_mut(&key) {
                 if s.unpull_at.is_some_and(|t| t <= now) {
                     s.unpull_at = None;
-                    if let Some(home) = s.pulled_from.take() {
-                        self.actions.push_back(MeshAction::Control {
-                            peer: home,
-                            msg: Control::Unpull { key: key.to_string() },
-                        });
-                    }
-                    if matches!(s.source, Some(Source::Remote { .. })) {
-                        s.source = None;
-                    }
+                    end_pull(s, &key, &mut self.actions);
                 }
                 if s.retry_at.is_some_and(|t| t <= now) {
                     s.retry_at = None;
@@ -746,14 +738,7 @@ impl MeshCore {
         // Stop the stream everywhere this node carries it.
         self.close_all_sending(&key, CloseReason::Forbidden);
         if let Some(s) = self.streams.get_mut(&key) {
-            if let Some(home) = s.pulled_from.take() {
-                self.actions.push_back(MeshAction::Control {
-                    peer: home,
-                    msg: Control::Unpull { key: key.to_string() },
-                });
-            }
-            if matches!(s.source, Some(Source::Remote { .. })) {
-                s.source = None;
+            if end_pull(s, &key, &mut self.actions) {
                 self.actions.push_back(MeshAction::RemoteEnded {
                     key: key.clone(),
                     reason: CloseReason::Forbidden,
@@ -893,6 +878,22 @@ fn remember(s: &mut StreamState, frame: &Frame) {
         return;
     }
     s.gop.push(frame.clone());
+}
+
+/// Ends the pull of `key` (an `Unpull` to the peer it came from) and drops a remote source. Returns whether
+/// there was one.
+fn end_pull(s: &mut StreamState, key: &StreamKey, actions: &mut VecDeque<MeshAction>) -> bool {
+    if let Some(home) = s.pulled_from.take() {
+        actions.push_back(MeshAction::Control {
+            peer: home,
+            msg: Control::Unpull { key: key.to_string() },
+        });
+    }
+    let remote = matches!(s.source, Some(Source::Remote { .. }));
+    if remote {
+        s.source = None;
+    }
+    remote
 }
 
 /// Whether `frame` starts a decodable run: a keyframe.
