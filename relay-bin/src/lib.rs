@@ -17,4 +17,5 @@ pub mod link;
 pub mod media;
 pub mod node;
 pub mod rtmp;
+pub mod startup;
 pub mod stream_key;
