@@ -357,3 +357,55 @@ fn a_ban_that_cannot_be_saved_still_takes_the_stream_down() {
     );
     stop(child);
 }
+
+/// Item 25: `GET /api/v1/streams` says what a stream carries: codecs, picture size, frame rate, bitrate;
+/// `/metrics` has the process's CPU and memory.
+#[test]
+fn streams_show_codecs_resolution_and_bitrate() {
+    let scratch = Scratch::new("stream-media");
+    let (node, rtmp, http) = start(
+        &scratch.0,
+        "pop",
+        &config(
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            Some("t"),
+            &scratch.path("bans.json"),
+        ),
+        &[],
+    )
+    .ready("the node");
+    let http = http.unwrap();
+    let mut publisher = common::publish(
+        &common::media("h264-aac-360p25-baseline.flv"),
+        &format!("rtmp://{rtmp}/live/cam"),
+    );
+    let mut stream = serde_json::Value::Null;
+    let described = wait_until(Duration::from_secs(15), || {
+        let (_, body) = http_request(http, "GET", "/api/v1/streams", None, Some("t"));
+        stream = serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()[0].clone();
+        stream["bitrate_kbps"].as_u64().is_some_and(|kbps| kbps > 0)
+    });
+    let (_, metrics) = http_request(http, "GET", "/metrics", None, Some("t"));
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    drop(node);
+    assert!(described, "no bitrate: {stream}");
+    assert_eq!(stream["video_codec"], "h264", "{stream}");
+    assert_eq!(stream["audio_codec"], "aac", "{stream}");
+    assert_eq!(
+        (stream["width"].as_u64(), stream["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{stream}"
+    );
+    assert_eq!(stream["frame_rate"].as_f64(), Some(25.0), "{stream}");
+    let kbps = stream["bitrate_kbps"].as_u64().unwrap();
+    assert!((200..5_000).contains(&kbps), "{stream}");
+    for name in [
+        "popline_process_cpu_seconds_total",
+        "popline_process_resident_memory_bytes",
+        "popline_stream_bitrate_kbps{stream=\"live/cam\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+}

@@ -292,7 +292,7 @@ impl Collector for Snapshot {
         }
 
         type PerStream = fn(&StreamInfo) -> u64;
-        let per_stream: [(&str, MetricType, &str, PerStream); 5] = [
+        let per_stream: [(&str, MetricType, &str, PerStream); 6] = [
             (
                 "popline_stream_viewers",
                 MetricType::Gauge,
@@ -316,6 +316,12 @@ impl Collector for Snapshot {
                 MetricType::Counter,
                 "Frames received from the stream's publisher.",
                 |s| s.frames_in,
+            ),
+            (
+                "popline_stream_bitrate_kbps",
+                MetricType::Gauge,
+                "Bitrate received from the stream's publisher over its current GOP, in kbit/s (0 until measured).",
+                |s| s.media.bitrate_kbps.unwrap_or(0),
             ),
             (
                 "popline_stream_received_bytes",
@@ -447,6 +453,7 @@ mod tests {
             bytes_in: 5_000,
             gop_cache_frames: 30,
             publishing_ms: 1_000,
+            media: Default::default(),
         }
     }
 
