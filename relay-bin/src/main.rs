@@ -164,6 +164,22 @@ fn run() -> anyhow::Result<()> {
     );
     let node = Node::start(config.clone(), bans.clone())
         .with_context(|| format!("cannot start RTMP on {}", config.rtmp.listen))?;
+    // Two nodes started at the same instant both pass check_port_free and then share one SO_REUSEPORT group:
+    // each sees the other's listener now, and stops.
+    match startup::foreign_listeners(node.rtmp_addr()) {
+        Ok(foreign) if !foreign.is_empty() => {
+            let port = node.rtmp_addr().port();
+            node.shutdown();
+            anyhow::bail!(
+                "RTMP port {} is shared with another process that listens on it too ({}): most likely another \
+                 popline started at the same time. Stop it, or give this node another port",
+                port,
+                foreign.join(", ")
+            );
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot check for other listeners on the RTMP port (no /proc?)"),
+    }
     let control: Arc<dyn NodeControl> = node.handle();
     let admin = if config.http.enabled {
         let server = AdminServer::spawn(&config.http, control, bans)

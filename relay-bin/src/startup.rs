@@ -115,6 +115,73 @@ pub fn check_port_free(addr: SocketAddr, what: &str) -> Result<(), String> {
     }
 }
 
+/// Listening TCP sockets of other processes that share `addr`'s port and overlap its address (the same
+/// address, or either side a wildcard), read from `/proc/net/tcp` and `/proc/net/tcp6` and told apart from
+/// this process's own sockets (`/proc/self/fd`) by inode. Run after the node bound its listeners, it closes
+/// the window [`check_port_free`] leaves (two nodes starting at the same instant both see a free port, then
+/// both join one SO_REUSEPORT group): each finds the other. Each entry is `ADDRESS (socket inode N)`.
+pub fn foreign_listeners(addr: SocketAddr) -> io::Result<Vec<String>> {
+    let mut ours = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc/self/fd")?.flatten() {
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            if let Some(inode) = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok())
+            {
+                ours.insert(inode);
+            }
+        }
+    }
+    let mut foreign = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for (listener, inode) in text.lines().skip(1).filter_map(parse_listen_line) {
+            if listener.port() == addr.port() && overlaps(listener, addr) && !ours.contains(&inode) {
+                foreign.push(format!("{listener} (socket inode {inode})"));
+            }
+        }
+    }
+    Ok(foreign)
+}
+
+/// A `/proc/net/tcp{,6}` line's local address and inode, when the socket listens (state `0A`).
+fn parse_listen_line(line: &str) -> Option<(SocketAddr, u64)> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if fields.get(3) != Some(&"0A") {
+        return None;
+    }
+    let (ip_hex, port_hex) = fields.get(1)?.split_once(':')?;
+    let port = u16::from_str_radix(port_hex, 16).ok()?;
+    // The address is the kernel's in-memory bytes: 32-bit words, each printed in host (little-endian) order.
+    let mut bytes = Vec::with_capacity(16);
+    for word in 0..ip_hex.len() / 8 {
+        let word = u32::from_str_radix(ip_hex.get(word * 8..word * 8 + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_le_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
+        _ => return None,
+    };
+    let inode = fields.get(9)?.parse().ok()?;
+    Some((SocketAddr::new(ip, port), inode))
+}
+
+/// Whether two listeners on one port take the same connections: the same address, or either a wildcard
+/// (IPv6 `::` takes IPv4 too unless the socket is IPv6-only, which is not told here: assumed to).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    let canonical = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let (a, b) = (canonical(a.ip()), canonical(b.ip()));
+    a == b || a.is_unspecified() || b.is_unspecified()
+}
+
 /// One line for an error and its causes, each cause written once: a cause whose text the line already holds
 /// (an error that prints its source in its own message) is left out.
 pub fn error_line(error: &anyhow::Error) -> String {
@@ -204,6 +271,71 @@ mod tests {
             here.is_absolute() && here.ends_with("popline-bans.json"),
             "{here:?}"
         );
+    }
+
+    #[test]
+    fn proc_net_tcp_lines_and_overlaps() {
+        let v4 = "   0: 0100007F:0787 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0";
+        assert_eq!(
+            parse_listen_line(v4),
+            Some(("127.0.0.1:1927".parse().unwrap(), 4242))
+        );
+        let v6 = "   1: 00000000000000000000000001000000:078F 00000000000000000000000000000000:0000 0A \
+                  00000000:00000000 00:00000000 00000000     0        0 77 1 0";
+        assert_eq!(parse_listen_line(v6), Some(("[::1]:1935".parse().unwrap(), 77)));
+        let established = v4.replace(" 0A ", " 01 ");
+        assert_eq!(parse_listen_line(&established), None);
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(overlaps(at("0.0.0.0:1"), at("127.0.0.1:1")));
+        assert!(overlaps(at("[::ffff:127.0.0.1]:1"), at("127.0.0.1:1")));
+        assert!(overlaps(at("[::]:1"), at("10.0.0.1:1")));
+        assert!(!overlaps(at("10.0.0.1:1"), at("127.0.0.1:1")));
+    }
+
+    #[test]
+    fn our_own_listeners_are_not_foreign() {
+        let ours = engine::Listener::bind("127.0.0.1:0".parse().unwrap(), engine::ListenerConfig::default())
+            .unwrap();
+        let addr = ours.local_addr().unwrap();
+        let _second = engine::Listener::bind(addr, engine::ListenerConfig::default()).unwrap();
+        assert_eq!(foreign_listeners(addr).unwrap(), Vec::<String>::new());
+    }
+
+    /// Another process that joins our SO_REUSEPORT group (here python, as a second node would) is found.
+    #[test]
+    fn another_process_in_our_reuseport_group_is_found() {
+        let ours = engine::Listener::bind("127.0.0.1:0".parse().unwrap(), engine::ListenerConfig::default())
+            .unwrap();
+        let addr = ours.local_addr().unwrap();
+        let script = format!(
+            "import socket, sys, time\n\
+             s = socket.socket()\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n\
+             s.bind(('127.0.0.1', {}))\n\
+             s.listen()\n\
+             print('ready', flush=True)\n\
+             time.sleep(10)\n",
+            addr.port()
+        );
+        let Ok(mut child) = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("skipped: no python3");
+            return;
+        };
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        );
+        let foreign = foreign_listeners(addr).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(line.trim(), "ready");
+        assert_eq!(foreign.len(), 1, "{foreign:?}");
+        assert!(foreign[0].starts_with(&addr.to_string()), "{foreign:?}");
     }
 
     #[test]
