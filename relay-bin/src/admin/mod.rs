@@ -35,7 +35,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::bans::BanStore;
 use crate::config::HttpConfig;
@@ -232,7 +232,9 @@ async fn retry_ban_saves(bans: Arc<BanStore>) {
         match tokio::task::spawn_blocking(move || bans.retry_save()).await {
             Ok(Ok(false)) => {}
             Ok(Ok(true)) => info!("ban file written again: the bans in force are on disk"),
-            Ok(Err(error)) => error!(%error, "ban file still cannot be written; the bans apply, retrying"),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "ban file still cannot be written; the bans apply, retrying")
+            }
             Err(error) => warn!(%error, "ban save task failed"),
         }
     }
