@@ -249,7 +249,10 @@ async fn forbid(
     {
         Ok(kicked) => {
             let view = ban.view_at(unix_now_ms());
-            info!(%peer, stream = %key, ban = ban.id, until = %ban.until_text(), remaining_s = ?view.remaining_s,
+            let remaining_s = view
+                .remaining_s
+                .map_or_else(|| "none (permanent)".to_string(), |s| s.to_string());
+            info!(%peer, stream = %key, ban = ban.id, until = %ban.until_text(), remaining_s = %remaining_s,
                 reason = %ban.reason, kicked, saved = save_error.is_none(), "admin: stream forbidden");
             Ok(Json(ForbidResponse {
                 ban: view,
