@@ -34,7 +34,10 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RtmpConfig {
-    /// Address the RTMP listener binds (one SO_REUSEPORT socket per core).
+    /// Address the RTMP listener binds (one SO_REUSEPORT socket per core): `IP:PORT`, `[IPv6]:PORT` or
+    /// `HOST:PORT` (resolved at start, e.g. `localhost:1935`). The node refuses to start when another process
+    /// listens on the port.
+    #[serde(deserialize_with = "crate::startup::deserialize_listen_addr")]
     pub listen: SocketAddr,
     /// Outbound RTMP chunk size in bytes (sent to every client with SetChunkSize).
     pub chunk_size: u32,
@@ -77,7 +80,8 @@ impl Default for RtmpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address the admin API binds.
+    /// Address the admin API binds (written as `rtmp.listen`). An address other than loopback needs `token`.
+    #[serde(deserialize_with = "crate::startup::deserialize_listen_addr")]
     pub listen: SocketAddr,
     /// Serve the admin API at all.
     pub enabled: bool,
@@ -227,12 +231,14 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this tree.
-    #[error("invalid config file {path}: {source}")]
+    #[error("invalid config file {path}: {source}{hint}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// What is wrong, with line and column.
         source: Box<toml::de::Error>,
+        /// What to do instead, for mistakes worth a word (empty otherwise).
+        hint: &'static str,
     },
     /// A value is out of range.
     #[error("invalid config: {0}")]
@@ -242,15 +248,23 @@ pub enum ConfigError {
 impl Config {
     /// Loads and checks `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::read(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads `path` without [`Config::validate`] (for a caller that applies overrides, such as command-line
+    /// flags, and validates the result).
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
+            hint: parse_hint(source.message()),
             source: Box::new(source),
         })?;
-        config.validate()?;
         Ok(config)
     }
 
@@ -267,6 +281,15 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "rtmp.max_message_bytes = {} (allowed 1..=16777215, the RTMP maximum)",
                 rtmp.max_message_bytes
+            )));
+        }
+        let http = &self.http;
+        if http.enabled && http.token.is_none() && !http.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "http.listen = {} is reachable from other machines but http.token is not set: anyone who \
+                 reaches the port could kick clients and forbid streams. Set http.token (or --http-token), \
+                 or listen on 127.0.0.1",
+                http.listen
             )));
         }
         if self.engine.inbox_capacity < 64 {
@@ -295,9 +318,55 @@ impl Config {
     }
 }
 
+/// A word of advice for a parse error whose usual cause we know.
+fn parse_hint(message: &str) -> &'static str {
+    if message.contains("unknown field `write_coalesce_ms`") {
+        // `[apps.NAME]` takes the `[fanout]` fields; the write interval is the cores' (one pass per interval
+        // over every viewer they serve), so it is set for the node.
+        "\nhint: write_coalesce_ms is node-wide: set it in [rtmp] (0 writes every frame at once)"
+    } else {
+        ""
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The commented sample `relay-bin/pop.toml` parses, and shows every field at its default.
+    #[test]
+    fn the_sample_pop_toml_is_the_defaults() {
+        let sample: Config = toml::from_str(include_str!("../pop.toml")).unwrap();
+        assert_eq!(sample, Config::default());
+        sample.validate().unwrap();
+    }
+
+    #[test]
+    fn write_coalesce_ms_in_an_app_points_to_rtmp() {
+        let dir = std::env::temp_dir().join(format!("popline-config-hint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pop.toml");
+        std::fs::write(&path, "[apps.live]\nwrite_coalesce_ms = 0\n").unwrap();
+        let error = Config::load(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            error.contains("write_coalesce_ms is node-wide: set it in [rtmp]"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_admin_api_off_loopback_needs_a_token() {
+        let mut config = Config::default();
+        config.http.listen = "0.0.0.0:8080".parse().unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("http.token"), "{error}");
+        config.http.token = Some("t".to_string());
+        config.validate().unwrap();
+        config.http.token = None;
+        config.http.enabled = false;
+        config.validate().unwrap();
+    }
 
     #[test]
     fn defaults_serve_on_localhost() {

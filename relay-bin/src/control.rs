@@ -82,6 +82,9 @@ pub struct StreamInfo {
     pub gop_cache_frames: u64,
     /// Milliseconds since the publisher started.
     pub publishing_ms: u64,
+    /// Codecs, picture size, frame rate and bitrate (flattened into the stream's JSON object).
+    #[serde(flatten)]
+    pub media: crate::media::describe::MediaInfo,
 }
 
 /// Node-wide counters, for `GET /api/v1/stats` and `GET /metrics`. Counters only grow; gauges are "now".

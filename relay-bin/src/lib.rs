@@ -18,4 +18,5 @@ pub mod media;
 pub mod mesh;
 pub mod node;
 pub mod rtmp;
+pub mod startup;
 pub mod stream_key;

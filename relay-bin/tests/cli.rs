@@ -65,3 +65,130 @@ fn a_bad_config_file_fails_with_the_file_and_the_problem() {
     assert!(err.contains("rtmp.chunk_size"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs popline with `args` and the environment `env`; returns (success, stdout, stderr).
+fn popline_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_popline"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// Item 24: a config error is said once, in a few lines, without a stack trace even under RUST_BACKTRACE.
+#[test]
+fn a_config_error_is_said_once_without_a_backtrace() {
+    let dir = std::env::temp_dir().join(format!("popline-cli-once-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[rtmp]\nchunk_sise = 4096\n").unwrap();
+    let (ok, _, err) = popline_env(
+        &["--config", path.to_str().unwrap(), "--print-config"],
+        &[("RUST_BACKTRACE", "1")],
+    );
+    assert!(!ok);
+    assert_eq!(err.matches("unknown field").count(), 1, "said once: {err}");
+    assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+    assert!(err.lines().count() <= 8, "a few lines: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Item 24: listen addresses as operators write them: a port out of range is named, `localhost` resolves.
+#[test]
+fn listen_addresses_say_what_is_wrong_and_accept_hostnames() {
+    let dir = std::env::temp_dir().join(format!("popline-cli-addr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pop.toml");
+    std::fs::write(&path, "[rtmp]\nlisten = \"127.0.0.1:99999\"\n").unwrap();
+    let (ok, _, err) = popline(&["--config", path.to_str().unwrap(), "--print-config"]);
+    assert!(!ok);
+    assert!(err.contains("port 99999 is out of range"), "{err}");
+    let (ok, _, err) = popline(&["--rtmp-listen", "127.0.0.1:99999", "--print-config"]);
+    assert!(!ok);
+    assert!(err.contains("port 99999 is out of range"), "{err}");
+
+    std::fs::write(&path, "[rtmp]\nlisten = \"localhost:1936\"\n").unwrap();
+    let (ok, out, err) = popline(&["--config", path.to_str().unwrap(), "--print-config"]);
+    assert!(ok, "{err}");
+    let config: relay::config::Config = toml::from_str(&out).unwrap();
+    assert!(config.rtmp.listen.ip().is_loopback() && config.rtmp.listen.port() == 1936);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Item 24: `--version` names the binary; `--help` shows each example on its own line.
+#[test]
+fn version_names_popline_and_help_examples_are_one_per_line() {
+    let (ok, out, _) = popline(&["--version"]);
+    assert!(ok);
+    assert!(out.starts_with("popline "), "{out}");
+    let (_, help, _) = popline(&["--help"]);
+    let publish = help.lines().find(|l| l.contains("ffmpeg")).unwrap();
+    assert!(
+        !publish.contains("ffplay"),
+        "publish and play run into one line: {publish}"
+    );
+    assert!(
+        help.lines()
+            .any(|l| l.trim_start().starts_with("Play:") && l.contains("ffplay")),
+        "{help}"
+    );
+    assert!(help.contains("sign-publish"), "{help}");
+}
+
+/// Item 24: `--print-config` does not print secrets.
+#[test]
+fn print_config_redacts_secrets() {
+    let dir = std::env::temp_dir().join(format!("popline-cli-redact-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pop.toml");
+    std::fs::write(&path, "[auth]\npublish_secret = \"pub-s3cret\"\n").unwrap();
+    let (ok, out, err) = popline(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--http-token",
+        "admin-s3cret",
+        "--print-config",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("pub-s3cret") && !out.contains("admin-s3cret"),
+        "{out}"
+    );
+    assert_eq!(out.matches("(redacted)").count(), 2, "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Item 25: `popline sign-publish` makes a token the node accepts.
+#[test]
+fn sign_publish_makes_a_token_the_node_accepts() {
+    let (ok, out, err) = popline(&[
+        "sign-publish",
+        "--secret",
+        "s3cret",
+        "--stream",
+        "live/cam",
+        "--expires-in",
+        "600",
+    ]);
+    assert!(ok, "{err}");
+    let query = out.trim();
+    let key = relay::stream_key::StreamKey::new("live", "cam").unwrap();
+    let now = relay::bans::unix_now_ms() / 1000;
+    relay::auth::verify_publish(b"s3cret", &key, Some(query), now).unwrap();
+    assert!(relay::auth::verify_publish(b"other", &key, Some(query), now).is_err());
+    let expires: u64 = query
+        .strip_prefix("expires=")
+        .and_then(|rest| rest.split('&').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((now + 590..=now + 610).contains(&expires), "{query}");
+    let (ok, _, err) = popline(&["sign-publish", "--stream", "live/cam"]);
+    assert!(!ok);
+    assert!(err.contains("--secret"), "{err}");
+}

@@ -32,7 +32,7 @@ fn forbid_kicks_both_sides_refuses_again_and_survives_kill_9() {
     let (status, body) = node.api(
         "POST",
         "/api/v1/streams/live/banned/forbid",
-        Some(r#"{"reason":"test ban"}"#),
+        Some(r#"{"permanent":true,"reason":"test ban"}"#),
     );
     let answered = asked.elapsed();
     assert_eq!(status, 200, "{body}");

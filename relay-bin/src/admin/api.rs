@@ -16,12 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::auth_token::{require_token, BearerToken};
 use super::error::ApiError;
 use super::metrics;
-use crate::bans::{Ban, BanStore};
+use crate::bans::{unix_now_ms, BanStore, BanView};
 use crate::control::{ClientId, ClientInfo, NodeControl, NodeStats, StreamInfo};
 use crate::stream_key::StreamKey;
 
@@ -41,21 +41,40 @@ pub struct ApiState {
     pub deadline: Duration,
 }
 
-/// The body of `POST /api/v1/streams/{app}/{stream}/forbid` (the whole body may be empty).
+/// The body of `POST /api/v1/streams/{app}/{stream}/forbid`: how long is required, either `duration_s` or
+/// `"permanent": true` (an empty body is refused: a ban until lifted must be asked for by name).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ForbidRequest {
-    /// Seconds the ban lasts; absent: until lifted.
+    /// Seconds the ban lasts.
     duration_s: Option<u64>,
+    /// `true`: the ban lasts until it is lifted (`DELETE .../forbid`).
+    permanent: Option<bool>,
     /// Why (kept with the ban, cut to 1 KiB).
     reason: Option<String>,
 }
 
-/// The answer to a forbid: the ban in force and how many clients were closed.
+/// The answer to a forbid: the ban in force, how many clients were closed, and whether the ban is on disk.
 #[derive(Debug, Serialize)]
 struct ForbidResponse {
-    ban: Ban,
+    ban: BanView,
     kicked: u64,
+    /// `false`: the ban applies (in memory) but the ban file could not be written; the node retries, and
+    /// `/healthz` and `popline_bans_unsaved` say so until it succeeds.
+    saved: bool,
+    /// Why the ban is not saved, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    save_error: Option<String>,
+}
+
+/// The answer to an unforbid: the lifted ban, and whether the ban file says so yet.
+#[derive(Debug, Serialize)]
+struct LiftResponse {
+    #[serde(flatten)]
+    ban: BanView,
+    saved: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    save_error: Option<String>,
 }
 
 /// The whole API: `/api/v1/...` and `/metrics` behind the token, `/healthz` open.
@@ -163,35 +182,48 @@ async fn forbid(
 ) -> Result<Json<ForbidResponse>, ApiError> {
     let key = stream_key(path)?;
     let body = body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    const WANT: &str =
+        r#"want {"duration_s": seconds} or {"permanent": true}, and optionally "reason": text"#;
     let request: ForbidRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ForbidRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "bad forbid body: {e} (want {{\"duration_s\": seconds, \"reason\": text}}, both optional)"
-            ))
-        })?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("bad forbid body: {e} ({WANT})")))?
     };
-    if request.duration_s == Some(0) {
-        return Err(ApiError::bad_request(
-            "duration_s must be at least 1 (leave it out to ban until lifted)",
-        ));
-    }
-    let duration = request.duration_s.map(Duration::from_secs);
+    let duration = match (request.duration_s, request.permanent.unwrap_or(false)) {
+        (Some(0), _) => {
+            return Err(ApiError::bad_request(
+                "duration_s must be at least 1 (or ask for {\"permanent\": true})",
+            ))
+        }
+        (Some(_), true) => {
+            return Err(ApiError::bad_request(
+                "give duration_s or \"permanent\": true, not both",
+            ))
+        }
+        (Some(seconds), false) => Some(Duration::from_secs(seconds)),
+        (None, true) => None,
+        (None, false) => {
+            return Err(ApiError::bad_request(format!(
+                "how long? a ban needs a duration: {WANT}"
+            )))
+        }
+    };
     let reason = request.reason.unwrap_or_default();
 
-    // The ban is on disk before anyone is kicked: a client that reconnects at once is refused.
+    // The ban applies at once, before anyone is kicked (a client that reconnects at once is refused), even if
+    // the ban file cannot be written: the write is retried, and reported until it succeeds.
     let bans = Arc::clone(&state.bans);
     let ban_key = key.clone();
-    let ban = match blocking(state.deadline, "writing the ban", move || {
+    let saved = match blocking(state.deadline, "writing the ban", move || {
         bans.forbid(ban_key, duration, reason)
     })
     .await
     {
-        Ok(Ok(ban)) => ban,
+        Ok(Ok(saved)) => saved,
         Ok(Err(error)) => {
-            warn!(%peer, stream = %key, %error, "admin: forbid failed");
-            return Err(ApiError::internal(format!("ban of {key} not saved: {error}")));
+            warn!(%peer, stream = %key, %error, "admin: forbid refused");
+            return Err(ApiError::bad_request(format!("ban of {key} refused: {error}")));
         }
         Err(error) => {
             warn!(%peer, stream = %key, %error, "admin: forbid timed out");
@@ -201,6 +233,13 @@ async fn forbid(
             ));
         }
     };
+    let ban = saved.value;
+    let save_error = saved.unsaved.map(|error| error.to_string());
+    if let Some(save_error) = &save_error {
+        error!(%peer, stream = %key, ban = ban.id, error = %save_error,
+            "admin: stream forbidden, but the ban file cannot be written: the ban applies now and is lost on restart \
+             until a retry succeeds (every {} s)", crate::bans::RETRY_INTERVAL.as_secs());
+    }
     let control = Arc::clone(&state.control);
     let kick_key = key.clone();
     match blocking(state.deadline, "kicking the stream's clients", move || {
@@ -209,15 +248,25 @@ async fn forbid(
     .await
     {
         Ok(kicked) => {
-            info!(%peer, stream = %key, ban = ban.id, until_unix_ms = ?ban.until_unix_ms, reason = %ban.reason, kicked, "admin: stream forbidden");
-            Ok(Json(ForbidResponse { ban, kicked }))
+            let view = ban.view_at(unix_now_ms());
+            let remaining_s = view
+                .remaining_s
+                .map_or_else(|| "none (permanent)".to_string(), |s| s.to_string());
+            info!(%peer, stream = %key, ban = ban.id, until = %ban.until_text(), remaining_s = %remaining_s,
+                reason = %ban.reason, kicked, saved = save_error.is_none(), "admin: stream forbidden");
+            Ok(Json(ForbidResponse {
+                ban: view,
+                kicked,
+                saved: save_error.is_none(),
+                save_error,
+            }))
         }
         Err(error) => {
             warn!(%peer, stream = %key, ban = ban.id, %error, "admin: stream forbidden but the kick did not finish");
             Err(ApiError::new(
                 error.status,
                 format!(
-                    "ban {} of {key} is saved and refuses new requests, but {}",
+                    "ban {} of {key} is in force and refuses new requests, but {}",
                     ban.id, error.message
                 ),
             ))
@@ -229,7 +278,7 @@ async fn unforbid(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<Json<Ban>, ApiError> {
+) -> Result<Json<LiftResponse>, ApiError> {
     let key = stream_key(path)?;
     let bans = Arc::clone(&state.bans);
     let lift_key = key.clone();
@@ -238,14 +287,26 @@ async fn unforbid(
     })
     .await;
     match result {
-        Ok(Ok(Some(ban))) => {
-            info!(%peer, stream = %key, ban = ban.id, "admin: ban lifted");
-            Ok(Json(ban))
-        }
-        Ok(Ok(None)) => {
-            info!(%peer, stream = %key, "admin: unforbid of a stream without a ban");
-            Err(ApiError::not_found(format!("stream {key} has no active ban")))
-        }
+        Ok(Ok(saved)) => match saved.value {
+            Some(ban) => {
+                let save_error = saved.unsaved.map(|error| error.to_string());
+                match &save_error {
+                    None => info!(%peer, stream = %key, ban = ban.id, "admin: ban lifted"),
+                    Some(save_error) => error!(%peer, stream = %key, ban = ban.id, error = %save_error,
+                        "admin: ban lifted, but the ban file cannot be written (retried; until then a restart \
+                         would bring the ban back)"),
+                }
+                Ok(Json(LiftResponse {
+                    ban: ban.view_at(unix_now_ms()),
+                    saved: save_error.is_none(),
+                    save_error,
+                }))
+            }
+            None => {
+                info!(%peer, stream = %key, "admin: unforbid of a stream without a ban");
+                Err(ApiError::not_found(format!("stream {key} has no active ban")))
+            }
+        },
         Ok(Err(error)) => {
             warn!(%peer, stream = %key, %error, "admin: unforbid failed");
             Err(ApiError::internal(format!("ban of {key} not lifted: {error}")))
@@ -257,8 +318,9 @@ async fn unforbid(
     }
 }
 
-async fn list_bans(State(state): State<ApiState>) -> Json<Vec<Ban>> {
-    Json(state.bans.list())
+async fn list_bans(State(state): State<ApiState>) -> Json<Vec<BanView>> {
+    let now = unix_now_ms();
+    Json(state.bans.list().iter().map(|ban| ban.view_at(now)).collect())
 }
 
 async fn metrics_page(State(state): State<ApiState>) -> Result<Response, ApiError> {
@@ -267,13 +329,37 @@ async fn metrics_page(State(state): State<ApiState>) -> Result<Response, ApiErro
         (control.stats(), control.streams())
     })
     .await?;
-    let text = metrics::render(stats, streams, state.bans.active_count())
-        .map_err(|_| ApiError::internal("cannot encode the metrics page"))?;
+    let text = metrics::render(
+        stats,
+        streams,
+        state.bans.active_count(),
+        &state.bans.save_status(),
+    )
+    .map_err(|_| ApiError::internal("cannot encode the metrics page"))?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+/// `GET /healthz`: `200 ok`, or `503` with the reason when the node cannot do its job in full: today, when
+/// the ban file lags behind the bans in force (they apply, but a restart would lose them).
+async fn healthz(State(state): State<ApiState>) -> Response {
+    let status = state.bans.save_status();
+    match status.unsaved_since_unix_ms {
+        None => "ok".into_response(),
+        Some(since) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "degraded: bans not saved to {} since {}: {} (they apply; retried every {} s)\n",
+                state
+                    .bans
+                    .path()
+                    .map_or_else(|| "-".to_string(), |p| p.display().to_string()),
+                crate::bans::rfc3339_ms(since),
+                status.last_error.unwrap_or_default(),
+                crate::bans::RETRY_INTERVAL.as_secs()
+            ),
+        )
+            .into_response(),
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

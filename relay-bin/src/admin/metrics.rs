@@ -18,18 +18,29 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::bans::SaveStatus;
 use crate::control::{NodeStats, StreamInfo};
 
 /// The `Content-Type` of the exposition (the Prometheus text format, version 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
-/// Renders the exposition of `stats`, `streams` and the number of active bans.
+/// Renders the exposition of `stats`, `streams`, the number of active bans, whether the ban file is up to
+/// date, and this process's CPU time and memory ([`ProcessStats::read`]).
 ///
 /// Fails only if the encoder does (writing into a `String` does not), which the caller answers with a 500.
-pub fn render(stats: NodeStats, streams: Vec<StreamInfo>, bans_active: usize) -> Result<String, fmt::Error> {
+pub fn render(
+    stats: NodeStats,
+    streams: Vec<StreamInfo>,
+    bans_active: usize,
+    bans_saved: &SaveStatus,
+) -> Result<String, fmt::Error> {
     let mut out = String::with_capacity(4096 + streams.len() * 512);
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshot::new(stats, streams, bans_active)));
+    let mut snapshot = Snapshot::new(stats, streams, bans_active);
+    snapshot.bans_unsaved = u64::from(bans_saved.unsaved_since_unix_ms.is_some());
+    snapshot.bans_save_failures = bans_saved.failures;
+    snapshot.process = ProcessStats::read();
+    registry.register_collector(Box::new(snapshot));
     prometheus_text::encode(&mut out, &registry)?;
     Ok(out)
 }
@@ -43,6 +54,69 @@ struct Snapshot {
     /// Streams the node listed (`popline_streams`), counted before duplicates were removed.
     streams_listed: u64,
     bans_active: u64,
+    /// 1 while the ban file lags behind the bans in force.
+    bans_unsaved: u64,
+    /// Failed writes of the ban file since start.
+    bans_save_failures: u64,
+    /// This process's CPU time and memory, when `/proc` could be read.
+    process: Option<ProcessStats>,
+}
+
+/// This process's resources, from `/proc/self` (Linux).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessStats {
+    /// User and system CPU time of every thread, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory, in bytes.
+    pub resident_bytes: u64,
+    /// Virtual memory, in bytes.
+    pub virtual_bytes: u64,
+    /// Threads.
+    pub threads: u64,
+    /// Open file descriptors (sockets included).
+    pub open_fds: u64,
+}
+
+/// Clock ticks per second of `/proc/self/stat`'s `utime`/`stime` (`USER_HZ`, 100 on every Linux ABI;
+/// `sysconf(_SC_CLK_TCK)` would need `unsafe`).
+const USER_HZ: f64 = 100.0;
+
+impl ProcessStats {
+    /// Reads `/proc/self/stat`, `/proc/self/status` and `/proc/self/fd`; `None` where there is no `/proc`.
+    pub fn read() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let mut stats = ProcessStats::parse_stat(&stat)?;
+        stats.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64);
+        // VmRSS in kB, exact whatever the page size (`rss` in `stat` counts pages).
+        if let Some(kib) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+        {
+            stats.resident_bytes = kib.saturating_mul(1024);
+        }
+        Some(stats)
+    }
+
+    /// The fields of a `/proc/PID/stat` line (after the command name, which may hold spaces and parentheses).
+    fn parse_stat(stat: &str) -> Option<ProcessStats> {
+        let (_, rest) = stat.rsplit_once(')')?;
+        // Fields from 3 (state) on; utime is field 14, stime 15, num_threads 20, vsize 23, rss 24 (pages).
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+        const PAGE_BYTES: u64 = 4096;
+        Some(ProcessStats {
+            cpu_seconds: (field(14)? + field(15)?) as f64 / USER_HZ,
+            threads: field(20)?,
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)?.saturating_mul(PAGE_BYTES),
+            open_fds: 0,
+        })
+    }
 }
 
 impl Snapshot {
@@ -57,6 +131,9 @@ impl Snapshot {
             streams,
             streams_listed,
             bans_active: bans_active as u64,
+            bans_unsaved: 0,
+            bans_save_failures: 0,
+            process: None,
         }
     }
 }
@@ -77,7 +154,7 @@ impl Collector for Snapshot {
                 1,
             )],
         )?;
-        let gauges: [(&str, &str, u64); 7] = [
+        let gauges: [(&str, &str, u64); 8] = [
             ("popline_cores", "Data-plane cores.", stats.cores as u64),
             (
                 "popline_uptime_seconds",
@@ -97,12 +174,17 @@ impl Collector for Snapshot {
                 "Stream bans in force now.",
                 self.bans_active,
             ),
+            (
+                "popline_bans_unsaved",
+                "1 while the ban file cannot be written and lags behind the bans in force (they apply; retried).",
+                self.bans_unsaved,
+            ),
         ];
         for (name, help, value) in gauges {
             family(&mut encoder, name, MetricType::Gauge, help, [(NO_LABELS, value)])?;
         }
         // Counter families are named without `_total`: the encoder appends it.
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 12] = [
             (
                 "popline_connections_accepted",
                 "Client connections accepted.",
@@ -158,6 +240,11 @@ impl Collector for Snapshot {
                 "Cross-core messages dropped because a core's inbox was full.",
                 stats.inbox_full,
             ),
+            (
+                "popline_bans_save_failures",
+                "Writes of the ban file that failed.",
+                self.bans_save_failures,
+            ),
         ];
         for (name, help, value) in counters {
             family(
@@ -169,8 +256,43 @@ impl Collector for Snapshot {
             )?;
         }
 
+        if let Some(process) = &self.process {
+            let mut cpu = encoder.encode_descriptor(
+                "popline_process_cpu_seconds",
+                "User and system CPU time of the process, in seconds.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(process.cpu_seconds).encode(cpu.encode_family(&NO_LABELS)?)?;
+            let gauges: [(&str, &str, u64); 4] = [
+                (
+                    "popline_process_resident_memory_bytes",
+                    "Resident memory of the process, in bytes.",
+                    process.resident_bytes,
+                ),
+                (
+                    "popline_process_virtual_memory_bytes",
+                    "Virtual memory of the process, in bytes.",
+                    process.virtual_bytes,
+                ),
+                (
+                    "popline_process_threads",
+                    "Threads of the process.",
+                    process.threads,
+                ),
+                (
+                    "popline_process_open_fds",
+                    "Open file descriptors of the process (sockets included).",
+                    process.open_fds,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                family(&mut encoder, name, MetricType::Gauge, help, [(NO_LABELS, value)])?;
+            }
+        }
+
         type PerStream = fn(&StreamInfo) -> u64;
-        let per_stream: [(&str, MetricType, &str, PerStream); 5] = [
+        let per_stream: [(&str, MetricType, &str, PerStream); 6] = [
             (
                 "popline_stream_viewers",
                 MetricType::Gauge,
@@ -194,6 +316,12 @@ impl Collector for Snapshot {
                 MetricType::Counter,
                 "Frames received from the stream's publisher.",
                 |s| s.frames_in,
+            ),
+            (
+                "popline_stream_bitrate_kbps",
+                MetricType::Gauge,
+                "Bitrate received from the stream's publisher over its current GOP, in kbit/s (0 until measured).",
+                |s| s.media.bitrate_kbps.unwrap_or(0),
             ),
             (
                 "popline_stream_received_bytes",
@@ -325,6 +453,7 @@ mod tests {
             bytes_in: 5_000,
             gop_cache_frames: 30,
             publishing_ms: 1_000,
+            media: Default::default(),
         }
     }
 
@@ -338,7 +467,13 @@ mod tests {
             ..NodeStats::default()
         };
         let weird = r#"we"ird\name"#;
-        let text = render(stats, vec![stream("b", 2), stream(weird, 1), stream("b", 9)], 1).unwrap();
+        let text = render(
+            stats,
+            vec![stream("b", 2), stream(weird, 1), stream("b", 9)],
+            1,
+            &SaveStatus::default(),
+        )
+        .unwrap();
         let samples = parse_for_test(&text).unwrap();
         let find = |name: &str, label: Option<&str>| {
             samples
@@ -350,6 +485,10 @@ mod tests {
         assert_eq!(find("popline_connections", None), vec![3.0]);
         assert_eq!(find("popline_frames_in_total", None), vec![200.0]);
         assert_eq!(find("popline_bans_active", None), vec![1.0]);
+        assert_eq!(find("popline_bans_unsaved", None), vec![0.0]);
+        assert!(find("popline_process_cpu_seconds_total", None)[0] >= 0.0);
+        assert!(find("popline_process_resident_memory_bytes", None)[0] > 1e6);
+        assert!(find("popline_process_open_fds", None)[0] >= 3.0);
         assert_eq!(find("popline_stream_viewers", Some("live/b")), vec![2.0]);
         let weird_key = format!("live/{weird}");
         assert_eq!(find("popline_stream_viewers", Some(&weird_key)), vec![1.0]);
@@ -372,6 +511,18 @@ mod tests {
             text.contains("# HELP popline_cores Data-plane cores.\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn proc_stat_parses_with_odd_command_names() {
+        let line =
+            "42 (pop line) x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 7 0 1000 123456789 2048 \
+                    18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        let stats = ProcessStats::parse_stat(line).unwrap();
+        assert_eq!(stats.cpu_seconds, 3.0);
+        assert_eq!((stats.threads, stats.virtual_bytes), (7, 123_456_789));
+        assert_eq!(stats.resident_bytes, 2048 * 4096);
+        assert!(ProcessStats::parse_stat("42 (x").is_none());
     }
 
     #[test]

@@ -10,15 +10,16 @@
 //! | `GET /api/v1/clients` | JSON array of [`ClientInfo`](crate::control::ClientInfo) |
 //! | `GET /api/v1/stats` | [`NodeStats`](crate::control::NodeStats) |
 //! | `DELETE /api/v1/clients/{id}` | 204, or 404 when no such client |
-//! | `POST /api/v1/streams/{app}/{stream}/forbid` | body `{"duration_s"?, "reason"?}` (may be empty): the ban is saved, then the stream's clients kicked: `{"ban": Ban, "kicked": n}` |
-//! | `DELETE /api/v1/streams/{app}/{stream}/forbid` | the lifted [`Ban`](crate::bans::Ban), or 404 |
-//! | `GET /api/v1/bans` | JSON array of active bans |
+//! | `POST /api/v1/streams/{app}/{stream}/forbid` | body `{"duration_s": n}` or `{"permanent": true}`, and `"reason"?`: the ban applies, then the stream's clients are kicked: `{"ban": BanView, "kicked": n, "saved": bool}` |
+//! | `DELETE /api/v1/streams/{app}/{stream}/forbid` | the lifted ban ([`BanView`](crate::bans::BanView) and `saved`), or 404 |
+//! | `GET /api/v1/bans` | JSON array of active bans ([`BanView`](crate::bans::BanView): RFC 3339 times, `remaining_s`) |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`metrics`]) |
-//! | `GET /healthz` | `ok` (never needs the token) |
+//! | `GET /healthz` | `200 ok`, or `503 degraded: ...` while the ban file cannot be written (never needs the token) |
 //!
 //! With `http.token` set, every route but `/healthz` needs `Authorization: Bearer <token>` ([`auth_token`]).
 //! Errors are JSON `{"error": "..."}` ([`error`]). The server also drops expired bans from memory and the ban
-//! file once a minute.
+//! file once a minute, and writes the ban file again every [`RETRY_INTERVAL`](crate::bans::RETRY_INTERVAL)
+//! while its last write failed.
 
 pub mod api;
 pub mod auth_token;
@@ -186,9 +187,11 @@ fn serve(
                 let _ = draining.await;
             });
         let server = tokio::spawn(server.into_future());
-        let purger = tokio::spawn(purge_expired_bans(bans));
+        let purger = tokio::spawn(purge_expired_bans(Arc::clone(&bans)));
+        let retrier = tokio::spawn(retry_ban_saves(bans));
         let _ = stopped.await;
         purger.abort();
+        retrier.abort();
         let _ = drain.send(());
         match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
             Ok(Ok(Ok(()))) => info!("admin API stopped"),
@@ -215,6 +218,24 @@ async fn purge_expired_bans(bans: Arc<BanStore>) {
             Ok(Ok(purged)) => info!(purged, "expired bans dropped"),
             Ok(Err(error)) => warn!(%error, "cannot purge expired bans"),
             Err(error) => warn!(%error, "ban purge task failed"),
+        }
+    }
+}
+
+/// Writes the ban file again while its last write failed (the bans apply in memory meanwhile).
+async fn retry_ban_saves(bans: Arc<BanStore>) {
+    let mut tick = tokio::time::interval(crate::bans::RETRY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let bans = Arc::clone(&bans);
+        match tokio::task::spawn_blocking(move || bans.retry_save()).await {
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => info!("ban file written again: the bans in force are on disk"),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "ban file still cannot be written; the bans apply, retrying")
+            }
+            Err(error) => warn!(%error, "ban save task failed"),
         }
     }
 }
@@ -346,6 +367,10 @@ mod tests {
         );
         assert_eq!(answer.status, 200, "{}", answer.body);
         let json = answer.json();
+        assert_eq!(json["saved"], true);
+        assert_eq!(json["ban"]["remaining_s"], 3600);
+        assert_eq!(json["ban"]["permanent"], false);
+        assert!(json["ban"]["until"].as_str().unwrap().ends_with('Z'));
         assert_eq!(json["kicked"], 2);
         assert_eq!(json["ban"]["stream"], "live/cam");
         assert_eq!(json["ban"]["reason"], "spam");
@@ -364,16 +389,26 @@ mod tests {
         let bans = request(addr, "GET", "/api/v1/bans", Some(TOKEN), None);
         assert_eq!(bans.json().as_array().unwrap().len(), 1);
 
-        // Empty body: a ban until lifted, with no reason.
-        let other = request(
+        // A ban until lifted is asked for by name; an empty body is refused (it says how long is needed).
+        let empty = request(
             addr,
             "POST",
             "/api/v1/streams/live/other/forbid",
             Some(TOKEN),
             None,
         );
+        assert_eq!(empty.status, 400, "{}", empty.body);
+        assert!(empty.json()["error"].as_str().unwrap().contains("permanent"));
+        let other = request(
+            addr,
+            "POST",
+            "/api/v1/streams/live/other/forbid",
+            Some(TOKEN),
+            Some(r#"{"permanent": true}"#),
+        );
         assert_eq!(other.status, 200, "{}", other.body);
         assert!(other.json()["ban"]["until_unix_ms"].is_null());
+        assert_eq!(other.json()["ban"]["permanent"], true);
 
         let lifted = request(addr, "DELETE", path, Some(TOKEN), None);
         assert_eq!(lifted.status, 200);
@@ -397,6 +432,9 @@ mod tests {
             r#"{"duration_s": "long"}"#,
             r#"{"reasn": "x"}"#,
             r#"{"duration_s": 0}"#,
+            r#"{"reason": "no duration"}"#,
+            r#"{"duration_s": 5, "permanent": true}"#,
+            r#"{"permanent": false}"#,
         ] {
             let answer = request(addr, "POST", path, None, Some(body));
             assert_eq!(answer.status, 400, "{body}");
@@ -413,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn persist_failure_is_500_and_kicks_nobody() {
+    fn a_ban_that_cannot_be_saved_applies_kicks_and_is_reported() {
         let dir = TempDir::new("fail");
         let config = HttpConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -422,24 +460,37 @@ mod tests {
         };
         let control = Arc::new(FakeControl::default());
         let bans = Arc::new(BanStore::open(Some(dir.0.join("no-such-dir").join("bans.json"))).unwrap());
-        let server = AdminServer::spawn(&config, control.clone(), bans).unwrap();
+        let server = AdminServer::spawn(&config, control.clone(), Arc::clone(&bans)).unwrap();
+        let addr = server.local_addr();
+        assert_eq!(request(addr, "GET", "/healthz", None, None).status, 200);
         let answer = request(
-            server.local_addr(),
+            addr,
             "POST",
             "/api/v1/streams/live/cam/forbid",
             None,
-            None,
+            Some(r#"{"permanent": true}"#),
         );
-        assert_eq!(answer.status, 500);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let json = answer.json();
+        assert_eq!(json["saved"], false);
         assert!(
-            answer.json()["error"]
+            json["save_error"]
                 .as_str()
                 .unwrap()
                 .contains("cannot write ban file"),
             "{}",
             answer.body
         );
-        assert!(control.kicked_streams.lock().unwrap().is_empty());
+        assert_eq!(control.kicked_streams.lock().unwrap().len(), 1);
+        assert!(bans.check(&StreamKey::new("live", "cam").unwrap()).is_some());
+        let health = request(addr, "GET", "/healthz", None, None);
+        assert_eq!(health.status, 503);
+        assert!(health.body.contains("bans not saved"), "{}", health.body);
+        let metrics = metrics::parse_for_test(&request(addr, "GET", "/metrics", None, None).body).unwrap();
+        let value = |name: &str| metrics.iter().find(|(n, _, _)| n == name).map(|(_, _, v)| *v);
+        assert_eq!(value("popline_bans_unsaved"), Some(1.0));
+        // One failed write, or more if the retry ran meanwhile.
+        assert!(value("popline_bans_save_failures_total").unwrap() >= 1.0);
     }
 
     #[test]

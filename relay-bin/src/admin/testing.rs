@@ -31,6 +31,7 @@ impl NodeControl for FakeControl {
             bytes_in: 100_000,
             gop_cache_frames: 50,
             publishing_ms: 10_000,
+            media: Default::default(),
         }]
     }
 

@@ -172,7 +172,7 @@ impl CoreLoop {
                 Ok(n) => n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return self.lost(token, "read error"),
+                Err(error) => return self.lost(token, lost_reason(Some(&error))),
             };
             let input = self.read_buf.get(..read).unwrap_or_default();
             self.core.input(Instant::now(), token, input);
@@ -236,5 +236,33 @@ impl CoreLoop {
             let _ = self.poller.delete(socket.stream.as_raw_fd());
             let _ = socket.stream.shutdown(Shutdown::Both);
         }
+    }
+}
+
+/// Why a connection ended, for the log, from the error its socket gave (`None`: an orderly close). A reset
+/// is how most players hang up (they close with unread bytes in their receive buffer, so the kernel sends a
+/// RST), so it reads as the peer closing, not as an error.
+pub(crate) fn lost_reason(error: Option<&io::Error>) -> &'static str {
+    match error.map(io::Error::kind) {
+        None => "peer closed the connection",
+        Some(
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe,
+        ) => "peer closed the connection (reset)",
+        Some(io::ErrorKind::TimedOut) => "connection timed out",
+        Some(_) => "connection error",
+    }
+}
+
+#[cfg(test)]
+mod lost_reason_tests {
+    use super::*;
+
+    #[test]
+    fn a_reset_reads_as_the_peer_closing() {
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(lost_reason(Some(&reset)), "peer closed the connection (reset)");
+        assert_eq!(lost_reason(None), "peer closed the connection");
+        let other = io::Error::from(io::ErrorKind::InvalidData);
+        assert_eq!(lost_reason(Some(&other)), "connection error");
     }
 }

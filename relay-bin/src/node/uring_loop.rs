@@ -221,11 +221,7 @@ fn on_tcp(
         TcpEvent::Closed(id, error) => {
             if let Some(token) = tokens_of.remove(&id) {
                 conns.remove(&token);
-                let reason = match error {
-                    Some(_) => "connection error",
-                    None => "peer closed the connection",
-                };
-                core.connection_lost(now, token, reason);
+                core.connection_lost(now, token, crate::node::io_loop::lost_reason(error.as_ref()));
             }
         }
     }

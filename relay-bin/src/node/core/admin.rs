@@ -95,6 +95,7 @@ impl NodeCore {
                     frames_in: owner.frames_in,
                     bytes_in: owner.bytes_in,
                     gop_cache_frames: stream.gop.frames() as u64,
+                    media: crate::media::describe::describe(stream.gop.start_frames()),
                     publishing_ms: owner
                         .publishing_since
                         .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
