@@ -72,6 +72,13 @@ enum Command {
         #[arg(long)]
         secret: Option<String>,
     },
+    /// Write a new mesh key pair: the private key to --out (mode 0600, never overwritten), the public key
+    /// (base64) to stdout, for the other nodes' [[mesh.peers]] public_key.
+    Keygen {
+        /// Where to write the private key (e.g. /var/lib/popline/mesh.key).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,6 +103,12 @@ fn run() -> anyhow::Result<()> {
         Some(path) => Config::read(path)?,
         None => Config::default(),
     };
+    if let Some(Command::Keygen { out }) = &cli.command {
+        let keypair = relay::mesh::config::write_new_key(out)
+            .with_context(|| format!("cannot write a new key to {}", out.display()))?;
+        print_quietly(&format!("{}\n", relay::mesh::config::encode_key(&keypair.public)));
+        return Ok(());
+    }
     if let Some(Command::SignPublish {
         stream,
         expires_in,

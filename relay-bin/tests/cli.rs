@@ -192,3 +192,34 @@ fn sign_publish_makes_a_token_the_node_accepts() {
     assert!(!ok);
     assert!(err.contains("--secret"), "{err}");
 }
+
+#[test]
+fn keygen_writes_a_private_key_and_prints_its_public_key() {
+    let dir = std::env::temp_dir().join(format!("popline-keygen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mesh.key");
+    let (ok, out, err) = popline(&["keygen", "--out", path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let public = out.trim();
+    assert_eq!(public.len(), 44, "base64 of 32 bytes: {out:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let keypair = relay::mesh::config::read_key(&path).unwrap();
+    assert_eq!(relay::mesh::config::encode_key(&keypair.public), public);
+    // Never overwritten: the node's identity would change under its peers.
+    let (ok, _, err) = popline(&["keygen", "--out", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot write a new key") && err.contains("exists"),
+        "{err}"
+    );
+    assert_eq!(
+        relay::mesh::config::read_key(&path).unwrap().public,
+        keypair.public
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
