@@ -55,6 +55,12 @@ pub struct RtmpConfig {
     /// fan-out); a frame after a quiet interval leaves at once. It adds at most this much latency to viewers
     /// (SRS's "merged write" does the same, 350 ms by default). 0 writes every frame as soon as it arrives.
     pub write_coalesce_ms: u64,
+    /// Most bytes of protocol answers (acknowledgements, ping responses, command results) queued for a client
+    /// that does not read them; a client past it is closed (counted in `limit_hits.control_queue`).
+    pub max_control_queue_bytes: usize,
+    /// Smallest `WindowAcknowledgementSize` a client may set, in bytes (a tiny window makes the node queue an
+    /// acknowledgement per read); a smaller one ends the session (counted in `limit_hits.window_ack`).
+    pub min_window_ack_bytes: u32,
 }
 
 impl Default for RtmpConfig {
@@ -69,6 +75,8 @@ impl Default for RtmpConfig {
             max_connections_per_core: 20_000,
             unpublish_grace_ms: 5_000,
             write_coalesce_ms: 100,
+            max_control_queue_bytes: 64 << 10,
+            min_window_ack_bytes: 4096,
         }
     }
 }

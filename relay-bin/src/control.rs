@@ -121,6 +121,31 @@ pub struct NodeStats {
     pub viewers_overflowed: u64,
     /// Cross-core messages dropped because a core's inbox was full.
     pub inbox_full: u64,
+    /// How often each hardening limit was hit.
+    pub limit_hits: LimitHits,
+}
+
+/// How often each hardening limit was hit since start: `limit_hits` in `GET /api/v1/stats`, and
+/// `popline_limit_hits_total{limit="NAME"}` in `/metrics` (the field names are the label values).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LimitHits {
+    /// Clients closed with more than `rtmp.max_control_queue_bytes` of unread protocol answers.
+    pub control_queue: u64,
+    /// Sequence headers or metadata replaced in a viewer's queue by a newer one before being written.
+    pub headers_replaced: u64,
+    /// Sessions ended for a `WindowAcknowledgementSize` below `rtmp.min_window_ack_bytes`.
+    pub window_ack: u64,
+}
+
+impl LimitHits {
+    /// Each limit's name (the metric's `limit` label) and count.
+    pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("control_queue", self.control_queue),
+            ("headers_replaced", self.headers_replaced),
+            ("window_ack", self.window_ack),
+        ]
+    }
 }
 
 /// What the admin API can ask of the running node. Implemented by the node; every call is bounded in time.

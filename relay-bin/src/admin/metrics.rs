@@ -168,6 +168,17 @@ impl Collector for Snapshot {
                 [(NO_LABELS, value)],
             )?;
         }
+        family(
+            &mut encoder,
+            "popline_limit_hits",
+            MetricType::Counter,
+            "Times each hardening limit was hit (connections refused or closed, queued headers replaced).",
+            stats
+                .limit_hits
+                .pairs()
+                .into_iter()
+                .map(|(limit, value)| ([("limit", limit)], value)),
+        )?;
 
         type PerStream = fn(&StreamInfo) -> u64;
         let per_stream: [(&str, MetricType, &str, PerStream); 5] = [

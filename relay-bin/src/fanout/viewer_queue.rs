@@ -9,7 +9,12 @@
 //! - `gop`: when behind (over the bound, or the oldest frame queued longer than the budget), drop disposable frames,
 //!   then the video up to the next keyframe, and audio only last.
 //!
-//! Metadata and sequence headers are never dropped: a decoder cannot work without them and they are small.
+//! Metadata and sequence headers are never dropped for lack of room (a decoder cannot work without them), but a
+//! queue keeps only the newest of each (metadata, the video header, the audio header) that it has not begun
+//! to write: a newer one replaces an older one still queued, and the frames of that track between them go
+//! too (they were coded against the older configuration; video resumes at the next keyframe). So a publisher
+//! that sends headers in a loop cannot grow a viewer's queue past the bound. Control messages (rml_rtmp's
+//! answers) are counted in [`ViewerQueue::control_bytes`]; the caller bounds them.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -58,6 +63,8 @@ pub struct QueueStats {
     pub gop_skips: u64,
     /// Bytes written to the socket.
     pub bytes_written: u64,
+    /// Sequence headers or metadata replaced by a newer one before they were written.
+    pub headers_replaced: u64,
 }
 
 /// One viewer's queue. See the module docs for the policies.
@@ -77,6 +84,8 @@ pub struct ViewerQueue {
     head_written: usize,
     /// Bytes of the front control message already written.
     control_written: usize,
+    /// Bytes of `control` not yet written.
+    control_bytes: usize,
     /// Video is being skipped until the next keyframe.
     waiting_for_key: bool,
     stats: QueueStats,
@@ -102,6 +111,7 @@ impl ViewerQueue {
             queued_bytes: 0,
             head_written: 0,
             control_written: 0,
+            control_bytes: 0,
             waiting_for_key: false,
             stats: QueueStats::default(),
         }
@@ -123,8 +133,15 @@ impl ViewerQueue {
     /// Queues protocol bytes (never dropped; written before the next frame begins).
     pub fn push_control(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
+            self.control_bytes += bytes.len();
             self.control.push_back(bytes);
         }
+    }
+
+    /// Bytes of control messages queued and not yet written (the caller bounds them: a peer that never reads
+    /// but keeps asking for answers, pings for instance, would grow them).
+    pub fn control_bytes(&self) -> usize {
+        self.control_bytes
     }
 
     /// Offers a frame to the queue at time `now`.
@@ -136,6 +153,9 @@ impl ViewerQueue {
             } else if self.waiting_for_key {
                 return self.dropped(1);
             }
+        }
+        if essential {
+            self.replace_older_header(frame);
         }
         let wire = frame_chunks(frame, self.chunk_size);
         let cost = wire.len();
@@ -277,8 +297,10 @@ impl ViewerQueue {
                 written -= left;
                 self.control.pop_front();
                 self.control_written = 0;
+                self.control_bytes -= left;
             } else {
                 self.control_written += written;
+                self.control_bytes -= written;
                 return;
             }
         }
@@ -364,6 +386,40 @@ impl ViewerQueue {
         self.queued_bytes -= freed;
         self.stats.frames_dropped += removed;
         removed
+    }
+
+    /// A new sequence header or metadata (`frame`) replaces an older one of its kind and track still queued
+    /// (and not begun): the older goes, and with a header, the frames of its track queued after it (coded
+    /// against the older configuration; video then resumes at the next keyframe).
+    fn replace_older_header(&mut self, frame: &Frame) {
+        let start = self.first_droppable();
+        let older = self
+            .frames
+            .iter()
+            .enumerate()
+            .skip(start)
+            .rev()
+            .find(|(_, q)| q.kind == frame.kind && q.track == frame.track)
+            .map(|(index, _)| index);
+        let Some(older) = older else {
+            return;
+        };
+        let header = frame.kind == MediaKind::SeqHeader;
+        let track = frame.track;
+        let mut index = start;
+        let mut lost_video = false;
+        let removed = self.remove_where(|q| {
+            let here = index;
+            index += 1;
+            let drop = here == older || (header && here > older && q.track == track);
+            lost_video |= drop && q.track == Track::Video && !q.kind.is_essential();
+            drop
+        });
+        self.stats.headers_replaced += removed.min(1);
+        if lost_video {
+            // Video of the new configuration starts at its next keyframe.
+            self.waiting_for_key = true;
+        }
     }
 
     fn drop_disposable(&mut self) {

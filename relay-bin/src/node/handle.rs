@@ -262,6 +262,10 @@ impl NodeControl for NodeHandle {
             stats.frames_dropped += get(&c.frames_dropped);
             stats.viewers_overflowed += get(&c.viewers_overflowed);
             stats.inbox_full += get(&c.inbox_full);
+            let (l, hits) = (&c.limits, &mut stats.limit_hits);
+            hits.control_queue += get(&l.control_queue);
+            hits.headers_replaced += get(&l.headers_replaced);
+            hits.window_ack += get(&l.window_ack);
         }
         stats
     }

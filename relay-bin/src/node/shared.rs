@@ -46,6 +46,19 @@ pub struct CoreCounters {
     pub viewers_overflowed: AtomicU64,
     /// Media messages lost to full inboxes.
     pub inbox_full: AtomicU64,
+    /// How often each hardening limit was hit.
+    pub limits: LimitCounters,
+}
+
+/// How often each hardening limit was hit on one core (see [`crate::control::LimitHits`]).
+#[derive(Debug, Default)]
+pub struct LimitCounters {
+    /// Clients closed with more than `rtmp.max_control_queue_bytes` of unread protocol answers.
+    pub control_queue: AtomicU64,
+    /// Sequence headers or metadata replaced in a viewer's queue by a newer one before being written.
+    pub headers_replaced: AtomicU64,
+    /// Sessions ended for a `WindowAcknowledgementSize` below `rtmp.min_window_ack_bytes`.
+    pub window_ack: AtomicU64,
 }
 
 impl CoreCounters {

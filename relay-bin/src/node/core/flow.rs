@@ -67,7 +67,12 @@ impl NodeCore {
             let Some(client) = self.clients.get_mut(token) else {
                 continue;
             };
-            match client.queue.push(&frame, now) {
+            let replaced = client.queue.stats().headers_replaced;
+            let pushed = client.queue.push(&frame, now);
+            if client.queue.stats().headers_replaced != replaced {
+                CoreCounters::add(&self.counters.limits.headers_replaced, 1);
+            }
+            match pushed {
                 Pushed::Queued => {
                     queued += 1;
                     if !client.dirty {

@@ -35,8 +35,8 @@ use crate::node::clients::{Slots, Token};
 use crate::node::mailbox::{CoreMsg, SendError};
 use crate::node::shared::{CoreCounters, Shared};
 use crate::node::streams::LocalStream;
-use crate::rtmp::chunk_guard::GuardLimits;
-use crate::rtmp::connection::RtmpConnection;
+use crate::rtmp::chunk_guard::{GuardError, GuardLimits};
+use crate::rtmp::connection::{ConnectionError, RtmpConnection};
 use crate::rtmp::ingest::Ingest;
 use crate::stream_key::StreamKey;
 
@@ -148,6 +148,7 @@ impl NodeCore {
         let guard_limits = GuardLimits {
             max_message_bytes: rtmp.max_message_bytes,
             max_command_bytes: rtmp.max_command_bytes,
+            min_window_ack_size: rtmp.min_window_ack_bytes,
             ..GuardLimits::default()
         };
         let counters = shared.counters.get(index).cloned().unwrap_or_default();
@@ -259,7 +260,30 @@ impl NodeCore {
             let (id, peer) = (client.id, client.peer);
             warn!(core = self.index, client = id.0, %peer, %error, "closing client: bad input");
             CoreCounters::add(&self.counters.rejected, 1);
+            if matches!(
+                error,
+                ConnectionError::Guard(GuardError::WindowAckSizeOutOfRange { .. })
+            ) {
+                CoreCounters::add(&self.counters.limits.window_ack, 1);
+            }
             self.close(token, "protocol error");
+            return;
+        }
+        let control = client.queue.control_bytes();
+        if control > self.shared.config.rtmp.max_control_queue_bytes {
+            events.clear();
+            self.events = events;
+            let (id, peer) = (client.id, client.peer);
+            warn!(
+                core = self.index,
+                client = id.0,
+                %peer,
+                control_bytes = control,
+                "closing client: it does not read the answers it asks for (rtmp.max_control_queue_bytes)"
+            );
+            CoreCounters::add(&self.counters.rejected, 1);
+            CoreCounters::add(&self.counters.limits.control_queue, 1);
+            self.close(token, "control queue over rtmp.max_control_queue_bytes");
             return;
         }
         for event in events.drain(..) {

@@ -42,6 +42,8 @@ struct Client {
     /// Bytes for the server, not yet delivered.
     outbox: Vec<u8>,
     closed: bool,
+    /// Takes what the node writes; `false` stands for a peer that stopped reading (its bytes stay queued).
+    reading: bool,
 }
 
 impl Client {
@@ -167,6 +169,9 @@ impl Harness {
                 let mut tokens = Vec::new();
                 self.cores[core].take_due_writes(self.now, &mut tokens);
                 for token in tokens {
+                    if self.client_mut(core, token).is_some_and(|c| !c.reading) {
+                        continue;
+                    }
                     let mut wire = Vec::new();
                     let written = self.cores[core].write_client(self.now, token, &mut wire);
                     assert_ne!(written, Written::Pending, "a Vec takes everything");
@@ -200,6 +205,17 @@ impl Harness {
             .find(|c| c.core == core && c.token == token && !c.closed)
     }
 
+    /// What client `c`'s core reports of it (`None` once it is closed).
+    fn info(&mut self, c: usize) -> Option<crate::control::ClientInfo> {
+        let (core, token) = (self.clients[c].core, self.clients[c].token);
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.cores[core].message(self.now, CoreMsg::Query { reply });
+        let report = answer.try_recv().unwrap();
+        let _ = token;
+        let peer = SocketAddr::from(([192, 0, 2, 1], 40_000 + c as u16));
+        report.clients.into_iter().find(|info| info.peer == peer)
+    }
+
     /// Advances the clock by `by`, running the cores' housekeeping on the way.
     fn advance(&mut self, by: Duration) {
         let end = self.now + by;
@@ -226,6 +242,7 @@ impl Harness {
             events: Vec::new(),
             outbox,
             closed: false,
+            reading: true,
         });
         self.pump();
         self.clients.len() - 1
@@ -413,4 +430,49 @@ fn viewers_are_written_once_per_coalescing_interval() {
     assert_eq!(h.clients[v].video().len(), first);
     h.advance(Duration::from_millis(100));
     assert_eq!(h.clients[v].video().len(), 4);
+}
+
+#[test]
+fn a_viewer_that_never_reads_keeps_one_header_per_track_however_many_are_sent() {
+    // Issue 17, item 12: sequence headers bypassed the queue's bound, so a publisher sending them in a loop
+    // grew a stalled viewer's memory without bound.
+    let mut h = Harness::new(1, |_| {});
+    let p = h.publisher(0, "headers");
+    let v = h.viewer(0, "headers");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    h.clients[v].reading = false;
+    for i in 0..3000 {
+        h.send_video(p, SEQ_HEADER, 40 + i);
+    }
+    let queued = h.info(v).unwrap().queue_bytes;
+    assert!(queued < 4096, "{queued} bytes queued for a viewer that never reads");
+    h.clients[v].reading = true;
+    h.send_video(p, KEYFRAME, 4000);
+    h.send_video(p, INTER, 4040);
+    let video = h.clients[v].video();
+    assert_eq!(
+        video[video.len() - 3..].to_vec(),
+        vec![(3039, 0x17), (4000, 0x17), (4040, 0x27)],
+        "the newest header, then the stream from its next keyframe"
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_the_answers_it_asks_for_is_closed() {
+    // Issue 17, item 12: rml_rtmp answers every ping; the control queue had no bound.
+    let mut h = Harness::new(1, |_| {});
+    let c = h.connect(0);
+    let bystander = h.connect(0);
+    h.clients[c].reading = false;
+    // PingRequest (user control event 6) on chunk stream 2: 18 bytes asking for an 18-byte answer.
+    let ping = [0x02, 0, 0, 0, 0, 0, 6, 0x04, 0, 0, 0, 0, 0, 6, 0, 0, 0, 1];
+    for _ in 0..10_000 {
+        h.clients[c].outbox.extend_from_slice(&ping);
+    }
+    h.pump();
+    assert!(h.clients[c].closed, "a client with 180 KB of unread answers stays open");
+    assert!(!h.clients[bystander].closed);
+    let hits = &h.shared.counters[0].limits.control_queue;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
