@@ -160,11 +160,13 @@ pub enum DropPolicy {
 pub struct FanoutConfig {
     /// What a slow viewer's queue does.
     pub drop_policy: DropPolicy,
-    /// Most bytes queued for one viewer (its memory bound).
+    /// Most bytes queued for one viewer (its memory bound): each frame counts its RTMP bytes and 128 bytes of
+    /// bookkeeping (`media::frame::FRAME_OVERHEAD_BYTES`), so tiny frames cannot pile up under it.
     pub viewer_queue_bytes: usize,
     /// Latency budget for policy `latency`, and the lag at which policy `gop` starts dropping, in ms.
     pub latency_budget_ms: u64,
-    /// Most bytes of the current GOP kept for instant start.
+    /// Most bytes of the current GOP kept for instant start (each frame counts its body and 128 bytes of
+    /// bookkeeping).
     pub gop_cache_bytes: usize,
 }
 

@@ -1,7 +1,8 @@
 //! [`ViewerQueue`]: one viewer's bounded queue of frames, with its app's drop policy.
 //!
 //! The queue holds shared frames (reference counts, never payload copies) and the count of bytes of its head
-//! already written to the socket. A slow viewer costs at most `bound_bytes` of queue; what happens at the
+//! already written to the socket. A slow viewer costs at most `bound_bytes` of queue (each frame charged its
+//! RTMP bytes and [`FRAME_OVERHEAD_BYTES`], so a flood of tiny frames is bounded too); what happens at the
 //! bound is the policy's choice:
 //! - `none`: nothing is dropped; hitting the bound ends the viewer (the caller disconnects it);
 //! - `latency`: frames older than the budget are dropped from the front; dropping a reference frame drops the
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::DropPolicy;
+use crate::media::frame::FRAME_OVERHEAD_BYTES;
 use crate::media::{Frame, MediaKind, Track};
 use crate::rtmp::wire::frame_chunks;
 
@@ -92,6 +94,11 @@ pub struct ViewerQueue {
 }
 
 impl Queued {
+    /// What the entry costs the queue's bound: its RTMP bytes and [`FRAME_OVERHEAD_BYTES`].
+    fn cost(&self) -> usize {
+        self.wire.len() + FRAME_OVERHEAD_BYTES
+    }
+
     /// As [`Frame::time_left`].
     fn time_left(&self, now: Instant, default_budget: Duration) -> Duration {
         crate::media::frame::time_left(self.capture, self.budget, now, default_budget)
@@ -158,7 +165,7 @@ impl ViewerQueue {
             self.replace_older_header(frame);
         }
         let wire = frame_chunks(frame, self.chunk_size);
-        let cost = wire.len();
+        let cost = wire.len() + FRAME_OVERHEAD_BYTES;
         match self.policy {
             DropPolicy::None => {
                 if self.queued_bytes + cost > self.bound_bytes && !essential {
@@ -283,7 +290,7 @@ impl ViewerQueue {
             if len == 0 && !control {
                 // `consume` pops a frame only for bytes written: an empty one goes here.
                 if let Some(q) = self.frames.pop_front() {
-                    self.queued_bytes -= q.wire.len();
+                    self.queued_bytes -= q.cost();
                 }
             }
         }
@@ -311,7 +318,7 @@ impl ViewerQueue {
             let left = front.wire.len() - self.head_written;
             if written >= left {
                 written -= left;
-                self.queued_bytes -= front.wire.len();
+                self.queued_bytes -= front.cost();
                 self.frames.pop_front();
                 self.head_written = 0;
             } else {
@@ -326,7 +333,8 @@ impl ViewerQueue {
         self.frames.is_empty() && self.control.is_empty()
     }
 
-    /// Bytes of frames queued (including the unwritten part of the head).
+    /// Bytes of frames queued (including the unwritten part of the head), each frame charged its RTMP bytes and
+    /// [`FRAME_OVERHEAD_BYTES`].
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
@@ -379,7 +387,7 @@ impl ViewerQueue {
             index += 1;
             if !keep {
                 removed += 1;
-                freed += frame.wire.len();
+                freed += frame.cost();
             }
             keep
         });
@@ -505,6 +513,9 @@ impl ViewerQueue {
 mod tests {
     use super::*;
 
+    /// What the queue charges each frame beyond its bytes.
+    const O: usize = FRAME_OVERHEAD_BYTES;
+
     fn frame(kind: MediaKind, size: usize, at: Instant) -> Frame {
         let track = match kind {
             MediaKind::Audio => Track::Audio,
@@ -553,19 +564,19 @@ mod tests {
     #[test]
     fn none_policy_overflows_at_the_bound() {
         let now = Instant::now();
-        let mut queue = queue(DropPolicy::None, 1000, Duration::from_secs(1));
+        let mut queue = queue(DropPolicy::None, 1000 + O, Duration::from_secs(1));
         assert_eq!(queue.push(&frame(MediaKind::Key, 600, now), now), Pushed::Queued);
         assert_eq!(
             queue.push(&frame(MediaKind::Inter, 600, now), now),
             Pushed::Overflow
         );
-        assert_eq!(queue.queued_bytes(), 600);
+        assert_eq!(queue.queued_bytes(), 600 + O);
     }
 
     #[test]
     fn gop_policy_drops_disposable_first_then_the_gop_and_audio_last() {
         let now = Instant::now();
-        let mut queue = queue(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        let mut queue = queue(DropPolicy::Gop, 1000 + 4 * O, Duration::from_secs(10));
         for kind in [
             MediaKind::Key,
             MediaKind::Audio,
@@ -601,13 +612,13 @@ mod tests {
         );
         assert_eq!(queue.push(&frame(MediaKind::Key, 300, now), now), Pushed::Queued);
         assert!(!queue.waiting_for_key());
-        assert!(queue.queued_bytes() <= 1000);
+        assert!(queue.queued_bytes() <= 1000 + 4 * O);
     }
 
     #[test]
     fn gop_policy_keeps_a_queued_keyframe_and_what_follows() {
         let now = Instant::now();
-        let mut queue = queue(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        let mut queue = queue(DropPolicy::Gop, 1000 + 4 * O, Duration::from_secs(10));
         for kind in [MediaKind::Key, MediaKind::Inter, MediaKind::Key, MediaKind::Inter] {
             queue.push(&frame(kind, 200, now), now);
         }
@@ -740,7 +751,7 @@ mod tests {
     #[test]
     fn a_partly_written_frame_is_never_dropped_and_bytes_stay_in_order() {
         let now = Instant::now();
-        let mut queue = queue(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        let mut queue = queue(DropPolicy::Gop, 1000 + 2 * O, Duration::from_secs(10));
         queue.push_control(Bytes::from_static(b"ctl"));
         queue.push(&frame(MediaKind::Key, 400, now), now);
         queue.push(&frame(MediaKind::Inter, 400, now), now);
@@ -821,5 +832,50 @@ mod tests {
                 assert!(queue.queued_bytes() <= 10_000, "{policy:?} at {i}");
             }
         }
+    }
+
+    #[test]
+    fn a_flood_of_tiny_frames_is_bounded_by_what_each_costs_in_memory() {
+        // Issue 17, item 18: the bound counted wire bytes only, so 13-byte frames filled a 64 KiB bound with
+        // 5,000 queue entries (about 100 bytes of memory each, whatever the frame's size).
+        let now = Instant::now();
+        let mut queue = queue(DropPolicy::Gop, 64 << 10, Duration::from_secs(3600));
+        for _ in 0..20_000 {
+            let _ = queue.push(&frame(MediaKind::Audio, 13, now), now);
+        }
+        let frames = queue.queued_frames();
+        assert!(frames * 100 <= 64 << 10, "{frames} tiny frames queued under a 64 KiB bound");
+        assert!(frames > 0);
+    }
+
+    #[test]
+    fn a_newer_header_replaces_a_queued_one_and_the_frames_coded_against_it() {
+        let now = Instant::now();
+        let mut queue = queue(DropPolicy::Gop, 1 << 20, Duration::from_secs(10));
+        for kind in [
+            MediaKind::Metadata,
+            MediaKind::SeqHeader,
+            MediaKind::Key,
+            MediaKind::Audio,
+            MediaKind::Inter,
+            MediaKind::Metadata,
+        ] {
+            assert_eq!(queue.push(&frame(kind, 50, now), now), Pushed::Queued);
+        }
+        assert_eq!(
+            queue.push(&frame(MediaKind::SeqHeader, 50, now), now),
+            Pushed::Queued
+        );
+        assert_eq!(
+            kinds(&queue),
+            vec![MediaKind::Audio, MediaKind::Metadata, MediaKind::SeqHeader]
+        );
+        assert_eq!(queue.stats().headers_replaced, 2);
+        assert!(queue.waiting_for_key());
+        assert_eq!(
+            queue.push(&frame(MediaKind::Inter, 50, now), now),
+            Pushed::Dropped
+        );
+        assert_eq!(queue.push(&frame(MediaKind::Key, 50, now), now), Pushed::Queued);
     }
 }
