@@ -61,6 +61,10 @@ pub struct RtmpConfig {
     /// Smallest `WindowAcknowledgementSize` a client may set, in bytes (a tiny window makes the node queue an
     /// acknowledgement per read); a smaller one ends the session (counted in `limit_hits.window_ack`).
     pub min_window_ack_bytes: u32,
+    /// Milliseconds a player of a stream nobody publishes waits for a publisher; then it is told
+    /// `NetStream.Play.StreamNotFound`, logged, and closed (counted in `limit_hits.play_wait`). 0 answers
+    /// at the next housekeeping tick (50 ms).
+    pub play_wait_ms: u64,
 }
 
 impl Default for RtmpConfig {
@@ -77,6 +81,7 @@ impl Default for RtmpConfig {
             write_coalesce_ms: 100,
             max_control_queue_bytes: 64 << 10,
             min_window_ack_bytes: 4096,
+            play_wait_ms: 30_000,
         }
     }
 }

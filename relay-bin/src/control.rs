@@ -135,6 +135,8 @@ pub struct LimitHits {
     pub headers_replaced: u64,
     /// Sessions ended for a `WindowAcknowledgementSize` below `rtmp.min_window_ack_bytes`.
     pub window_ack: u64,
+    /// Players told `NetStream.Play.StreamNotFound` after `rtmp.play_wait_ms`.
+    pub play_wait: u64,
 }
 
 impl LimitHits {
@@ -144,6 +146,7 @@ impl LimitHits {
             ("control_queue", self.control_queue),
             ("headers_replaced", self.headers_replaced),
             ("window_ack", self.window_ack),
+            ("play_wait", self.play_wait),
         ]
     }
 }

@@ -266,6 +266,7 @@ impl NodeControl for NodeHandle {
             hits.control_queue += get(&l.control_queue);
             hits.headers_replaced += get(&l.headers_replaced);
             hits.window_ack += get(&l.window_ack);
+            hits.play_wait += get(&l.play_wait);
         }
         stats
     }

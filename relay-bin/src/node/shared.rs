@@ -59,6 +59,8 @@ pub struct LimitCounters {
     pub headers_replaced: AtomicU64,
     /// Sessions ended for a `WindowAcknowledgementSize` below `rtmp.min_window_ack_bytes`.
     pub window_ack: AtomicU64,
+    /// Players told `NetStream.Play.StreamNotFound` after `rtmp.play_wait_ms`.
+    pub play_wait: AtomicU64,
 }
 
 impl CoreCounters {

@@ -60,6 +60,8 @@ enum Role {
     Viewer {
         key: StreamKey,
         stream_id: u32,
+        /// When it asked to play (it waits at most `rtmp.play_wait_ms` for a stream that is not live).
+        since: Instant,
     },
 }
 

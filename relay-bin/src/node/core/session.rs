@@ -236,6 +236,7 @@ impl NodeCore {
         client.role = Role::Viewer {
             key: key.clone(),
             stream_id,
+            since: self.now,
         };
         client.queue.set_policy(
             fanout.drop_policy,

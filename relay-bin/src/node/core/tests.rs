@@ -476,3 +476,26 @@ fn a_client_that_never_reads_the_answers_it_asks_for_is_closed() {
     let hits = &h.shared.counters[0].limits.control_queue;
     assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+#[test]
+fn a_player_of_a_stream_nobody_publishes_hears_stream_not_found_after_the_wait() {
+    // Issue 17, items 13 and 21: such a player waited (and held its slot) forever, silently.
+    let mut h = Harness::new(2, |_| {});
+    let waiting = [h.viewer(0, "nobody"), h.viewer(1, "nobody")];
+    let served = h.viewer(1, "later");
+    h.advance(Duration::from_secs(20));
+    let p = h.publisher(0, "later");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.advance(Duration::from_secs(9));
+    assert!(waiting.iter().all(|&v| !h.clients[v].closed), "closed before rtmp.play_wait_ms");
+    h.advance(Duration::from_millis(1_100));
+    for v in waiting {
+        assert!(h.clients[v].closed, "a player of an unpublished stream is still open after 30 s");
+        assert!(h.clients[v].saw(|e| matches!(
+            e,
+            ClientSessionEvent::UnhandleableOnStatusCode { code } if code == "NetStream.Play.StreamNotFound"
+        )));
+    }
+    assert!(!h.clients[served].closed, "a player whose stream went live stays");
+    assert_eq!(h.cores[0].client_count() + h.cores[1].client_count(), 2);
+}
