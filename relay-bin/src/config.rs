@@ -65,6 +65,22 @@ pub struct RtmpConfig {
     /// `NetStream.Play.StreamNotFound`, logged, and closed (counted in `limit_hits.play_wait`). 0 answers
     /// at the next housekeeping tick (50 ms).
     pub play_wait_ms: u64,
+    /// Milliseconds a client's writes may make no progress (it stopped reading, its bytes stay queued) before
+    /// it is closed (counted in `limit_hits.write_stall`); 0 never closes it for that.
+    pub write_stall_timeout_ms: u64,
+    /// Seconds an accepted connection may be idle before TCP keepalive probes it (6 probes, a tenth of this
+    /// apart, at least 1 s), so a peer gone without a word is noticed; 0 turns keepalive off.
+    pub tcp_keepalive_s: u64,
+    /// TCP_USER_TIMEOUT of accepted connections, in ms: the kernel drops a connection whose sent data stays
+    /// unacknowledged this long (instead of retrying for about 15 minutes); 0 keeps the kernel's default.
+    pub tcp_user_timeout_ms: u64,
+    /// Most connections from one IP address on the whole node; more are accepted and closed at once (counted
+    /// in `limit_hits.per_ip`). 0 = no cap.
+    pub max_connections_per_ip: usize,
+    /// File descriptors kept free for the node's own use (the bans file, `on_publish` calls, the admin API):
+    /// clients are refused (counted in `limit_hits.fd_reserve`) once the open connections come within this
+    /// many of the open file limit (RLIMIT_NOFILE, raised to its hard limit at start).
+    pub fd_reserve: u64,
 }
 
 impl Default for RtmpConfig {
@@ -82,6 +98,11 @@ impl Default for RtmpConfig {
             max_control_queue_bytes: 64 << 10,
             min_window_ack_bytes: 4096,
             play_wait_ms: 30_000,
+            write_stall_timeout_ms: 30_000,
+            tcp_keepalive_s: 60,
+            tcp_user_timeout_ms: 30_000,
+            max_connections_per_ip: 4_096,
+            fd_reserve: 256,
         }
     }
 }
@@ -267,6 +288,18 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// TCP keepalive and TCP_USER_TIMEOUT for accepted connections (`rtmp.tcp_keepalive_s`,
+    /// `rtmp.tcp_user_timeout_ms`).
+    pub fn liveness(&self) -> engine::Liveness {
+        let rtmp = &self.rtmp;
+        engine::Liveness {
+            keepalive: (rtmp.tcp_keepalive_s > 0)
+                .then(|| std::time::Duration::from_secs(rtmp.tcp_keepalive_s)),
+            user_timeout: (rtmp.tcp_user_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(rtmp.tcp_user_timeout_ms)),
+        }
     }
 
     /// Checks ranges the types cannot express.

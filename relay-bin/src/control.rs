@@ -137,6 +137,12 @@ pub struct LimitHits {
     pub window_ack: u64,
     /// Players told `NetStream.Play.StreamNotFound` after `rtmp.play_wait_ms`.
     pub play_wait: u64,
+    /// Clients closed after `rtmp.write_stall_timeout_ms` without write progress.
+    pub write_stall: u64,
+    /// Connections refused at `rtmp.max_connections_per_ip`.
+    pub per_ip: u64,
+    /// Connections refused to keep `rtmp.fd_reserve` descriptors free.
+    pub fd_reserve: u64,
 }
 
 impl LimitHits {
@@ -147,6 +153,9 @@ impl LimitHits {
             ("headers_replaced", self.headers_replaced),
             ("window_ack", self.window_ack),
             ("play_wait", self.play_wait),
+            ("write_stall", self.write_stall),
+            ("per_ip", self.per_ip),
+            ("fd_reserve", self.fd_reserve),
         ]
     }
 }

@@ -844,7 +844,10 @@ mod tests {
             let _ = queue.push(&frame(MediaKind::Audio, 13, now), now);
         }
         let frames = queue.queued_frames();
-        assert!(frames * 100 <= 64 << 10, "{frames} tiny frames queued under a 64 KiB bound");
+        assert!(
+            frames * 100 <= 64 << 10,
+            "{frames} tiny frames queued under a 64 KiB bound"
+        );
         assert!(frames > 0);
     }
 

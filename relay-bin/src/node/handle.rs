@@ -57,21 +57,35 @@ impl CoreIo {
 impl Node {
     /// Binds one RTMP listener per core (so a bind error surfaces here) and starts the cores.
     pub fn start(config: Config, bans: Arc<BanStore>) -> io::Result<Node> {
-        match engine::limits::raise_nofile_limit() {
-            Ok(limit) => info!(limit, "open file limit"),
-            Err(error) => warn!(%error, "cannot raise the open file limit"),
-        }
+        let fd_limit = match engine::limits::raise_nofile_limit() {
+            Ok(limit) => {
+                info!(
+                    limit,
+                    reserve = config.rtmp.fd_reserve,
+                    "open file limit (clients are refused within rtmp.fd_reserve of it)"
+                );
+                limit
+            }
+            Err(error) => {
+                warn!(%error, "cannot raise the open file limit");
+                u64::MAX
+            }
+        };
         let allowed = engine::affinity::allowed_cpus().unwrap_or_default();
         let cores = match config.engine.cores {
             0 => allowed.len().max(1),
             n => n,
         };
         // Bind the first listener, then the others on the port it got (port 0 picks one for all).
-        let first = Listener::bind(config.rtmp.listen, ListenerConfig::default())?;
+        let listener_config = ListenerConfig {
+            liveness: config.liveness(),
+            ..ListenerConfig::default()
+        };
+        let first = Listener::bind(config.rtmp.listen, listener_config)?;
         let rtmp_addr = first.local_addr()?;
         let mut listeners = vec![first];
         for _ in 1..cores {
-            listeners.push(Listener::bind(rtmp_addr, ListenerConfig::default())?);
+            listeners.push(Listener::bind(rtmp_addr, listener_config)?);
         }
         let mut mailboxes = Vec::with_capacity(cores);
         let mut inboxes = Vec::with_capacity(cores);
@@ -94,6 +108,7 @@ impl Node {
         };
         let mut shared = Shared::new(config, bans, mailboxes);
         shared.hooks = hooks;
+        shared.fd_limit = std::sync::atomic::AtomicU64::new(fd_limit);
         let shared = Arc::new(shared);
         // Every core runs the same backend. `auto` probes io_uring once here and falls back to epoll, for all
         // cores, where it is refused; `uring` makes a refused ring a start-up error.
@@ -267,6 +282,9 @@ impl NodeControl for NodeHandle {
             hits.headers_replaced += get(&l.headers_replaced);
             hits.window_ack += get(&l.window_ack);
             hits.play_wait += get(&l.play_wait);
+            hits.write_stall += get(&l.write_stall);
+            hits.per_ip += get(&l.per_ip);
+            hits.fd_reserve += get(&l.fd_reserve);
         }
         stats
     }

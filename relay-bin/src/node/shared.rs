@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -61,6 +62,12 @@ pub struct LimitCounters {
     pub window_ack: AtomicU64,
     /// Players told `NetStream.Play.StreamNotFound` after `rtmp.play_wait_ms`.
     pub play_wait: AtomicU64,
+    /// Clients closed after `rtmp.write_stall_timeout_ms` without write progress.
+    pub write_stall: AtomicU64,
+    /// Connections refused at `rtmp.max_connections_per_ip`.
+    pub per_ip: AtomicU64,
+    /// Connections refused to keep `rtmp.fd_reserve` descriptors free.
+    pub fd_reserve: AtomicU64,
 }
 
 impl CoreCounters {
@@ -94,6 +101,12 @@ pub struct Shared {
     pub started_wall: SystemTime,
     /// The `on_publish` callback runner, when one is configured.
     pub hooks: Option<crate::node::hooks::HookRunner>,
+    /// The process's open file limit (RLIMIT_NOFILE), set when the node starts (`u64::MAX` until then):
+    /// clients are refused within `rtmp.fd_reserve` of it.
+    pub fd_limit: AtomicU64,
+    /// Connections open per client IP address (only with `rtmp.max_connections_per_ip`); touched on accept
+    /// and close, never per frame.
+    ip_connections: Mutex<HashMap<IpAddr, usize>>,
     hasher: foldhash::fast::FixedState,
 }
 
@@ -113,8 +126,40 @@ impl Shared {
             started: Instant::now(),
             started_wall: SystemTime::now(),
             hooks: None,
+            fd_limit: AtomicU64::new(u64::MAX),
+            ip_connections: Mutex::new(HashMap::new()),
             hasher: foldhash::fast::FixedState::with_seed(0x706f_706c_696e_6521),
         }
+    }
+
+    /// Counts a connection from `ip` if fewer than `cap` are open from it; `false` (nothing counted) at the cap.
+    pub fn admit_ip(&self, ip: IpAddr, cap: usize) -> bool {
+        let mut open = lock(&self.ip_connections);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= cap {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// A connection [`Shared::admit_ip`] counted closed.
+    pub fn release_ip(&self, ip: IpAddr) {
+        let mut open = lock(&self.ip_connections);
+        if let Some(count) = open.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+
+    /// Connections open on every core now.
+    pub fn connections(&self) -> u64 {
+        self.counters
+            .iter()
+            .map(|c| c.connections.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Unix time in seconds at `now` (the wall clock at start plus the monotonic time since).
@@ -161,5 +206,13 @@ impl Shared {
         if publishers.get(key) == Some(&publisher) {
             publishers.remove(key);
         }
+    }
+}
+
+/// Locks `mutex`, through a poisoned lock (the data is plain counts: still valid).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }

@@ -183,14 +183,11 @@ impl RtmpConnection {
     /// player on message stream `stream_id`, as one command message with a full header on a chunk stream
     /// rml_rtmp does not use ([`wire::CSID_STATUS`]), so rml's header compression stays valid.
     pub fn play_error(&self, stream_id: u32, code: &str, description: &str) -> Bytes {
-        let status: std::collections::HashMap<String, Amf0Value> = [
-            ("level", "error"),
-            ("code", code),
-            ("description", description),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), Amf0Value::Utf8String(v.to_string())))
-        .collect();
+        let status: std::collections::HashMap<String, Amf0Value> =
+            [("level", "error"), ("code", code), ("description", description)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), Amf0Value::Utf8String(v.to_string())))
+                .collect();
         let values = vec![
             Amf0Value::Utf8String("onStatus".to_string()),
             Amf0Value::Number(0.0),

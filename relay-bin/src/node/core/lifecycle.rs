@@ -21,6 +21,8 @@ impl NodeCore {
         let idle_timeout = Duration::from_millis(rtmp.idle_timeout_ms);
         let grace = Duration::from_millis(rtmp.unpublish_grace_ms);
         let play_wait = Duration::from_millis(rtmp.play_wait_ms);
+        let write_stall =
+            (rtmp.write_stall_timeout_ms > 0).then(|| Duration::from_millis(rtmp.write_stall_timeout_ms));
         let mut expired: Vec<(Token, &'static str)> = Vec::new();
         for (token, client) in self.clients.iter() {
             if let Some((deadline, _)) = client.closing {
@@ -28,6 +30,12 @@ impl NodeCore {
                     expired.push((token, "close flush timed out"));
                 }
                 continue;
+            }
+            if let (Some(since), Some(limit)) = (client.stalled_since, write_stall) {
+                if now.saturating_duration_since(since) >= limit {
+                    expired.push((token, "write stalled (rtmp.write_stall_timeout_ms)"));
+                    continue;
+                }
             }
             match client.role {
                 Role::Connecting if now.saturating_duration_since(client.accepted_at) > handshake_timeout => {
@@ -42,6 +50,9 @@ impl NodeCore {
         for (token, reason) in expired {
             if reason.starts_with("handshake") {
                 CoreCounters::add(&self.counters.rejected, 1);
+            }
+            if reason.starts_with("write stalled") {
+                CoreCounters::add(&self.counters.limits.write_stall, 1);
             }
             self.close(token, reason);
         }
@@ -66,7 +77,12 @@ impl NodeCore {
             }
             // The owner's snapshot says within microseconds whether the stream is live; a lost one must not
             // hold its viewers forever either.
-            let wait = play_wait + if stream.awaiting_snapshot { SNAPSHOT_WAIT } else { Duration::ZERO };
+            let wait = play_wait
+                + if stream.awaiting_snapshot {
+                    SNAPSHOT_WAIT
+                } else {
+                    Duration::ZERO
+                };
             for &token in &stream.viewers {
                 let Some(client) = self.clients.get(token) else {
                     continue;
@@ -131,6 +147,9 @@ impl NodeCore {
         };
         self.closed.push((token, how));
         CoreCounters::sub(&self.counters.connections, 1);
+        if self.shared.config.rtmp.max_connections_per_ip > 0 {
+            self.shared.release_ip(client.peer.ip());
+        }
         let stats = client.queue.stats();
         let lived_ms = self.now.saturating_duration_since(client.accepted_at).as_millis() as u64;
         let (role, stream) = match &client.role {

@@ -105,6 +105,18 @@ impl Client {
     }
 }
 
+/// A socket whose send buffer is full.
+struct FullSocket;
+
+impl std::io::Write for FullSocket {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One node's cores, its clients and a virtual clock.
 struct Harness {
     shared: Arc<Shared>,
@@ -170,6 +182,9 @@ impl Harness {
                 self.cores[core].take_due_writes(self.now, &mut tokens);
                 for token in tokens {
                     if self.client_mut(core, token).is_some_and(|c| !c.reading) {
+                        // A full socket: nothing taken, write again when writable (never, here).
+                        let written = self.cores[core].write_client(self.now, token, &mut FullSocket);
+                        assert_ne!(written, Written::Drained);
                         continue;
                     }
                     let mut wire = Vec::new();
@@ -446,7 +461,10 @@ fn a_viewer_that_never_reads_keeps_one_header_per_track_however_many_are_sent() 
         h.send_video(p, SEQ_HEADER, 40 + i);
     }
     let queued = h.info(v).unwrap().queue_bytes;
-    assert!(queued < 4096, "{queued} bytes queued for a viewer that never reads");
+    assert!(
+        queued < 4096,
+        "{queued} bytes queued for a viewer that never reads"
+    );
     h.clients[v].reading = true;
     h.send_video(p, KEYFRAME, 4000);
     h.send_video(p, INTER, 4040);
@@ -471,7 +489,10 @@ fn a_client_that_never_reads_the_answers_it_asks_for_is_closed() {
         h.clients[c].outbox.extend_from_slice(&ping);
     }
     h.pump();
-    assert!(h.clients[c].closed, "a client with 180 KB of unread answers stays open");
+    assert!(
+        h.clients[c].closed,
+        "a client with 180 KB of unread answers stays open"
+    );
     assert!(!h.clients[bystander].closed);
     let hits = &h.shared.counters[0].limits.control_queue;
     assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1);
@@ -487,10 +508,16 @@ fn a_player_of_a_stream_nobody_publishes_hears_stream_not_found_after_the_wait()
     let p = h.publisher(0, "later");
     h.send_video(p, SEQ_HEADER, 0);
     h.advance(Duration::from_secs(9));
-    assert!(waiting.iter().all(|&v| !h.clients[v].closed), "closed before rtmp.play_wait_ms");
+    assert!(
+        waiting.iter().all(|&v| !h.clients[v].closed),
+        "closed before rtmp.play_wait_ms"
+    );
     h.advance(Duration::from_millis(1_100));
     for v in waiting {
-        assert!(h.clients[v].closed, "a player of an unpublished stream is still open after 30 s");
+        assert!(
+            h.clients[v].closed,
+            "a player of an unpublished stream is still open after 30 s"
+        );
         assert!(h.clients[v].saw(|e| matches!(
             e,
             ClientSessionEvent::UnhandleableOnStatusCode { code } if code == "NetStream.Play.StreamNotFound"
@@ -498,4 +525,66 @@ fn a_player_of_a_stream_nobody_publishes_hears_stream_not_found_after_the_wait()
     }
     assert!(!h.clients[served].closed, "a player whose stream went live stays");
     assert_eq!(h.cores[0].client_count() + h.cores[1].client_count(), 2);
+}
+
+#[test]
+fn a_viewer_whose_writes_stall_is_closed_and_a_reading_one_is_not() {
+    // Issue 17, item 13: a viewer that stopped reading stayed until TCP gave up (about 15 min).
+    let mut h = Harness::new(1, |_| {});
+    let p = h.publisher(0, "stall");
+    let stuck = h.viewer(0, "stall");
+    let fine = h.viewer(0, "stall");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    h.clients[stuck].reading = false;
+    for second in 1..=40u32 {
+        h.send_video(p, INTER, second * 1000);
+        h.advance(Duration::from_secs(1));
+    }
+    assert!(
+        h.clients[stuck].closed,
+        "a viewer that reads nothing for 40 s is still open"
+    );
+    assert!(!h.clients[fine].closed && !h.clients[p].closed);
+    let hits = &h.shared.counters[0].limits.write_stall;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn connections_past_the_per_ip_cap_or_into_the_fd_reserve_are_refused() {
+    // Issue 17, item 13: no per-IP cap, and nothing kept descriptors free for bans and hooks.
+    let mut h = Harness::new(2, |c| c.rtmp.max_connections_per_ip = 3);
+    let one = SocketAddr::from(([198, 51, 100, 7], 1000));
+    let other = SocketAddr::from(([198, 51, 100, 8], 1000));
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        tokens.push(h.cores[i % 2].accept(h.now, one).expect("under the cap"));
+    }
+    assert!(
+        h.cores[1].accept(h.now, one).is_none(),
+        "a 4th connection from one address"
+    );
+    assert!(
+        h.cores[0].accept(h.now, other).is_some(),
+        "another address is not capped"
+    );
+    // One closes: its address may connect again.
+    h.cores[0].connection_lost(h.now, tokens[0], "test");
+    assert!(h.cores[0].accept(h.now, one).is_some());
+    let limits = &h.shared.counters[1].limits;
+    assert_eq!(limits.per_ip.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // 4 connections open; a limit of 4 + fd_reserve descriptors leaves no room for a 5th.
+    let reserve = h.shared.config.rtmp.fd_reserve;
+    assert_eq!(h.shared.connections(), 4);
+    h.shared
+        .fd_limit
+        .store(4 + reserve, std::sync::atomic::Ordering::Relaxed);
+    let third = SocketAddr::from(([198, 51, 100, 9], 1000));
+    assert!(h.cores[0].accept(h.now, third).is_none());
+    let limits = &h.shared.counters[0].limits;
+    assert_eq!(limits.fd_reserve.load(std::sync::atomic::Ordering::Relaxed), 1);
+    h.shared
+        .fd_limit
+        .store(5 + reserve, std::sync::atomic::Ordering::Relaxed);
+    assert!(h.cores[0].accept(h.now, third).is_some());
 }
