@@ -224,7 +224,7 @@ impl Default for BansConfig {
 }
 
 /// Publish authorisation.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Shared secret of publish tokens (`?expires=UNIX&token=HEX`); when set every publish needs a valid one.
@@ -233,6 +233,20 @@ pub struct AuthConfig {
     pub on_publish: Option<String>,
     /// Milliseconds to wait for `on_publish` before refusing.
     pub on_publish_timeout_ms: Option<u64>,
+    /// Most `on_publish` calls waiting or in flight; a publish beyond is refused at once (fail closed,
+    /// counted in `limit_hits.hook_busy`).
+    pub on_publish_max_pending: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            publish_secret: None,
+            on_publish: None,
+            on_publish_timeout_ms: None,
+            on_publish_max_pending: 256,
+        }
+    }
 }
 
 /// Logging.

@@ -143,6 +143,8 @@ pub struct LimitHits {
     pub per_ip: u64,
     /// Connections refused to keep `rtmp.fd_reserve` descriptors free.
     pub fd_reserve: u64,
+    /// Publishes refused at once: `auth.on_publish_max_pending` hook calls already waiting or in flight.
+    pub hook_busy: u64,
 }
 
 impl LimitHits {
@@ -156,6 +158,7 @@ impl LimitHits {
             ("write_stall", self.write_stall),
             ("per_ip", self.per_ip),
             ("fd_reserve", self.fd_reserve),
+            ("hook_busy", self.hook_busy),
         ]
     }
 }

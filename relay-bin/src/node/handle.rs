@@ -102,7 +102,12 @@ impl Node {
         let hooks = match &config.auth.on_publish {
             Some(url) => {
                 let timeout = Duration::from_millis(config.auth.on_publish_timeout_ms.unwrap_or(3_000));
-                Some(HookRunner::start(url.clone(), timeout, mailboxes.clone())?)
+                Some(HookRunner::start(
+                    url.clone(),
+                    timeout,
+                    config.auth.on_publish_max_pending,
+                    mailboxes.clone(),
+                )?)
             }
             None => None,
         };
@@ -285,6 +290,7 @@ impl NodeControl for NodeHandle {
             hits.write_stall += get(&l.write_stall);
             hits.per_ip += get(&l.per_ip);
             hits.fd_reserve += get(&l.fd_reserve);
+            hits.hook_busy += get(&l.hook_busy);
         }
         stats
     }

@@ -174,6 +174,24 @@ impl Mailbox {
         }
     }
 
+    /// Queues the message in `slot` without waiting, whatever it is, and wakes the core; on a full inbox the
+    /// message is put back in `slot` (for a caller that must not block, such as the hook runner's runtime).
+    pub fn try_send(&self, slot: &mut Option<CoreMsg>) -> Result<(), SendError> {
+        let Some(message) = slot.take() else {
+            return Ok(());
+        };
+        let result = match self.sender.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(message)) => {
+                *slot = Some(message);
+                Err(SendError::Full)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(SendError::Gone),
+        };
+        self.waker.wake();
+        result
+    }
+
     /// Queues `message` and wakes the core.
     pub fn send(&self, message: CoreMsg) -> Result<(), SendError> {
         let result = self.post(message);

@@ -68,6 +68,8 @@ pub struct LimitCounters {
     pub per_ip: AtomicU64,
     /// Connections refused to keep `rtmp.fd_reserve` descriptors free.
     pub fd_reserve: AtomicU64,
+    /// Publishes refused at once: `auth.on_publish_max_pending` hook calls already waiting or in flight.
+    pub hook_busy: AtomicU64,
 }
 
 impl CoreCounters {
@@ -195,6 +197,11 @@ impl Shared {
                 Ok(())
             }
         }
+    }
+
+    /// Who publishes `key` now, if anyone.
+    pub fn publisher_of(&self, key: &StreamKey) -> Option<ClientId> {
+        lock(&self.publishers).get(key).copied()
     }
 
     /// Releases `key` if `publisher` holds it.

@@ -18,6 +18,7 @@ use super::{NodeCore, Written};
 use crate::bans::BanStore;
 use crate::config::Config;
 use crate::node::clients::Token;
+use crate::node::hooks::{HookJob, HookRunner};
 use crate::node::mailbox::{CoreMsg, Mailbox};
 use crate::node::shared::Shared;
 use crate::stream_key::StreamKey;
@@ -128,6 +129,17 @@ struct Harness {
 
 impl Harness {
     fn new(cores: usize, configure: impl FnOnce(&mut Config)) -> Harness {
+        Harness::build(cores, configure, None)
+    }
+
+    /// A harness whose `on_publish` hook calls (at most `max_pending`) go to the returned queue: the test
+    /// answers them.
+    fn with_hook(cores: usize, max_pending: usize) -> (Harness, Receiver<HookJob>) {
+        let (runner, jobs) = HookRunner::detached(max_pending);
+        (Harness::build(cores, |_| {}, Some(runner)), jobs)
+    }
+
+    fn build(cores: usize, configure: impl FnOnce(&mut Config), hooks: Option<HookRunner>) -> Harness {
         let mut config = Config::default();
         config.rtmp.write_coalesce_ms = 0;
         configure(&mut config);
@@ -140,7 +152,9 @@ impl Harness {
             mailboxes.push(mailbox);
             inboxes.push(inbox);
         }
-        let shared = Arc::new(Shared::new(config, bans, mailboxes));
+        let mut shared = Shared::new(config, bans, mailboxes);
+        shared.hooks = hooks;
+        let shared = Arc::new(shared);
         let now = shared.started;
         let cores = (0..cores)
             .map(|i| NodeCore::new(i, shared.clone(), now))
@@ -587,4 +601,66 @@ fn connections_past_the_per_ip_cap_or_into_the_fd_reserve_are_refused() {
         .fd_limit
         .store(5 + reserve, std::sync::atomic::Ordering::Relaxed);
     assert!(h.cores[0].accept(h.now, third).is_some());
+}
+
+/// Answers an `on_publish` call as the hook would.
+fn answer(h: &mut Harness, job: HookJob, verdict: Result<(), String>) {
+    let message = CoreMsg::HookVerdict {
+        token: job.token,
+        client: job.client,
+        request_id: job.request_id,
+        key: job.key.clone(),
+        verdict,
+    };
+    h.cores[job.core].message(h.now, message);
+    h.pump();
+}
+
+#[test]
+fn the_stream_key_is_claimed_only_once_the_hook_allows() {
+    // Issue 17, item 16: the key was claimed before the hook answered, so a publisher the hook would refuse
+    // (or a slow hook) blocked the stream's legitimate publisher.
+    let (mut h, jobs) = Harness::with_hook(2, 16);
+    let intruder = h.publisher(0, "shop");
+    let owner = h.publisher(1, "shop");
+    assert!(
+        !h.clients[owner].closed,
+        "a second publisher is refused before the hook allowed the first"
+    );
+    let first = jobs.try_recv().unwrap();
+    let second = jobs.try_recv().unwrap();
+    answer(&mut h, first, Err("not yours".to_string()));
+    answer(&mut h, second, Ok(()));
+    assert!(h.clients[intruder].closed && !h.clients[intruder].saw(accepted_publish));
+    assert!(h.clients[owner].saw(accepted_publish));
+    assert_eq!(
+        h.shared.publisher_of(&StreamKey::new("live", "shop").unwrap()),
+        Some(h.info(owner).unwrap().id)
+    );
+}
+
+#[test]
+fn hook_calls_waiting_or_in_flight_are_bounded() {
+    let (mut h, jobs) = Harness::with_hook(1, 2);
+    let a = h.publisher(0, "a");
+    let b = h.publisher(0, "b");
+    let c = h.publisher(0, "c");
+    assert!(!h.clients[a].closed && !h.clients[b].closed);
+    assert!(
+        h.clients[c].closed,
+        "a third call past on_publish_max_pending = 2 waits"
+    );
+    assert_eq!(
+        h.shared.counters[0]
+            .limits
+            .hook_busy
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // One call ends (its job, and slot, go): another publish may ask.
+    let first = jobs.try_recv().unwrap();
+    answer(&mut h, first, Ok(()));
+    let d = h.publisher(0, "d");
+    assert!(!h.clients[d].closed);
+    assert_eq!(h.shared.hooks.as_ref().unwrap().pending(), 2);
 }
