@@ -142,6 +142,9 @@ pub struct EngineConfig {
     /// The cores' IO backend: `auto` (io_uring, or epoll where io_uring is refused, e.g. by Docker's
     /// seccomp profile), `uring` (fail to start without it) or `epoll`.
     pub backend: IoBackend,
+    /// When a core's thread panics (its clients and streams are gone; `/healthz` fails at once), exit the
+    /// process with status 70 so the service manager restarts the node; `false` keeps the rest running.
+    pub exit_on_core_panic: bool,
 }
 
 /// The cores' IO backend (`engine.backend`).
@@ -164,6 +167,7 @@ impl Default for EngineConfig {
             pin: true,
             inbox_capacity: 16_384,
             backend: IoBackend::Auto,
+            exit_on_core_panic: true,
         }
     }
 }
@@ -331,6 +335,59 @@ impl Config {
                 rtmp.max_message_bytes
             )));
         }
+        // Durations become `Instant` arithmetic in the cores: an absurd one would overflow it (a panic, not a
+        // start-up error). A day bounds every timeout; the coalescing interval is latency, 10 s at most.
+        const DAY_MS: u64 = 86_400_000;
+        let in_range = |name: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid(format!(
+                    "{name} = {value} (allowed {}..={})",
+                    range.start(),
+                    range.end()
+                )))
+            }
+        };
+        in_range("rtmp.write_coalesce_ms", rtmp.write_coalesce_ms, 0..=10_000)?;
+        in_range("rtmp.handshake_timeout_ms", rtmp.handshake_timeout_ms, 1..=DAY_MS)?;
+        in_range("rtmp.idle_timeout_ms", rtmp.idle_timeout_ms, 1..=DAY_MS)?;
+        in_range("rtmp.unpublish_grace_ms", rtmp.unpublish_grace_ms, 0..=DAY_MS)?;
+        in_range("rtmp.play_wait_ms", rtmp.play_wait_ms, 0..=DAY_MS)?;
+        in_range(
+            "rtmp.write_stall_timeout_ms",
+            rtmp.write_stall_timeout_ms,
+            0..=DAY_MS,
+        )?;
+        // The kernel's TCP_KEEPIDLE is at most 32767 s.
+        in_range("rtmp.tcp_keepalive_s", rtmp.tcp_keepalive_s, 0..=32_767)?;
+        in_range("rtmp.tcp_user_timeout_ms", rtmp.tcp_user_timeout_ms, 0..=DAY_MS)?;
+        in_range(
+            "rtmp.max_connections_per_core",
+            rtmp.max_connections_per_core as u64,
+            1..=1 << 24,
+        )?;
+        in_range(
+            "rtmp.max_control_queue_bytes",
+            rtmp.max_control_queue_bytes as u64,
+            4096..=1 << 30,
+        )?;
+        in_range(
+            "rtmp.min_window_ack_bytes",
+            u64::from(rtmp.min_window_ack_bytes),
+            1..=0x7FFF_FFFF,
+        )?;
+        in_range("engine.cores", self.engine.cores as u64, 0..=4096)?;
+        in_range(
+            "auth.on_publish_timeout_ms",
+            self.auth.on_publish_timeout_ms.unwrap_or(3_000),
+            1..=DAY_MS,
+        )?;
+        in_range(
+            "auth.on_publish_max_pending",
+            self.auth.on_publish_max_pending as u64,
+            1..=1 << 20,
+        )?;
         if self.engine.inbox_capacity < 64 {
             return Err(ConfigError::Invalid("engine.inbox_capacity below 64".to_string()));
         }
@@ -342,6 +399,11 @@ impl Config {
                     "fanout.viewer_queue_bytes of app {app} below 64 KiB"
                 )));
             }
+            in_range(
+                &format!("latency_budget_ms of app {app}"),
+                fanout.latency_budget_ms,
+                1..=DAY_MS,
+            )?;
         }
         Ok(())
     }
@@ -392,6 +454,31 @@ mod tests {
     fn out_of_range_values_are_refused() {
         let mut config = Config::default();
         config.rtmp.chunk_size = 10;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn durations_that_would_overflow_an_instant_are_refused_with_the_field_named() {
+        // Issue 17, item 17: `write_coalesce_ms = 9223372036854775807` passed, and the first core to add it
+        // to `now` panicked.
+        let text = "[rtmp]\nwrite_coalesce_ms = 9223372036854775807\n";
+        let config: Config = toml::from_str(text).unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("rtmp.write_coalesce_ms"), "{error}");
+        for field in [
+            "handshake_timeout_ms",
+            "idle_timeout_ms",
+            "unpublish_grace_ms",
+            "play_wait_ms",
+            "write_stall_timeout_ms",
+            "tcp_user_timeout_ms",
+        ] {
+            let text = format!("[rtmp]\n{field} = 9223372036854775807\n");
+            let config: Config = toml::from_str(&text).unwrap();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(field), "{field}: {error}");
+        }
+        let config: Config = toml::from_str("[fanout]\nlatency_budget_ms = 9223372036854775807\n").unwrap();
         assert!(config.validate().is_err());
     }
 }

@@ -173,6 +173,11 @@ pub trait NodeControl: Send + Sync + 'static {
     fn stats(&self) -> NodeStats;
     /// Closes one client's connection; `false` when no such client exists.
     fn kick_client(&self, id: ClientId) -> bool;
+    /// `Ok` while the data plane is whole; `Err` with why not (a core's thread panicked: its clients and
+    /// streams are gone). `GET /healthz` answers 503 with it.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Closes the publisher and every viewer of `stream` on every core; returns how many were closed.
     /// Returns once every core has acted (or after a bounded wait).
     fn kick_stream(&self, stream: &StreamKey) -> u64;

@@ -272,8 +272,11 @@ async fn metrics_page(State(state): State<ApiState>) -> Result<Response, ApiErro
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz(State(state): State<ApiState>) -> Response {
+    match state.control.health() {
+        Ok(()) => "ok".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")).into_response(),
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

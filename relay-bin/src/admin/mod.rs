@@ -14,7 +14,7 @@
 //! | `DELETE /api/v1/streams/{app}/{stream}/forbid` | the lifted [`Ban`](crate::bans::Ban), or 404 |
 //! | `GET /api/v1/bans` | JSON array of active bans |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`metrics`]) |
-//! | `GET /healthz` | `ok` (never needs the token) |
+//! | `GET /healthz` | `ok`, or 503 `unhealthy: ...` once a core has died (never needs the token) |
 //!
 //! With `http.token` set, every route but `/healthz` needs `Authorization: Bearer <token>` ([`auth_token`]).
 //! Errors are JSON `{"error": "..."}` ([`error`]). The server also drops expired bans from memory and the ban

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use engine::{Listener, ListenerConfig, Waker};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::bans::BanStore;
 use crate::config::{Config, IoBackend};
@@ -143,6 +143,7 @@ impl Node {
                 .then(|| allowed.get(index % allowed.len()).copied())
                 .flatten();
             let shared = shared.clone();
+            let supervised = shared.clone();
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("popline-core-{index}"))
@@ -162,7 +163,10 @@ impl Node {
                     match core {
                         Ok(core) => {
                             let _ = ready.send((index, Ok(())));
-                            core.run();
+                            let run = std::panic::AssertUnwindSafe(|| core.run());
+                            if let Err(panic) = std::panic::catch_unwind(run) {
+                                core_panicked(&supervised, index, panic.as_ref());
+                            }
                         }
                         Err(error) => {
                             let _ = ready.send((index, Err(error)));
@@ -216,6 +220,30 @@ impl Node {
         for thread in self.threads {
             let _ = thread.join();
         }
+    }
+}
+
+/// A core's thread panicked: its clients and the streams it owns are gone. Logged, and `/healthz` fails from
+/// now on; with `engine.exit_on_core_panic` (the default) the process then exits with status 70, so its
+/// service manager restarts a whole node rather than leaving one that serves some streams and not others.
+fn core_panicked(shared: &Shared, core: usize, panic: &(dyn std::any::Any + Send)) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    error!(
+        core,
+        panic = %message,
+        "core panicked: its clients and the streams it owns are gone; /healthz fails from now on"
+    );
+    shared.core_died(core, message);
+    if shared.config.engine.exit_on_core_panic {
+        error!(
+            core,
+            "exiting (status 70) so the service manager restarts the node (engine.exit_on_core_panic)"
+        );
+        std::process::exit(70);
     }
 }
 
@@ -295,6 +323,10 @@ impl NodeControl for NodeHandle {
         stats
     }
 
+    fn health(&self) -> Result<(), String> {
+        self.shared.health()
+    }
+
     fn kick_client(&self, id: ClientId) -> bool {
         let Some(mailbox) = self.shared.mailboxes.get(id.core()) else {
             return false;
@@ -325,5 +357,37 @@ impl NodeControl for NodeHandle {
             .into_iter()
             .filter_map(|a| a.recv_deadline(deadline).ok())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_panicked_core_makes_the_node_unhealthy() {
+        // Issue 17, item 17: a core's thread died silently and /healthz kept saying ok.
+        let mut config = Config::default();
+        config.rtmp.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.engine.cores = 2;
+        config.engine.pin = false;
+        config.engine.exit_on_core_panic = false;
+        let bans = Arc::new(BanStore::open(None).unwrap());
+        let node = Node::start(config, bans).unwrap();
+        let handle = node.handle();
+        assert_eq!(handle.health(), Ok(()));
+        handle.shared.mailboxes[1].send(CoreMsg::PanicForTest).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while handle.health().is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let why = handle.health().unwrap_err();
+        assert!(
+            why.contains("core 1 panicked: core 1 was asked to panic"),
+            "{why}"
+        );
+        node.shutdown();
     }
 }

@@ -115,6 +115,9 @@ pub enum CoreMsg {
     },
     /// Stop the core.
     Shutdown,
+    /// Makes the core panic (the node's supervision tests).
+    #[cfg(test)]
+    PanicForTest,
 }
 
 impl CoreMsg {

@@ -109,7 +109,10 @@ pub struct Shared {
     /// Connections open per client IP address (only with `rtmp.max_connections_per_ip`); touched on accept
     /// and close, never per frame.
     ip_connections: Mutex<HashMap<IpAddr, usize>>,
-    hasher: foldhash::fast::FixedState,
+    /// Seeded at random when the node starts: clients cannot choose stream names that pile onto one core.
+    hasher: foldhash::fast::RandomState,
+    /// Cores whose thread panicked, with the panic's message ([`Shared::health`]).
+    dead_cores: Mutex<Vec<(usize, String)>>,
 }
 
 impl Shared {
@@ -130,7 +133,8 @@ impl Shared {
             hooks: None,
             fd_limit: AtomicU64::new(u64::MAX),
             ip_connections: Mutex::new(HashMap::new()),
-            hasher: foldhash::fast::FixedState::with_seed(0x706f_706c_696e_6521),
+            hasher: foldhash::fast::RandomState::default(),
+            dead_cores: Mutex::new(Vec::new()),
         }
     }
 
@@ -164,6 +168,24 @@ impl Shared {
             .sum()
     }
 
+    /// Records that core `core`'s thread panicked with `message`: [`Shared::health`] fails from now on.
+    pub fn core_died(&self, core: usize, message: String) {
+        lock(&self.dead_cores).push((core, message));
+    }
+
+    /// `Ok` while every core runs; else which cores died and why.
+    pub fn health(&self) -> Result<(), String> {
+        let dead = lock(&self.dead_cores);
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = dead
+            .iter()
+            .map(|(core, message)| format!("core {core} panicked: {message}"))
+            .collect();
+        Err(list.join("; "))
+    }
+
     /// Unix time in seconds at `now` (the wall clock at start plus the monotonic time since).
     pub fn unix_time_s(&self, now: Instant) -> u64 {
         let since_start = now.saturating_duration_since(self.started);
@@ -178,7 +200,7 @@ impl Shared {
         self.mailboxes.len()
     }
 
-    /// The core that owns `key`: its hash (foldhash, fixed seed) modulo the core count.
+    /// The core that owns `key`: its hash (foldhash, seeded at random per process) modulo the core count.
     pub fn owner_of(&self, key: &StreamKey) -> usize {
         let cores = self.cores().max(1) as u64;
         (self.hasher.hash_one(key.as_str()) % cores) as usize
@@ -221,5 +243,37 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match mutex.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn shared(cores: usize) -> Shared {
+        let mailboxes = (0..cores)
+            .map(|_| Mailbox::new(64, Arc::new(engine::Waker::new().unwrap())).0)
+            .collect();
+        Shared::new(
+            Config::default(),
+            Arc::new(BanStore::open(None).unwrap()),
+            mailboxes,
+        )
+    }
+
+    #[test]
+    fn stream_owners_are_seeded_per_process() {
+        // Issue 17, item 17: a fixed seed let clients pick names that all hash to one core. Two `Shared`
+        // stand for two processes: the same names land on different cores.
+        let (a, b) = (shared(8), shared(8));
+        let keys: Vec<StreamKey> = (0..64)
+            .map(|i| StreamKey::new("live", &format!("s{i}")).unwrap())
+            .collect();
+        let differ = keys.iter().filter(|k| a.owner_of(k) != b.owner_of(k)).count();
+        assert!(differ > 0, "64 streams on the same cores under two seeds");
+        // Within one process the owner never changes.
+        assert!(keys.iter().all(|k| a.owner_of(k) == a.owner_of(k)));
     }
 }

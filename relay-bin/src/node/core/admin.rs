@@ -55,6 +55,9 @@ impl NodeCore {
                 verdict,
             } => self.on_hook_verdict(token, client, request_id, key, verdict),
             CoreMsg::Shutdown => self.stop = true,
+            #[cfg(test)]
+            #[allow(clippy::panic)]
+            CoreMsg::PanicForTest => panic!("core {} was asked to panic", self.index),
         }
     }
 
