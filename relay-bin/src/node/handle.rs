@@ -388,6 +388,24 @@ mod tests {
             why.contains("core 1 panicked: core 1 was asked to panic"),
             "{why}"
         );
+        // The admin API's /healthz says so.
+        let http = crate::config::HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..crate::config::HttpConfig::default()
+        };
+        let bans = Arc::new(BanStore::open(None).unwrap());
+        let admin = crate::admin::AdminServer::spawn(&http, handle.clone(), bans).unwrap();
+        let mut socket = std::net::TcpStream::connect(admin.local_addr()).unwrap();
+        std::io::Write::write_all(
+            &mut socket,
+            b"GET /healthz HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut socket, &mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("core 1 panicked"), "{answer}");
+        admin.shutdown();
         node.shutdown();
     }
 }
