@@ -139,6 +139,45 @@ mod tests {
     use std::io::{Read, Write};
 
     #[test]
+    fn accepted_connections_carry_the_listeners_liveness() {
+        let liveness = Liveness {
+            keepalive: Some(std::time::Duration::from_secs(7)),
+            user_timeout: Some(std::time::Duration::from_millis(4500)),
+        };
+        let config = ListenerConfig {
+            liveness,
+            ..ListenerConfig::default()
+        };
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut accepted = None;
+        for _ in 0..100 {
+            accepted = listener.accept().unwrap();
+            if accepted.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let (stream, _) = accepted.unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.keepalive_time().unwrap(),
+            std::time::Duration::from_secs(7)
+        );
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(std::time::Duration::from_millis(4500))
+        );
+        // Without a liveness, neither is set.
+        let plain = Listener::bind("127.0.0.1:0".parse().unwrap(), ListenerConfig::default()).unwrap();
+        let _client = TcpStream::connect(plain.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (stream, _) = plain.accept().unwrap().unwrap();
+        assert!(!socket2::SockRef::from(&stream).keepalive().unwrap());
+    }
+
+    #[test]
     fn two_reuseport_listeners_share_a_port_and_accept() {
         let first = Listener::bind("127.0.0.1:0".parse().unwrap(), ListenerConfig::default()).unwrap();
         let addr = first.local_addr().unwrap();
