@@ -1,6 +1,7 @@
 //! Issue 17's node limits against the real binary, on both IO backends: TCP keepalive on accepted
-//! connections, the per-IP connection cap (refused, counted in `/metrics`), and a player of a stream nobody
-//! publishes told `NetStream.Play.StreamNotFound` after `rtmp.play_wait_ms`.
+//! connections, the per-IP connection cap (refused, counted in `/metrics`), a player of a stream nobody
+//! publishes told `NetStream.Play.StreamNotFound` after `rtmp.play_wait_ms`, and a viewer that stopped
+//! reading closed after `rtmp.write_stall_timeout_ms`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -91,6 +92,56 @@ fn limits_on(backend: &str) {
         );
     }
     drop(held);
+}
+
+/// An AVC keyframe of about `bytes` bytes (one IDR NAL unit).
+fn keyframe(bytes: usize) -> bytes::Bytes {
+    let nal = bytes.max(16);
+    let mut body = vec![0x17, 1, 0, 0, 0];
+    body.extend_from_slice(&(nal as u32).to_be_bytes());
+    body.push(0x65);
+    body.resize(body.len() + nal - 1, 0x42);
+    bytes::Bytes::from(body)
+}
+
+fn stalled_viewer_on(backend: &str) {
+    let scratch = Scratch::new(&format!("stall-{backend}"));
+    let config =
+        base_config_on(&scratch.0, backend).replace("[rtmp]\n", "[rtmp]\nwrite_stall_timeout_ms = 1000\n");
+    let node = Popline::start(&scratch.0, &config);
+    // A player with a 4 KiB receive buffer that never reads after play starts.
+    let mut stuck = rtmp_client::Client::connect(node.rtmp, "live", Some(4096));
+    stuck.play("flood");
+    let mut publisher = rtmp_client::Client::connect(node.rtmp, "live", None);
+    assert!(publisher.try_publish("flood"));
+    let frame = keyframe(64 << 10);
+    let stats = || node.api("GET", "/api/v1/stats", None).1;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut timestamp = 0;
+    while Instant::now() < deadline && !stats().contains("\"write_stall\":1") {
+        for _ in 0..10 {
+            publisher.send_media(true, frame.clone(), timestamp);
+            timestamp += 40;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = stats();
+    assert!(
+        stats.contains("\"write_stall\":1") && stats.contains("\"viewers\":0"),
+        "{backend}: a viewer that reads nothing is still served: {stats}"
+    );
+    assert!(node.log_text().contains("write stalled"), "{backend}: not logged");
+    drop(stuck);
+}
+
+#[test]
+fn a_viewer_that_stops_reading_is_closed_on_io_uring() {
+    stalled_viewer_on("uring");
+}
+
+#[test]
+fn a_viewer_that_stops_reading_is_closed_on_epoll() {
+    stalled_viewer_on("epoll");
 }
 
 #[test]
