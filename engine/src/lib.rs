@@ -31,7 +31,7 @@ pub mod waker;
 
 pub use datagram_io::{BackendChoice, DatagramIo, IoConfig, IoStats};
 pub use poller::{Events, Interest, Poller, Readiness};
-pub use tcp::{Listener, ListenerConfig};
+pub use tcp::{Listener, ListenerConfig, Liveness};
 pub use udp::{BufferSizes, UdpConfig, UdpSocket};
 pub use waker::Waker;
 

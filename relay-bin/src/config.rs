@@ -58,6 +58,32 @@ pub struct RtmpConfig {
     /// fan-out); a frame after a quiet interval leaves at once. It adds at most this much latency to viewers
     /// (SRS's "merged write" does the same, 350 ms by default). 0 writes every frame as soon as it arrives.
     pub write_coalesce_ms: u64,
+    /// Most bytes of protocol answers (acknowledgements, ping responses, command results) queued for a client
+    /// that does not read them; a client past it is closed (counted in `limit_hits.control_queue`).
+    pub max_control_queue_bytes: usize,
+    /// Smallest `WindowAcknowledgementSize` a client may set, in bytes (a tiny window makes the node queue an
+    /// acknowledgement per read); a smaller one ends the session (counted in `limit_hits.window_ack`).
+    pub min_window_ack_bytes: u32,
+    /// Milliseconds a player of a stream nobody publishes waits for a publisher; then it is told
+    /// `NetStream.Play.StreamNotFound`, logged, and closed (counted in `limit_hits.play_wait`). 0 answers
+    /// at the next housekeeping tick (50 ms).
+    pub play_wait_ms: u64,
+    /// Milliseconds a client's writes may make no progress (it stopped reading, its bytes stay queued) before
+    /// it is closed (counted in `limit_hits.write_stall`); 0 never closes it for that.
+    pub write_stall_timeout_ms: u64,
+    /// Seconds an accepted connection may be idle before TCP keepalive probes it (6 probes, a tenth of this
+    /// apart, at least 1 s), so a peer gone without a word is noticed; 0 turns keepalive off.
+    pub tcp_keepalive_s: u64,
+    /// TCP_USER_TIMEOUT of accepted connections, in ms: the kernel drops a connection whose sent data stays
+    /// unacknowledged this long (instead of retrying for about 15 minutes); 0 keeps the kernel's default.
+    pub tcp_user_timeout_ms: u64,
+    /// Most connections from one IP address on the whole node; more are accepted and closed at once (counted
+    /// in `limit_hits.per_ip`). 0 = no cap.
+    pub max_connections_per_ip: usize,
+    /// File descriptors kept free for the node's own use (the bans file, `on_publish` calls, the admin API):
+    /// clients are refused (counted in `limit_hits.fd_reserve`) once the open connections come within this
+    /// many of the open file limit (RLIMIT_NOFILE, raised to its hard limit at start).
+    pub fd_reserve: u64,
 }
 
 impl Default for RtmpConfig {
@@ -72,6 +98,14 @@ impl Default for RtmpConfig {
             max_connections_per_core: 20_000,
             unpublish_grace_ms: 5_000,
             write_coalesce_ms: 100,
+            max_control_queue_bytes: 64 << 10,
+            min_window_ack_bytes: 4096,
+            play_wait_ms: 30_000,
+            write_stall_timeout_ms: 30_000,
+            tcp_keepalive_s: 60,
+            tcp_user_timeout_ms: 30_000,
+            max_connections_per_ip: 4_096,
+            fd_reserve: 256,
         }
     }
 }
@@ -112,6 +146,9 @@ pub struct EngineConfig {
     /// The cores' IO backend: `auto` (io_uring, or epoll where io_uring is refused, e.g. by Docker's
     /// seccomp profile), `uring` (fail to start without it) or `epoll`.
     pub backend: IoBackend,
+    /// When a core's thread panics (its clients and streams are gone; `/healthz` fails at once), exit the
+    /// process with status 70 so the service manager restarts the node; `false` keeps the rest running.
+    pub exit_on_core_panic: bool,
 }
 
 /// The cores' IO backend (`engine.backend`).
@@ -134,6 +171,7 @@ impl Default for EngineConfig {
             pin: true,
             inbox_capacity: 16_384,
             backend: IoBackend::Auto,
+            exit_on_core_panic: true,
         }
     }
 }
@@ -156,11 +194,13 @@ pub enum DropPolicy {
 pub struct FanoutConfig {
     /// What a slow viewer's queue does.
     pub drop_policy: DropPolicy,
-    /// Most bytes queued for one viewer (its memory bound).
+    /// Most bytes queued for one viewer (its memory bound): each frame counts its RTMP bytes and 128 bytes of
+    /// bookkeeping (`media::frame::FRAME_OVERHEAD_BYTES`), so tiny frames cannot pile up under it.
     pub viewer_queue_bytes: usize,
     /// Latency budget for policy `latency`, and the lag at which policy `gop` starts dropping, in ms.
     pub latency_budget_ms: u64,
-    /// Most bytes of the current GOP kept for instant start.
+    /// Most bytes of the current GOP kept for instant start (each frame counts its body and 128 bytes of
+    /// bookkeeping).
     pub gop_cache_bytes: usize,
 }
 
@@ -192,7 +232,7 @@ impl Default for BansConfig {
 }
 
 /// Publish authorisation.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Shared secret of publish tokens (`?expires=UNIX&token=HEX`); when set every publish needs a valid one.
@@ -201,6 +241,20 @@ pub struct AuthConfig {
     pub on_publish: Option<String>,
     /// Milliseconds to wait for `on_publish` before refusing.
     pub on_publish_timeout_ms: Option<u64>,
+    /// Most `on_publish` calls waiting or in flight; a publish beyond is refused at once (fail closed,
+    /// counted in `limit_hits.hook_busy`).
+    pub on_publish_max_pending: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            publish_secret: None,
+            on_publish: None,
+            on_publish_timeout_ms: None,
+            on_publish_max_pending: 256,
+        }
+    }
 }
 
 /// Logging.
@@ -268,6 +322,18 @@ impl Config {
         Ok(config)
     }
 
+    /// TCP keepalive and TCP_USER_TIMEOUT for accepted connections (`rtmp.tcp_keepalive_s`,
+    /// `rtmp.tcp_user_timeout_ms`).
+    pub fn liveness(&self) -> engine::Liveness {
+        let rtmp = &self.rtmp;
+        engine::Liveness {
+            keepalive: (rtmp.tcp_keepalive_s > 0)
+                .then(|| std::time::Duration::from_secs(rtmp.tcp_keepalive_s)),
+            user_timeout: (rtmp.tcp_user_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(rtmp.tcp_user_timeout_ms)),
+        }
+    }
+
     /// Checks ranges the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let rtmp = &self.rtmp;
@@ -292,6 +358,59 @@ impl Config {
                 http.listen
             )));
         }
+        // Durations become `Instant` arithmetic in the cores: an absurd one would overflow it (a panic, not a
+        // start-up error). A day bounds every timeout; the coalescing interval is latency, 10 s at most.
+        const DAY_MS: u64 = 86_400_000;
+        let in_range = |name: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid(format!(
+                    "{name} = {value} (allowed {}..={})",
+                    range.start(),
+                    range.end()
+                )))
+            }
+        };
+        in_range("rtmp.write_coalesce_ms", rtmp.write_coalesce_ms, 0..=10_000)?;
+        in_range("rtmp.handshake_timeout_ms", rtmp.handshake_timeout_ms, 1..=DAY_MS)?;
+        in_range("rtmp.idle_timeout_ms", rtmp.idle_timeout_ms, 1..=DAY_MS)?;
+        in_range("rtmp.unpublish_grace_ms", rtmp.unpublish_grace_ms, 0..=DAY_MS)?;
+        in_range("rtmp.play_wait_ms", rtmp.play_wait_ms, 0..=DAY_MS)?;
+        in_range(
+            "rtmp.write_stall_timeout_ms",
+            rtmp.write_stall_timeout_ms,
+            0..=DAY_MS,
+        )?;
+        // The kernel's TCP_KEEPIDLE is at most 32767 s.
+        in_range("rtmp.tcp_keepalive_s", rtmp.tcp_keepalive_s, 0..=32_767)?;
+        in_range("rtmp.tcp_user_timeout_ms", rtmp.tcp_user_timeout_ms, 0..=DAY_MS)?;
+        in_range(
+            "rtmp.max_connections_per_core",
+            rtmp.max_connections_per_core as u64,
+            1..=1 << 24,
+        )?;
+        in_range(
+            "rtmp.max_control_queue_bytes",
+            rtmp.max_control_queue_bytes as u64,
+            4096..=1 << 30,
+        )?;
+        in_range(
+            "rtmp.min_window_ack_bytes",
+            u64::from(rtmp.min_window_ack_bytes),
+            1..=0x7FFF_FFFF,
+        )?;
+        in_range("engine.cores", self.engine.cores as u64, 0..=4096)?;
+        in_range(
+            "auth.on_publish_timeout_ms",
+            self.auth.on_publish_timeout_ms.unwrap_or(3_000),
+            1..=DAY_MS,
+        )?;
+        in_range(
+            "auth.on_publish_max_pending",
+            self.auth.on_publish_max_pending as u64,
+            1..=1 << 20,
+        )?;
         if self.engine.inbox_capacity < 64 {
             return Err(ConfigError::Invalid("engine.inbox_capacity below 64".to_string()));
         }
@@ -303,6 +422,11 @@ impl Config {
                     "fanout.viewer_queue_bytes of app {app} below 64 KiB"
                 )));
             }
+            in_range(
+                &format!("latency_budget_ms of app {app}"),
+                fanout.latency_budget_ms,
+                1..=DAY_MS,
+            )?;
         }
         Ok(())
     }
@@ -399,6 +523,31 @@ mod tests {
     fn out_of_range_values_are_refused() {
         let mut config = Config::default();
         config.rtmp.chunk_size = 10;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn durations_that_would_overflow_an_instant_are_refused_with_the_field_named() {
+        // Issue 17, item 17: `write_coalesce_ms = 9223372036854775807` passed, and the first core to add it
+        // to `now` panicked.
+        let text = "[rtmp]\nwrite_coalesce_ms = 9223372036854775807\n";
+        let config: Config = toml::from_str(text).unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("rtmp.write_coalesce_ms"), "{error}");
+        for field in [
+            "handshake_timeout_ms",
+            "idle_timeout_ms",
+            "unpublish_grace_ms",
+            "play_wait_ms",
+            "write_stall_timeout_ms",
+            "tcp_user_timeout_ms",
+        ] {
+            let text = format!("[rtmp]\n{field} = 9223372036854775807\n");
+            let config: Config = toml::from_str(&text).unwrap();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(field), "{field}: {error}");
+        }
+        let config: Config = toml::from_str("[fanout]\nlatency_budget_ms = 9223372036854775807\n").unwrap();
         assert!(config.validate().is_err());
     }
 }

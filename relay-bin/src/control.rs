@@ -124,6 +124,46 @@ pub struct NodeStats {
     pub viewers_overflowed: u64,
     /// Cross-core messages dropped because a core's inbox was full.
     pub inbox_full: u64,
+    /// How often each hardening limit was hit.
+    pub limit_hits: LimitHits,
+}
+
+/// How often each hardening limit was hit since start: `limit_hits` in `GET /api/v1/stats`, and
+/// `popline_limit_hits_total{limit="NAME"}` in `/metrics` (the field names are the label values).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LimitHits {
+    /// Clients closed with more than `rtmp.max_control_queue_bytes` of unread protocol answers.
+    pub control_queue: u64,
+    /// Sequence headers or metadata replaced in a viewer's queue by a newer one before being written.
+    pub headers_replaced: u64,
+    /// Sessions ended for a `WindowAcknowledgementSize` below `rtmp.min_window_ack_bytes`.
+    pub window_ack: u64,
+    /// Players told `NetStream.Play.StreamNotFound` after `rtmp.play_wait_ms`.
+    pub play_wait: u64,
+    /// Clients closed after `rtmp.write_stall_timeout_ms` without write progress.
+    pub write_stall: u64,
+    /// Connections refused at `rtmp.max_connections_per_ip`.
+    pub per_ip: u64,
+    /// Connections refused to keep `rtmp.fd_reserve` descriptors free.
+    pub fd_reserve: u64,
+    /// Publishes refused at once: `auth.on_publish_max_pending` hook calls already waiting or in flight.
+    pub hook_busy: u64,
+}
+
+impl LimitHits {
+    /// Each limit's name (the metric's `limit` label) and count.
+    pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("control_queue", self.control_queue),
+            ("headers_replaced", self.headers_replaced),
+            ("window_ack", self.window_ack),
+            ("play_wait", self.play_wait),
+            ("write_stall", self.write_stall),
+            ("per_ip", self.per_ip),
+            ("fd_reserve", self.fd_reserve),
+            ("hook_busy", self.hook_busy),
+        ]
+    }
 }
 
 /// What the admin API can ask of the running node. Implemented by the node; every call is bounded in time.
@@ -136,6 +176,11 @@ pub trait NodeControl: Send + Sync + 'static {
     fn stats(&self) -> NodeStats;
     /// Closes one client's connection; `false` when no such client exists.
     fn kick_client(&self, id: ClientId) -> bool;
+    /// `Ok` while the data plane is whole; `Err` with why not (a core's thread panicked: its clients and
+    /// streams are gone). `GET /healthz` answers 503 with it.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Closes the publisher and every viewer of `stream` on every core; returns how many were closed.
     /// Returns once every core has acted (or after a bounded wait).
     fn kick_stream(&self, stream: &StreamKey) -> u64;

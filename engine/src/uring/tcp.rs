@@ -54,6 +54,8 @@ pub struct UringTcpConfig {
     pub max_queued_bytes: usize,
     /// Connections at once; accepts beyond are closed at once and counted.
     pub max_connections: usize,
+    /// TCP keepalive and TCP_USER_TIMEOUT set on each accepted connection.
+    pub liveness: crate::tcp::Liveness,
 }
 
 impl Default for UringTcpConfig {
@@ -64,6 +66,7 @@ impl Default for UringTcpConfig {
             buffer_bytes: 16 << 10,
             max_queued_bytes: 4 << 20,
             max_connections: 65_536,
+            liveness: crate::tcp::Liveness::default(),
         }
     }
 }
@@ -447,6 +450,9 @@ impl TcpDriver {
         }
         let peer = peer_addr(fd.as_raw_fd()).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let _ = socket2::SockRef::from(&fd).set_nodelay(true);
+        if let Err(error) = crate::tcp::set_liveness(&fd, self.config.liveness) {
+            tracing::debug!(%error, "cannot set keepalive or TCP_USER_TIMEOUT on an accepted connection");
+        }
         let index = match self.free.pop() {
             Some(i) => i,
             None => {

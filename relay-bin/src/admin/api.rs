@@ -339,9 +339,13 @@ async fn metrics_page(State(state): State<ApiState>) -> Result<Response, ApiErro
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
-/// `GET /healthz`: `200 ok`, or `503` with the reason when the node cannot do its job in full: today, when
-/// the ban file lags behind the bans in force (they apply, but a restart would lose them).
+/// `GET /healthz`: `200 ok`, or `503` with the reason when the node cannot do its job in full: `unhealthy`
+/// once a core has died; `degraded` while the ban file lags behind the bans in force (they apply, but a
+/// restart would lose them).
 async fn healthz(State(state): State<ApiState>) -> Response {
+    if let Err(why) = state.control.health() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")).into_response();
+    }
     let status = state.bans.save_status();
     match status.unsaved_since_unix_ms {
         None => "ok".into_response(),

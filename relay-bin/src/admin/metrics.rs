@@ -255,6 +255,17 @@ impl Collector for Snapshot {
                 [(NO_LABELS, value)],
             )?;
         }
+        family(
+            &mut encoder,
+            "popline_limit_hits",
+            MetricType::Counter,
+            "Times each hardening limit was hit (connections refused or closed, queued headers replaced).",
+            stats
+                .limit_hits
+                .pairs()
+                .into_iter()
+                .map(|(limit, value)| ([("limit", limit)], value)),
+        )?;
 
         if let Some(process) = &self.process {
             let mut cpu = encoder.encode_descriptor(

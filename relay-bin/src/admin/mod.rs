@@ -14,7 +14,7 @@
 //! | `DELETE /api/v1/streams/{app}/{stream}/forbid` | the lifted ban ([`BanView`](crate::bans::BanView) and `saved`), or 404 |
 //! | `GET /api/v1/bans` | JSON array of active bans ([`BanView`](crate::bans::BanView): RFC 3339 times, `remaining_s`) |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`metrics`]) |
-//! | `GET /healthz` | `200 ok`, or `503 degraded: ...` while the ban file cannot be written (never needs the token) |
+//! | `GET /healthz` | `200 ok`, or 503 `unhealthy: ...` once a core has died, or `degraded: ...` while the ban file cannot be written (never needs the token) |
 //!
 //! With `http.token` set, every route but `/healthz` needs `Authorization: Bearer <token>` ([`auth_token`]).
 //! Errors are JSON `{"error": "..."}` ([`error`]). The server also drops expired bans from memory and the ban

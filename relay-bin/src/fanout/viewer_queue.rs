@@ -1,7 +1,8 @@
 //! [`ViewerQueue`]: one viewer's bounded queue of frames, with its app's drop policy.
 //!
 //! The queue holds shared frames (reference counts, never payload copies) and the count of bytes of its head
-//! already written to the socket. A slow viewer costs at most `bound_bytes` of queue; what happens at the
+//! already written to the socket. A slow viewer costs at most `bound_bytes` of queue (each frame charged its
+//! RTMP bytes and [`FRAME_OVERHEAD_BYTES`], so a flood of tiny frames is bounded too); what happens at the
 //! bound is the policy's choice:
 //! - `none`: nothing is dropped; hitting the bound ends the viewer (the caller disconnects it);
 //! - `latency`: frames older than the budget are dropped from the front; dropping a reference frame drops the
@@ -9,7 +10,12 @@
 //! - `gop`: when behind (over the bound, or the oldest frame queued longer than the budget), drop disposable frames,
 //!   then the video up to the next keyframe, and audio only last.
 //!
-//! Metadata and sequence headers are never dropped: a decoder cannot work without them and they are small.
+//! Metadata and sequence headers are never dropped for lack of room (a decoder cannot work without them), but a
+//! queue keeps only the newest of each (metadata, the video header, the audio header) that it has not begun
+//! to write: a newer one replaces an older one still queued, and the frames of that track between them go
+//! too (they were coded against the older configuration; video resumes at the next keyframe). So a publisher
+//! that sends headers in a loop cannot grow a viewer's queue past the bound. Control messages (rml_rtmp's
+//! answers) are counted in [`ViewerQueue::control_bytes`]; the caller bounds them.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -18,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::DropPolicy;
+use crate::media::frame::FRAME_OVERHEAD_BYTES;
 use crate::media::{Frame, MediaKind, Track};
 use crate::rtmp::wire::frame_chunks;
 
@@ -58,6 +65,8 @@ pub struct QueueStats {
     pub gop_skips: u64,
     /// Bytes written to the socket.
     pub bytes_written: u64,
+    /// Sequence headers or metadata replaced by a newer one before they were written.
+    pub headers_replaced: u64,
 }
 
 /// One viewer's queue. See the module docs for the policies.
@@ -77,12 +86,19 @@ pub struct ViewerQueue {
     head_written: usize,
     /// Bytes of the front control message already written.
     control_written: usize,
+    /// Bytes of `control` not yet written.
+    control_bytes: usize,
     /// Video is being skipped until the next keyframe.
     waiting_for_key: bool,
     stats: QueueStats,
 }
 
 impl Queued {
+    /// What the entry costs the queue's bound: its RTMP bytes and [`FRAME_OVERHEAD_BYTES`].
+    fn cost(&self) -> usize {
+        self.wire.len() + FRAME_OVERHEAD_BYTES
+    }
+
     /// As [`Frame::time_left`].
     fn time_left(&self, now: Instant, default_budget: Duration) -> Duration {
         crate::media::frame::time_left(self.capture, self.budget, now, default_budget)
@@ -102,6 +118,7 @@ impl ViewerQueue {
             queued_bytes: 0,
             head_written: 0,
             control_written: 0,
+            control_bytes: 0,
             waiting_for_key: false,
             stats: QueueStats::default(),
         }
@@ -123,8 +140,15 @@ impl ViewerQueue {
     /// Queues protocol bytes (never dropped; written before the next frame begins).
     pub fn push_control(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
+            self.control_bytes += bytes.len();
             self.control.push_back(bytes);
         }
+    }
+
+    /// Bytes of control messages queued and not yet written (the caller bounds them: a peer that never reads
+    /// but keeps asking for answers, pings for instance, would grow them).
+    pub fn control_bytes(&self) -> usize {
+        self.control_bytes
     }
 
     /// Offers a frame to the queue at time `now`.
@@ -137,8 +161,11 @@ impl ViewerQueue {
                 return self.dropped(1);
             }
         }
+        if essential {
+            self.replace_older_header(frame);
+        }
         let wire = frame_chunks(frame, self.chunk_size);
-        let cost = wire.len();
+        let cost = wire.len() + FRAME_OVERHEAD_BYTES;
         match self.policy {
             DropPolicy::None => {
                 if self.queued_bytes + cost > self.bound_bytes && !essential {
@@ -263,7 +290,7 @@ impl ViewerQueue {
             if len == 0 && !control {
                 // `consume` pops a frame only for bytes written: an empty one goes here.
                 if let Some(q) = self.frames.pop_front() {
-                    self.queued_bytes -= q.wire.len();
+                    self.queued_bytes -= q.cost();
                 }
             }
         }
@@ -277,8 +304,10 @@ impl ViewerQueue {
                 written -= left;
                 self.control.pop_front();
                 self.control_written = 0;
+                self.control_bytes -= left;
             } else {
                 self.control_written += written;
+                self.control_bytes -= written;
                 return;
             }
         }
@@ -289,7 +318,7 @@ impl ViewerQueue {
             let left = front.wire.len() - self.head_written;
             if written >= left {
                 written -= left;
-                self.queued_bytes -= front.wire.len();
+                self.queued_bytes -= front.cost();
                 self.frames.pop_front();
                 self.head_written = 0;
             } else {
@@ -304,7 +333,8 @@ impl ViewerQueue {
         self.frames.is_empty() && self.control.is_empty()
     }
 
-    /// Bytes of frames queued (including the unwritten part of the head).
+    /// Bytes of frames queued (including the unwritten part of the head), each frame charged its RTMP bytes and
+    /// [`FRAME_OVERHEAD_BYTES`].
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
@@ -357,13 +387,47 @@ impl ViewerQueue {
             index += 1;
             if !keep {
                 removed += 1;
-                freed += frame.wire.len();
+                freed += frame.cost();
             }
             keep
         });
         self.queued_bytes -= freed;
         self.stats.frames_dropped += removed;
         removed
+    }
+
+    /// A new sequence header or metadata (`frame`) replaces an older one of its kind and track still queued
+    /// (and not begun): the older goes, and with a header, the frames of its track queued after it (coded
+    /// against the older configuration; video then resumes at the next keyframe).
+    fn replace_older_header(&mut self, frame: &Frame) {
+        let start = self.first_droppable();
+        let older = self
+            .frames
+            .iter()
+            .enumerate()
+            .skip(start)
+            .rev()
+            .find(|(_, q)| q.kind == frame.kind && q.track == frame.track)
+            .map(|(index, _)| index);
+        let Some(older) = older else {
+            return;
+        };
+        let header = frame.kind == MediaKind::SeqHeader;
+        let track = frame.track;
+        let mut index = start;
+        let mut lost_video = false;
+        let removed = self.remove_where(|q| {
+            let here = index;
+            index += 1;
+            let drop = here == older || (header && here > older && q.track == track);
+            lost_video |= drop && q.track == Track::Video && !q.kind.is_essential();
+            drop
+        });
+        self.stats.headers_replaced += removed.min(1);
+        if lost_video {
+            // Video of the new configuration starts at its next keyframe.
+            self.waiting_for_key = true;
+        }
     }
 
     fn drop_disposable(&mut self) {
@@ -449,6 +513,9 @@ impl ViewerQueue {
 mod tests {
     use super::*;
 
+    /// What the queue charges each frame beyond its bytes.
+    const O: usize = FRAME_OVERHEAD_BYTES;
+
     fn frame(kind: MediaKind, size: usize, at: Instant) -> Frame {
         let track = match kind {
             MediaKind::Audio => Track::Audio,
@@ -497,19 +564,19 @@ mod tests {
     #[test]
     fn none_policy_overflows_at_the_bound() {
         let now = Instant::now();
-        let mut queue = queue(DropPolicy::None, 1000, Duration::from_secs(1));
+        let mut queue = queue(DropPolicy::None, 1000 + O, Duration::from_secs(1));
         assert_eq!(queue.push(&frame(MediaKind::Key, 600, now), now), Pushed::Queued);
         assert_eq!(
             queue.push(&frame(MediaKind::Inter, 600, now), now),
             Pushed::Overflow
         );
-        assert_eq!(queue.queued_bytes(), 600);
+        assert_eq!(queue.queued_bytes(), 600 + O);
     }
 
     #[test]
     fn gop_policy_drops_disposable_first_then_the_gop_and_audio_last() {
         let now = Instant::now();
-        let mut queue = queue(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        let mut queue = queue(DropPolicy::Gop, 1000 + 4 * O, Duration::from_secs(10));
         for kind in [
             MediaKind::Key,
             MediaKind::Audio,
@@ -545,13 +612,13 @@ mod tests {
         );
         assert_eq!(queue.push(&frame(MediaKind::Key, 300, now), now), Pushed::Queued);
         assert!(!queue.waiting_for_key());
-        assert!(queue.queued_bytes() <= 1000);
+        assert!(queue.queued_bytes() <= 1000 + 4 * O);
     }
 
     #[test]
     fn gop_policy_keeps_a_queued_keyframe_and_what_follows() {
         let now = Instant::now();
-        let mut queue = queue(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        let mut queue = queue(DropPolicy::Gop, 1000 + 4 * O, Duration::from_secs(10));
         for kind in [MediaKind::Key, MediaKind::Inter, MediaKind::Key, MediaKind::Inter] {
             queue.push(&frame(kind, 200, now), now);
         }
@@ -684,7 +751,7 @@ mod tests {
     #[test]
     fn a_partly_written_frame_is_never_dropped_and_bytes_stay_in_order() {
         let now = Instant::now();
-        let mut queue = queue(DropPolicy::Gop, 1000, Duration::from_secs(10));
+        let mut queue = queue(DropPolicy::Gop, 1000 + 2 * O, Duration::from_secs(10));
         queue.push_control(Bytes::from_static(b"ctl"));
         queue.push(&frame(MediaKind::Key, 400, now), now);
         queue.push(&frame(MediaKind::Inter, 400, now), now);
@@ -765,5 +832,53 @@ mod tests {
                 assert!(queue.queued_bytes() <= 10_000, "{policy:?} at {i}");
             }
         }
+    }
+
+    #[test]
+    fn a_flood_of_tiny_frames_is_bounded_by_what_each_costs_in_memory() {
+        // Issue 17, item 18: the bound counted wire bytes only, so 13-byte frames filled a 64 KiB bound with
+        // 5,000 queue entries (about 100 bytes of memory each, whatever the frame's size).
+        let now = Instant::now();
+        let mut queue = queue(DropPolicy::Gop, 64 << 10, Duration::from_secs(3600));
+        for _ in 0..20_000 {
+            let _ = queue.push(&frame(MediaKind::Audio, 13, now), now);
+        }
+        let frames = queue.queued_frames();
+        assert!(
+            frames * 100 <= 64 << 10,
+            "{frames} tiny frames queued under a 64 KiB bound"
+        );
+        assert!(frames > 0);
+    }
+
+    #[test]
+    fn a_newer_header_replaces_a_queued_one_and_the_frames_coded_against_it() {
+        let now = Instant::now();
+        let mut queue = queue(DropPolicy::Gop, 1 << 20, Duration::from_secs(10));
+        for kind in [
+            MediaKind::Metadata,
+            MediaKind::SeqHeader,
+            MediaKind::Key,
+            MediaKind::Audio,
+            MediaKind::Inter,
+            MediaKind::Metadata,
+        ] {
+            assert_eq!(queue.push(&frame(kind, 50, now), now), Pushed::Queued);
+        }
+        assert_eq!(
+            queue.push(&frame(MediaKind::SeqHeader, 50, now), now),
+            Pushed::Queued
+        );
+        assert_eq!(
+            kinds(&queue),
+            vec![MediaKind::Audio, MediaKind::Metadata, MediaKind::SeqHeader]
+        );
+        assert_eq!(queue.stats().headers_replaced, 2);
+        assert!(queue.waiting_for_key());
+        assert_eq!(
+            queue.push(&frame(MediaKind::Inter, 50, now), now),
+            Pushed::Dropped
+        );
+        assert_eq!(queue.push(&frame(MediaKind::Key, 50, now), now), Pushed::Queued);
     }
 }

@@ -43,6 +43,11 @@ pub fn time_left(
         .saturating_sub(now.saturating_duration_since(capture))
 }
 
+/// Bytes a queue or cache charges for holding a frame, on top of its bytes: the memory that comes with every
+/// frame held whatever its size (the frame or queue entry itself, its reference-count blocks, the slot it
+/// takes), so a limit in bytes also bounds a flood of tiny frames.
+pub const FRAME_OVERHEAD_BYTES: usize = 128;
+
 /// The encodings of one frame that outputs made of it, each made once (by the first viewer of that output on
 /// any core) and shared by every viewer of that output. A frame starts with none: an output that no viewer
 /// uses costs nothing.
@@ -103,8 +108,9 @@ impl Frame {
         time_left(self.capture, self.budget, now, default_budget)
     }
 
-    /// Bytes this frame costs a cache that holds it (its body; what outputs encoded is charged by them).
+    /// Bytes this frame costs a cache that holds it: its body and [`FRAME_OVERHEAD_BYTES`] (what outputs
+    /// encoded is charged by them).
     pub fn cost_bytes(&self) -> usize {
-        self.body.len()
+        self.body.len() + FRAME_OVERHEAD_BYTES
     }
 }

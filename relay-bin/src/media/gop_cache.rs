@@ -13,7 +13,8 @@ use super::frame::{Frame, MediaKind, Track};
 ///   not kept: a viewer must start on a keyframe;
 /// - a video sequence header that differs from the one kept releases the current GOP: its frames were coded
 ///   against the old configuration, and the encoder sends a keyframe next;
-/// - when the GOP's frames cost more than `max_bytes` ([`Frame::cost_bytes`]), the GOP is dropped and nothing
+/// - when the GOP's frames cost more than `max_bytes` ([`Frame::cost_bytes`]: body and a per-frame
+///   overhead), the GOP is dropped and nothing
 ///   is kept until the next keyframe; [`GopCache::overflows`] counts it.
 #[derive(Debug, Clone)]
 pub struct GopCache {
@@ -28,7 +29,7 @@ pub struct GopCache {
 }
 
 impl GopCache {
-    /// An empty cache whose GOP may cost at most `max_bytes` (wire bytes).
+    /// An empty cache whose GOP may cost at most `max_bytes` ([`Frame::cost_bytes`]).
     pub fn new(max_bytes: usize) -> Self {
         GopCache {
             max_bytes,
@@ -95,7 +96,7 @@ impl GopCache {
         self.gop.len()
     }
 
-    /// Wire bytes of the current GOP's frames (metadata and sequence headers not counted).
+    /// What the current GOP's frames cost ([`Frame::cost_bytes`]; metadata and sequence headers not counted).
     pub fn bytes(&self) -> usize {
         self.gop_bytes
     }
@@ -134,9 +135,10 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::media::frame::FRAME_OVERHEAD_BYTES as O;
 
     fn frame(kind: MediaKind, track: Track, dts_ms: u64, size: usize) -> Frame {
-        // The cache charges a frame its body: `size` bytes.
+        // The cache charges a frame its body (`size` bytes) and the overhead `O`.
         let body = Bytes::from(vec![dts_ms as u8; size.max(1)]);
         Frame::new(kind, track, dts_ms, dts_ms, body, Instant::now())
     }
@@ -191,7 +193,7 @@ mod tests {
                 (MediaKind::Inter, Track::Video, 80),
             ]
         );
-        assert_eq!((c.frames(), c.bytes()), (4, 310));
+        assert_eq!((c.frames(), c.bytes()), (4, 310 + 4 * O));
         assert!(c.has_keyframe());
     }
 
@@ -210,17 +212,17 @@ mod tests {
                 (MediaKind::Audio, Track::Audio, 2010)
             ]
         );
-        assert_eq!((c.frames(), c.bytes()), (2, 110));
+        assert_eq!((c.frames(), c.bytes()), (2, 110 + 2 * O));
     }
 
     #[test]
     fn overflow_drops_the_gop_until_the_next_keyframe() {
-        let mut c = GopCache::new(350);
+        let mut c = GopCache::new(350 + 3 * O);
         c.push(&frame(MediaKind::SeqHeader, Track::Video, 0, 30));
         c.push(&video(MediaKind::Key, 0));
         c.push(&video(MediaKind::Inter, 40));
         c.push(&video(MediaKind::Inter, 80));
-        assert_eq!((c.bytes(), c.overflows()), (300, 0));
+        assert_eq!((c.bytes(), c.overflows()), (300 + 3 * O, 0));
         c.push(&video(MediaKind::Inter, 120));
         assert_eq!((c.frames(), c.bytes(), c.overflows()), (0, 0, 1));
         assert!(!c.has_keyframe());
@@ -232,7 +234,7 @@ mod tests {
         c.push(&video(MediaKind::Key, 2000));
         assert_eq!((c.frames(), c.overflows()), (1, 1));
         // A keyframe alone larger than the budget overflows too.
-        c.push(&frame(MediaKind::Key, Track::Video, 4000, 351));
+        c.push(&frame(MediaKind::Key, Track::Video, 4000, 351 + 2 * O));
         assert_eq!((c.frames(), c.overflows()), (0, 2));
     }
 
@@ -266,5 +268,18 @@ mod tests {
         assert!(!c.has_keyframe());
         c.push(&audio(20));
         assert_eq!(c.frames(), 0);
+    }
+
+    #[test]
+    fn a_flood_of_tiny_frames_is_bounded_by_what_each_costs_in_memory() {
+        // Issue 17, item 18: the cache counted body bytes only: 1-byte frames filled a 64 KiB budget with
+        // 65,000 frames (over 100 bytes of memory each).
+        let mut c = GopCache::new(64 << 10);
+        c.push(&video(MediaKind::Key, 0));
+        for dts in 1..20_000 {
+            c.push(&frame(MediaKind::Audio, Track::Audio, dts, 1));
+        }
+        assert!(c.frames() * 100 <= 64 << 10, "{} frames kept", c.frames());
+        assert!(c.overflows() > 0);
     }
 }

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use engine::{Listener, ListenerConfig, Waker};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::bans::BanStore;
 use crate::config::{Config, IoBackend};
@@ -57,21 +57,35 @@ impl CoreIo {
 impl Node {
     /// Binds one RTMP listener per core (so a bind error surfaces here) and starts the cores.
     pub fn start(config: Config, bans: Arc<BanStore>) -> io::Result<Node> {
-        match engine::limits::raise_nofile_limit() {
-            Ok(limit) => info!(limit, "open file limit"),
-            Err(error) => warn!(%error, "cannot raise the open file limit"),
-        }
+        let fd_limit = match engine::limits::raise_nofile_limit() {
+            Ok(limit) => {
+                info!(
+                    limit,
+                    reserve = config.rtmp.fd_reserve,
+                    "open file limit (clients are refused within rtmp.fd_reserve of it)"
+                );
+                limit
+            }
+            Err(error) => {
+                warn!(%error, "cannot raise the open file limit");
+                u64::MAX
+            }
+        };
         let allowed = engine::affinity::allowed_cpus().unwrap_or_default();
         let cores = match config.engine.cores {
             0 => allowed.len().max(1),
             n => n,
         };
         // Bind the first listener, then the others on the port it got (port 0 picks one for all).
-        let first = Listener::bind(config.rtmp.listen, ListenerConfig::default())?;
+        let listener_config = ListenerConfig {
+            liveness: config.liveness(),
+            ..ListenerConfig::default()
+        };
+        let first = Listener::bind(config.rtmp.listen, listener_config)?;
         let rtmp_addr = first.local_addr()?;
         let mut listeners = vec![first];
         for _ in 1..cores {
-            listeners.push(Listener::bind(rtmp_addr, ListenerConfig::default())?);
+            listeners.push(Listener::bind(rtmp_addr, listener_config)?);
         }
         let mut mailboxes = Vec::with_capacity(cores);
         let mut inboxes = Vec::with_capacity(cores);
@@ -88,12 +102,18 @@ impl Node {
         let hooks = match &config.auth.on_publish {
             Some(url) => {
                 let timeout = Duration::from_millis(config.auth.on_publish_timeout_ms.unwrap_or(3_000));
-                Some(HookRunner::start(url.clone(), timeout, mailboxes.clone())?)
+                Some(HookRunner::start(
+                    url.clone(),
+                    timeout,
+                    config.auth.on_publish_max_pending,
+                    mailboxes.clone(),
+                )?)
             }
             None => None,
         };
         let mut shared = Shared::new(config, bans, mailboxes);
         shared.hooks = hooks;
+        shared.fd_limit = std::sync::atomic::AtomicU64::new(fd_limit);
         let shared = Arc::new(shared);
         // Every core runs the same backend. `auto` probes io_uring once here and falls back to epoll, for all
         // cores, where it is refused; `uring` makes a refused ring a start-up error.
@@ -123,6 +143,7 @@ impl Node {
                 .then(|| allowed.get(index % allowed.len()).copied())
                 .flatten();
             let shared = shared.clone();
+            let supervised = shared.clone();
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("popline-core-{index}"))
@@ -142,7 +163,10 @@ impl Node {
                     match core {
                         Ok(core) => {
                             let _ = ready.send((index, Ok(())));
-                            core.run();
+                            let run = std::panic::AssertUnwindSafe(|| core.run());
+                            if let Err(panic) = std::panic::catch_unwind(run) {
+                                core_panicked(&supervised, index, panic.as_ref());
+                            }
                         }
                         Err(error) => {
                             let _ = ready.send((index, Err(error)));
@@ -196,6 +220,30 @@ impl Node {
         for thread in self.threads {
             let _ = thread.join();
         }
+    }
+}
+
+/// A core's thread panicked: its clients and the streams it owns are gone. Logged, and `/healthz` fails from
+/// now on; with `engine.exit_on_core_panic` (the default) the process then exits with status 70, so its
+/// service manager restarts a whole node rather than leaving one that serves some streams and not others.
+fn core_panicked(shared: &Shared, core: usize, panic: &(dyn std::any::Any + Send)) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    error!(
+        core,
+        panic = %message,
+        "core panicked: its clients and the streams it owns are gone; /healthz fails from now on"
+    );
+    shared.core_died(core, message);
+    if shared.config.engine.exit_on_core_panic {
+        error!(
+            core,
+            "exiting (status 70) so the service manager restarts the node (engine.exit_on_core_panic)"
+        );
+        std::process::exit(70);
     }
 }
 
@@ -262,8 +310,21 @@ impl NodeControl for NodeHandle {
             stats.frames_dropped += get(&c.frames_dropped);
             stats.viewers_overflowed += get(&c.viewers_overflowed);
             stats.inbox_full += get(&c.inbox_full);
+            let (l, hits) = (&c.limits, &mut stats.limit_hits);
+            hits.control_queue += get(&l.control_queue);
+            hits.headers_replaced += get(&l.headers_replaced);
+            hits.window_ack += get(&l.window_ack);
+            hits.play_wait += get(&l.play_wait);
+            hits.write_stall += get(&l.write_stall);
+            hits.per_ip += get(&l.per_ip);
+            hits.fd_reserve += get(&l.fd_reserve);
+            hits.hook_busy += get(&l.hook_busy);
         }
         stats
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.shared.health()
     }
 
     fn kick_client(&self, id: ClientId) -> bool {
@@ -296,5 +357,55 @@ impl NodeControl for NodeHandle {
             .into_iter()
             .filter_map(|a| a.recv_deadline(deadline).ok())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_panicked_core_makes_the_node_unhealthy() {
+        // Issue 17, item 17: a core's thread died silently and /healthz kept saying ok.
+        let mut config = Config::default();
+        config.rtmp.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.engine.cores = 2;
+        config.engine.pin = false;
+        config.engine.exit_on_core_panic = false;
+        let bans = Arc::new(BanStore::open(None).unwrap());
+        let node = Node::start(config, bans).unwrap();
+        let handle = node.handle();
+        assert_eq!(handle.health(), Ok(()));
+        handle.shared.mailboxes[1].send(CoreMsg::PanicForTest).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while handle.health().is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let why = handle.health().unwrap_err();
+        assert!(
+            why.contains("core 1 panicked: core 1 was asked to panic"),
+            "{why}"
+        );
+        // The admin API's /healthz says so.
+        let http = crate::config::HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..crate::config::HttpConfig::default()
+        };
+        let bans = Arc::new(BanStore::open(None).unwrap());
+        let admin = crate::admin::AdminServer::spawn(&http, handle.clone(), bans).unwrap();
+        let mut socket = std::net::TcpStream::connect(admin.local_addr()).unwrap();
+        std::io::Write::write_all(
+            &mut socket,
+            b"GET /healthz HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut socket, &mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("core 1 panicked"), "{answer}");
+        admin.shutdown();
+        node.shutdown();
     }
 }

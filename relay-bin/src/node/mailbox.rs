@@ -115,6 +115,9 @@ pub enum CoreMsg {
     },
     /// Stop the core.
     Shutdown,
+    /// Makes the core panic (the node's supervision tests).
+    #[cfg(test)]
+    PanicForTest,
 }
 
 impl CoreMsg {
@@ -172,6 +175,24 @@ impl Mailbox {
             Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => Err(SendError::Full),
             Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => Err(SendError::Gone),
         }
+    }
+
+    /// Queues the message in `slot` without waiting, whatever it is, and wakes the core; on a full inbox the
+    /// message is put back in `slot` (for a caller that must not block, such as the hook runner's runtime).
+    pub fn try_send(&self, slot: &mut Option<CoreMsg>) -> Result<(), SendError> {
+        let Some(message) = slot.take() else {
+            return Ok(());
+        };
+        let result = match self.sender.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(message)) => {
+                *slot = Some(message);
+                Err(SendError::Full)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(SendError::Gone),
+        };
+        self.waker.wake();
+        result
     }
 
     /// Queues `message` and wakes the core.

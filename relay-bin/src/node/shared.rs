@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -46,6 +47,29 @@ pub struct CoreCounters {
     pub viewers_overflowed: AtomicU64,
     /// Media messages lost to full inboxes.
     pub inbox_full: AtomicU64,
+    /// How often each hardening limit was hit.
+    pub limits: LimitCounters,
+}
+
+/// How often each hardening limit was hit on one core (see [`crate::control::LimitHits`]).
+#[derive(Debug, Default)]
+pub struct LimitCounters {
+    /// Clients closed with more than `rtmp.max_control_queue_bytes` of unread protocol answers.
+    pub control_queue: AtomicU64,
+    /// Sequence headers or metadata replaced in a viewer's queue by a newer one before being written.
+    pub headers_replaced: AtomicU64,
+    /// Sessions ended for a `WindowAcknowledgementSize` below `rtmp.min_window_ack_bytes`.
+    pub window_ack: AtomicU64,
+    /// Players told `NetStream.Play.StreamNotFound` after `rtmp.play_wait_ms`.
+    pub play_wait: AtomicU64,
+    /// Clients closed after `rtmp.write_stall_timeout_ms` without write progress.
+    pub write_stall: AtomicU64,
+    /// Connections refused at `rtmp.max_connections_per_ip`.
+    pub per_ip: AtomicU64,
+    /// Connections refused to keep `rtmp.fd_reserve` descriptors free.
+    pub fd_reserve: AtomicU64,
+    /// Publishes refused at once: `auth.on_publish_max_pending` hook calls already waiting or in flight.
+    pub hook_busy: AtomicU64,
 }
 
 impl CoreCounters {
@@ -79,7 +103,16 @@ pub struct Shared {
     pub started_wall: SystemTime,
     /// The `on_publish` callback runner, when one is configured.
     pub hooks: Option<crate::node::hooks::HookRunner>,
-    hasher: foldhash::fast::FixedState,
+    /// The process's open file limit (RLIMIT_NOFILE), set when the node starts (`u64::MAX` until then):
+    /// clients are refused within `rtmp.fd_reserve` of it.
+    pub fd_limit: AtomicU64,
+    /// Connections open per client IP address (only with `rtmp.max_connections_per_ip`); touched on accept
+    /// and close, never per frame.
+    ip_connections: Mutex<HashMap<IpAddr, usize>>,
+    /// Seeded at random when the node starts: clients cannot choose stream names that pile onto one core.
+    hasher: foldhash::fast::RandomState,
+    /// Cores whose thread panicked, with the panic's message ([`Shared::health`]).
+    dead_cores: Mutex<Vec<(usize, String)>>,
 }
 
 impl Shared {
@@ -98,8 +131,59 @@ impl Shared {
             started: Instant::now(),
             started_wall: SystemTime::now(),
             hooks: None,
-            hasher: foldhash::fast::FixedState::with_seed(0x706f_706c_696e_6521),
+            fd_limit: AtomicU64::new(u64::MAX),
+            ip_connections: Mutex::new(HashMap::new()),
+            hasher: foldhash::fast::RandomState::default(),
+            dead_cores: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Counts a connection from `ip` if fewer than `cap` are open from it; `false` (nothing counted) at the cap.
+    pub fn admit_ip(&self, ip: IpAddr, cap: usize) -> bool {
+        let mut open = lock(&self.ip_connections);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= cap {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// A connection [`Shared::admit_ip`] counted closed.
+    pub fn release_ip(&self, ip: IpAddr) {
+        let mut open = lock(&self.ip_connections);
+        if let Some(count) = open.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+
+    /// Connections open on every core now.
+    pub fn connections(&self) -> u64 {
+        self.counters
+            .iter()
+            .map(|c| c.connections.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Records that core `core`'s thread panicked with `message`: [`Shared::health`] fails from now on.
+    pub fn core_died(&self, core: usize, message: String) {
+        lock(&self.dead_cores).push((core, message));
+    }
+
+    /// `Ok` while every core runs; else which cores died and why.
+    pub fn health(&self) -> Result<(), String> {
+        let dead = lock(&self.dead_cores);
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = dead
+            .iter()
+            .map(|(core, message)| format!("core {core} panicked: {message}"))
+            .collect();
+        Err(list.join("; "))
     }
 
     /// Unix time in seconds at `now` (the wall clock at start plus the monotonic time since).
@@ -116,7 +200,7 @@ impl Shared {
         self.mailboxes.len()
     }
 
-    /// The core that owns `key`: its hash (foldhash, fixed seed) modulo the core count.
+    /// The core that owns `key`: its hash (foldhash, seeded at random per process) modulo the core count.
     pub fn owner_of(&self, key: &StreamKey) -> usize {
         let cores = self.cores().max(1) as u64;
         (self.hasher.hash_one(key.as_str()) % cores) as usize
@@ -137,6 +221,11 @@ impl Shared {
         }
     }
 
+    /// Who publishes `key` now, if anyone.
+    pub fn publisher_of(&self, key: &StreamKey) -> Option<ClientId> {
+        lock(&self.publishers).get(key).copied()
+    }
+
     /// Releases `key` if `publisher` holds it.
     pub fn release(&self, key: &StreamKey, publisher: ClientId) {
         let mut publishers = match self.publishers.lock() {
@@ -146,5 +235,45 @@ impl Shared {
         if publishers.get(key) == Some(&publisher) {
             publishers.remove(key);
         }
+    }
+}
+
+/// Locks `mutex`, through a poisoned lock (the data is plain counts: still valid).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn shared(cores: usize) -> Shared {
+        let mailboxes = (0..cores)
+            .map(|_| Mailbox::new(64, Arc::new(engine::Waker::new().unwrap())).0)
+            .collect();
+        Shared::new(
+            Config::default(),
+            Arc::new(BanStore::open(None).unwrap()),
+            mailboxes,
+        )
+    }
+
+    #[test]
+    fn stream_owners_are_seeded_per_process() {
+        // Issue 17, item 17: a fixed seed let clients pick names that all hash to one core. Two `Shared`
+        // stand for two processes: the same names land on different cores.
+        let (a, b) = (shared(8), shared(8));
+        let keys: Vec<StreamKey> = (0..64)
+            .map(|i| StreamKey::new("live", &format!("s{i}")).unwrap())
+            .collect();
+        let differ = keys.iter().filter(|k| a.owner_of(k) != b.owner_of(k)).count();
+        assert!(differ > 0, "64 streams on the same cores under two seeds");
+        // Within one process the owner never changes.
+        assert!(keys.iter().all(|k| a.owner_of(k) == a.owner_of(k)));
     }
 }

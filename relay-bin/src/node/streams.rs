@@ -45,6 +45,8 @@ pub struct LocalStream {
     pub ended_at: Option<Instant>,
     /// Present on the owner core only.
     pub owner: Option<OwnerState>,
+    /// A publisher is live (as far as this core knows: the owner's word, or a frame seen).
+    pub live: bool,
 }
 
 impl LocalStream {
@@ -56,6 +58,7 @@ impl LocalStream {
             awaiting_snapshot: false,
             ended_at: None,
             owner: owner.then(OwnerState::default),
+            live: false,
         }
     }
 

@@ -53,6 +53,7 @@ pub fn tcp_config(shared: &Shared) -> UringTcpConfig {
     UringTcpConfig {
         max_queued_bytes: SEND_QUEUE_BYTES,
         max_connections: shared.config.rtmp.max_connections_per_core,
+        liveness: shared.config.liveness(),
         ..UringTcpConfig::default()
     }
 }

@@ -13,7 +13,8 @@ use rml_rtmp::sessions::{
 
 use crate::rtmp::chunk::header::{BasicHeader, ChunkHeader, Parse, EXTENDED_TIMESTAMP_MARK};
 use crate::rtmp::chunk_guard::{ChunkGuard, GuardError, GuardLimits};
-use crate::rtmp::message_type;
+use crate::rtmp::{message_type, wire};
+use rml_amf0::Amf0Value;
 
 /// Why a client's RTMP session ended in error.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +177,32 @@ impl RtmpConnection {
                 push(out, packet.bytes);
             }
         }
+    }
+
+    /// An `onStatus` error with `code` (e.g. `NetStream.Play.StreamNotFound`) and `description` for the
+    /// player on message stream `stream_id`, as one command message with a full header on a chunk stream
+    /// rml_rtmp does not use ([`wire::CSID_STATUS`]), so rml's header compression stays valid.
+    pub fn play_error(&self, stream_id: u32, code: &str, description: &str) -> Bytes {
+        let status: std::collections::HashMap<String, Amf0Value> =
+            [("level", "error"), ("code", code), ("description", description)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), Amf0Value::Utf8String(v.to_string())))
+                .collect();
+        let values = vec![
+            Amf0Value::Utf8String("onStatus".to_string()),
+            Amf0Value::Number(0.0),
+            Amf0Value::Null,
+            Amf0Value::Object(status),
+        ];
+        let body = rml_amf0::serialize(&values).unwrap_or_default();
+        wire::encode_chunks(
+            wire::CSID_STATUS,
+            message_type::AMF0_COMMAND,
+            stream_id,
+            0,
+            &body,
+            self.chunk_size as usize,
+        )
     }
 
     /// Messages the guard has passed.

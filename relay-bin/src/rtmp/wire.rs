@@ -14,6 +14,8 @@ pub const CSID_AUDIO: u8 = 7;
 pub const CSID_VIDEO: u8 = 8;
 /// Chunk stream id of data (metadata) messages written by the node.
 pub const CSID_DATA: u8 = 9;
+/// Chunk stream id of the status commands the node writes itself (`onStatus` of a stream not found).
+pub const CSID_STATUS: u8 = 10;
 /// Message stream id of media sent to players (the stream rml_rtmp's first `createStream` returns).
 pub const PLAY_STREAM_ID: u32 = 1;
 
@@ -56,8 +58,26 @@ pub fn frame_chunks(frame: &Frame, chunk_size: usize) -> Bytes {
 ///
 /// `body` must be shorter than 2^24 bytes (the RTMP message length field); ingest bounds it far below that.
 pub fn encode_message(track: Track, stream_id: u32, timestamp: u32, body: &[u8], chunk_size: usize) -> Bytes {
+    encode_chunks(
+        csid_for(track),
+        track.message_type(),
+        stream_id,
+        timestamp,
+        body,
+        chunk_size,
+    )
+}
+
+/// As [`encode_message`], for a message of type `type_id` on chunk stream `csid` (2..=63).
+pub fn encode_chunks(
+    csid: u8,
+    type_id: u8,
+    stream_id: u32,
+    timestamp: u32,
+    body: &[u8],
+    chunk_size: usize,
+) -> Bytes {
     let chunk_size = chunk_size.max(1);
-    let csid = csid_for(track);
     let extended = timestamp >= EXTENDED_TIMESTAMP;
     let chunks = body.len().div_ceil(chunk_size).max(1);
     let header_bytes = 12 + (chunks - 1) + if extended { 4 * chunks } else { 0 };
@@ -68,7 +88,7 @@ pub fn encode_message(track: Track, stream_id: u32, timestamp: u32, body: &[u8],
     let field = timestamp.min(EXTENDED_TIMESTAMP);
     put_u24(&mut out, field);
     put_u24(&mut out, (body.len() as u32).min(0xFF_FFFF));
-    out.put_u8(track.message_type());
+    out.put_u8(type_id);
     out.put_u32_le(stream_id);
     if extended {
         out.put_u32(timestamp);

@@ -22,7 +22,7 @@ impl NodeCore {
             CoreMsg::Snapshot { key, frames, live } => self.on_snapshot(key, frames, live),
             CoreMsg::Fanout { key, frame } => self.deliver_local(&key, frame, now),
             CoreMsg::StreamEnded { key } => self.on_stream_ended(key),
-            CoreMsg::PublisherChanged { key } => self.resync_viewers(&key),
+            CoreMsg::PublisherChanged { key } => self.on_publisher_changed(key),
             CoreMsg::Kick { id, reply } => {
                 let token = self.clients.iter().find(|(_, c)| c.id == id).map(|(t, _)| t);
                 if let Some(token) = token {
@@ -55,6 +55,9 @@ impl NodeCore {
                 verdict,
             } => self.on_hook_verdict(token, client, request_id, key, verdict),
             CoreMsg::Shutdown => self.stop = true,
+            #[cfg(test)]
+            #[allow(clippy::panic)]
+            CoreMsg::PanicForTest => panic!("core {} was asked to panic", self.index),
         }
     }
 

@@ -60,6 +60,7 @@ impl NodeCore {
             return;
         };
         stream.ended_at = None;
+        stream.live = true;
         stream.gop.push(&frame);
         let mut overflowed = Vec::new();
         let (mut queued, mut dropped) = (0u64, 0u64);
@@ -67,7 +68,12 @@ impl NodeCore {
             let Some(client) = self.clients.get_mut(token) else {
                 continue;
             };
-            match client.queue.push(&frame, now) {
+            let replaced = client.queue.stats().headers_replaced;
+            let pushed = client.queue.push(&frame, now);
+            if client.queue.stats().headers_replaced != replaced {
+                CoreCounters::add(&self.counters.limits.headers_replaced, 1);
+            }
+            match pushed {
                 Pushed::Queued => {
                     queued += 1;
                     if !client.dirty {
@@ -166,6 +172,7 @@ impl NodeCore {
             .or_insert_with(|| LocalStream::new(gop_bytes, true));
         stream.gop.clear();
         stream.ended_at = None;
+        stream.live = true;
         let mut subscribers = Vec::new();
         if let Some(owner) = stream.owner.as_mut() {
             owner.publisher = Some(publisher);
@@ -195,6 +202,7 @@ impl NodeCore {
         let subscribers: Vec<usize> = owner.subscribers.iter().map(|s| s.core).collect();
         stream.gop.clear();
         stream.ended_at = Some(self.now);
+        stream.live = false;
         let unused = stream.is_unused();
         self.resync_viewers(&key);
         for core in subscribers {
@@ -247,9 +255,9 @@ impl NodeCore {
             return;
         }
         stream.awaiting_snapshot = false;
-        // Not live: the viewers wait for a publisher (as for a stream never published); the grace period
-        // applies only to viewers who watched a publisher leave.
-        let _ = live;
+        // Not live: the viewers wait for a publisher (as for a stream never published, at most
+        // `rtmp.play_wait_ms`); the grace period applies only to viewers who watched a publisher leave.
+        stream.live = live;
         let now = self.now;
         for frame in &frames {
             stream.gop.push(frame);
@@ -269,6 +277,16 @@ impl NodeCore {
         self.resync_viewers(&key);
         if let Some(stream) = self.streams.get_mut(&key) {
             stream.ended_at = Some(self.now);
+            stream.live = false;
+        }
+    }
+
+    /// Subscriber: the owner says a new publisher started.
+    pub(super) fn on_publisher_changed(&mut self, key: StreamKey) {
+        self.resync_viewers(&key);
+        if let Some(stream) = self.streams.get_mut(&key) {
+            stream.live = true;
+            stream.ended_at = None;
         }
     }
 

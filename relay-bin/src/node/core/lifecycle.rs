@@ -1,4 +1,5 @@
-//! A client's life on the core: handshake and idle timeouts, the unpublish grace period for viewers, and
+//! A client's life on the core: handshake and idle timeouts, the unpublish grace period for viewers, the wait
+//! of players of a stream nobody publishes (`NetStream.Play.StreamNotFound` after `rtmp.play_wait_ms`), and
 //! closing (the session-end log line, counters, the publisher's claim released, the viewer detached).
 
 use std::time::{Duration, Instant};
@@ -10,12 +11,18 @@ use crate::node::clients::Token;
 use crate::node::mailbox::CoreMsg;
 use crate::node::shared::CoreCounters;
 
+/// How much longer than `rtmp.play_wait_ms` a viewer waits when its core never heard from the stream's owner.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
+
 impl NodeCore {
     pub(super) fn on_tick(&mut self, now: Instant) {
         let rtmp = &self.shared.config.rtmp;
         let handshake_timeout = Duration::from_millis(rtmp.handshake_timeout_ms);
         let idle_timeout = Duration::from_millis(rtmp.idle_timeout_ms);
         let grace = Duration::from_millis(rtmp.unpublish_grace_ms);
+        let play_wait = Duration::from_millis(rtmp.play_wait_ms);
+        let write_stall =
+            (rtmp.write_stall_timeout_ms > 0).then(|| Duration::from_millis(rtmp.write_stall_timeout_ms));
         let mut expired: Vec<(Token, &'static str)> = Vec::new();
         for (token, client) in self.clients.iter() {
             if let Some((deadline, _)) = client.closing {
@@ -23,6 +30,12 @@ impl NodeCore {
                     expired.push((token, "close flush timed out"));
                 }
                 continue;
+            }
+            if let (Some(since), Some(limit)) = (client.stalled_since, write_stall) {
+                if now.saturating_duration_since(since) >= limit {
+                    expired.push((token, "write stalled (rtmp.write_stall_timeout_ms)"));
+                    continue;
+                }
             }
             match client.role {
                 Role::Connecting if now.saturating_duration_since(client.accepted_at) > handshake_timeout => {
@@ -37,6 +50,9 @@ impl NodeCore {
         for (token, reason) in expired {
             if reason.starts_with("handshake") {
                 CoreCounters::add(&self.counters.rejected, 1);
+            }
+            if reason.starts_with("write stalled") {
+                CoreCounters::add(&self.counters.limits.write_stall, 1);
             }
             self.close(token, reason);
         }
@@ -53,6 +69,55 @@ impl NodeCore {
         for token in finished {
             self.finish_viewer(token, now);
         }
+        // Players of a stream nobody publishes wait at most `play_wait_ms`, then hear it was not found.
+        let mut not_found = Vec::new();
+        for stream in self.streams.values() {
+            if stream.live || stream.ended_at.is_some() {
+                continue;
+            }
+            // The owner's snapshot says within microseconds whether the stream is live; a lost one must not
+            // hold its viewers forever either.
+            let wait = play_wait
+                + if stream.awaiting_snapshot {
+                    SNAPSHOT_WAIT
+                } else {
+                    Duration::ZERO
+                };
+            for &token in &stream.viewers {
+                let Some(client) = self.clients.get(token) else {
+                    continue;
+                };
+                if let (None, Role::Viewer { since, .. }) = (client.closing, &client.role) {
+                    if now.saturating_duration_since(*since) >= wait {
+                        not_found.push(token);
+                    }
+                }
+            }
+        }
+        for token in not_found {
+            self.stream_not_found(token, now);
+        }
+    }
+
+    /// Tells viewer `token` its stream is not published (`NetStream.Play.StreamNotFound`) and closes it once
+    /// that is written.
+    fn stream_not_found(&mut self, token: Token, now: Instant) {
+        let wait_ms = self.shared.config.rtmp.play_wait_ms;
+        let Some(client) = self.clients.get_mut(token) else {
+            return;
+        };
+        let Role::Viewer { key, stream_id, .. } = &client.role else {
+            return;
+        };
+        let why = format!("stream {key} is not published (waited {wait_ms} ms, rtmp.play_wait_ms)");
+        info!(core = self.index, client = client.id.0, peer = %client.peer, stream = %key, "play: stream not found");
+        let status = client
+            .rtmp
+            .play_error(*stream_id, "NetStream.Play.StreamNotFound", &why);
+        client.queue.push_control(status);
+        client.closing = Some((now + CLOSE_FLUSH, "stream not found (rtmp.play_wait_ms)"));
+        CoreCounters::add(&self.counters.limits.play_wait, 1);
+        self.mark_dirty(token);
     }
 
     fn finish_viewer(&mut self, token: Token, now: Instant) {
@@ -82,6 +147,9 @@ impl NodeCore {
         };
         self.closed.push((token, how));
         CoreCounters::sub(&self.counters.connections, 1);
+        if self.shared.config.rtmp.max_connections_per_ip > 0 {
+            self.shared.release_ip(client.peer.ip());
+        }
         let stats = client.queue.stats();
         let lived_ms = self.now.saturating_duration_since(client.accepted_at).as_millis() as u64;
         let (role, stream) = match &client.role {

@@ -35,8 +35,8 @@ use crate::node::clients::{Slots, Token};
 use crate::node::mailbox::{CoreMsg, SendError};
 use crate::node::shared::{CoreCounters, Shared};
 use crate::node::streams::LocalStream;
-use crate::rtmp::chunk_guard::GuardLimits;
-use crate::rtmp::connection::RtmpConnection;
+use crate::rtmp::chunk_guard::{GuardError, GuardLimits};
+use crate::rtmp::connection::{ConnectionError, RtmpConnection};
 use crate::rtmp::ingest::Ingest;
 use crate::stream_key::StreamKey;
 
@@ -60,6 +60,8 @@ enum Role {
     Viewer {
         key: StreamKey,
         stream_id: u32,
+        /// When it asked to play (it waits at most `rtmp.play_wait_ms` for a stream that is not live).
+        since: Instant,
     },
 }
 
@@ -80,6 +82,8 @@ struct Client {
     closing: Option<(Instant, &'static str)>,
     /// A publish request waits for the `on_publish` hook.
     hook_pending: bool,
+    /// Since when its writes have made no progress (bytes queued that the connection does not take).
+    stalled_since: Option<Instant>,
     bytes_in: u64,
 }
 
@@ -148,6 +152,7 @@ impl NodeCore {
         let guard_limits = GuardLimits {
             max_message_bytes: rtmp.max_message_bytes,
             max_command_bytes: rtmp.max_command_bytes,
+            min_window_ack_size: rtmp.min_window_ack_bytes,
             ..GuardLimits::default()
         };
         let counters = shared.counters.get(index).cloned().unwrap_or_default();
@@ -195,13 +200,29 @@ impl NodeCore {
     }
 
     /// A connection the IO loop accepted from `peer`. `None` when the core refuses it (at
-    /// `max_connections_per_core`): the IO loop closes the socket.
+    /// `max_connections_per_core`, at `max_connections_per_ip`, or within `fd_reserve` of the open file
+    /// limit): the IO loop closes the socket.
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Option<Token> {
         self.now = now;
         CoreCounters::add(&self.counters.accepted, 1);
-        if self.clients.len() >= self.shared.config.rtmp.max_connections_per_core {
+        let rtmp = &self.shared.config.rtmp;
+        if self.clients.len() >= rtmp.max_connections_per_core {
             CoreCounters::add(&self.counters.rejected, 1);
             warn!(core = self.index, %peer, "connection refused: core at max_connections_per_core");
+            return None;
+        }
+        let fd_limit = self.shared.fd_limit.load(std::sync::atomic::Ordering::Relaxed);
+        if self.shared.connections().saturating_add(rtmp.fd_reserve) >= fd_limit {
+            CoreCounters::add(&self.counters.rejected, 1);
+            CoreCounters::add(&self.counters.limits.fd_reserve, 1);
+            debug!(core = self.index, %peer, fd_limit, "connection refused: within rtmp.fd_reserve of the open file limit");
+            return None;
+        }
+        let per_ip = rtmp.max_connections_per_ip;
+        if per_ip > 0 && !self.shared.admit_ip(peer.ip(), per_ip) {
+            CoreCounters::add(&self.counters.rejected, 1);
+            CoreCounters::add(&self.counters.limits.per_ip, 1);
+            debug!(core = self.index, %peer, "connection refused: rtmp.max_connections_per_ip from this address");
             return None;
         }
         self.next_sequence += 1;
@@ -224,6 +245,7 @@ impl NodeCore {
             dirty: false,
             closing: None,
             hook_pending: false,
+            stalled_since: None,
             bytes_in: 0,
         };
         let token = self.clients.insert(client);
@@ -259,7 +281,30 @@ impl NodeCore {
             let (id, peer) = (client.id, client.peer);
             warn!(core = self.index, client = id.0, %peer, %error, "closing client: bad input");
             CoreCounters::add(&self.counters.rejected, 1);
+            if matches!(
+                error,
+                ConnectionError::Guard(GuardError::WindowAckSizeOutOfRange { .. })
+            ) {
+                CoreCounters::add(&self.counters.limits.window_ack, 1);
+            }
             self.close(token, "protocol error");
+            return;
+        }
+        let control = client.queue.control_bytes();
+        if control > self.shared.config.rtmp.max_control_queue_bytes {
+            events.clear();
+            self.events = events;
+            let (id, peer) = (client.id, client.peer);
+            warn!(
+                core = self.index,
+                client = id.0,
+                %peer,
+                control_bytes = control,
+                "closing client: it does not read the answers it asks for (rtmp.max_control_queue_bytes)"
+            );
+            CoreCounters::add(&self.counters.rejected, 1);
+            CoreCounters::add(&self.counters.limits.control_queue, 1);
+            self.close(token, "control queue over rtmp.max_control_queue_bytes");
             return;
         }
         for event in events.drain(..) {
@@ -335,14 +380,15 @@ impl NodeCore {
         let Some(client) = self.clients.get_mut(token) else {
             return Written::Closed;
         };
-        match client.queue.write_to(sink) {
-            Ok(written) => CoreCounters::add(&self.counters.bytes_out, written as u64),
+        let written = match client.queue.write_to(sink) {
+            Ok(written) => written,
             Err(_) => {
                 self.close(token, "write error (peer gone)");
                 return Written::Closed;
             }
-        }
-        self.after_write(token)
+        };
+        CoreCounters::add(&self.counters.bytes_out, written as u64);
+        self.after_write(token, written)
     }
 
     /// Hands what client `token` has queued to `send` (an io_uring connection's queue: the frames' shared
@@ -355,18 +401,24 @@ impl NodeCore {
         };
         let handed = client.queue.send_with(send);
         CoreCounters::add(&self.counters.bytes_out, handed as u64);
-        self.after_write(token)
+        self.after_write(token, handed)
     }
 
     /// What is left of client `token` after a write: bytes still queued, or a closing client whose last
     /// bytes are out (closed now), or nothing.
-    fn after_write(&mut self, token: Token) -> Written {
-        let Some(client) = self.clients.get(token) else {
+    fn after_write(&mut self, token: Token, written: usize) -> Written {
+        let now = self.now;
+        let Some(client) = self.clients.get_mut(token) else {
             return Written::Closed;
         };
         if !client.queue.is_empty() {
+            // Bytes remain: the write stalls from now, unless it stalled already and took nothing.
+            if written > 0 || client.stalled_since.is_none() {
+                client.stalled_since = Some(now);
+            }
             return Written::Pending;
         }
+        client.stalled_since = None;
         if let Some((_, reason)) = client.closing {
             self.close_as(token, reason, Close::AfterFlush);
             return Written::Closed;

@@ -12,7 +12,7 @@ use crate::config::FanoutConfig;
 use crate::control::ClientId;
 use crate::media::Frame;
 use crate::node::clients::Token;
-use crate::node::hooks::HookJob;
+use crate::node::hooks::{HookJob, HookSlot};
 use crate::node::mailbox::CoreMsg;
 use crate::node::shared::CoreCounters;
 use crate::node::streams::passes_after_loss;
@@ -133,11 +133,13 @@ impl NodeCore {
         let Some(id) = self.clients.get(token).map(|c| c.id) else {
             return;
         };
-        if let Err(current) = self.shared.claim(&key, id) {
-            let why = format!("stream {key} is already published by client {}", current.0);
-            return self.refuse(token, request_id, "NetStream.Publish.BadName", &why);
-        }
         if let Some(hooks) = &self.shared.hooks {
+            // The key is claimed only once the hook allows: a publish the hook refuses (or has not answered
+            // yet) holds nothing. A stream published already is refused without asking.
+            if let Some(current) = self.shared.publisher_of(&key) {
+                let why = format!("stream {key} is already published by client {}", current.0);
+                return self.refuse(token, request_id, "NetStream.Publish.BadName", &why);
+            }
             let Some(client) = self.clients.get_mut(token) else {
                 return;
             };
@@ -154,11 +156,12 @@ impl NodeCore {
                 client: id,
                 request_id,
                 key: key.clone(),
+                slot: HookSlot::default(),
             };
             client.hook_pending = true;
             if !hooks.submit(job) {
                 client.hook_pending = false;
-                self.shared.release(&key, id);
+                CoreCounters::add(&self.counters.limits.hook_busy, 1);
                 return self.refuse(
                     token,
                     request_id,
@@ -167,6 +170,10 @@ impl NodeCore {
                 );
             }
             return;
+        }
+        if let Err(current) = self.shared.claim(&key, id) {
+            let why = format!("stream {key} is already published by client {}", current.0);
+            return self.refuse(token, request_id, "NetStream.Publish.BadName", &why);
         }
         self.start_publishing(token, request_id, key, id);
     }
@@ -185,15 +192,19 @@ impl NodeCore {
             .get_mut(token)
             .filter(|c| c.id == client && c.hook_pending);
         let Some(waiting) = waiting else {
-            // The client left while the hook was asked: free its claim.
-            self.shared.release(&key, client);
+            // The client left while the hook was asked: it claimed nothing.
             return;
         };
         waiting.hook_pending = false;
         match verdict {
-            Ok(()) => self.start_publishing(token, request_id, key, client),
+            Ok(()) => {
+                if let Err(current) = self.shared.claim(&key, client) {
+                    let why = format!("stream {key} is already published by client {}", current.0);
+                    return self.refuse(token, request_id, "NetStream.Publish.BadName", &why);
+                }
+                self.start_publishing(token, request_id, key, client)
+            }
             Err(reason) => {
-                self.shared.release(&key, client);
                 let why = format!("publish to {key} refused by on_publish: {reason}");
                 self.refuse(token, request_id, "NetStream.Publish.Rejected", &why);
             }
@@ -236,6 +247,7 @@ impl NodeCore {
         client.role = Role::Viewer {
             key: key.clone(),
             stream_id,
+            since: self.now,
         };
         client.queue.set_policy(
             fanout.drop_policy,

@@ -18,6 +18,7 @@ use super::{NodeCore, Written};
 use crate::bans::BanStore;
 use crate::config::Config;
 use crate::node::clients::Token;
+use crate::node::hooks::{HookJob, HookRunner};
 use crate::node::mailbox::{CoreMsg, Mailbox};
 use crate::node::shared::Shared;
 use crate::stream_key::StreamKey;
@@ -42,6 +43,8 @@ struct Client {
     /// Bytes for the server, not yet delivered.
     outbox: Vec<u8>,
     closed: bool,
+    /// Takes what the node writes; `false` stands for a peer that stopped reading (its bytes stay queued).
+    reading: bool,
 }
 
 impl Client {
@@ -103,6 +106,18 @@ impl Client {
     }
 }
 
+/// A socket whose send buffer is full.
+struct FullSocket;
+
+impl std::io::Write for FullSocket {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One node's cores, its clients and a virtual clock.
 struct Harness {
     shared: Arc<Shared>,
@@ -114,6 +129,17 @@ struct Harness {
 
 impl Harness {
     fn new(cores: usize, configure: impl FnOnce(&mut Config)) -> Harness {
+        Harness::build(cores, configure, None)
+    }
+
+    /// A harness whose `on_publish` hook calls (at most `max_pending`) go to the returned queue: the test
+    /// answers them.
+    fn with_hook(cores: usize, max_pending: usize) -> (Harness, Receiver<HookJob>) {
+        let (runner, jobs) = HookRunner::detached(max_pending);
+        (Harness::build(cores, |_| {}, Some(runner)), jobs)
+    }
+
+    fn build(cores: usize, configure: impl FnOnce(&mut Config), hooks: Option<HookRunner>) -> Harness {
         let mut config = Config::default();
         config.rtmp.write_coalesce_ms = 0;
         configure(&mut config);
@@ -126,7 +152,9 @@ impl Harness {
             mailboxes.push(mailbox);
             inboxes.push(inbox);
         }
-        let shared = Arc::new(Shared::new(config, bans, mailboxes));
+        let mut shared = Shared::new(config, bans, mailboxes);
+        shared.hooks = hooks;
+        let shared = Arc::new(shared);
         let now = shared.started;
         let cores = (0..cores)
             .map(|i| NodeCore::new(i, shared.clone(), now))
@@ -167,6 +195,12 @@ impl Harness {
                 let mut tokens = Vec::new();
                 self.cores[core].take_due_writes(self.now, &mut tokens);
                 for token in tokens {
+                    if self.client_mut(core, token).is_some_and(|c| !c.reading) {
+                        // A full socket: nothing taken, write again when writable (never, here).
+                        let written = self.cores[core].write_client(self.now, token, &mut FullSocket);
+                        assert_ne!(written, Written::Drained);
+                        continue;
+                    }
                     let mut wire = Vec::new();
                     let written = self.cores[core].write_client(self.now, token, &mut wire);
                     assert_ne!(written, Written::Pending, "a Vec takes everything");
@@ -200,6 +234,17 @@ impl Harness {
             .find(|c| c.core == core && c.token == token && !c.closed)
     }
 
+    /// What client `c`'s core reports of it (`None` once it is closed).
+    fn info(&mut self, c: usize) -> Option<crate::control::ClientInfo> {
+        let (core, token) = (self.clients[c].core, self.clients[c].token);
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.cores[core].message(self.now, CoreMsg::Query { reply });
+        let report = answer.try_recv().unwrap();
+        let _ = token;
+        let peer = SocketAddr::from(([192, 0, 2, 1], 40_000 + c as u16));
+        report.clients.into_iter().find(|info| info.peer == peer)
+    }
+
     /// Advances the clock by `by`, running the cores' housekeeping on the way.
     fn advance(&mut self, by: Duration) {
         let end = self.now + by;
@@ -226,6 +271,7 @@ impl Harness {
             events: Vec::new(),
             outbox,
             closed: false,
+            reading: true,
         });
         self.pump();
         self.clients.len() - 1
@@ -413,4 +459,208 @@ fn viewers_are_written_once_per_coalescing_interval() {
     assert_eq!(h.clients[v].video().len(), first);
     h.advance(Duration::from_millis(100));
     assert_eq!(h.clients[v].video().len(), 4);
+}
+
+#[test]
+fn a_viewer_that_never_reads_keeps_one_header_per_track_however_many_are_sent() {
+    // Issue 17, item 12: sequence headers bypassed the queue's bound, so a publisher sending them in a loop
+    // grew a stalled viewer's memory without bound.
+    let mut h = Harness::new(1, |_| {});
+    let p = h.publisher(0, "headers");
+    let v = h.viewer(0, "headers");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    h.clients[v].reading = false;
+    for i in 0..3000 {
+        h.send_video(p, SEQ_HEADER, 40 + i);
+    }
+    let queued = h.info(v).unwrap().queue_bytes;
+    assert!(
+        queued < 4096,
+        "{queued} bytes queued for a viewer that never reads"
+    );
+    h.clients[v].reading = true;
+    h.send_video(p, KEYFRAME, 4000);
+    h.send_video(p, INTER, 4040);
+    let video = h.clients[v].video();
+    assert_eq!(
+        video[video.len() - 3..].to_vec(),
+        vec![(3039, 0x17), (4000, 0x17), (4040, 0x27)],
+        "the newest header, then the stream from its next keyframe"
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_the_answers_it_asks_for_is_closed() {
+    // Issue 17, item 12: rml_rtmp answers every ping; the control queue had no bound.
+    let mut h = Harness::new(1, |_| {});
+    let c = h.connect(0);
+    let bystander = h.connect(0);
+    h.clients[c].reading = false;
+    // PingRequest (user control event 6) on chunk stream 2: 18 bytes asking for an 18-byte answer.
+    let ping = [0x02, 0, 0, 0, 0, 0, 6, 0x04, 0, 0, 0, 0, 0, 6, 0, 0, 0, 1];
+    for _ in 0..10_000 {
+        h.clients[c].outbox.extend_from_slice(&ping);
+    }
+    h.pump();
+    assert!(
+        h.clients[c].closed,
+        "a client with 180 KB of unread answers stays open"
+    );
+    assert!(!h.clients[bystander].closed);
+    let hits = &h.shared.counters[0].limits.control_queue;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_player_of_a_stream_nobody_publishes_hears_stream_not_found_after_the_wait() {
+    // Issue 17, items 13 and 21: such a player waited (and held its slot) forever, silently.
+    let mut h = Harness::new(2, |_| {});
+    let waiting = [h.viewer(0, "nobody"), h.viewer(1, "nobody")];
+    let served = h.viewer(1, "later");
+    h.advance(Duration::from_secs(20));
+    let p = h.publisher(0, "later");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.advance(Duration::from_secs(9));
+    assert!(
+        waiting.iter().all(|&v| !h.clients[v].closed),
+        "closed before rtmp.play_wait_ms"
+    );
+    h.advance(Duration::from_millis(1_100));
+    for v in waiting {
+        assert!(
+            h.clients[v].closed,
+            "a player of an unpublished stream is still open after 30 s"
+        );
+        assert!(h.clients[v].saw(|e| matches!(
+            e,
+            ClientSessionEvent::UnhandleableOnStatusCode { code } if code == "NetStream.Play.StreamNotFound"
+        )));
+    }
+    assert!(!h.clients[served].closed, "a player whose stream went live stays");
+    assert_eq!(h.cores[0].client_count() + h.cores[1].client_count(), 2);
+}
+
+#[test]
+fn a_viewer_whose_writes_stall_is_closed_and_a_reading_one_is_not() {
+    // Issue 17, item 13: a viewer that stopped reading stayed until TCP gave up (about 15 min).
+    let mut h = Harness::new(1, |_| {});
+    let p = h.publisher(0, "stall");
+    let stuck = h.viewer(0, "stall");
+    let fine = h.viewer(0, "stall");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    h.clients[stuck].reading = false;
+    for second in 1..=40u32 {
+        h.send_video(p, INTER, second * 1000);
+        h.advance(Duration::from_secs(1));
+    }
+    assert!(
+        h.clients[stuck].closed,
+        "a viewer that reads nothing for 40 s is still open"
+    );
+    assert!(!h.clients[fine].closed && !h.clients[p].closed);
+    let hits = &h.shared.counters[0].limits.write_stall;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn connections_past_the_per_ip_cap_or_into_the_fd_reserve_are_refused() {
+    // Issue 17, item 13: no per-IP cap, and nothing kept descriptors free for bans and hooks.
+    let mut h = Harness::new(2, |c| c.rtmp.max_connections_per_ip = 3);
+    let one = SocketAddr::from(([198, 51, 100, 7], 1000));
+    let other = SocketAddr::from(([198, 51, 100, 8], 1000));
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        tokens.push(h.cores[i % 2].accept(h.now, one).expect("under the cap"));
+    }
+    assert!(
+        h.cores[1].accept(h.now, one).is_none(),
+        "a 4th connection from one address"
+    );
+    assert!(
+        h.cores[0].accept(h.now, other).is_some(),
+        "another address is not capped"
+    );
+    // One closes: its address may connect again.
+    h.cores[0].connection_lost(h.now, tokens[0], "test");
+    assert!(h.cores[0].accept(h.now, one).is_some());
+    let limits = &h.shared.counters[1].limits;
+    assert_eq!(limits.per_ip.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // 4 connections open; a limit of 4 + fd_reserve descriptors leaves no room for a 5th.
+    let reserve = h.shared.config.rtmp.fd_reserve;
+    assert_eq!(h.shared.connections(), 4);
+    h.shared
+        .fd_limit
+        .store(4 + reserve, std::sync::atomic::Ordering::Relaxed);
+    let third = SocketAddr::from(([198, 51, 100, 9], 1000));
+    assert!(h.cores[0].accept(h.now, third).is_none());
+    let limits = &h.shared.counters[0].limits;
+    assert_eq!(limits.fd_reserve.load(std::sync::atomic::Ordering::Relaxed), 1);
+    h.shared
+        .fd_limit
+        .store(5 + reserve, std::sync::atomic::Ordering::Relaxed);
+    assert!(h.cores[0].accept(h.now, third).is_some());
+}
+
+/// Answers an `on_publish` call as the hook would.
+fn answer(h: &mut Harness, job: HookJob, verdict: Result<(), String>) {
+    let message = CoreMsg::HookVerdict {
+        token: job.token,
+        client: job.client,
+        request_id: job.request_id,
+        key: job.key.clone(),
+        verdict,
+    };
+    h.cores[job.core].message(h.now, message);
+    h.pump();
+}
+
+#[test]
+fn the_stream_key_is_claimed_only_once_the_hook_allows() {
+    // Issue 17, item 16: the key was claimed before the hook answered, so a publisher the hook would refuse
+    // (or a slow hook) blocked the stream's legitimate publisher.
+    let (mut h, jobs) = Harness::with_hook(2, 16);
+    let intruder = h.publisher(0, "shop");
+    let owner = h.publisher(1, "shop");
+    assert!(
+        !h.clients[owner].closed,
+        "a second publisher is refused before the hook allowed the first"
+    );
+    let first = jobs.try_recv().unwrap();
+    let second = jobs.try_recv().unwrap();
+    answer(&mut h, first, Err("not yours".to_string()));
+    answer(&mut h, second, Ok(()));
+    assert!(h.clients[intruder].closed && !h.clients[intruder].saw(accepted_publish));
+    assert!(h.clients[owner].saw(accepted_publish));
+    assert_eq!(
+        h.shared.publisher_of(&StreamKey::new("live", "shop").unwrap()),
+        Some(h.info(owner).unwrap().id)
+    );
+}
+
+#[test]
+fn hook_calls_waiting_or_in_flight_are_bounded() {
+    let (mut h, jobs) = Harness::with_hook(1, 2);
+    let a = h.publisher(0, "a");
+    let b = h.publisher(0, "b");
+    let c = h.publisher(0, "c");
+    assert!(!h.clients[a].closed && !h.clients[b].closed);
+    assert!(
+        h.clients[c].closed,
+        "a third call past on_publish_max_pending = 2 waits"
+    );
+    assert_eq!(
+        h.shared.counters[0]
+            .limits
+            .hook_busy
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // One call ends (its job, and slot, go): another publish may ask.
+    let first = jobs.try_recv().unwrap();
+    answer(&mut h, first, Ok(()));
+    let d = h.publisher(0, "d");
+    assert!(!h.clients[d].closed);
+    assert_eq!(h.shared.hooks.as_ref().unwrap().pending(), 2);
 }

@@ -28,11 +28,14 @@ pub enum GuardError {
         /// Message length, in bytes.
         length: u32,
     },
-    /// A `WindowAcknowledgementSize` above 2^31 - 1 bytes.
-    #[error("window acknowledgement size {size} above 2147483647")]
+    /// A `WindowAcknowledgementSize` above 2^31 - 1 bytes, or below [`super::GuardLimits::min_window_ack_size`]
+    /// (rml_rtmp queues an acknowledgement whenever that many bytes arrived: a tiny window makes one per read).
+    #[error("window acknowledgement size {size} outside {min}..=2147483647")]
     WindowAckSizeOutOfRange {
         /// The size the peer sent, in bytes.
         size: u32,
+        /// The smallest size allowed.
+        min: u32,
     },
     /// AMF0 objects or arrays nested deeper than the limit.
     #[error("AMF0 nested {depth} deep, over the limit of {limit}")]

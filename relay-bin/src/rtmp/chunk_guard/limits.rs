@@ -24,6 +24,9 @@ pub struct GuardLimits {
     /// `createStream` and every request the node has not answered, for the session's life: this bounds them.
     /// A publisher or player sends a handful. Default 256.
     pub max_commands: u64,
+    /// Smallest `WindowAcknowledgementSize` a peer may set, in bytes: rml_rtmp queues an acknowledgement each
+    /// time that many bytes arrived, so a tiny window makes one per read. Default 4096.
+    pub min_window_ack_size: u32,
 }
 
 impl Default for GuardLimits {
@@ -35,6 +38,7 @@ impl Default for GuardLimits {
             max_amf_depth: 16,
             max_chunk_streams: 64,
             max_commands: 256,
+            min_window_ack_size: 4096,
         }
     }
 }

@@ -173,8 +173,12 @@ impl ChunkGuard {
                         type_id: message.type_id,
                         length: message.length,
                     })?;
-                if size > MAX_WINDOW_ACK_SIZE {
-                    return Err(GuardError::WindowAckSizeOutOfRange { size });
+                // Below the floor, rml_rtmp would queue an acknowledgement for nearly every read.
+                if size > MAX_WINDOW_ACK_SIZE || size < self.limits.min_window_ack_size {
+                    return Err(GuardError::WindowAckSizeOutOfRange {
+                        size,
+                        min: self.limits.min_window_ack_size,
+                    });
                 }
             }
             // rml_rtmp reads "AMF3" data (15) as plain AMF0 from the first byte.

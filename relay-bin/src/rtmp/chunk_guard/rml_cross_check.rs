@@ -217,7 +217,10 @@ fn build_stream(pieces: &[Piece]) -> Vec<u8> {
                         ],
                     ),
                     5 => command("play", 3.0, vec![Amf0Value::Utf8String("key".into())]),
-                    6 => RtmpMessage::WindowAcknowledgement { size: *size as u32 },
+                    6 => RtmpMessage::WindowAcknowledgement {
+                        // Both sides of the 4096-byte floor.
+                        size: (*size as u32) << 4,
+                    },
                     7 => RtmpMessage::UserControl {
                         event_type: UserControlEventType::PingRequest,
                         stream_id: None,

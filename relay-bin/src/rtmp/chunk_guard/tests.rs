@@ -255,7 +255,23 @@ fn window_ack_size_that_would_overflow_rml_is_refused() {
     let ack = |size: u32| raw_chunk(0, 2, 0, 4, 5, 0, None, &size.to_be_bytes());
     guard().inspect(&ack(2_500_000)).unwrap();
     let error = guard().inspect(&ack(0x8000_0000)).unwrap_err();
-    assert_eq!(error, GuardError::WindowAckSizeOutOfRange { size: 0x8000_0000 });
+    assert_eq!(
+        error,
+        GuardError::WindowAckSizeOutOfRange {
+            size: 0x8000_0000,
+            min: 4096
+        }
+    );
+}
+
+#[test]
+fn a_window_ack_size_so_small_that_rml_would_ack_every_read_is_refused() {
+    let ack = |size: u32| raw_chunk(0, 2, 0, 4, 5, 0, None, &size.to_be_bytes());
+    guard().inspect(&ack(4096)).unwrap();
+    for size in [0, 1, 4095] {
+        let error = guard().inspect(&ack(size)).unwrap_err();
+        assert_eq!(error, GuardError::WindowAckSizeOutOfRange { size, min: 4096 });
+    }
 }
 
 #[test]
