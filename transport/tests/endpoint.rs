@@ -131,9 +131,11 @@ fn configs() -> (EndpointConfig, EndpointConfig, [u8; 32]) {
     let a = StaticKeypair::generate().unwrap();
     let b = StaticKeypair::generate().unwrap();
     let b_pub = b.public;
+    let mut b_cfg = EndpointConfig::new(b);
+    b_cfg.authorized_peers = vec![a.public];
     let mut a_cfg = EndpointConfig::new(a);
     a_cfg.accept_incoming = false;
-    (a_cfg, EndpointConfig::new(b), b_pub)
+    (a_cfg, b_cfg, b_pub)
 }
 
 fn link(rtt_ms: u64) -> LinkConfig {
@@ -181,12 +183,73 @@ fn a_wrong_server_key_or_an_unauthorized_client_never_connects() {
     );
 
     let (a_cfg, mut b_cfg, b_pub) = configs();
-    b_cfg.authorized_peers = Some(vec![StaticKeypair::generate().unwrap().public]);
+    b_cfg.authorized_peers = vec![StaticKeypair::generate().unwrap().public];
     let mut p = Pair::new(a_cfg, b_cfg, link(20));
     p.a.connect(p.now, p.b_addr, b_pub).unwrap();
     p.run_for(Duration::from_secs(1));
     assert!(!Pair::connected(&p.a_events));
     assert_eq!(p.b.connection_count(), 0);
+}
+
+/// A server accepts only the peers it was told about: by default (no list, no PSK) nobody, counted; a listed
+/// key, a shared PSK or an explicit `accept_any_peer` lets the client in.
+#[test]
+fn an_unlisted_peer_is_refused_by_default_and_counted() {
+    let run = |b_cfg: EndpointConfig, a_cfg: EndpointConfig, b_pub| {
+        let mut p = Pair::new(a_cfg, b_cfg, link(20));
+        p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+        p.run_for(Duration::from_secs(1));
+        (Pair::connected(&p.a_events), p.b.connection_count(), p.b.stats())
+    };
+    // Default config: nobody is authorized.
+    let (a_cfg, _, _) = configs();
+    let b = StaticKeypair::generate().unwrap();
+    let b_pub = b.public;
+    let (connected, conns, st) = run(EndpointConfig::new(b.clone()), a_cfg, b_pub);
+    assert!(!connected, "an unlisted client must not connect by default");
+    assert_eq!(conns, 0);
+    assert!(st.unauthorized_peers >= 1, "{st:?}");
+    // Explicit open acceptance.
+    let (a_cfg, _, _) = configs();
+    let mut open = EndpointConfig::new(b.clone());
+    open.accept_any_peer = true;
+    assert!(run(open, a_cfg, b_pub).0);
+    // A PSK authorizes whoever knows it.
+    let (mut a_cfg, _, _) = configs();
+    a_cfg.psk = Some([5; 32]);
+    let mut psk = EndpointConfig::new(b);
+    psk.psk = Some([5; 32]);
+    assert!(run(psk, a_cfg, b_pub).0);
+}
+
+/// A message 1 replayed from elsewhere (within a cookie's life, or with no cookie demanded) must not make the
+/// server report a peer: the server reports Connected only on the client's first authenticated packet, and
+/// refuses a message 1 whose timestamp is not later than the last one it accepted from that key.
+#[test]
+fn a_replayed_first_handshake_message_creates_no_peer() {
+    let (a_cfg, mut b_cfg, b_pub) = configs();
+    b_cfg.require_cookie = false;
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(300));
+    let connected = |e: &[Event]| e.iter().filter(|e| matches!(e, Event::Connected { .. })).count();
+    assert_eq!(connected(&p.b_events), 1);
+    let initial = p.a_sent.first().cloned().unwrap();
+    // The attacker replays it from its own address, with a connection id of its own.
+    let mut replay = initial.clone();
+    replay[10..18].copy_from_slice(&777u64.to_be_bytes());
+    let attacker: SocketAddr = "127.0.0.66:6666".parse().unwrap();
+    let now = p.now;
+    p.b.handle_datagram(now, attacker, BytesMut::from(&replay[..]));
+    p.b.handle_datagram(now, attacker, BytesMut::from(&initial[..]));
+    p.run_for(Duration::from_millis(300));
+    assert_eq!(connected(&p.b_events), 1, "a replayed message 1 made a peer");
+    assert_eq!(
+        p.b.connection_count(),
+        1,
+        "a replayed message 1 made server state"
+    );
+    assert_eq!(p.b.stats().replayed_initials, 2);
 }
 
 #[test]

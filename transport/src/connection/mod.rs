@@ -65,7 +65,8 @@ const MIN_TAIL_PROBE_DELAY: Duration = Duration::from_millis(2);
 /// Something the application should know about a connection.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// The handshake completed; carries the peer's static public key.
+    /// The handshake completed; carries the peer's static public key. A client reports it on reading message 2;
+    /// a server on the client's first authenticated packet (message 1 alone can be a replay).
     Connected {
         /// The peer's authenticated static public key.
         peer_static: [u8; 32],
@@ -287,7 +288,8 @@ impl Connection {
         c.remote_cid = remote_cid;
         c.peer_static = peer_static;
         c.install_keys(keys);
-        c.events.push_back(Event::Connected { peer_static });
+        // Connected only once the client proves it holds the keys (its first authenticated packet): message 1
+        // alone proves nothing, as anyone who saw it can replay it.
         c
     }
 
@@ -392,6 +394,16 @@ impl Connection {
         s.send = self.sendq.stats.clone();
         s.recv = self.recv.stats;
         s
+    }
+
+    /// Bytes charged for frames being received (see [`reassembly::Reassembler::buffered_bytes`]).
+    pub fn recv_buffered_bytes(&self) -> u64 {
+        self.recv.buffered_bytes()
+    }
+
+    /// Sets how much more the endpoint-wide receive budget lets this connection hold.
+    pub(crate) fn set_recv_room(&mut self, room: u64) {
+        self.recv.set_endpoint_room(room);
     }
 
     /// One stream's receive-side counters, if the peer has sent on the stream.
@@ -571,7 +583,10 @@ impl Connection {
             self.remote = remote;
         }
         if let Handshake::Server { .. } = self.handshake {
-            self.handshake = Handshake::Done; // the client has our keys: handshake confirmed
+            // The client has our keys: handshake confirmed, and the peer is real.
+            self.handshake = Handshake::Done;
+            let peer_static = self.peer_static;
+            self.events.push_back(Event::Connected { peer_static });
         }
         self.stats.packets_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
@@ -597,7 +612,7 @@ impl Connection {
                 Frame::Fragment(h, range) => {
                     refused |= self.recv.on_fragment_in(now, &h, &payload, range) == FragmentOutcome::Refused;
                 }
-                Frame::Dropped(n) => self.recv.on_dropped(now, &n),
+                Frame::Dropped(n) => refused |= !self.recv.on_dropped(now, &n),
                 Frame::Close { code, reason } => {
                     self.terminate(CloseReason::PeerClosed { code, reason });
                 }
