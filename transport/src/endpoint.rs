@@ -382,7 +382,7 @@ impl Endpoint {
         }
         if let Some(&idx) = self.by_client.get(&(remote, client_cid)) {
             if let Some(Some(c)) = self.conns.get_mut(idx) {
-                if c.handle_repeated_initial(message) {
+                if c.handle_repeated_initial(message, datagram_len) {
                     return;
                 }
             }
@@ -475,6 +475,8 @@ impl Endpoint {
             keys,
             message.to_vec(),
             message2,
+            self.config.require_cookie,
+            datagram_len,
         );
         match self.insert(conn) {
             Ok(h) => {

@@ -24,6 +24,8 @@ struct Pair {
     a_sent_bytes: u64,
     a_events: Vec<Event>,
     b_events: Vec<Event>,
+    /// b's connection, once it reported one.
+    b_conn: Option<transport::ConnectionHandle>,
     /// Copies of datagrams a sent, for replay tests.
     a_sent: Vec<Vec<u8>>,
     /// When set, a's datagrams are appended one after another to this buffer (as a driver builds a GSO
@@ -50,6 +52,7 @@ impl Pair {
             a_sent_bytes: 0,
             a_events: Vec::new(),
             b_events: Vec::new(),
+            b_conn: None,
             a_sent: Vec::new(),
             a_batch: None,
         }
@@ -81,7 +84,10 @@ impl Pair {
         while let Some((_, e)) = self.a.poll_event() {
             self.a_events.push(e);
         }
-        while let Some((_, e)) = self.b.poll_event() {
+        while let Some((h, e)) = self.b.poll_event() {
+            if matches!(e, Event::Connected { .. }) {
+                self.b_conn = Some(h);
+            }
             self.b_events.push(e);
         }
         let next = [
@@ -582,4 +588,111 @@ fn startup_priming_finds_the_path_rate_before_any_frame() {
             );
         }
     }
+}
+
+/// Runs `ep` alone (nothing delivered to it) until `end`; returns the bytes it sent to `to`, and to others.
+fn run_alone(ep: &mut Endpoint, mut now: Instant, end: Instant, to: SocketAddr) -> (usize, usize) {
+    let (mut to_bytes, mut other) = (0, 0);
+    let mut buf = Vec::new();
+    while now < end {
+        ep.handle_timeout(now);
+        while let Some(t) = ep.poll_transmit(now, &mut buf) {
+            if t.destination == to {
+                to_bytes += t.size;
+            } else {
+                other += t.size;
+            }
+        }
+        while ep.poll_event().is_some() {}
+        let Some(next) = ep.poll_timeout() else { break };
+        now = next.max(now + Duration::from_millis(1));
+    }
+    (to_bytes, other)
+}
+
+/// With no cookie demanded, one spoofed Initial must not make the server send the victim more than three
+/// times its size (handshake reply, probes, keepalives, startup priming) before the client's first
+/// authenticated packet proves the address.
+#[test]
+fn an_unvalidated_address_gets_at_most_three_times_what_it_sent() {
+    let (a_cfg, mut b_cfg, b_pub) = configs();
+    b_cfg.require_cookie = false;
+    let now = Instant::now();
+    let mut a = Endpoint::new(a_cfg, now).unwrap();
+    let mut b = Endpoint::new(b_cfg, now).unwrap();
+    let b_addr: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+    let victim: SocketAddr = "127.0.0.99:9999".parse().unwrap();
+    a.connect(now, b_addr, b_pub).unwrap();
+    let mut buf = Vec::new();
+    let t = a.poll_transmit(now, &mut buf).unwrap();
+    let initial = buf[..t.size].to_vec();
+    b.handle_datagram(now, victim, BytesMut::from(&initial[..]));
+    let (to_victim, _) = run_alone(&mut b, now, now + Duration::from_secs(20), victim);
+    assert!(
+        to_victim <= 3 * initial.len(),
+        "{to_victim} bytes sent for a {}-byte Initial",
+        initial.len()
+    );
+}
+
+/// A peer's newest packet arriving from a new address (here an on-path attacker's copy, sent from a victim's
+/// address first) moves the connection there only on probation: at most three times what came from there
+/// is sent until the path answers a PATH_CHALLENGE, and without an answer the connection goes back.
+#[test]
+fn a_spoofed_migration_is_validated_and_reverted() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    let ch = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    assert!(Pair::connected(&p.a_events));
+    // Data from a, delivered to b at once; b's ACK is the packet the attacker races from the victim's
+    // address.
+    p.a.send_frame(ch, StreamId(0), frame(MediaKind::Key, 1_000_000))
+        .unwrap();
+    let mut now = p.now;
+    let mut buf = Vec::new();
+    while let Some(t) = p.a.poll_transmit(now, &mut buf) {
+        p.b.handle_datagram(now, p.a_addr, BytesMut::from(&buf[..t.size]));
+    }
+    now += Duration::from_millis(10);
+    p.b.handle_timeout(now);
+    let t = p.b.poll_transmit(now, &mut buf).unwrap();
+    let spoofed = buf[..t.size].to_vec();
+    let victim: SocketAddr = "127.0.0.99:9999".parse().unwrap();
+    p.a.handle_datagram(now, victim, BytesMut::from(&spoofed[..]));
+    let (to_victim, _) = run_alone(&mut p.a, now, now + Duration::from_secs(3), victim);
+    assert!(
+        to_victim <= 3 * spoofed.len(),
+        "{to_victim} bytes to the victim for one {}-byte packet",
+        spoofed.len()
+    );
+    let c = p.a.connection(ch).unwrap();
+    assert_eq!(c.remote(), p.b_addr, "back on the validated path");
+    let st = c.stats();
+    assert_eq!((st.migrations, st.path_validation_failures), (1, 1), "{st:?}");
+}
+
+/// A real NAT rebinding: the client's packets start coming from a new address; the server validates it and
+/// stays there, and frames keep flowing.
+#[test]
+fn a_rebinding_peer_is_validated_and_followed() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    let ch = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    p.a_addr = "127.0.0.77:4077".parse().unwrap();
+    for _ in 0..20 {
+        p.a.send_frame(ch, StreamId(0), frame(MediaKind::Key, 20_000))
+            .unwrap();
+    }
+    p.run_for(Duration::from_secs(3));
+    assert_eq!(Pair::frames(&p.b_events).len(), 20);
+    let b = p.b.connection(p.b_conn.unwrap()).unwrap();
+    assert_eq!(b.remote(), p.a_addr);
+    let st = b.stats();
+    assert_eq!(
+        (st.migrations, st.path_validations, st.path_validation_failures),
+        (1, 1, 0),
+        "{st:?}"
+    );
 }

@@ -17,7 +17,10 @@ use crate::config::ConnectionConfig;
 use crate::congestion::{AckEvent, AckedPacket, Controller, LostPacket, Pacer, RttSnapshot, SentPacket};
 use crate::crypto::{InitiatorHandshake, PacketKey, ReplayWindow, SessionKeys};
 use crate::media::MediaFrame;
-use crate::wire::frame::{encode_close, encode_ping, AckFrame, DroppedNotice, Frame, Frames};
+use crate::wire::frame::{
+    encode_close, encode_path_challenge, encode_path_response, encode_ping, AckFrame, DroppedNotice, Frame,
+    Frames,
+};
 use crate::wire::packet::{self, DataHeader, DATA_HEADER_LEN};
 use bytes::BytesMut;
 use std::collections::VecDeque;
@@ -61,6 +64,25 @@ const MIN_FRAGMENT_FRAME_LEN: usize = 10;
 const MAX_HANDSHAKE_RETRY: Duration = Duration::from_secs(2);
 /// Shortest wait before a tail probe (a later frame that leaves sooner makes the probe unnecessary).
 const MIN_TAIL_PROBE_DELAY: Duration = Duration::from_millis(2);
+/// To an address not yet validated, send at most this many times the bytes received from it (RFC 9000
+/// section 8).
+const AMPLIFICATION_FACTOR: u64 = 3;
+/// PATH_RESPONSEs waiting to be sent are capped at this many (a peer's extra challenges are not answered).
+const MAX_PATH_RESPONSES: usize = 4;
+
+/// A path validation in progress (RFC 9000 section 8.2): the peer's newest packet came from a new address.
+#[derive(Debug, Clone, Copy)]
+struct PathChallenge {
+    /// What the peer must echo in a PATH_RESPONSE.
+    data: u64,
+    /// The address to go back to if validation fails, and whether it was validated.
+    prev_remote: SocketAddr,
+    prev_validated: bool,
+    /// When to send the challenge (again).
+    next_send: Instant,
+    /// When to give up on the new path.
+    deadline: Instant,
+}
 
 /// Something the application should know about a connection.
 #[derive(Debug, Clone)]
@@ -187,6 +209,19 @@ pub struct Connection {
     priming_until: Option<Instant>,
     /// Reused by every ACK (and loss timer) to resolve what it covers.
     ack_scratch: AckScratch,
+    /// Whether `remote` is a validated address: the client's (it chose the server's address); the server's
+    /// once a cookie or the client's first authenticated packet proved it; a new path's once it answered our
+    /// PATH_CHALLENGE. Until then at most [`AMPLIFICATION_FACTOR`] x what came from it is sent to it.
+    path_validated: bool,
+    /// Bytes received from and sent to `remote` while it is not validated.
+    amp_received: u64,
+    amp_sent: u64,
+    /// Whether the current stop at the amplification limit was counted.
+    amp_limit_counted: bool,
+    /// A path validation in progress.
+    challenge: Option<PathChallenge>,
+    /// PATH_RESPONSEs owed to the peer.
+    path_responses: VecDeque<u64>,
 }
 
 impl Connection {
@@ -226,6 +261,12 @@ impl Connection {
             closed: false,
             next_pacing: None,
             tail_probe_at: None,
+            path_validated: true,
+            amp_received: 0,
+            amp_sent: 0,
+            amp_limit_counted: false,
+            challenge: None,
+            path_responses: VecDeque::new(),
             config,
         }
     }
@@ -260,7 +301,9 @@ impl Connection {
         c
     }
 
-    /// A server connection whose handshake response is ready to send.
+    /// A server connection whose handshake response is ready to send. `validated`: a cookie proved the
+    /// client's address; if not, the Initial's `initial_len` bytes are what the amplification limit allows
+    /// three times over until the client's first authenticated packet.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn server(
         now: Instant,
@@ -272,6 +315,8 @@ impl Connection {
         keys: SessionKeys,
         message1: Vec<u8>,
         message2: Vec<u8>,
+        validated: bool,
+        initial_len: usize,
     ) -> Self {
         let mut c = Connection::new(
             now,
@@ -287,6 +332,8 @@ impl Connection {
         );
         c.remote_cid = remote_cid;
         c.peer_static = peer_static;
+        c.path_validated = validated;
+        c.amp_received = initial_len as u64;
         c.install_keys(keys);
         // Connected only once the client proves it holds the keys (its first authenticated packet): message 1
         // alone proves nothing, as anyone who saw it can replay it.
@@ -506,10 +553,14 @@ impl Connection {
     /// The client sent an Initial again (server only). The same message means our reply was lost: send it
     /// again and return true. A different one means the client restarted its handshake: return false, and
     /// the endpoint replaces this half-open connection. Once confirmed, Initials are ignored (true).
-    pub(crate) fn handle_repeated_initial(&mut self, message: &[u8]) -> bool {
+    pub(crate) fn handle_repeated_initial(&mut self, message: &[u8], datagram_len: usize) -> bool {
         match &mut self.handshake {
             Handshake::Server { message1, resend, .. } if message1.as_slice() == message => {
                 *resend = true;
+                if !self.path_validated {
+                    self.amp_received += datagram_len as u64;
+                    self.amp_limit_counted = false;
+                }
                 true
             }
             Handshake::Server { .. } => false,
@@ -525,6 +576,7 @@ impl Connection {
         header: DataHeader,
         mut datagram: BytesMut,
     ) {
+        let wire_len = datagram.len() as u64;
         let Some(keys) = self.keys.as_mut() else {
             self.stats.auth_failures += 1;
             return;
@@ -577,14 +629,22 @@ impl Connection {
         self.replay.record(pn);
         self.last_heard = now;
         // Follow the peer to a new address (NAT rebinding) only on its newest packet: a replayed or delayed
-        // old packet from elsewhere must not redirect the stream.
+        // old packet from elsewhere must not redirect the stream. The new path is validated before more
+        // than three times what came from it is sent there, and abandoned if it does not answer.
         if remote != self.remote && newest {
-            tracing::info!(old = %self.remote, new = %remote, "peer address changed");
-            self.remote = remote;
+            self.migrate(now, remote);
+        }
+        if remote == self.remote && !self.path_validated {
+            self.amp_received += wire_len;
+            self.amp_limit_counted = false;
         }
         if let Handshake::Server { .. } = self.handshake {
-            // The client has our keys: handshake confirmed, and the peer is real.
+            // The client has our keys: handshake confirmed, and the peer is real. Its packet from the
+            // address its Initial came from also proves that address (it got our message 2 there).
             self.handshake = Handshake::Done;
+            if remote == self.remote && self.challenge.is_none() {
+                self.path_validated = true;
+            }
             let peer_static = self.peer_static;
             self.events.push_back(Event::Connected { peer_static });
         }
@@ -616,12 +676,81 @@ impl Connection {
                 Frame::Close { code, reason } => {
                     self.terminate(CloseReason::PeerClosed { code, reason });
                 }
+                Frame::PathChallenge(data) => {
+                    if self.path_responses.len() < MAX_PATH_RESPONSES {
+                        self.path_responses.push_back(data);
+                    }
+                }
+                Frame::PathResponse(data) => self.on_path_response(remote, data),
             }
         }
         // A packet with a refused fragment is not acknowledged, so the sender repairs or drops it.
         if !refused {
             self.acks.on_packet(now, pn, ack_eliciting);
         }
+    }
+
+    /// The peer's newest packet came from `remote`, not from where it was: go there, and validate the path
+    /// (or go straight back to the validated address being validated away from).
+    fn migrate(&mut self, now: Instant, remote: SocketAddr) {
+        tracing::info!(old = %self.remote, new = %remote, "peer address changed");
+        if let Some(c) = self.challenge.filter(|c| c.prev_remote == remote) {
+            // Back where it came from: the path we know.
+            self.challenge = None;
+            self.remote = remote;
+            self.path_validated = c.prev_validated;
+            self.amp_received = 0;
+            self.amp_sent = 0;
+            return;
+        }
+        let (prev_remote, prev_validated) = match self.challenge {
+            Some(c) => (c.prev_remote, c.prev_validated),
+            None => (self.remote, self.path_validated),
+        };
+        let data = crate::crypto::random_bytes::<8>()
+            .map(u64::from_be_bytes)
+            .unwrap_or_else(|_| self.next_pn.rotate_left(17) ^ self.local_cid);
+        let pto = self.recovery.rtt.pto_base(self.config.max_ack_delay);
+        self.challenge = Some(PathChallenge {
+            data,
+            prev_remote,
+            prev_validated,
+            next_send: now,
+            deadline: now + (3 * pto).max(6 * self.config.initial_rtt),
+        });
+        self.remote = remote;
+        self.path_validated = false;
+        self.amp_received = 0;
+        self.amp_sent = 0;
+        self.amp_limit_counted = false;
+        self.stats.migrations += 1;
+    }
+
+    fn on_path_response(&mut self, remote: SocketAddr, data: u64) {
+        if remote == self.remote && self.challenge.is_some_and(|c| c.data == data) {
+            self.challenge = None;
+            self.path_validated = true;
+            self.stats.path_validations += 1;
+        }
+    }
+
+    /// A new path that did not answer its challenge in time: back to the last validated address.
+    fn path_validation_failed(&mut self) {
+        let Some(c) = self.challenge.take() else { return };
+        tracing::info!(new = %self.remote, back_to = %c.prev_remote, "path validation failed");
+        self.remote = c.prev_remote;
+        self.path_validated = c.prev_validated;
+        self.amp_received = 0;
+        self.amp_sent = 0;
+        self.amp_limit_counted = false;
+        self.stats.path_validation_failures += 1;
+    }
+
+    /// Whether the amplification limit stops sending a full datagram to `remote` now.
+    fn amplification_limited(&self) -> bool {
+        !self.path_validated
+            && self.amp_sent + self.config.max_datagram_bytes as u64
+                > AMPLIFICATION_FACTOR * self.amp_received
     }
 
     fn on_ack_frame(&mut self, now: Instant, ack: &AckFrame) {
@@ -710,6 +839,14 @@ impl Connection {
                 None
             };
         }
+        consider(self.challenge.map(|c| c.deadline));
+        if self.amplification_limited() {
+            // Nothing can be sent until the peer sends more: only the timers that do not send.
+            consider(Some(self.last_heard + self.config.idle_timeout));
+            consider(self.recv.next_expiry());
+            return t;
+        }
+        consider(self.challenge.map(|c| c.next_send));
         match &self.handshake {
             Handshake::Client { next_send, .. } => consider(Some(*next_send)),
             Handshake::Server { resend: true, .. } => consider(Some(self.last_heard)),
@@ -741,6 +878,9 @@ impl Connection {
         if !handshaking && now >= self.last_heard + self.config.idle_timeout {
             self.terminate(CloseReason::IdleTimeout);
             return;
+        }
+        if self.challenge.is_some_and(|c| c.deadline <= now) {
+            self.path_validation_failed();
         }
         if self.keys.is_none() {
             return;
@@ -792,6 +932,22 @@ impl Connection {
     ///
     /// Appending lets a driver build a GSO batch in its send buffer directly, with no copy per datagram.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
+        if self.amplification_limited() && !self.closed {
+            if !self.amp_limit_counted {
+                self.amp_limit_counted = true;
+                self.stats.amplification_limited += 1;
+            }
+            return false;
+        }
+        let start = buf.len();
+        let sent = self.poll_transmit_inner(now, buf);
+        if sent && !self.path_validated {
+            self.amp_sent += (buf.len() - start) as u64;
+        }
+        sent
+    }
+
+    fn poll_transmit_inner(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
         if let Some((code, reason)) = self.closing.take() {
             return self.write_close(code, &reason, buf);
         }
@@ -865,6 +1021,11 @@ impl Connection {
     /// Whether to send a priming packet now: within the priming time after the handshake, the controller
     /// still in startup, and no frame waiting.
     fn priming(&mut self, now: Instant) -> bool {
+        // Never before the handshake is confirmed and the peer's address validated: priming is many times
+        // what an unvalidated address sent.
+        if !matches!(self.handshake, Handshake::Done) || !self.path_validated {
+            return false;
+        }
         let until = *self
             .priming_until
             .get_or_insert(now + self.config.startup_priming);
@@ -881,9 +1042,12 @@ impl Connection {
         let want_ack = self.acks.wants_ack(now);
         let mtu = self.config.max_datagram_bytes;
         let priming = self.priming(now);
-        let has_data = self.sendq.has_pending() || self.ping_pending || priming;
+        let path_due = self.challenge.is_some_and(|c| c.next_send <= now) || !self.path_responses.is_empty();
+        let has_data = self.sendq.has_pending() || self.ping_pending || priming || path_due;
+        // Path frames are tiny and must not wait for the window (as probes).
         let window_open = self.recovery.bytes_in_flight() + mtu as u64 <= self.cc.window()
-            || self.recovery.pto_count > 0 && self.ping_pending;
+            || self.recovery.pto_count > 0 && self.ping_pending
+            || path_due;
         let mut may_send_data = has_data && window_open;
         self.next_pacing = None;
         if may_send_data {
@@ -933,6 +1097,16 @@ impl Connection {
         let mut eliciting = false;
         let mut primed = false;
         if may_send_data {
+            while let Some(data) = self.path_responses.pop_front() {
+                encode_path_response(data, buf);
+                eliciting = true;
+            }
+            if let Some(c) = self.challenge.as_mut().filter(|c| c.next_send <= now) {
+                encode_path_challenge(c.data, buf);
+                let pto = self.recovery.rtt.pto_base(self.config.max_ack_delay);
+                c.next_send = now + pto;
+                eliciting = true;
+            }
             while let Some(n) = self.sendq.pop_notice() {
                 if buf.len() - start + DroppedNotice::MAX_LEN > limit {
                     self.sendq.unpop_notice(n);
