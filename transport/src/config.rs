@@ -128,6 +128,13 @@ pub struct EndpointConfig {
     pub require_cookie: bool,
     /// Most connections at once.
     pub max_connections: usize,
+    /// Handshakes (Initials that get as far as the Noise DH work) accepted per second from one source IP
+    /// address, on average (WireGuard limits handshakes per source the same way). An Initial over the limit
+    /// is dropped before any DH and counted in `EndpointStats::handshakes_rate_limited`; the client's retry
+    /// comes later. Zero: no limit. Default 50.
+    pub handshake_rate_per_source: u32,
+    /// Handshakes one source IP may start at once above that rate (the bucket's depth). Default 50.
+    pub handshake_burst_per_source: u32,
     /// Bytes all connections together may hold in frames being received (the sum of what each charges
     /// against its `RecvLimits::max_buffered_bytes`): a bound on the memory peers can make this endpoint hold,
     /// whatever their number. A fragment that would pass it is refused (counted in each connection's
@@ -158,6 +165,8 @@ impl EndpointConfig {
             accept_incoming: true,
             require_cookie: true,
             max_connections: 1024,
+            handshake_rate_per_source: 50,
+            handshake_burst_per_source: 50,
             max_recv_buffered_bytes: 1 << 30,
             connection: ConnectionConfig::default(),
         }

@@ -12,7 +12,7 @@ use crate::media::{MediaFrame, StreamId};
 use crate::wire::packet::{self, Packet, MIN_INITIAL_SIZE};
 use bytes::BytesMut;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Stateless replies (Retry) waiting to be sent are capped at this many; beyond it they are not generated.
@@ -24,6 +24,9 @@ const HANDSHAKE_PAYLOAD: &[u8] = b"popline/1";
 /// Bytes of the timestamp that follows the version in message 1: seconds (u64) and nanoseconds (u32), big
 /// endian, so that comparing the bytes compares the times (as WireGuard's TAI64N).
 const TIMESTAMP_LEN: usize = 12;
+/// Sources tracked by the handshake rate limit; when full, sources whose bucket is back to full are
+/// forgotten, and a new source is refused while none is.
+const MAX_RATE_SOURCES: usize = 65_536;
 /// Handshake timestamps remembered per peer key (at least this many; see `Endpoint::peer_timestamps`).
 const MIN_TIMESTAMP_ENTRIES: usize = 4096;
 
@@ -81,6 +84,9 @@ pub struct EndpointStats {
     pub accepted: u64,
     /// Handshake packets (Retry/Handshake) that arrived unexpectedly.
     pub unexpected_handshake: u64,
+    /// Initials dropped by the per-source handshake rate limit
+    /// (`EndpointConfig::handshake_rate_per_source`), before any DH work; also counted in `refused_initials`.
+    pub handshakes_rate_limited: u64,
     /// Initial packets whose message 1 carried a timestamp no later than the last one accepted from the same
     /// peer key (a replayed message 1), or none at all; also counted in `refused_initials`.
     pub replayed_initials: u64,
@@ -118,6 +124,9 @@ pub struct Endpoint {
     /// one, so a replayed message 1 never makes a connection (WireGuard's rule). Bounded: when full, the
     /// oldest half of the entries is forgotten.
     peer_timestamps: HashMap<[u8; 32], [u8; TIMESTAMP_LEN]>,
+    /// The handshake rate limit's state per source IP (a GCRA bucket: the theoretical arrival time of the
+    /// next handshake). SipHash: the keys are what peers choose.
+    handshake_buckets: HashMap<IpAddr, Instant>,
 }
 
 impl Endpoint {
@@ -140,6 +149,7 @@ impl Endpoint {
             unix_at_epoch: None,
             last_timestamp: [0; TIMESTAMP_LEN],
             peer_timestamps: HashMap::new(),
+            handshake_buckets: HashMap::new(),
         })
     }
 
@@ -178,6 +188,28 @@ impl Endpoint {
         let mut payload = HANDSHAKE_PAYLOAD.to_vec();
         payload.extend_from_slice(&ts);
         payload
+    }
+
+    /// Whether `source` may start a handshake now (and takes its share if so): the per-source rate limit.
+    fn handshake_allowed(&mut self, now: Instant, source: IpAddr) -> bool {
+        let rate = self.config.handshake_rate_per_source;
+        if rate == 0 {
+            return true;
+        }
+        let interval = Duration::from_secs(1) / rate;
+        let tolerance = interval * self.config.handshake_burst_per_source.saturating_sub(1);
+        if self.handshake_buckets.len() >= MAX_RATE_SOURCES && !self.handshake_buckets.contains_key(&source) {
+            self.handshake_buckets.retain(|_, tat| *tat > now);
+            if self.handshake_buckets.len() >= MAX_RATE_SOURCES {
+                return false;
+            }
+        }
+        let tat = self.handshake_buckets.get(&source).map_or(now, |&t| t.max(now));
+        if tat.saturating_duration_since(now) > tolerance {
+            return false;
+        }
+        self.handshake_buckets.insert(source, tat + interval);
+        true
     }
 
     /// Message 1's timestamp, if its payload is the version followed by one.
@@ -380,25 +412,13 @@ impl Endpoint {
             self.stats.refused_initials += 1;
             return;
         }
-        if let Some(&idx) = self.by_client.get(&(remote, client_cid)) {
+        let existing = self.by_client.get(&(remote, client_cid)).copied();
+        if let Some(idx) = existing {
             if let Some(Some(c)) = self.conns.get_mut(idx) {
                 if c.handle_repeated_initial(message, datagram_len) {
                     return;
                 }
             }
-            // The client restarted its handshake: the half-open connection goes, the new one is built below.
-            if let Some(Some(old)) = self.conns.get_mut(idx).map(Option::take) {
-                self.by_cid.remove(&old.local_cid());
-                let old_handle = self.handle(idx);
-                self.events.push_back((
-                    old_handle,
-                    Event::Closed {
-                        reason: CloseReason::HandshakeRestarted,
-                    },
-                ));
-                self.retire(idx);
-            }
-            self.by_client.remove(&(remote, client_cid));
         }
         if now.saturating_duration_since(self.last_rotation) >= COOKIE_ROTATION
             && self.cookies.rotate().is_ok()
@@ -423,6 +443,28 @@ impl Endpoint {
                 self.stats.bad_cookies += 1;
                 return;
             }
+        }
+        // The cookie (when demanded) proved the source: now it may spend DH work, at its rate.
+        if !self.handshake_allowed(now, remote.ip()) {
+            self.stats.handshakes_rate_limited += 1;
+            self.stats.refused_initials += 1;
+            return;
+        }
+        if let Some(idx) = existing {
+            // The client restarted its handshake (and proved its address again): the half-open connection
+            // goes, the new one is built below.
+            if let Some(Some(old)) = self.conns.get_mut(idx).map(Option::take) {
+                self.by_cid.remove(&old.local_cid());
+                let old_handle = self.handle(idx);
+                self.events.push_back((
+                    old_handle,
+                    Event::Closed {
+                        reason: CloseReason::HandshakeRestarted,
+                    },
+                ));
+                self.retire(idx);
+            }
+            self.by_client.remove(&(remote, client_cid));
         }
         if self.connection_count() >= self.config.max_connections {
             self.stats.refused_initials += 1;

@@ -696,3 +696,89 @@ fn a_rebinding_peer_is_validated_and_followed() {
         "{st:?}"
     );
 }
+
+/// An Initial that claims a client's address and connection id but carries no valid cookie must not tear
+/// down that client's half-open connection: the cookie is checked first.
+#[test]
+fn an_initial_without_a_cookie_does_not_tear_down_a_half_open_connection() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let now = Instant::now();
+    let mut a = Endpoint::new(a_cfg, now).unwrap();
+    let mut b = Endpoint::new(b_cfg, now).unwrap();
+    let a_addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let b_addr: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+    a.connect(now, b_addr, b_pub).unwrap();
+    let mut buf = Vec::new();
+    // Initial, Retry, Initial with the cookie: b holds a half-open connection.
+    for _ in 0..2 {
+        let t = a.poll_transmit(now, &mut buf).unwrap();
+        let initial = buf[..t.size].to_vec();
+        b.handle_datagram(now, a_addr, BytesMut::from(&initial[..]));
+        if let Some(t) = b.poll_transmit(now, &mut buf) {
+            if b.connection_count() == 0 {
+                a.handle_datagram(now, b_addr, BytesMut::from(&buf[..t.size]));
+            }
+        }
+    }
+    assert_eq!(b.connection_count(), 1, "half-open");
+    let client_cid = {
+        let t = a.poll_transmit(now + Duration::from_secs(1), &mut buf).unwrap();
+        u64::from_be_bytes(buf[..t.size][10..18].try_into().unwrap())
+    };
+    // The attacker's Initial: the client's address and id, another message, no cookie (or a bad one).
+    for cookie in [&[][..], &[0x55; 40][..]] {
+        let mut forged = Vec::new();
+        transport::wire::packet::write_initial(&mut forged, 0, client_cid, cookie, &[0x42; 200]);
+        b.handle_datagram(now, a_addr, BytesMut::from(&forged[..]));
+    }
+    let closed = std::iter::from_fn(|| b.poll_event())
+        .filter(|(_, e)| matches!(e, Event::Closed { .. }))
+        .count();
+    assert_eq!(closed, 0, "the half-open connection was torn down");
+    assert_eq!(b.connection_count(), 1);
+    assert_eq!(b.stats().bad_cookies, 1);
+}
+
+/// Initials from one source IP beyond the per-source rate are dropped before any DH work.
+#[test]
+fn handshakes_from_one_source_are_rate_limited() {
+    let (_, mut b_cfg, _) = configs();
+    b_cfg.require_cookie = false;
+    b_cfg.handshake_rate_per_source = 10;
+    b_cfg.handshake_burst_per_source = 5;
+    let b_pub = b_cfg.keypair.public;
+    let now = Instant::now();
+    let mut b = Endpoint::new(b_cfg, now).unwrap();
+    let b_addr: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+    let mut buf = Vec::new();
+    for i in 0..100u16 {
+        let mut cfg = EndpointConfig::new(StaticKeypair::generate().unwrap());
+        cfg.accept_incoming = false;
+        let mut fake = Endpoint::new(cfg, now).unwrap();
+        fake.connect(now, b_addr, b_pub).unwrap();
+        let t = fake.poll_transmit(now, &mut buf).unwrap();
+        let from = SocketAddr::from(([10, 0, 0, 1], 1000 + i));
+        b.handle_datagram(now, from, BytesMut::from(&buf[..t.size]));
+    }
+    let st = b.stats();
+    // Unlisted keys: each Initial that got DH work was refused as unauthorized.
+    assert_eq!(st.unauthorized_peers, 5, "{st:?}");
+    assert_eq!(st.handshakes_rate_limited, 95, "{st:?}");
+    // Another source is not affected, and the first one gets its rate back with time.
+    let mut cfg = EndpointConfig::new(StaticKeypair::generate().unwrap());
+    cfg.accept_incoming = false;
+    let mut fake = Endpoint::new(cfg, now).unwrap();
+    fake.connect(now, b_addr, b_pub).unwrap();
+    let t = fake.poll_transmit(now, &mut buf).unwrap();
+    b.handle_datagram(
+        now,
+        SocketAddr::from(([10, 0, 0, 2], 1000)),
+        BytesMut::from(&buf[..t.size]),
+    );
+    b.handle_datagram(
+        now + Duration::from_secs(1),
+        SocketAddr::from(([10, 0, 0, 1], 999)),
+        BytesMut::from(&buf[..t.size]),
+    );
+    assert_eq!(b.stats().unauthorized_peers, 7);
+}
