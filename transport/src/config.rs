@@ -26,7 +26,8 @@ pub struct ConnectionConfig {
     pub max_unsent_bytes: u64,
     /// Bounds on what a peer can make the receiver hold.
     pub recv_limits: RecvLimits,
-    /// Rotate the sending key after this many packets.
+    /// Rotate the sending key after this many packets. Default 2^23: RFC 9001 section 6.6 puts AES-GCM's
+    /// confidentiality limit at 2^23 packets per key.
     pub key_update_packets: u64,
     /// Encrypt and authenticate packets. `false` only for experiments, and only by explicit config.
     pub encryption: bool,
@@ -95,7 +96,7 @@ impl Default for ConnectionConfig {
             keepalive: Duration::from_secs(5),
             max_unsent_bytes: 64 << 20,
             recv_limits: RecvLimits::default(),
-            key_update_packets: 1 << 24,
+            key_update_packets: 1 << 23,
             encryption: true,
             pacer_burst_packets: 4,
             pacing_round: Duration::ZERO,

@@ -782,3 +782,82 @@ fn handshakes_from_one_source_are_rate_limited() {
     );
     assert_eq!(b.stats().unauthorized_peers, 7);
 }
+
+/// RFC 9001 section 6.6: AES-GCM keys rotate every 2^23 packets at the latest.
+#[test]
+fn keys_rotate_within_the_aes_gcm_limit_by_default() {
+    assert!(transport::ConnectionConfig::default().key_update_packets <= 1 << 23);
+}
+
+/// Plaintext packets crafted for b's connection (encryption off on both sides, so the test can write them).
+fn crafted(dst_cid: u64, pn: u64, key_phase: bool, frames: &[u8]) -> BytesMut {
+    let mut v = Vec::new();
+    transport::wire::packet::write_data_header(
+        &mut v,
+        &transport::wire::packet::DataHeader {
+            dst_cid,
+            packet_number: pn,
+            key_phase,
+        },
+    );
+    v.extend_from_slice(frames);
+    BytesMut::from(&v[..])
+}
+
+/// A connected plaintext pair, and b's connection id (from a's last packet).
+fn plaintext_pair() -> (Pair, u64) {
+    let (mut a_cfg, mut b_cfg, b_pub) = configs();
+    a_cfg.connection.encryption = false;
+    b_cfg.connection.encryption = false;
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    assert!(p.b_conn.is_some());
+    let last = p.a_sent.last().unwrap().clone();
+    let Ok(transport::wire::packet::Packet::Data(h)) = transport::wire::packet::parse(&last) else {
+        panic!("a data packet");
+    };
+    (p, h.dst_cid)
+}
+
+/// The peer may not move to another key phase before we acknowledged a packet of its current one: a
+/// packet flipping the phase again at once is refused, not a key derivation.
+#[test]
+fn consecutive_peer_key_updates_are_refused() {
+    let (mut p, cid) = plaintext_pair();
+    let h = p.b_conn.unwrap();
+    let before = p.b.connection_stats(h).unwrap().packets_received;
+    let now = p.now;
+    let ping = [0x01u8];
+    p.b.handle_datagram(now, p.a_addr, crafted(cid, 1_000_000, true, &ping));
+    p.b.handle_datagram(now, p.a_addr, crafted(cid, 1_000_001, false, &ping));
+    p.b.handle_datagram(now, p.a_addr, crafted(cid, 1_000_002, true, &ping));
+    let st = p.b.connection_stats(h).unwrap();
+    assert_eq!(
+        st.packets_received - before,
+        2,
+        "the second flip was taken: {st:?}"
+    );
+    assert_eq!(st.peer_key_updates_refused, 1);
+}
+
+/// A packet with two ACK frames is malformed: the second is not walked.
+#[test]
+fn only_one_ack_frame_per_packet_is_handled() {
+    let (mut p, cid) = plaintext_pair();
+    let h = p.b_conn.unwrap();
+    let before = p.b.connection_stats(h).unwrap().malformed;
+    let mut frames = Vec::new();
+    for _ in 0..10 {
+        transport::wire::frame::AckFrame {
+            ack_delay_us: 0,
+            ranges: vec![0..=0],
+        }
+        .encode(&mut frames);
+    }
+    let now = p.now;
+    p.b.handle_datagram(now, p.a_addr, crafted(cid, 1_000_000, false, &frames));
+    let st = p.b.connection_stats(h).unwrap();
+    assert_eq!(st.malformed - before, 1, "{st:?}");
+    assert_eq!(st.extra_ack_frames, 1);
+}

@@ -172,6 +172,9 @@ struct Keys {
     recv_next: Option<PacketKey>,
     recv_phase: bool,
     recv_first_pn_in_phase: u64,
+    /// Whether we sent an ACK for a packet of the peer's current key phase: until then the peer may not
+    /// move to another phase (its sender waits for that ACK, as ours does).
+    recv_update_acked: bool,
 }
 
 /// One connection.
@@ -357,6 +360,7 @@ impl Connection {
             recv_next: None,
             recv_phase: false,
             recv_first_pn_in_phase: 0,
+            recv_update_acked: true,
         });
     }
 
@@ -598,6 +602,11 @@ impl Connection {
             keys.recv_prev
                 .as_ref()
                 .and_then(|k| k.open(pn, &mut datagram, DATA_HEADER_LEN).ok())
+        } else if !keys.recv_update_acked {
+            // A second update before we acknowledged the first: refused (at most one key generation per
+            // round trip, whatever the peer sends).
+            self.stats.peer_key_updates_refused += 1;
+            return;
         } else {
             // The peer moved to the next key generation. The next key is derived once and kept, so forged
             // packets with a flipped phase bit cost one AEAD check each, not a key derivation.
@@ -612,6 +621,7 @@ impl Connection {
                         keys.recv_prev = Some(prev);
                         keys.recv_phase = header.key_phase;
                         keys.recv_first_pn_in_phase = pn;
+                        keys.recv_update_acked = false;
                         Some(len)
                     }
                     Err(_) => {
@@ -653,6 +663,7 @@ impl Connection {
         let payload = datagram.freeze().slice(DATA_HEADER_LEN..DATA_HEADER_LEN + len);
         let mut ack_eliciting = false;
         let mut refused = false;
+        let mut acks = 0u32;
         // Frames act as they are parsed. They are authenticated, so those before a malformed one are the
         // peer's own and stand (as in QUIC); the malformed one ends the packet, which is then not
         // acknowledged (its fragments come again as repairs, and are duplicates where they were taken).
@@ -668,7 +679,17 @@ impl Connection {
             ack_eliciting |= f.is_ack_eliciting();
             match f {
                 Frame::Padding | Frame::Ping => {}
-                Frame::Ack(ack) => self.on_ack_frame(now, &ack),
+                Frame::Ack(ack) => {
+                    // One ACK frame per packet (ours never carry more): another one ends the packet as
+                    // malformed, so a packet cannot make us walk its ranges many times over.
+                    acks += 1;
+                    if acks > 1 {
+                        self.stats.extra_ack_frames += 1;
+                        self.stats.malformed += 1;
+                        return;
+                    }
+                    self.on_ack_frame(now, &ack)
+                }
                 Frame::Fragment(h, range) => {
                     refused |= self.recv.on_fragment_in(now, &h, &payload, range) == FragmentOutcome::Refused;
                 }
@@ -1091,6 +1112,11 @@ impl Connection {
         if want_ack {
             if let Some(ack) = self.acks.build_ack(now) {
                 ack.encode(buf);
+                if let Some(k) = self.keys.as_mut() {
+                    if ack.largest() >= Some(k.recv_first_pn_in_phase) {
+                        k.recv_update_acked = true;
+                    }
+                }
             }
         }
         let mut chunks = recovery::Chunks::new();

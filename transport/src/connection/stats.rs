@@ -39,6 +39,11 @@ pub struct ConnectionStats {
     pub malformed: u64,
     /// Key updates performed by this side.
     pub key_updates: u64,
+    /// Packets refused because the peer moved to yet another key phase before we acknowledged a packet of
+    /// its current one (RFC 9001 section 6.2's consecutive key updates; this bounds key derivations).
+    pub peer_key_updates_refused: u64,
+    /// Packets refused as malformed for carrying more than one ACK frame (also counted in `malformed`).
+    pub extra_ack_frames: u64,
     /// Startup priming packets sent (PING + PADDING while the controller looked for the path's rate).
     pub priming_packets: u64,
     /// Bytes in those packets.
