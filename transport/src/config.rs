@@ -31,6 +31,11 @@ pub struct ConnectionConfig {
     pub key_update_packets: u64,
     /// Encrypt and authenticate packets. `false` only for experiments, and only by explicit config.
     pub encryption: bool,
+    /// Feature `fuzzing` only: with `encryption`, packets carry the test AEAD of
+    /// [`crate::crypto::PacketKey::test_mode`] (a fixed tag per key generation, no encryption) instead of
+    /// AES-GCM, so that a fuzzer can write packets a connection accepts.
+    #[cfg(feature = "fuzzing")]
+    pub test_aead: bool,
     /// Largest burst the pacer releases at once, in packets.
     pub pacer_burst_packets: u32,
     /// When a packet must wait for the pacer, wait until this much time's worth of the rate has accrued
@@ -98,6 +103,8 @@ impl Default for ConnectionConfig {
             recv_limits: RecvLimits::default(),
             key_update_packets: 1 << 23,
             encryption: true,
+            #[cfg(feature = "fuzzing")]
+            test_aead: false,
             pacer_burst_packets: 4,
             pacing_round: Duration::ZERO,
             handshake_retry: Duration::from_millis(300),

@@ -814,10 +814,11 @@ fn plaintext_pair() -> (Pair, u64) {
     p.run_for(Duration::from_millis(500));
     assert!(p.b_conn.is_some());
     let last = p.a_sent.last().unwrap().clone();
-    let Ok(transport::wire::packet::Packet::Data(h)) = transport::wire::packet::parse(&last) else {
-        panic!("a data packet");
+    let dst_cid = match transport::wire::packet::parse(&last) {
+        Ok(transport::wire::packet::Packet::Data(h)) => h.dst_cid,
+        other => unreachable!("a data packet, not {other:?}"),
     };
-    (p, h.dst_cid)
+    (p, dst_cid)
 }
 
 /// The peer may not move to another key phase before we acknowledged a packet of its current one: a
