@@ -90,6 +90,8 @@ pub struct RecvLimits {
 pub const SLOT_COST: u64 = 128;
 /// What each received range of an incomplete frame costs on top of that.
 pub const RANGE_COST: u64 = 48;
+/// Under memory pressure, expired incomplete frames are swept at most this often (a sweep walks every slot).
+pub const RECLAIM_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Default for RecvLimits {
     fn default() -> Self {
@@ -292,6 +294,8 @@ pub struct Reassembler {
     buffered_bytes: u64,
     /// Frames held (slots) across all streams.
     held_frames: usize,
+    /// When incomplete frames past their deadline were last reclaimed under memory pressure.
+    last_reclaim: Option<Instant>,
     /// What the endpoint-wide receive budget still allows this connection to add (set by the endpoint
     /// before each datagram; unbounded by default).
     endpoint_room: u64,
@@ -308,6 +312,7 @@ impl Reassembler {
             limits,
             buffered_bytes: 0,
             held_frames: 0,
+            last_reclaim: None,
             endpoint_room: u64::MAX,
             out: VecDeque::new(),
             stats: RecvStats::default(),
@@ -335,8 +340,22 @@ impl Reassembler {
         self.endpoint_room = room;
     }
 
-    /// Whether a new slot costing `cost` fits every bound; counts the bound that refuses it.
-    fn admit(&mut self, cost: u64) -> bool {
+    /// Whether a new slot costing `cost` fits every bound; counts the bound that refuses it. Over a byte
+    /// bound, incomplete frames past their deadline anywhere in the streams (not only at the head, where
+    /// [`Reassembler::expire`] frees them) are given up first (at most once per [`RECLAIM_INTERVAL`]).
+    fn admit(&mut self, now: Instant, cost: u64) -> bool {
+        let over_bytes = |r: &Self| {
+            r.buffered_bytes.saturating_add(cost) > r.limits.max_buffered_bytes || cost > r.endpoint_room
+        };
+        if self.held_frames < self.limits.max_held_frames
+            && over_bytes(self)
+            && self
+                .last_reclaim
+                .is_none_or(|t| now.saturating_duration_since(t) >= RECLAIM_INTERVAL)
+        {
+            self.last_reclaim = Some(now);
+            self.reclaim_expired(now);
+        }
         if self.held_frames >= self.limits.max_held_frames {
             self.stats.refused_over_slots += 1;
             false
@@ -349,6 +368,33 @@ impl Reassembler {
         } else {
             true
         }
+    }
+
+    /// Turns every incomplete frame past its deadline into a dropped one (its bytes freed, its slot kept so
+    /// the GOP rules apply when it reaches the head).
+    fn reclaim_expired(&mut self, now: Instant) {
+        let mut freed = 0u64;
+        let mut expired = 0u64;
+        for st in self.streams.values_mut() {
+            for slot in st.slots.values_mut() {
+                let Slot::Partial(a) = slot else { continue };
+                if !a
+                    .budget
+                    .and_then(|b| a.capture.checked_add(b))
+                    .is_some_and(|d| d < now)
+                {
+                    continue;
+                }
+                let kind = a.kind;
+                let old = std::mem::replace(slot, Slot::Dropped { kind });
+                freed += old.cost().saturating_sub(SLOT_COST);
+                expired += 1;
+                st.stats.frames_expired += 1;
+            }
+        }
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(freed);
+        self.endpoint_room = self.endpoint_room.saturating_add(freed);
+        self.stats.frames_expired += expired;
     }
 
     /// Charges `cost` more against the bounds.
@@ -463,7 +509,7 @@ impl Reassembler {
                 // Every frame held, complete or not, counts against the bounds until it leaves.
                 let whole = h.offset == 0 && data.len() == h.frame_len as usize;
                 let cost = u64::from(h.frame_len) + SLOT_COST + if whole { 0 } else { RANGE_COST };
-                if !self.admit(cost) {
+                if !self.admit(now, cost) {
                     return (Refused, false);
                 }
                 let capture = now.checked_sub(Duration::from_micros(h.age_us)).unwrap_or(now);
@@ -572,7 +618,7 @@ impl Reassembler {
             Some(Slot::Partial(_)) => {}
             None => {
                 // A notice for a frame never seen takes a slot like any frame.
-                if !self.admit(SLOT_COST) {
+                if !self.admit(now, SLOT_COST) {
                     return false;
                 }
                 self.held_frames += 1;
@@ -927,6 +973,35 @@ mod tests {
         }
         assert_eq!(r.held_frames(), 10);
         assert!(r.stats.refused_over_endpoint_budget > 0);
+    }
+
+    /// Incomplete frames behind a gap that passed their deadline are given up when memory runs short (not
+    /// only the one at the head), so new frames are not refused for the sake of late ones.
+    #[test]
+    fn expired_frames_behind_a_gap_are_reclaimed_under_pressure() {
+        let t = Instant::now();
+        let mut r = Reassembler::new(RecvLimits {
+            max_buffered_bytes: 20 * 1000,
+            ..RecvLimits::default()
+        });
+        let with_budget = |seq, len| FragmentHeader {
+            budget_us: Some(50_000),
+            ..hdr(seq, MediaKind::Key, len, 0)
+        };
+        // Frame 0 never comes; frames 1.. are half there, each 900 bytes of 1000, until the bound.
+        let mut seq = 1;
+        while r.on_fragment(t, &with_budget(seq, 1000), Bytes::from(vec![1; 900]))
+            == FragmentOutcome::Accepted
+        {
+            seq += 1;
+        }
+        let held = r.buffered_bytes();
+        // Past their deadline, a new frame still gets in: the late ones made room.
+        let later = t + Duration::from_millis(100);
+        let outcome = r.on_fragment(later, &with_budget(seq, 1000), Bytes::from(vec![1; 900]));
+        assert_eq!(outcome, FragmentOutcome::Accepted);
+        assert!(r.buffered_bytes() < held, "{} >= {held}", r.buffered_bytes());
+        assert_eq!(r.stats.frames_expired, seq - 1);
     }
 
     /// 1-byte fragments at descending offsets, none adjacent: each opens a range. The ranges are a set (a
