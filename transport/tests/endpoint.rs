@@ -806,7 +806,13 @@ fn crafted(dst_cid: u64, pn: u64, key_phase: bool, frames: &[u8]) -> BytesMut {
 
 /// A connected plaintext pair, and b's connection id (from a's last packet).
 fn plaintext_pair() -> (Pair, u64) {
+    plaintext_pair_with(|_| {})
+}
+
+/// [`plaintext_pair`] with b's config adjusted.
+fn plaintext_pair_with(adjust: impl FnOnce(&mut EndpointConfig)) -> (Pair, u64) {
     let (mut a_cfg, mut b_cfg, b_pub) = configs();
+    adjust(&mut b_cfg);
     a_cfg.connection.encryption = false;
     b_cfg.connection.encryption = false;
     let mut p = Pair::new(a_cfg, b_cfg, link(20));
@@ -861,4 +867,34 @@ fn only_one_ack_frame_per_packet_is_handled() {
     let st = p.b.connection_stats(h).unwrap();
     assert_eq!(st.malformed - before, 1, "{st:?}");
     assert_eq!(st.extra_ack_frames, 1);
+}
+
+/// The endpoint-wide receive budget binds before a connection's own: a peer leaving a gap at the head and
+/// sending the start of many frames behind it cannot make the endpoint hold more than the budget.
+#[test]
+fn the_endpoint_receive_budget_bounds_what_peers_make_it_hold() {
+    let (mut p, cid) = plaintext_pair_with(|b| b.max_recv_buffered_bytes = 100_000);
+    let h = p.b_conn.unwrap();
+    let now = p.now;
+    for seq in 1..100u64 {
+        let mut frames = Vec::new();
+        transport::wire::frame::FragmentHeader {
+            stream: 7,
+            seq,
+            kind: MediaKind::Key,
+            frame_len: 10_000,
+            offset: 0,
+            age_us: 0,
+            budget_us: None,
+        }
+        .encode(&[9; 100], &mut frames);
+        p.b.handle_datagram(now, p.a_addr, crafted(cid, 1_000_000 + seq, false, &frames));
+    }
+    assert!(
+        p.b.recv_buffered_bytes() <= 100_000,
+        "{}",
+        p.b.recv_buffered_bytes()
+    );
+    let st = p.b.connection_stats(h).unwrap();
+    assert!(st.recv.refused_over_endpoint_budget > 80, "{:?}", st.recv);
 }
