@@ -898,3 +898,28 @@ fn the_endpoint_receive_budget_bounds_what_peers_make_it_hold() {
     let st = p.b.connection_stats(h).unwrap();
     assert!(st.recv.refused_over_endpoint_budget > 80, "{:?}", st.recv);
 }
+
+/// A node that restarts keeps its identity but not its memory: given the wall clock, its first handshake
+/// after the restart is later than any before it, so a server that remembers the earlier ones lets it in
+/// (and still refuses replays of them).
+#[test]
+fn a_restarted_client_with_a_wall_clock_reconnects() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let a_again = a_cfg.clone();
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    let wall = Duration::from_secs(1_800_000_000);
+    p.a.set_unix_time(p.now, wall);
+    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    assert_eq!(p.b.stats().accepted, 1);
+    // The restart: a new endpoint, a new monotonic clock origin, the same key; the wall clock moved on.
+    p.a = Endpoint::new(a_again, p.now).unwrap();
+    p.a.set_unix_time(p.now, wall + Duration::from_secs(5));
+    p.a_addr = "127.0.0.1:4001".parse().unwrap();
+    p.a_events.clear();
+    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    assert!(Pair::connected(&p.a_events), "{:?}", p.b.stats());
+    assert_eq!(p.b.stats().accepted, 2);
+    assert_eq!(p.b.stats().replayed_initials, 0);
+}
