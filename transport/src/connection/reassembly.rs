@@ -378,11 +378,8 @@ impl Reassembler {
         for st in self.streams.values_mut() {
             for slot in st.slots.values_mut() {
                 let Slot::Partial(a) = slot else { continue };
-                if !a
-                    .budget
-                    .and_then(|b| a.capture.checked_add(b))
-                    .is_some_and(|d| d < now)
-                {
+                let deadline = a.budget.and_then(|b| a.capture.checked_add(b));
+                if deadline.is_none_or(|d| d >= now) {
                     continue;
                 }
                 let kind = a.kind;
