@@ -170,6 +170,12 @@ impl Established {
     /// A data packet for one side, sealed with the test AEAD at the generation its peer sends with plus
     /// `gen_delta` (0 = the current key), packet number near the peer's next one.
     fn inject(&mut self, to_server: bool, gen_delta: u8, pn_delta: i8, frames: &[u8]) {
+        let from = if to_server { CLIENT_ADDR } else { SERVER_ADDR };
+        self.inject_from(SocketAddr::from(from), to_server, gen_delta, pn_delta, frames);
+    }
+
+    /// [`Self::inject`] from any address (a migration when it is not the sender's).
+    fn inject_from(&mut self, from: SocketAddr, to_server: bool, gen_delta: u8, pn_delta: i8, frames: &[u8]) {
         let (peer, peer_conn, dst_cid) = if to_server {
             (&self.client, self.client_conn, self.server_cid)
         } else {
@@ -193,11 +199,9 @@ impl Established {
         v.extend_from_slice(&crate::crypto::PacketKey::test_tag_for(generation));
         let d = BytesMut::from(&v[..]);
         if to_server {
-            self.server
-                .handle_datagram(self.now, SocketAddr::from(CLIENT_ADDR), d);
+            self.server.handle_datagram(self.now, from, d);
         } else {
-            self.client
-                .handle_datagram(self.now, SocketAddr::from(SERVER_ADDR), d);
+            self.client.handle_datagram(self.now, from, d);
         }
     }
 }
@@ -248,8 +252,8 @@ fn synth_frames(bytes: &[u8]) -> Vec<u8> {
 
 /// Drives an established connection pair (see `Established`) with records from `data`: injected packets
 /// for either side (raw or synthesized frames, at the current, next or a later key generation, with packet
-/// numbers near or behind the peer's), frames queued on either side, and time passing with real traffic
-/// exchanged and some of it lost. Covers reassembly, recovery, ACK handling and key updates after the
+/// numbers near or behind the peer's, from the peer's address or another one), frames queued on either side,
+/// and time passing with real traffic exchanged and some of it lost. Covers reassembly, recovery, ACK handling and key updates after the
 /// handshake; nothing may panic.
 pub fn connection(data: &[u8]) {
     let Some(mut e) = Established::new() else {
@@ -291,6 +295,12 @@ pub fn connection(data: &[u8]) {
             5 => {
                 let d = BytesMut::from(body);
                 e.server.handle_datagram(e.now, SocketAddr::from(CLIENT_ADDR), d);
+            }
+            6 => {
+                // From another address: a migration, validated or not by what follows.
+                let frames = synth_frames(body);
+                let from = SocketAddr::from(([10, 0, 0, 3], 3000 + u16::from(op >> 6)));
+                e.inject_from(from, to_server, gen_delta, 8, &frames);
             }
             _ => e.advance(Duration::from_micros(u64::from(*len) * 50), 0),
         }
