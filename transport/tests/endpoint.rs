@@ -923,3 +923,27 @@ fn a_restarted_client_with_a_wall_clock_reconnects() {
     assert_eq!(p.b.stats().accepted, 2);
     assert_eq!(p.b.stats().replayed_initials, 0);
 }
+
+/// Startup priming waits for the client's first authenticated packet, even when a cookie proved its
+/// address: a server that only read message 1 sends message 2 and nothing to fill the window with.
+#[test]
+fn no_priming_before_the_handshake_is_confirmed() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let now = Instant::now();
+    let mut a = Endpoint::new(a_cfg, now).unwrap();
+    let mut b = Endpoint::new(b_cfg, now).unwrap();
+    let a_addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let b_addr: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+    a.connect(now, b_addr, b_pub).unwrap();
+    let mut buf = Vec::new();
+    // Initial, Retry, Initial with the cookie: b holds a connection it cannot confirm.
+    let t = a.poll_transmit(now, &mut buf).unwrap();
+    b.handle_datagram(now, a_addr, BytesMut::from(&buf[..t.size]));
+    let t = b.poll_transmit(now, &mut buf).unwrap();
+    a.handle_datagram(now, b_addr, BytesMut::from(&buf[..t.size]));
+    let t = a.poll_transmit(now, &mut buf).unwrap();
+    b.handle_datagram(now, a_addr, BytesMut::from(&buf[..t.size]));
+    assert_eq!(b.stats().accepted, 1);
+    let (to_a, _) = run_alone(&mut b, now, now + Duration::from_secs(2), a_addr);
+    assert!(to_a < 1200, "{to_a} bytes before the client confirmed");
+}
