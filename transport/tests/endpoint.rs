@@ -947,3 +947,29 @@ fn no_priming_before_the_handshake_is_confirmed() {
     let (to_a, _) = run_alone(&mut b, now, now + Duration::from_secs(2), a_addr);
     assert!(to_a < 1200, "{to_a} bytes before the client confirmed");
 }
+
+/// A rebinding peer that only receives (its packets are small ACKs) is validated too: the PATH_CHALLENGE
+/// alone fits the amplification budget of a few ACKs, so the sender does not stall on the new path.
+#[test]
+fn a_rebinding_receiver_is_validated_and_followed() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    let h = p.b_conn.unwrap();
+    for _ in 0..10 {
+        p.b.send_frame(h, StreamId(0), frame(MediaKind::Key, 20_000))
+            .unwrap();
+    }
+    p.run_for(Duration::from_millis(30));
+    p.a_addr = "127.0.0.77:4077".parse().unwrap();
+    for _ in 0..10 {
+        p.b.send_frame(h, StreamId(0), frame(MediaKind::Key, 20_000))
+            .unwrap();
+    }
+    p.run_for(Duration::from_secs(2));
+    assert_eq!(Pair::frames(&p.a_events).len(), 20);
+    let st = p.b.connection_stats(h).unwrap();
+    assert_eq!(p.b.connection(h).unwrap().remote(), p.a_addr);
+    assert_eq!((st.migrations, st.path_validations), (1, 1), "{st:?}");
+}

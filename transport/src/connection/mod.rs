@@ -19,7 +19,7 @@ use crate::crypto::{InitiatorHandshake, PacketKey, ReplayWindow, SessionKeys};
 use crate::media::MediaFrame;
 use crate::wire::frame::{
     encode_close, encode_path_challenge, encode_path_response, encode_ping, AckFrame, DroppedNotice, Frame,
-    Frames,
+    Frames, PATH_FRAME_LEN,
 };
 use crate::wire::packet::{self, DataHeader, DATA_HEADER_LEN};
 use bytes::BytesMut;
@@ -776,6 +776,73 @@ impl Connection {
         self.stats.path_validation_failures += 1;
     }
 
+    /// The size of a packet that carries a PATH_CHALLENGE alone.
+    fn path_probe_len(&self) -> u64 {
+        let tag = self.keys.as_ref().map_or(0, |k| k.send.tag_len());
+        let payload = if tag > 0 {
+            crate::crypto::whole_blocks(PATH_FRAME_LEN)
+        } else {
+            PATH_FRAME_LEN
+        };
+        (DATA_HEADER_LEN + payload + tag) as u64
+    }
+
+    /// Whether a packet with only the due PATH_CHALLENGE fits the amplification budget now.
+    fn path_probe_due(&self, now: Instant) -> Option<Instant> {
+        let room = (AMPLIFICATION_FACTOR * self.amp_received).saturating_sub(self.amp_sent);
+        self.challenge
+            .map(|c| c.next_send)
+            .filter(|_| room >= self.path_probe_len() && !self.closed)
+            .map(|t| t.max(now))
+    }
+
+    /// Writes a packet carrying only the due PATH_CHALLENGE, if the amplification budget has room for it.
+    fn write_path_probe(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
+        if self.path_probe_due(now).is_none_or(|t| t > now) {
+            return false;
+        }
+        let pto = self.recovery.rtt.pto_base(self.config.max_ack_delay);
+        let (Some(keys), Some(c)) = (self.keys.as_mut(), self.challenge.as_mut()) else {
+            return false;
+        };
+        let pn = self.next_pn;
+        let start = buf.len();
+        packet::write_data_header(
+            buf,
+            &DataHeader {
+                dst_cid: self.remote_cid,
+                packet_number: pn,
+                key_phase: keys.send_phase,
+            },
+        );
+        encode_path_challenge(c.data, buf);
+        if keys.send.tag_len() > 0 {
+            let payload = buf.len() - start - DATA_HEADER_LEN;
+            buf.resize(start + DATA_HEADER_LEN + crate::crypto::whole_blocks(payload), 0);
+        }
+        if keys.send.seal_from(pn, buf, start, DATA_HEADER_LEN).is_err() {
+            buf.truncate(start);
+            return false;
+        }
+        keys.packets_in_phase += 1;
+        self.next_pn += 1;
+        c.next_send = now + pto;
+        let bytes = (buf.len() - start) as u64;
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += bytes;
+        // Recorded (packet numbers stay contiguous for recovery), but not in flight: it repeats on its own
+        // timer, not the congestion controller's.
+        self.recovery.on_sent(SentRecord {
+            pn,
+            sent_time: now,
+            bytes,
+            in_flight: false,
+            snapshot: Default::default(),
+            chunks: recovery::Chunks::new(),
+        });
+        true
+    }
+
     /// Whether the amplification limit stops sending a full datagram to `remote` now.
     fn amplification_limited(&self) -> bool {
         !self.path_validated
@@ -871,9 +938,11 @@ impl Connection {
         }
         consider(self.challenge.map(|c| c.deadline));
         if self.amplification_limited() {
-            // Nothing can be sent until the peer sends more: only the timers that do not send.
+            // Nothing but a path probe can be sent until the peer sends more: only the timers that do not
+            // send, and the probe's.
             consider(Some(self.last_heard + self.config.idle_timeout));
             consider(self.recv.next_expiry());
+            consider(self.challenge.and_then(|c| self.path_probe_due(c.next_send)));
             return t;
         }
         consider(self.challenge.map(|c| c.next_send));
@@ -963,6 +1032,13 @@ impl Connection {
     /// Appending lets a driver build a GSO batch in its send buffer directly, with no copy per datagram.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
         if self.amplification_limited() && !self.closed {
+            // A PATH_CHALLENGE alone is small: it leaves as soon as the budget has room for it, so that a
+            // peer that sends only small packets (ACKs) from its new address gets validated.
+            let start = buf.len();
+            if self.write_path_probe(now, buf) {
+                self.amp_sent += (buf.len() - start) as u64;
+                return true;
+            }
             if !self.amp_limit_counted {
                 self.amp_limit_counted = true;
                 self.stats.amplification_limited += 1;
