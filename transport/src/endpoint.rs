@@ -450,23 +450,9 @@ impl Endpoint {
             self.stats.refused_initials += 1;
             return;
         }
-        if let Some(idx) = existing {
-            // The client restarted its handshake (and proved its address again): the half-open connection
-            // goes, the new one is built below.
-            if let Some(Some(old)) = self.conns.get_mut(idx).map(Option::take) {
-                self.by_cid.remove(&old.local_cid());
-                let old_handle = self.handle(idx);
-                self.events.push_back((
-                    old_handle,
-                    Event::Closed {
-                        reason: CloseReason::HandshakeRestarted,
-                    },
-                ));
-                self.retire(idx);
-            }
-            self.by_client.remove(&(remote, client_cid));
-        }
-        if self.connection_count() >= self.config.max_connections {
+        // A restart replaces the half-open connection, so it does not count against the limit.
+        let replaced = existing.is_some_and(|i| matches!(self.conns.get(i), Some(Some(_))));
+        if self.connection_count() - usize::from(replaced) >= self.config.max_connections {
             self.stats.refused_initials += 1;
             return;
         }
@@ -498,6 +484,22 @@ impl Endpoint {
             self.stats.replayed_initials += 1;
             return;
         };
+        if let Some(idx) = existing {
+            // The client restarted its handshake (its address proved again, its new message 1 authentic and
+            // later than the last): the half-open connection goes, the new one is built below.
+            if let Some(Some(old)) = self.conns.get_mut(idx).map(Option::take) {
+                self.by_cid.remove(&old.local_cid());
+                let old_handle = self.handle(idx);
+                self.events.push_back((
+                    old_handle,
+                    Event::Closed {
+                        reason: CloseReason::HandshakeRestarted,
+                    },
+                ));
+                self.retire(idx);
+            }
+            self.by_client.remove(&(remote, client_cid));
+        }
         let (keys, message2) = match responder.respond(HANDSHAKE_PAYLOAD) {
             Ok(x) => x,
             Err(e) => {

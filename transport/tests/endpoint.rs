@@ -973,3 +973,43 @@ fn a_rebinding_receiver_is_validated_and_followed() {
     assert_eq!(p.b.connection(h).unwrap().remote(), p.a_addr);
     assert_eq!((st.migrations, st.path_validations), (1, 1), "{st:?}");
 }
+
+/// A replay of the client's own earlier Initial (its cookie still valid, its address and id the client's)
+/// must not replace the half-open connection of the client's newer handshake.
+#[test]
+fn a_replayed_older_initial_does_not_replace_a_newer_half_open_connection() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let now = Instant::now();
+    let mut a = Endpoint::new(a_cfg, now).unwrap();
+    let mut b = Endpoint::new(b_cfg, now).unwrap();
+    let a_addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let b_addr: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+    a.connect(now, b_addr, b_pub).unwrap();
+    let mut buf = Vec::new();
+    let t = a.poll_transmit(now, &mut buf).unwrap();
+    b.handle_datagram(now, a_addr, BytesMut::from(&buf[..t.size]));
+    let t = b.poll_transmit(now, &mut buf).unwrap();
+    a.handle_datagram(now, b_addr, BytesMut::from(&buf[..t.size]));
+    let t = a.poll_transmit(now, &mut buf).unwrap();
+    let first = buf[..t.size].to_vec();
+    let client_cid = u64::from_be_bytes(first[10..18].try_into().unwrap());
+    b.handle_datagram(now, a_addr, BytesMut::from(&first[..]));
+    assert_eq!(b.stats().accepted, 1);
+    // A forged reply spends the client's handshake state: it starts over with a new message 1.
+    let mut forged = Vec::new();
+    transport::wire::packet::write_handshake(&mut forged, client_cid, 99, &[0x42; 80]);
+    a.handle_datagram(now, b_addr, BytesMut::from(&forged[..]));
+    let later = now + Duration::from_millis(10);
+    let t = a.poll_transmit(later, &mut buf).unwrap();
+    b.handle_datagram(later, a_addr, BytesMut::from(&buf[..t.size]));
+    assert_eq!(b.stats().accepted, 2, "{:?}", b.stats());
+    while b.poll_event().is_some() {}
+    // The attacker replays the first Initial.
+    b.handle_datagram(later, a_addr, BytesMut::from(&first[..]));
+    let closed = std::iter::from_fn(|| b.poll_event())
+        .filter(|(_, e)| matches!(e, Event::Closed { .. }))
+        .count();
+    assert_eq!(closed, 0, "the newer half-open connection was torn down");
+    assert_eq!(b.connection_count(), 1);
+    assert_eq!(b.stats().replayed_initials, 1);
+}
