@@ -388,6 +388,10 @@ pub fn measure_with(
     // PoP runs it; as many cores as connections, up to the CPUs this process may use.
     let server_key = StaticKeypair::generate()?;
     let server_pub = server_key.public;
+    let client_keys = (0..connections)
+        .map(|_| StaticKeypair::generate())
+        .collect::<Result<Vec<_>, _>>()?;
+    let client_pubs: Vec<[u8; 32]> = client_keys.iter().map(|k| k.public).collect();
     let cpus = engine::affinity::allowed_cpus()?.len().max(1);
     let server_cores = connections.clamp(1, cpus);
     let delivered_s = delivered.clone();
@@ -404,6 +408,7 @@ pub fn measure_with(
         },
         move |_core| {
             let mut cfg = EndpointConfig::new(server_key.clone());
+            cfg.authorized_peers = client_pubs.clone();
             cfg.connection = server_connection.clone();
             let ep = Endpoint::new(cfg, Instant::now()).map_err(std::io::Error::other)?;
             let delivered = delivered_s.clone();
@@ -419,8 +424,8 @@ pub fn measure_with(
     let server_addr = server.local_addr();
 
     let started = (|| -> Result<()> {
-        for i in 0..connections {
-            let mut client_cfg = EndpointConfig::new(StaticKeypair::generate()?);
+        for (i, client_key) in client_keys.into_iter().enumerate() {
+            let mut client_cfg = EndpointConfig::new(client_key);
             client_cfg.accept_incoming = false;
             client_cfg.connection = connection.clone();
             let (stop_c, ready) = (stop.clone(), ready_tx.clone());

@@ -129,9 +129,11 @@ fn a_frame_from_a_pop_link_reaches_a_tcp_viewer_on_the_same_core() {
     let client = StaticKeypair::generate().unwrap();
     let server = StaticKeypair::generate().unwrap();
     let server_pub = server.public;
+    let client_pub = client.public;
     let mut client_cfg = EndpointConfig::new(client);
     client_cfg.accept_incoming = false;
-    let server_cfg = EndpointConfig::new(server);
+    let mut server_cfg = EndpointConfig::new(server);
+    server_cfg.authorized_peers = vec![client_pub];
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let tcp_addr = listener.local_addr().unwrap();

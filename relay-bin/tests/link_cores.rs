@@ -18,6 +18,8 @@ const FRAMES: usize = 5;
 fn run(backend: BackendChoice) {
     let server_key = StaticKeypair::generate().unwrap();
     let server_pub = server_key.public;
+    let client_keys: Vec<StaticKeypair> = (0..CLIENTS).map(|_| StaticKeypair::generate().unwrap()).collect();
+    let client_pubs: Vec<[u8; 32]> = client_keys.iter().map(|k| k.public).collect();
     let per_core: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let frames = Arc::new(AtomicU64::new(0));
     let (pc, fr) = (per_core.clone(), frames.clone());
@@ -39,8 +41,9 @@ fn run(backend: BackendChoice) {
             ..CoresConfig::default()
         },
         move |core| {
-            let ep = Endpoint::new(EndpointConfig::new(server_key.clone()), Instant::now())
-                .map_err(std::io::Error::other)?;
+            let mut cfg = EndpointConfig::new(server_key.clone());
+            cfg.authorized_peers = client_pubs.clone();
+            let ep = Endpoint::new(cfg, Instant::now()).map_err(std::io::Error::other)?;
             let (pc, fr) = (pc.clone(), fr.clone());
             Ok((ep, move |_: &mut Endpoint, _, e: Event| match e {
                 Event::Connected { .. } => {
@@ -57,9 +60,10 @@ fn run(backend: BackendChoice) {
     let server = cores.local_addr();
 
     // Every client on this thread, each on its own socket (its own source port).
-    let mut clients: Vec<TransportDriver> = (0..CLIENTS)
-        .map(|_| {
-            let mut cfg = EndpointConfig::new(StaticKeypair::generate().unwrap());
+    let mut clients: Vec<TransportDriver> = client_keys
+        .into_iter()
+        .map(|key| {
+            let mut cfg = EndpointConfig::new(key);
             cfg.accept_incoming = false;
             let ep = Endpoint::new(cfg, Instant::now()).unwrap();
             let mut d = TransportDriver::bind(

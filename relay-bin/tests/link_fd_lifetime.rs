@@ -81,10 +81,13 @@ fn drop_connected_drivers(backend: BackendChoice) {
     let client_key = StaticKeypair::generate().unwrap();
     let server_key = StaticKeypair::generate().unwrap();
     let server_pub = server_key.public;
+    let client_pub = client_key.public;
     let mut client_cfg = EndpointConfig::new(client_key);
     client_cfg.accept_incoming = false;
     let mut client = driver(client_cfg, backend);
-    let mut server = driver(EndpointConfig::new(server_key), backend);
+    let mut server_cfg = EndpointConfig::new(server_key);
+    server_cfg.authorized_peers = vec![client_pub];
+    let mut server = driver(server_cfg, backend);
     assert_eq!(
         open_fds(),
         before + 4,

@@ -210,7 +210,9 @@ fn configs() -> (EndpointConfig, EndpointConfig, [u8; 32], [u8; 32]) {
     let server_pub = server.public;
     let mut client_cfg = EndpointConfig::new(client);
     client_cfg.accept_incoming = false;
-    (client_cfg, EndpointConfig::new(server), client_pub, server_pub)
+    let mut server_cfg = EndpointConfig::new(server);
+    server_cfg.authorized_peers = vec![client_pub];
+    (client_cfg, server_cfg, client_pub, server_pub)
 }
 
 /// The engine's tests run on both backends.

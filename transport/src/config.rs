@@ -26,10 +26,16 @@ pub struct ConnectionConfig {
     pub max_unsent_bytes: u64,
     /// Bounds on what a peer can make the receiver hold.
     pub recv_limits: RecvLimits,
-    /// Rotate the sending key after this many packets.
+    /// Rotate the sending key after this many packets. Default 2^23: RFC 9001 section 6.6 puts AES-GCM's
+    /// confidentiality limit at 2^23 packets per key.
     pub key_update_packets: u64,
     /// Encrypt and authenticate packets. `false` only for experiments, and only by explicit config.
     pub encryption: bool,
+    /// Feature `fuzzing` only: with `encryption`, packets carry the test AEAD of
+    /// [`crate::crypto::PacketKey::test_mode`] (a fixed tag per key generation, no encryption) instead of
+    /// AES-GCM, so that a fuzzer can write packets a connection accepts.
+    #[cfg(feature = "fuzzing")]
+    pub test_aead: bool,
     /// Largest burst the pacer releases at once, in packets.
     pub pacer_burst_packets: u32,
     /// When a packet must wait for the pacer, wait until this much time's worth of the rate has accrued
@@ -95,8 +101,10 @@ impl Default for ConnectionConfig {
             keepalive: Duration::from_secs(5),
             max_unsent_bytes: 64 << 20,
             recv_limits: RecvLimits::default(),
-            key_update_packets: 1 << 24,
+            key_update_packets: 1 << 23,
             encryption: true,
+            #[cfg(feature = "fuzzing")]
+            test_aead: false,
             pacer_burst_packets: 4,
             pacing_round: Duration::ZERO,
             handshake_retry: Duration::from_millis(300),
@@ -114,29 +122,60 @@ pub struct EndpointConfig {
     pub keypair: StaticKeypair,
     /// Optional pre-shared key mixed into every handshake (Noise psk2).
     pub psk: Option<[u8; 32]>,
-    /// Static public keys allowed to connect; `None` accepts any peer that completes the handshake
-    /// (with a PSK configured, only peers that know it can).
-    pub authorized_peers: Option<Vec<[u8; 32]>>,
+    /// Static public keys allowed to connect (a mesh endpoint lists its peers). When the list is not empty,
+    /// only the keys on it are accepted, PSK or not.
+    pub authorized_peers: Vec<[u8; 32]>,
+    /// Accept a peer that is not on `authorized_peers` (and, with no PSK, any peer at all). `false` (the
+    /// default): with an empty list and no PSK nobody can connect; open acceptance is only ever by this
+    /// explicit choice. With a PSK and an empty list, knowing the PSK is what authorizes (the server reports
+    /// such a peer only once it proved the PSK with its first packet).
+    pub accept_any_peer: bool,
     /// Accept incoming connections at all.
     pub accept_incoming: bool,
     /// Always demand a cookie (address validation) before spending any state or DH work on a peer.
     pub require_cookie: bool,
     /// Most connections at once.
     pub max_connections: usize,
+    /// Handshakes (Initials that get as far as the Noise DH work) accepted per second from one source IP
+    /// address, on average (WireGuard limits handshakes per source the same way). An Initial over the limit
+    /// is dropped before any DH and counted in `EndpointStats::handshakes_rate_limited`; the client's retry
+    /// comes later. Zero: no limit. Default 50.
+    pub handshake_rate_per_source: u32,
+    /// Handshakes one source IP may start at once above that rate (the bucket's depth). Default 50.
+    pub handshake_burst_per_source: u32,
+    /// Bytes all connections together may hold in frames being received (the sum of what each charges
+    /// against its `RecvLimits::max_buffered_bytes`): a bound on the memory peers can make this endpoint hold,
+    /// whatever their number. A fragment that would pass it is refused (counted in each connection's
+    /// `RecvStats::refused_over_endpoint_budget`) and repaired later by its sender. Default 1 GiB.
+    pub max_recv_buffered_bytes: u64,
     /// Settings for each connection.
     pub connection: ConnectionConfig,
 }
 
 impl EndpointConfig {
-    /// A config with the given identity and defaults for the rest.
+    /// Whether a peer that authenticated with `peer_static` may connect (see `authorized_peers`,
+    /// `accept_any_peer` and `psk`).
+    pub fn is_authorized(&self, peer_static: &[u8; 32]) -> bool {
+        if self.authorized_peers.contains(peer_static) || self.accept_any_peer {
+            return true;
+        }
+        self.authorized_peers.is_empty() && self.psk.is_some()
+    }
+
+    /// A config with the given identity and defaults for the rest: it accepts nobody until peers are listed in
+    /// `authorized_peers`, a PSK is set, or `accept_any_peer` is chosen.
     pub fn new(keypair: StaticKeypair) -> Self {
         EndpointConfig {
             keypair,
             psk: None,
-            authorized_peers: None,
+            authorized_peers: Vec::new(),
+            accept_any_peer: false,
             accept_incoming: true,
             require_cookie: true,
             max_connections: 1024,
+            handshake_rate_per_source: 50,
+            handshake_burst_per_source: 50,
+            max_recv_buffered_bytes: 1 << 30,
             connection: ConnectionConfig::default(),
         }
     }

@@ -12,15 +12,23 @@ use crate::media::{MediaFrame, StreamId};
 use crate::wire::packet::{self, Packet, MIN_INITIAL_SIZE};
 use bytes::BytesMut;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Stateless replies (Retry) waiting to be sent are capped at this many; beyond it they are not generated.
 const MAX_STATELESS_QUEUE: usize = 256;
 /// Rotate the cookie secret this often.
 const COOKIE_ROTATION: Duration = Duration::from_secs(60);
-/// Server-side Noise message 1 payload / client-side message 2 payload: the protocol version.
+/// The protocol version: message 2's payload, and the start of message 1's.
 const HANDSHAKE_PAYLOAD: &[u8] = b"popline/1";
+/// Bytes of the timestamp that follows the version in message 1: seconds (u64) and nanoseconds (u32), big
+/// endian, so that comparing the bytes compares the times (as WireGuard's TAI64N).
+const TIMESTAMP_LEN: usize = 12;
+/// Sources tracked by the handshake rate limit; when full, sources whose bucket is back to full are
+/// forgotten, and a new source is refused while none is.
+const MAX_RATE_SOURCES: usize = 65_536;
+/// Handshake timestamps remembered per peer key (at least this many; see `Endpoint::peer_timestamps`).
+const MIN_TIMESTAMP_ENTRIES: usize = 4096;
 
 /// Refers to a connection of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,6 +84,15 @@ pub struct EndpointStats {
     pub accepted: u64,
     /// Handshake packets (Retry/Handshake) that arrived unexpectedly.
     pub unexpected_handshake: u64,
+    /// Initials dropped by the per-source handshake rate limit
+    /// (`EndpointConfig::handshake_rate_per_source`), before any DH work; also counted in `refused_initials`.
+    pub handshakes_rate_limited: u64,
+    /// Initial packets whose message 1 carried a timestamp no later than the last one accepted from the same
+    /// peer key (a replayed message 1), or none at all; also counted in `refused_initials`.
+    pub replayed_initials: u64,
+    /// Initial packets from a peer that authenticated but is not authorized (not on `authorized_peers`,
+    /// and no PSK or `accept_any_peer` admits it); also counted in `refused_initials`.
+    pub unauthorized_peers: u64,
 }
 
 /// A set of connections sharing one identity and one socket.
@@ -95,6 +112,21 @@ pub struct Endpoint {
     events: VecDeque<(ConnectionHandle, Event)>,
     next_rr: usize,
     stats: EndpointStats,
+    /// What all connections hold in frames being received, in bytes (see
+    /// [`EndpointConfig::max_recv_buffered_bytes`]): updated around each datagram, recounted on timers.
+    recv_buffered: u64,
+    /// The wall-clock time (since the Unix epoch) at `epoch`, when the caller gave one
+    /// ([`Endpoint::set_unix_time`]); without it, handshake timestamps count from the endpoint's start.
+    unix_at_epoch: Option<Duration>,
+    /// The last timestamp this endpoint put in a message 1 (each later one is strictly greater).
+    last_timestamp: [u8; TIMESTAMP_LEN],
+    /// The latest message 1 timestamp accepted from each peer key: a message 1 is accepted only with a later
+    /// one, so a replayed message 1 never makes a connection (WireGuard's rule). Bounded: when full, the
+    /// oldest half of the entries is forgotten.
+    peer_timestamps: HashMap<[u8; 32], [u8; TIMESTAMP_LEN]>,
+    /// The handshake rate limit's state per source IP (a GCRA bucket: the theoretical arrival time of the
+    /// next handshake). SipHash: the keys are what peers choose.
+    handshake_buckets: HashMap<IpAddr, Instant>,
 }
 
 impl Endpoint {
@@ -113,7 +145,89 @@ impl Endpoint {
             events: VecDeque::new(),
             next_rr: 0,
             stats: EndpointStats::default(),
+            recv_buffered: 0,
+            unix_at_epoch: None,
+            last_timestamp: [0; TIMESTAMP_LEN],
+            peer_timestamps: HashMap::new(),
+            handshake_buckets: HashMap::new(),
         })
+    }
+
+    /// Tells the endpoint the wall-clock time: `since_unix_epoch` is the time since the Unix epoch at `now`
+    /// (the caller reads the clock; the endpoint never does). Handshake message 1 carries a timestamp that
+    /// must grow from one handshake to the next of the same key, as the responder refuses any message 1 not
+    /// later than the last it accepted from that key (replay protection). Without a wall clock the timestamp
+    /// counts from this endpoint's creation, which is monotonic only for this endpoint's life: a node whose
+    /// identity outlives a process restart must call this before connecting, or a peer that still remembers
+    /// its earlier handshakes refuses it.
+    pub fn set_unix_time(&mut self, now: Instant, since_unix_epoch: Duration) {
+        let elapsed = now.saturating_duration_since(self.epoch);
+        self.unix_at_epoch = Some(since_unix_epoch.saturating_sub(elapsed));
+    }
+
+    /// Message 1's payload: the version and a timestamp later than every earlier one of this endpoint.
+    fn initiator_payload(&mut self, now: Instant) -> Vec<u8> {
+        let t = self.unix_at_epoch.unwrap_or_default() + now.saturating_duration_since(self.epoch);
+        let mut ts = [0u8; TIMESTAMP_LEN];
+        ts[..8].copy_from_slice(&t.as_secs().to_be_bytes());
+        ts[8..].copy_from_slice(&t.subsec_nanos().to_be_bytes());
+        if ts <= self.last_timestamp {
+            // Same instant (or a clock that stepped back): one nanosecond past the last one.
+            let last = &self.last_timestamp;
+            let secs = u64::from_be_bytes(last[..8].try_into().unwrap_or_default());
+            let nanos = u32::from_be_bytes(last[8..].try_into().unwrap_or_default());
+            let (secs, nanos) = if nanos >= 999_999_999 {
+                (secs.saturating_add(1), 0)
+            } else {
+                (secs, nanos + 1)
+            };
+            ts[..8].copy_from_slice(&secs.to_be_bytes());
+            ts[8..].copy_from_slice(&nanos.to_be_bytes());
+        }
+        self.last_timestamp = ts;
+        let mut payload = HANDSHAKE_PAYLOAD.to_vec();
+        payload.extend_from_slice(&ts);
+        payload
+    }
+
+    /// Whether `source` may start a handshake now (and takes its share if so): the per-source rate limit.
+    fn handshake_allowed(&mut self, now: Instant, source: IpAddr) -> bool {
+        let rate = self.config.handshake_rate_per_source;
+        if rate == 0 {
+            return true;
+        }
+        let interval = Duration::from_secs(1) / rate;
+        let tolerance = interval * self.config.handshake_burst_per_source.saturating_sub(1);
+        if self.handshake_buckets.len() >= MAX_RATE_SOURCES && !self.handshake_buckets.contains_key(&source) {
+            self.handshake_buckets.retain(|_, tat| *tat > now);
+            if self.handshake_buckets.len() >= MAX_RATE_SOURCES {
+                return false;
+            }
+        }
+        let tat = self.handshake_buckets.get(&source).map_or(now, |&t| t.max(now));
+        if tat.saturating_duration_since(now) > tolerance {
+            return false;
+        }
+        self.handshake_buckets.insert(source, tat + interval);
+        true
+    }
+
+    /// Message 1's timestamp, if its payload is the version followed by one.
+    fn initiator_timestamp(payload: &[u8]) -> Option<[u8; TIMESTAMP_LEN]> {
+        payload.strip_prefix(HANDSHAKE_PAYLOAD)?.try_into().ok()
+    }
+
+    /// Remembers `peer`'s latest accepted timestamp (bounded: see `peer_timestamps`).
+    fn remember_timestamp(&mut self, peer: [u8; 32], ts: [u8; TIMESTAMP_LEN]) {
+        let cap = MIN_TIMESTAMP_ENTRIES.max(self.config.authorized_peers.len() * 2);
+        if self.peer_timestamps.len() >= cap && !self.peer_timestamps.contains_key(&peer) {
+            let mut all: Vec<[u8; TIMESTAMP_LEN]> = self.peer_timestamps.values().copied().collect();
+            all.sort_unstable();
+            if let Some(&median) = all.get(all.len() / 2) {
+                self.peer_timestamps.retain(|_, t| *t > median);
+            }
+        }
+        self.peer_timestamps.insert(peer, ts);
     }
 
     /// Endpoint-level counters.
@@ -175,11 +289,12 @@ impl Endpoint {
         remote: SocketAddr,
         remote_static: [u8; 32],
     ) -> Result<ConnectionHandle, EndpointError> {
+        let payload = self.initiator_payload(now);
         let (init, msg1) = InitiatorHandshake::start(
             &self.config.keypair,
             &remote_static,
             self.config.psk.as_ref(),
-            HANDSHAKE_PAYLOAD,
+            &payload,
         )?;
         let cid = self.new_cid()?;
         let conn = Connection::client(
@@ -209,7 +324,17 @@ impl Endpoint {
         };
         match parsed {
             Packet::Data(h) => match self.by_cid.get(&h.dst_cid).and_then(|&i| self.conns.get_mut(i)) {
-                Some(Some(c)) => c.handle_data(now, remote, h, datagram),
+                Some(Some(c)) => {
+                    let before = c.recv_buffered_bytes();
+                    let room = self
+                        .config
+                        .max_recv_buffered_bytes
+                        .saturating_sub(self.recv_buffered);
+                    c.set_recv_room(room);
+                    c.handle_data(now, remote, h, datagram);
+                    let after = c.recv_buffered_bytes();
+                    self.recv_buffered = (self.recv_buffered + after).saturating_sub(before);
+                }
                 _ => self.stats.unknown_connection += 1,
             },
             Packet::Retry { header, cookie } => {
@@ -231,16 +356,7 @@ impl Endpoint {
                     Some(Some(c)) if c.remote() == remote => {
                         c.handle_handshake(now, header.src_cid, message);
                         if c.wants_new_handshake() {
-                            let remote_static = c.peer_static();
-                            match InitiatorHandshake::start(
-                                &self.config.keypair,
-                                &remote_static,
-                                self.config.psk.as_ref(),
-                                HANDSHAKE_PAYLOAD,
-                            ) {
-                                Ok((init, msg1)) => c.restart_handshake(now, init, msg1),
-                                Err(e) => tracing::warn!(%remote, error = %e, "handshake restart failed"),
-                            }
+                            self.restart_handshake(now, remote, header.dst_cid);
                         }
                     }
                     _ => self.stats.unexpected_handshake += 1,
@@ -257,6 +373,32 @@ impl Endpoint {
         }
     }
 
+    /// Gives the client connection `cid` a fresh message 1 (its handshake state was spent on a bad reply).
+    fn restart_handshake(&mut self, now: Instant, remote: SocketAddr, cid: u64) {
+        let Some(&idx) = self.by_cid.get(&cid) else { return };
+        let Some(Some(remote_static)) = self
+            .conns
+            .get(idx)
+            .map(|c| c.as_ref().map(Connection::peer_static))
+        else {
+            return;
+        };
+        let payload = self.initiator_payload(now);
+        match InitiatorHandshake::start(
+            &self.config.keypair,
+            &remote_static,
+            self.config.psk.as_ref(),
+            &payload,
+        ) {
+            Ok((init, msg1)) => {
+                if let Some(Some(c)) = self.conns.get_mut(idx) {
+                    c.restart_handshake(now, init, msg1);
+                }
+            }
+            Err(e) => tracing::warn!(%remote, error = %e, "handshake restart failed"),
+        }
+    }
+
     fn handle_initial(
         &mut self,
         now: Instant,
@@ -270,25 +412,13 @@ impl Endpoint {
             self.stats.refused_initials += 1;
             return;
         }
-        if let Some(&idx) = self.by_client.get(&(remote, client_cid)) {
+        let existing = self.by_client.get(&(remote, client_cid)).copied();
+        if let Some(idx) = existing {
             if let Some(Some(c)) = self.conns.get_mut(idx) {
-                if c.handle_repeated_initial(message) {
+                if c.handle_repeated_initial(message, datagram_len) {
                     return;
                 }
             }
-            // The client restarted its handshake: the half-open connection goes, the new one is built below.
-            if let Some(Some(old)) = self.conns.get_mut(idx).map(Option::take) {
-                self.by_cid.remove(&old.local_cid());
-                let old_handle = self.handle(idx);
-                self.events.push_back((
-                    old_handle,
-                    Event::Closed {
-                        reason: CloseReason::HandshakeRestarted,
-                    },
-                ));
-                self.retire(idx);
-            }
-            self.by_client.remove(&(remote, client_cid));
         }
         if now.saturating_duration_since(self.last_rotation) >= COOKIE_ROTATION
             && self.cookies.rotate().is_ok()
@@ -314,11 +444,19 @@ impl Endpoint {
                 return;
             }
         }
-        if self.connection_count() >= self.config.max_connections {
+        // The cookie (when demanded) proved the source: now it may spend DH work, at its rate.
+        if !self.handshake_allowed(now, remote.ip()) {
+            self.stats.handshakes_rate_limited += 1;
             self.stats.refused_initials += 1;
             return;
         }
-        let (responder, peer_static, _payload) =
+        // A restart replaces the half-open connection, so it does not count against the limit.
+        let replaced = existing.is_some_and(|i| matches!(self.conns.get(i), Some(Some(_))));
+        if self.connection_count() - usize::from(replaced) >= self.config.max_connections {
+            self.stats.refused_initials += 1;
+            return;
+        }
+        let (responder, peer_static, payload) =
             match ResponderHandshake::read_init(&self.config.keypair, self.config.psk.as_ref(), message) {
                 Ok(x) => x,
                 Err(e) => {
@@ -327,12 +465,40 @@ impl Endpoint {
                     return;
                 }
             };
-        if let Some(allowed) = &self.config.authorized_peers {
-            if !allowed.contains(&peer_static) {
-                tracing::info!(%remote, "handshake from an unauthorized static key refused");
-                self.stats.refused_initials += 1;
-                return;
+        if !self.config.is_authorized(&peer_static) {
+            tracing::info!(%remote, "handshake from an unauthorized static key refused");
+            self.stats.refused_initials += 1;
+            self.stats.unauthorized_peers += 1;
+            return;
+        }
+        // A message 1 can be replayed by anyone who saw it: only one later than the last accepted from this
+        // key makes a connection.
+        let fresh = Self::initiator_timestamp(&payload).filter(|ts| {
+            self.peer_timestamps
+                .get(&peer_static)
+                .is_none_or(|last| ts > last)
+        });
+        let Some(timestamp) = fresh else {
+            tracing::debug!(%remote, "replayed or undated handshake refused");
+            self.stats.refused_initials += 1;
+            self.stats.replayed_initials += 1;
+            return;
+        };
+        if let Some(idx) = existing {
+            // The client restarted its handshake (its address proved again, its new message 1 authentic and
+            // later than the last): the half-open connection goes, the new one is built below.
+            if let Some(Some(old)) = self.conns.get_mut(idx).map(Option::take) {
+                self.by_cid.remove(&old.local_cid());
+                let old_handle = self.handle(idx);
+                self.events.push_back((
+                    old_handle,
+                    Event::Closed {
+                        reason: CloseReason::HandshakeRestarted,
+                    },
+                ));
+                self.retire(idx);
             }
+            self.by_client.remove(&(remote, client_cid));
         }
         let (keys, message2) = match responder.respond(HANDSHAKE_PAYLOAD) {
             Ok(x) => x,
@@ -353,10 +519,13 @@ impl Endpoint {
             keys,
             message.to_vec(),
             message2,
+            self.config.require_cookie,
+            datagram_len,
         );
         match self.insert(conn) {
             Ok(h) => {
                 self.by_client.insert((remote, client_cid), h.index);
+                self.remember_timestamp(peer_static, timestamp);
                 self.stats.accepted += 1;
                 tracing::debug!(%remote, cid, "connection accepted");
             }
@@ -425,6 +594,18 @@ impl Endpoint {
                 }
             }
         }
+        self.recv_buffered = self
+            .conns
+            .iter()
+            .flatten()
+            .map(Connection::recv_buffered_bytes)
+            .sum();
+    }
+
+    /// Bytes all connections hold in frames being received (bounded by
+    /// [`EndpointConfig::max_recv_buffered_bytes`]).
+    pub fn recv_buffered_bytes(&self) -> u64 {
+        self.recv_buffered
     }
 
     fn collect_events(&mut self) {

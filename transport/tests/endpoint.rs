@@ -24,6 +24,8 @@ struct Pair {
     a_sent_bytes: u64,
     a_events: Vec<Event>,
     b_events: Vec<Event>,
+    /// b's connection, once it reported one.
+    b_conn: Option<transport::ConnectionHandle>,
     /// Copies of datagrams a sent, for replay tests.
     a_sent: Vec<Vec<u8>>,
     /// When set, a's datagrams are appended one after another to this buffer (as a driver builds a GSO
@@ -50,6 +52,7 @@ impl Pair {
             a_sent_bytes: 0,
             a_events: Vec::new(),
             b_events: Vec::new(),
+            b_conn: None,
             a_sent: Vec::new(),
             a_batch: None,
         }
@@ -81,7 +84,10 @@ impl Pair {
         while let Some((_, e)) = self.a.poll_event() {
             self.a_events.push(e);
         }
-        while let Some((_, e)) = self.b.poll_event() {
+        while let Some((h, e)) = self.b.poll_event() {
+            if matches!(e, Event::Connected { .. }) {
+                self.b_conn = Some(h);
+            }
             self.b_events.push(e);
         }
         let next = [
@@ -131,9 +137,11 @@ fn configs() -> (EndpointConfig, EndpointConfig, [u8; 32]) {
     let a = StaticKeypair::generate().unwrap();
     let b = StaticKeypair::generate().unwrap();
     let b_pub = b.public;
+    let mut b_cfg = EndpointConfig::new(b);
+    b_cfg.authorized_peers = vec![a.public];
     let mut a_cfg = EndpointConfig::new(a);
     a_cfg.accept_incoming = false;
-    (a_cfg, EndpointConfig::new(b), b_pub)
+    (a_cfg, b_cfg, b_pub)
 }
 
 fn link(rtt_ms: u64) -> LinkConfig {
@@ -181,12 +189,73 @@ fn a_wrong_server_key_or_an_unauthorized_client_never_connects() {
     );
 
     let (a_cfg, mut b_cfg, b_pub) = configs();
-    b_cfg.authorized_peers = Some(vec![StaticKeypair::generate().unwrap().public]);
+    b_cfg.authorized_peers = vec![StaticKeypair::generate().unwrap().public];
     let mut p = Pair::new(a_cfg, b_cfg, link(20));
     p.a.connect(p.now, p.b_addr, b_pub).unwrap();
     p.run_for(Duration::from_secs(1));
     assert!(!Pair::connected(&p.a_events));
     assert_eq!(p.b.connection_count(), 0);
+}
+
+/// A server accepts only the peers it was told about: by default (no list, no PSK) nobody, counted; a listed
+/// key, a shared PSK or an explicit `accept_any_peer` lets the client in.
+#[test]
+fn an_unlisted_peer_is_refused_by_default_and_counted() {
+    let run = |b_cfg: EndpointConfig, a_cfg: EndpointConfig, b_pub| {
+        let mut p = Pair::new(a_cfg, b_cfg, link(20));
+        p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+        p.run_for(Duration::from_secs(1));
+        (Pair::connected(&p.a_events), p.b.connection_count(), p.b.stats())
+    };
+    // Default config: nobody is authorized.
+    let (a_cfg, _, _) = configs();
+    let b = StaticKeypair::generate().unwrap();
+    let b_pub = b.public;
+    let (connected, conns, st) = run(EndpointConfig::new(b.clone()), a_cfg, b_pub);
+    assert!(!connected, "an unlisted client must not connect by default");
+    assert_eq!(conns, 0);
+    assert!(st.unauthorized_peers >= 1, "{st:?}");
+    // Explicit open acceptance.
+    let (a_cfg, _, _) = configs();
+    let mut open = EndpointConfig::new(b.clone());
+    open.accept_any_peer = true;
+    assert!(run(open, a_cfg, b_pub).0);
+    // A PSK authorizes whoever knows it.
+    let (mut a_cfg, _, _) = configs();
+    a_cfg.psk = Some([5; 32]);
+    let mut psk = EndpointConfig::new(b);
+    psk.psk = Some([5; 32]);
+    assert!(run(psk, a_cfg, b_pub).0);
+}
+
+/// A message 1 replayed from elsewhere (within a cookie's life, or with no cookie demanded) must not make the
+/// server report a peer: the server reports Connected only on the client's first authenticated packet, and
+/// refuses a message 1 whose timestamp is not later than the last one it accepted from that key.
+#[test]
+fn a_replayed_first_handshake_message_creates_no_peer() {
+    let (a_cfg, mut b_cfg, b_pub) = configs();
+    b_cfg.require_cookie = false;
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(300));
+    let connected = |e: &[Event]| e.iter().filter(|e| matches!(e, Event::Connected { .. })).count();
+    assert_eq!(connected(&p.b_events), 1);
+    let initial = p.a_sent.first().cloned().unwrap();
+    // The attacker replays it from its own address, with a connection id of its own.
+    let mut replay = initial.clone();
+    replay[10..18].copy_from_slice(&777u64.to_be_bytes());
+    let attacker: SocketAddr = "127.0.0.66:6666".parse().unwrap();
+    let now = p.now;
+    p.b.handle_datagram(now, attacker, BytesMut::from(&replay[..]));
+    p.b.handle_datagram(now, attacker, BytesMut::from(&initial[..]));
+    p.run_for(Duration::from_millis(300));
+    assert_eq!(connected(&p.b_events), 1, "a replayed message 1 made a peer");
+    assert_eq!(
+        p.b.connection_count(),
+        1,
+        "a replayed message 1 made server state"
+    );
+    assert_eq!(p.b.stats().replayed_initials, 2);
 }
 
 #[test]
@@ -519,4 +588,428 @@ fn startup_priming_finds_the_path_rate_before_any_frame() {
             );
         }
     }
+}
+
+/// Runs `ep` alone (nothing delivered to it) until `end`; returns the bytes it sent to `to`, and to others.
+fn run_alone(ep: &mut Endpoint, mut now: Instant, end: Instant, to: SocketAddr) -> (usize, usize) {
+    let (mut to_bytes, mut other) = (0, 0);
+    let mut buf = Vec::new();
+    while now < end {
+        ep.handle_timeout(now);
+        while let Some(t) = ep.poll_transmit(now, &mut buf) {
+            if t.destination == to {
+                to_bytes += t.size;
+            } else {
+                other += t.size;
+            }
+        }
+        while ep.poll_event().is_some() {}
+        let Some(next) = ep.poll_timeout() else { break };
+        now = next.max(now + Duration::from_millis(1));
+    }
+    (to_bytes, other)
+}
+
+/// With no cookie demanded, one spoofed Initial must not make the server send the victim more than three
+/// times its size (handshake reply, probes, keepalives, startup priming) before the client's first
+/// authenticated packet proves the address.
+#[test]
+fn an_unvalidated_address_gets_at_most_three_times_what_it_sent() {
+    let (a_cfg, mut b_cfg, b_pub) = configs();
+    b_cfg.require_cookie = false;
+    let now = Instant::now();
+    let mut a = Endpoint::new(a_cfg, now).unwrap();
+    let mut b = Endpoint::new(b_cfg, now).unwrap();
+    let b_addr: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+    let victim: SocketAddr = "127.0.0.99:9999".parse().unwrap();
+    a.connect(now, b_addr, b_pub).unwrap();
+    let mut buf = Vec::new();
+    let t = a.poll_transmit(now, &mut buf).unwrap();
+    let initial = buf[..t.size].to_vec();
+    b.handle_datagram(now, victim, BytesMut::from(&initial[..]));
+    let (to_victim, _) = run_alone(&mut b, now, now + Duration::from_secs(20), victim);
+    assert!(
+        to_victim <= 3 * initial.len(),
+        "{to_victim} bytes sent for a {}-byte Initial",
+        initial.len()
+    );
+}
+
+/// A peer's newest packet arriving from a new address (here an on-path attacker's copy, sent from a victim's
+/// address first) moves the connection there only on probation: at most three times what came from there
+/// is sent until the path answers a PATH_CHALLENGE, and without an answer the connection goes back.
+#[test]
+fn a_spoofed_migration_is_validated_and_reverted() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    let ch = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    assert!(Pair::connected(&p.a_events));
+    // Data from a, delivered to b at once; b's ACK is the packet the attacker races from the victim's
+    // address.
+    p.a.send_frame(ch, StreamId(0), frame(MediaKind::Key, 1_000_000))
+        .unwrap();
+    let mut now = p.now;
+    let mut buf = Vec::new();
+    while let Some(t) = p.a.poll_transmit(now, &mut buf) {
+        p.b.handle_datagram(now, p.a_addr, BytesMut::from(&buf[..t.size]));
+    }
+    now += Duration::from_millis(10);
+    p.b.handle_timeout(now);
+    let t = p.b.poll_transmit(now, &mut buf).unwrap();
+    let spoofed = buf[..t.size].to_vec();
+    let victim: SocketAddr = "127.0.0.99:9999".parse().unwrap();
+    p.a.handle_datagram(now, victim, BytesMut::from(&spoofed[..]));
+    let (to_victim, _) = run_alone(&mut p.a, now, now + Duration::from_secs(3), victim);
+    assert!(
+        to_victim <= 3 * spoofed.len(),
+        "{to_victim} bytes to the victim for one {}-byte packet",
+        spoofed.len()
+    );
+    let c = p.a.connection(ch).unwrap();
+    assert_eq!(c.remote(), p.b_addr, "back on the validated path");
+    let st = c.stats();
+    assert_eq!((st.migrations, st.path_validation_failures), (1, 1), "{st:?}");
+}
+
+/// A real NAT rebinding: the client's packets start coming from a new address; the server validates it and
+/// stays there, and frames keep flowing.
+#[test]
+fn a_rebinding_peer_is_validated_and_followed() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    let ch = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    p.a_addr = "127.0.0.77:4077".parse().unwrap();
+    for _ in 0..20 {
+        p.a.send_frame(ch, StreamId(0), frame(MediaKind::Key, 20_000))
+            .unwrap();
+    }
+    p.run_for(Duration::from_secs(3));
+    assert_eq!(Pair::frames(&p.b_events).len(), 20);
+    let b = p.b.connection(p.b_conn.unwrap()).unwrap();
+    assert_eq!(b.remote(), p.a_addr);
+    let st = b.stats();
+    assert_eq!(
+        (st.migrations, st.path_validations, st.path_validation_failures),
+        (1, 1, 0),
+        "{st:?}"
+    );
+}
+
+/// An Initial that claims a client's address and connection id but carries no valid cookie must not tear
+/// down that client's half-open connection: the cookie is checked first.
+#[test]
+fn an_initial_without_a_cookie_does_not_tear_down_a_half_open_connection() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let now = Instant::now();
+    let mut a = Endpoint::new(a_cfg, now).unwrap();
+    let mut b = Endpoint::new(b_cfg, now).unwrap();
+    let a_addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let b_addr: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+    a.connect(now, b_addr, b_pub).unwrap();
+    let mut buf = Vec::new();
+    // Initial, Retry, Initial with the cookie: b holds a half-open connection.
+    for _ in 0..2 {
+        let t = a.poll_transmit(now, &mut buf).unwrap();
+        let initial = buf[..t.size].to_vec();
+        b.handle_datagram(now, a_addr, BytesMut::from(&initial[..]));
+        if let Some(t) = b.poll_transmit(now, &mut buf) {
+            if b.connection_count() == 0 {
+                a.handle_datagram(now, b_addr, BytesMut::from(&buf[..t.size]));
+            }
+        }
+    }
+    assert_eq!(b.connection_count(), 1, "half-open");
+    let client_cid = {
+        let t = a.poll_transmit(now + Duration::from_secs(1), &mut buf).unwrap();
+        u64::from_be_bytes(buf[..t.size][10..18].try_into().unwrap())
+    };
+    // The attacker's Initial: the client's address and id, another message, no cookie (or a bad one).
+    for cookie in [&[][..], &[0x55; 40][..]] {
+        let mut forged = Vec::new();
+        transport::wire::packet::write_initial(&mut forged, 0, client_cid, cookie, &[0x42; 200]);
+        b.handle_datagram(now, a_addr, BytesMut::from(&forged[..]));
+    }
+    let closed = std::iter::from_fn(|| b.poll_event())
+        .filter(|(_, e)| matches!(e, Event::Closed { .. }))
+        .count();
+    assert_eq!(closed, 0, "the half-open connection was torn down");
+    assert_eq!(b.connection_count(), 1);
+    assert_eq!(b.stats().bad_cookies, 1);
+}
+
+/// Initials from one source IP beyond the per-source rate are dropped before any DH work.
+#[test]
+fn handshakes_from_one_source_are_rate_limited() {
+    let (_, mut b_cfg, _) = configs();
+    b_cfg.require_cookie = false;
+    b_cfg.handshake_rate_per_source = 10;
+    b_cfg.handshake_burst_per_source = 5;
+    let b_pub = b_cfg.keypair.public;
+    let now = Instant::now();
+    let mut b = Endpoint::new(b_cfg, now).unwrap();
+    let b_addr: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+    let mut buf = Vec::new();
+    for i in 0..100u16 {
+        let mut cfg = EndpointConfig::new(StaticKeypair::generate().unwrap());
+        cfg.accept_incoming = false;
+        let mut fake = Endpoint::new(cfg, now).unwrap();
+        fake.connect(now, b_addr, b_pub).unwrap();
+        let t = fake.poll_transmit(now, &mut buf).unwrap();
+        let from = SocketAddr::from(([10, 0, 0, 1], 1000 + i));
+        b.handle_datagram(now, from, BytesMut::from(&buf[..t.size]));
+    }
+    let st = b.stats();
+    // Unlisted keys: each Initial that got DH work was refused as unauthorized.
+    assert_eq!(st.unauthorized_peers, 5, "{st:?}");
+    assert_eq!(st.handshakes_rate_limited, 95, "{st:?}");
+    // Another source is not affected, and the first one gets its rate back with time.
+    let mut cfg = EndpointConfig::new(StaticKeypair::generate().unwrap());
+    cfg.accept_incoming = false;
+    let mut fake = Endpoint::new(cfg, now).unwrap();
+    fake.connect(now, b_addr, b_pub).unwrap();
+    let t = fake.poll_transmit(now, &mut buf).unwrap();
+    b.handle_datagram(
+        now,
+        SocketAddr::from(([10, 0, 0, 2], 1000)),
+        BytesMut::from(&buf[..t.size]),
+    );
+    b.handle_datagram(
+        now + Duration::from_secs(1),
+        SocketAddr::from(([10, 0, 0, 1], 999)),
+        BytesMut::from(&buf[..t.size]),
+    );
+    assert_eq!(b.stats().unauthorized_peers, 7);
+}
+
+/// RFC 9001 section 6.6: AES-GCM keys rotate every 2^23 packets at the latest.
+#[test]
+fn keys_rotate_within_the_aes_gcm_limit_by_default() {
+    assert!(transport::ConnectionConfig::default().key_update_packets <= 1 << 23);
+}
+
+/// Plaintext packets crafted for b's connection (encryption off on both sides, so the test can write them).
+fn crafted(dst_cid: u64, pn: u64, key_phase: bool, frames: &[u8]) -> BytesMut {
+    let mut v = Vec::new();
+    transport::wire::packet::write_data_header(
+        &mut v,
+        &transport::wire::packet::DataHeader {
+            dst_cid,
+            packet_number: pn,
+            key_phase,
+        },
+    );
+    v.extend_from_slice(frames);
+    BytesMut::from(&v[..])
+}
+
+/// A connected plaintext pair, and b's connection id (from a's last packet).
+fn plaintext_pair() -> (Pair, u64) {
+    plaintext_pair_with(|_| {})
+}
+
+/// [`plaintext_pair`] with b's config adjusted.
+fn plaintext_pair_with(adjust: impl FnOnce(&mut EndpointConfig)) -> (Pair, u64) {
+    let (mut a_cfg, mut b_cfg, b_pub) = configs();
+    adjust(&mut b_cfg);
+    a_cfg.connection.encryption = false;
+    b_cfg.connection.encryption = false;
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    assert!(p.b_conn.is_some());
+    let last = p.a_sent.last().unwrap().clone();
+    let dst_cid = match transport::wire::packet::parse(&last) {
+        Ok(transport::wire::packet::Packet::Data(h)) => h.dst_cid,
+        other => unreachable!("a data packet, not {other:?}"),
+    };
+    (p, dst_cid)
+}
+
+/// The peer may not move to another key phase before we acknowledged a packet of its current one: a
+/// packet flipping the phase again at once is refused, not a key derivation.
+#[test]
+fn consecutive_peer_key_updates_are_refused() {
+    let (mut p, cid) = plaintext_pair();
+    let h = p.b_conn.unwrap();
+    let before = p.b.connection_stats(h).unwrap().packets_received;
+    let now = p.now;
+    let ping = [0x01u8];
+    p.b.handle_datagram(now, p.a_addr, crafted(cid, 1_000_000, true, &ping));
+    p.b.handle_datagram(now, p.a_addr, crafted(cid, 1_000_001, false, &ping));
+    p.b.handle_datagram(now, p.a_addr, crafted(cid, 1_000_002, true, &ping));
+    let st = p.b.connection_stats(h).unwrap();
+    assert_eq!(
+        st.packets_received - before,
+        2,
+        "the second flip was taken: {st:?}"
+    );
+    assert_eq!(st.peer_key_updates_refused, 1);
+}
+
+/// A packet with two ACK frames is malformed: the second is not walked.
+#[test]
+fn only_one_ack_frame_per_packet_is_handled() {
+    let (mut p, cid) = plaintext_pair();
+    let h = p.b_conn.unwrap();
+    let before = p.b.connection_stats(h).unwrap().malformed;
+    let mut frames = Vec::new();
+    for _ in 0..10 {
+        transport::wire::frame::AckFrame {
+            ack_delay_us: 0,
+            ranges: vec![0..=0],
+        }
+        .encode(&mut frames);
+    }
+    let now = p.now;
+    p.b.handle_datagram(now, p.a_addr, crafted(cid, 1_000_000, false, &frames));
+    let st = p.b.connection_stats(h).unwrap();
+    assert_eq!(st.malformed - before, 1, "{st:?}");
+    assert_eq!(st.extra_ack_frames, 1);
+}
+
+/// The endpoint-wide receive budget binds before a connection's own: a peer leaving a gap at the head and
+/// sending the start of many frames behind it cannot make the endpoint hold more than the budget.
+#[test]
+fn the_endpoint_receive_budget_bounds_what_peers_make_it_hold() {
+    let (mut p, cid) = plaintext_pair_with(|b| b.max_recv_buffered_bytes = 100_000);
+    let h = p.b_conn.unwrap();
+    let now = p.now;
+    for seq in 1..100u64 {
+        let mut frames = Vec::new();
+        transport::wire::frame::FragmentHeader {
+            stream: 7,
+            seq,
+            kind: MediaKind::Key,
+            frame_len: 10_000,
+            offset: 0,
+            age_us: 0,
+            budget_us: None,
+        }
+        .encode(&[9; 100], &mut frames);
+        p.b.handle_datagram(now, p.a_addr, crafted(cid, 1_000_000 + seq, false, &frames));
+    }
+    assert!(
+        p.b.recv_buffered_bytes() <= 100_000,
+        "{}",
+        p.b.recv_buffered_bytes()
+    );
+    let st = p.b.connection_stats(h).unwrap();
+    assert!(st.recv.refused_over_endpoint_budget > 80, "{:?}", st.recv);
+}
+
+/// A node that restarts keeps its identity but not its memory: given the wall clock, its first handshake
+/// after the restart is later than any before it, so a server that remembers the earlier ones lets it in
+/// (and still refuses replays of them).
+#[test]
+fn a_restarted_client_with_a_wall_clock_reconnects() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let a_again = a_cfg.clone();
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    let wall = Duration::from_secs(1_800_000_000);
+    p.a.set_unix_time(p.now, wall);
+    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    assert_eq!(p.b.stats().accepted, 1);
+    // The restart: a new endpoint, a new monotonic clock origin, the same key; the wall clock moved on.
+    p.a = Endpoint::new(a_again, p.now).unwrap();
+    p.a.set_unix_time(p.now, wall + Duration::from_secs(5));
+    p.a_addr = "127.0.0.1:4001".parse().unwrap();
+    p.a_events.clear();
+    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    assert!(Pair::connected(&p.a_events), "{:?}", p.b.stats());
+    assert_eq!(p.b.stats().accepted, 2);
+    assert_eq!(p.b.stats().replayed_initials, 0);
+}
+
+/// Startup priming waits for the client's first authenticated packet, even when a cookie proved its
+/// address: a server that only read message 1 sends message 2 and nothing to fill the window with.
+#[test]
+fn no_priming_before_the_handshake_is_confirmed() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let now = Instant::now();
+    let mut a = Endpoint::new(a_cfg, now).unwrap();
+    let mut b = Endpoint::new(b_cfg, now).unwrap();
+    let a_addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let b_addr: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+    a.connect(now, b_addr, b_pub).unwrap();
+    let mut buf = Vec::new();
+    // Initial, Retry, Initial with the cookie: b holds a connection it cannot confirm.
+    let t = a.poll_transmit(now, &mut buf).unwrap();
+    b.handle_datagram(now, a_addr, BytesMut::from(&buf[..t.size]));
+    let t = b.poll_transmit(now, &mut buf).unwrap();
+    a.handle_datagram(now, b_addr, BytesMut::from(&buf[..t.size]));
+    let t = a.poll_transmit(now, &mut buf).unwrap();
+    b.handle_datagram(now, a_addr, BytesMut::from(&buf[..t.size]));
+    assert_eq!(b.stats().accepted, 1);
+    let (to_a, _) = run_alone(&mut b, now, now + Duration::from_secs(2), a_addr);
+    assert!(to_a < 1200, "{to_a} bytes before the client confirmed");
+}
+
+/// A rebinding peer that only receives (its packets are small ACKs) is validated too: the PATH_CHALLENGE
+/// alone fits the amplification budget of a few ACKs, so the sender does not stall on the new path.
+#[test]
+fn a_rebinding_receiver_is_validated_and_followed() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    p.run_for(Duration::from_millis(500));
+    let h = p.b_conn.unwrap();
+    for _ in 0..10 {
+        p.b.send_frame(h, StreamId(0), frame(MediaKind::Key, 20_000))
+            .unwrap();
+    }
+    p.run_for(Duration::from_millis(30));
+    p.a_addr = "127.0.0.77:4077".parse().unwrap();
+    for _ in 0..10 {
+        p.b.send_frame(h, StreamId(0), frame(MediaKind::Key, 20_000))
+            .unwrap();
+    }
+    p.run_for(Duration::from_secs(2));
+    assert_eq!(Pair::frames(&p.a_events).len(), 20);
+    let st = p.b.connection_stats(h).unwrap();
+    assert_eq!(p.b.connection(h).unwrap().remote(), p.a_addr);
+    assert_eq!((st.migrations, st.path_validations), (1, 1), "{st:?}");
+}
+
+/// A replay of the client's own earlier Initial (its cookie still valid, its address and id the client's)
+/// must not replace the half-open connection of the client's newer handshake.
+#[test]
+fn a_replayed_older_initial_does_not_replace_a_newer_half_open_connection() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let now = Instant::now();
+    let mut a = Endpoint::new(a_cfg, now).unwrap();
+    let mut b = Endpoint::new(b_cfg, now).unwrap();
+    let a_addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let b_addr: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+    a.connect(now, b_addr, b_pub).unwrap();
+    let mut buf = Vec::new();
+    let t = a.poll_transmit(now, &mut buf).unwrap();
+    b.handle_datagram(now, a_addr, BytesMut::from(&buf[..t.size]));
+    let t = b.poll_transmit(now, &mut buf).unwrap();
+    a.handle_datagram(now, b_addr, BytesMut::from(&buf[..t.size]));
+    let t = a.poll_transmit(now, &mut buf).unwrap();
+    let first = buf[..t.size].to_vec();
+    let client_cid = u64::from_be_bytes(first[10..18].try_into().unwrap());
+    b.handle_datagram(now, a_addr, BytesMut::from(&first[..]));
+    assert_eq!(b.stats().accepted, 1);
+    // A forged reply spends the client's handshake state: it starts over with a new message 1.
+    let mut forged = Vec::new();
+    transport::wire::packet::write_handshake(&mut forged, client_cid, 99, &[0x42; 80]);
+    a.handle_datagram(now, b_addr, BytesMut::from(&forged[..]));
+    let later = now + Duration::from_millis(10);
+    let t = a.poll_transmit(later, &mut buf).unwrap();
+    b.handle_datagram(later, a_addr, BytesMut::from(&buf[..t.size]));
+    assert_eq!(b.stats().accepted, 2, "{:?}", b.stats());
+    while b.poll_event().is_some() {}
+    // The attacker replays the first Initial.
+    b.handle_datagram(later, a_addr, BytesMut::from(&first[..]));
+    let closed = std::iter::from_fn(|| b.poll_event())
+        .filter(|(_, e)| matches!(e, Event::Closed { .. }))
+        .count();
+    assert_eq!(closed, 0, "the newer half-open connection was torn down");
+    assert_eq!(b.connection_count(), 1);
+    assert_eq!(b.stats().replayed_initials, 1);
 }

@@ -110,3 +110,13 @@ fn handshake_survives_random_and_mutated_input() {
 fn endpoint_survives_random_and_mutated_datagram_sequences() {
     run(fuzzing::endpoint, 3_000, 3);
 }
+
+#[test]
+fn connection_survives_random_and_mutated_records() {
+    run(fuzzing::connection, 1_500, 4);
+}
+
+#[test]
+fn handshake_response_survives_random_and_mutated_input() {
+    run(fuzzing::handshake_response, 1_500, 5);
+}

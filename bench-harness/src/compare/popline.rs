@@ -51,10 +51,12 @@ pub fn run(spec: &RunSpec<'_>, primed: bool) -> Result<Outcome> {
     // Datagrams as large as the path takes (IPv4 + UDP headers under the MTU), as TCP's segments are: a PoP
     // link's MTU is known, and the transport's 1400-byte default leaves room for tunnels this path has not.
     let datagram = usize::from(spec.mtu).saturating_sub(28).max(1200);
+    let client_key = StaticKeypair::generate()?;
     let mut server_cfg = EndpointConfig::new(server_key);
+    server_cfg.authorized_peers = vec![client_key.public];
     server_cfg.connection.max_datagram_bytes = datagram;
     server_cfg.connection.pacing_round = spec.popline_pacing_round;
-    let mut client_cfg = EndpointConfig::new(StaticKeypair::generate()?);
+    let mut client_cfg = EndpointConfig::new(client_key);
     client_cfg.accept_incoming = false;
     client_cfg.connection.max_datagram_bytes = datagram;
     client_cfg.connection.pacing_round = spec.popline_pacing_round;

@@ -32,9 +32,10 @@ impl CoreLink {
     pub fn open(
         io: &mut CoreIo,
         socket: UdpSocket,
-        endpoint: Endpoint,
+        mut endpoint: Endpoint,
         config: &DriverConfig,
     ) -> io::Result<CoreLink> {
+        super::give_wall_clock(&mut endpoint);
         let local = socket.local_addr();
         let id = io.add_udp(socket, &config.io.uring_udp())?;
         let (gso, gro) = io.udp_ref(id).map_or((false, false), |u| (u.gso(), u.gro()));

@@ -83,8 +83,13 @@ pub struct TransportDriver {
 
 impl TransportDriver {
     /// Drives `endpoint` on `socket`, on the backend `config.io` asks for (see [`DatagramIo::open`]).
-    pub fn new(endpoint: Endpoint, socket: UdpSocket, config: DriverConfig) -> io::Result<TransportDriver> {
+    pub fn new(
+        mut endpoint: Endpoint,
+        socket: UdpSocket,
+        config: DriverConfig,
+    ) -> io::Result<TransportDriver> {
         let io = DatagramIo::open(socket, &config.io)?;
+        super::give_wall_clock(&mut endpoint);
         tracing::info!(
             local = %io.socket().local_addr(),
             backend = io.backend().name(),

@@ -21,3 +21,12 @@ pub use core_link::CoreLink;
 pub use cores::{Command, CoreReport, CoresConfig, PostError, TransportCores};
 pub use driver::{DriverConfig, DriverStats, TransportDriver};
 pub use transmit::{CoreUdp, DatagramSink, Transmitter};
+
+/// Gives `endpoint` the wall clock, read here (the transport never reads one): its handshake timestamps must
+/// keep growing across a restart of this node, or peers that remember its earlier handshakes refuse it (see
+/// `transport::Endpoint::set_unix_time`).
+pub(crate) fn give_wall_clock(endpoint: &mut transport::Endpoint) {
+    if let Ok(since_epoch) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        endpoint.set_unix_time(std::time::Instant::now(), since_epoch);
+    }
+}

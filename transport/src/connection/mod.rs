@@ -17,7 +17,10 @@ use crate::config::ConnectionConfig;
 use crate::congestion::{AckEvent, AckedPacket, Controller, LostPacket, Pacer, RttSnapshot, SentPacket};
 use crate::crypto::{InitiatorHandshake, PacketKey, ReplayWindow, SessionKeys};
 use crate::media::MediaFrame;
-use crate::wire::frame::{encode_close, encode_ping, AckFrame, DroppedNotice, Frame, Frames};
+use crate::wire::frame::{
+    encode_close, encode_path_challenge, encode_path_response, encode_ping, AckFrame, DroppedNotice, Frame,
+    Frames, PATH_FRAME_LEN,
+};
 use crate::wire::packet::{self, DataHeader, DATA_HEADER_LEN};
 use bytes::BytesMut;
 use std::collections::VecDeque;
@@ -61,11 +64,31 @@ const MIN_FRAGMENT_FRAME_LEN: usize = 10;
 const MAX_HANDSHAKE_RETRY: Duration = Duration::from_secs(2);
 /// Shortest wait before a tail probe (a later frame that leaves sooner makes the probe unnecessary).
 const MIN_TAIL_PROBE_DELAY: Duration = Duration::from_millis(2);
+/// To an address not yet validated, send at most this many times the bytes received from it (RFC 9000
+/// section 8).
+const AMPLIFICATION_FACTOR: u64 = 3;
+/// PATH_RESPONSEs waiting to be sent are capped at this many (a peer's extra challenges are not answered).
+const MAX_PATH_RESPONSES: usize = 4;
+
+/// A path validation in progress (RFC 9000 section 8.2): the peer's newest packet came from a new address.
+#[derive(Debug, Clone, Copy)]
+struct PathChallenge {
+    /// What the peer must echo in a PATH_RESPONSE.
+    data: u64,
+    /// The address to go back to if validation fails, and whether it was validated.
+    prev_remote: SocketAddr,
+    prev_validated: bool,
+    /// When to send the challenge (again).
+    next_send: Instant,
+    /// When to give up on the new path.
+    deadline: Instant,
+}
 
 /// Something the application should know about a connection.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// The handshake completed; carries the peer's static public key.
+    /// The handshake completed; carries the peer's static public key. A client reports it on reading message 2;
+    /// a server on the client's first authenticated packet (message 1 alone can be a replay).
     Connected {
         /// The peer's authenticated static public key.
         peer_static: [u8; 32],
@@ -149,6 +172,9 @@ struct Keys {
     recv_next: Option<PacketKey>,
     recv_phase: bool,
     recv_first_pn_in_phase: u64,
+    /// Whether we sent an ACK for a packet of the peer's current key phase: until then the peer may not
+    /// move to another phase (its sender waits for that ACK, as ours does).
+    recv_update_acked: bool,
 }
 
 /// One connection.
@@ -186,6 +212,19 @@ pub struct Connection {
     priming_until: Option<Instant>,
     /// Reused by every ACK (and loss timer) to resolve what it covers.
     ack_scratch: AckScratch,
+    /// Whether `remote` is a validated address: the client's (it chose the server's address); the server's
+    /// once a cookie or the client's first authenticated packet proved it; a new path's once it answered our
+    /// PATH_CHALLENGE. Until then at most [`AMPLIFICATION_FACTOR`] x what came from it is sent to it.
+    path_validated: bool,
+    /// Bytes received from and sent to `remote` while it is not validated.
+    amp_received: u64,
+    amp_sent: u64,
+    /// Whether the current stop at the amplification limit was counted.
+    amp_limit_counted: bool,
+    /// A path validation in progress.
+    challenge: Option<PathChallenge>,
+    /// PATH_RESPONSEs owed to the peer.
+    path_responses: VecDeque<u64>,
 }
 
 impl Connection {
@@ -225,6 +264,12 @@ impl Connection {
             closed: false,
             next_pacing: None,
             tail_probe_at: None,
+            path_validated: true,
+            amp_received: 0,
+            amp_sent: 0,
+            amp_limit_counted: false,
+            challenge: None,
+            path_responses: VecDeque::new(),
             config,
         }
     }
@@ -259,7 +304,9 @@ impl Connection {
         c
     }
 
-    /// A server connection whose handshake response is ready to send.
+    /// A server connection whose handshake response is ready to send. `validated`: a cookie proved the
+    /// client's address; if not, the Initial's `initial_len` bytes are what the amplification limit allows
+    /// three times over until the client's first authenticated packet.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn server(
         now: Instant,
@@ -271,6 +318,8 @@ impl Connection {
         keys: SessionKeys,
         message1: Vec<u8>,
         message2: Vec<u8>,
+        validated: bool,
+        initial_len: usize,
     ) -> Self {
         let mut c = Connection::new(
             now,
@@ -286,12 +335,24 @@ impl Connection {
         );
         c.remote_cid = remote_cid;
         c.peer_static = peer_static;
+        c.path_validated = validated;
+        c.amp_received = initial_len as u64;
         c.install_keys(keys);
-        c.events.push_back(Event::Connected { peer_static });
+        // Connected only once the client proves it holds the keys (its first authenticated packet): message 1
+        // alone proves nothing, as anyone who saw it can replay it.
         c
     }
 
     fn install_keys(&mut self, keys: SessionKeys) {
+        #[cfg(feature = "fuzzing")]
+        let keys = if self.config.test_aead {
+            SessionKeys {
+                send: PacketKey::test_mode(),
+                recv: PacketKey::test_mode(),
+            }
+        } else {
+            keys
+        };
         let (send, recv) = if self.config.encryption {
             (keys.send, keys.recv)
         } else {
@@ -308,6 +369,7 @@ impl Connection {
             recv_next: None,
             recv_phase: false,
             recv_first_pn_in_phase: 0,
+            recv_update_acked: true,
         });
     }
 
@@ -392,6 +454,16 @@ impl Connection {
         s.send = self.sendq.stats.clone();
         s.recv = self.recv.stats;
         s
+    }
+
+    /// Bytes charged for frames being received (see [`reassembly::Reassembler::buffered_bytes`]).
+    pub fn recv_buffered_bytes(&self) -> u64 {
+        self.recv.buffered_bytes()
+    }
+
+    /// Sets how much more the endpoint-wide receive budget lets this connection hold.
+    pub(crate) fn set_recv_room(&mut self, room: u64) {
+        self.recv.set_endpoint_room(room);
     }
 
     /// One stream's receive-side counters, if the peer has sent on the stream.
@@ -494,10 +566,14 @@ impl Connection {
     /// The client sent an Initial again (server only). The same message means our reply was lost: send it
     /// again and return true. A different one means the client restarted its handshake: return false, and
     /// the endpoint replaces this half-open connection. Once confirmed, Initials are ignored (true).
-    pub(crate) fn handle_repeated_initial(&mut self, message: &[u8]) -> bool {
+    pub(crate) fn handle_repeated_initial(&mut self, message: &[u8], datagram_len: usize) -> bool {
         match &mut self.handshake {
             Handshake::Server { message1, resend, .. } if message1.as_slice() == message => {
                 *resend = true;
+                if !self.path_validated {
+                    self.amp_received += datagram_len as u64;
+                    self.amp_limit_counted = false;
+                }
                 true
             }
             Handshake::Server { .. } => false,
@@ -513,6 +589,7 @@ impl Connection {
         header: DataHeader,
         mut datagram: BytesMut,
     ) {
+        let wire_len = datagram.len() as u64;
         let Some(keys) = self.keys.as_mut() else {
             self.stats.auth_failures += 1;
             return;
@@ -534,6 +611,11 @@ impl Connection {
             keys.recv_prev
                 .as_ref()
                 .and_then(|k| k.open(pn, &mut datagram, DATA_HEADER_LEN).ok())
+        } else if !keys.recv_update_acked {
+            // A second update before we acknowledged the first: refused (at most one key generation per
+            // round trip, whatever the peer sends).
+            self.stats.peer_key_updates_refused += 1;
+            return;
         } else {
             // The peer moved to the next key generation. The next key is derived once and kept, so forged
             // packets with a flipped phase bit cost one AEAD check each, not a key derivation.
@@ -548,6 +630,7 @@ impl Connection {
                         keys.recv_prev = Some(prev);
                         keys.recv_phase = header.key_phase;
                         keys.recv_first_pn_in_phase = pn;
+                        keys.recv_update_acked = false;
                         Some(len)
                     }
                     Err(_) => {
@@ -565,19 +648,31 @@ impl Connection {
         self.replay.record(pn);
         self.last_heard = now;
         // Follow the peer to a new address (NAT rebinding) only on its newest packet: a replayed or delayed
-        // old packet from elsewhere must not redirect the stream.
+        // old packet from elsewhere must not redirect the stream. The new path is validated before more
+        // than three times what came from it is sent there, and abandoned if it does not answer.
         if remote != self.remote && newest {
-            tracing::info!(old = %self.remote, new = %remote, "peer address changed");
-            self.remote = remote;
+            self.migrate(now, remote);
+        }
+        if remote == self.remote && !self.path_validated {
+            self.amp_received += wire_len;
+            self.amp_limit_counted = false;
         }
         if let Handshake::Server { .. } = self.handshake {
-            self.handshake = Handshake::Done; // the client has our keys: handshake confirmed
+            // The client has our keys: handshake confirmed, and the peer is real. Its packet from the
+            // address its Initial came from also proves that address (it got our message 2 there).
+            self.handshake = Handshake::Done;
+            if remote == self.remote && self.challenge.is_none() {
+                self.path_validated = true;
+            }
+            let peer_static = self.peer_static;
+            self.events.push_back(Event::Connected { peer_static });
         }
         self.stats.packets_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
         let payload = datagram.freeze().slice(DATA_HEADER_LEN..DATA_HEADER_LEN + len);
         let mut ack_eliciting = false;
         let mut refused = false;
+        let mut acks = 0u32;
         // Frames act as they are parsed. They are authenticated, so those before a malformed one are the
         // peer's own and stand (as in QUIC); the malformed one ends the packet, which is then not
         // acknowledged (its fragments come again as repairs, and are duplicates where they were taken).
@@ -593,20 +688,166 @@ impl Connection {
             ack_eliciting |= f.is_ack_eliciting();
             match f {
                 Frame::Padding | Frame::Ping => {}
-                Frame::Ack(ack) => self.on_ack_frame(now, &ack),
+                Frame::Ack(ack) => {
+                    // One ACK frame per packet (ours never carry more): another one ends the packet as
+                    // malformed, so a packet cannot make us walk its ranges many times over.
+                    acks += 1;
+                    if acks > 1 {
+                        self.stats.extra_ack_frames += 1;
+                        self.stats.malformed += 1;
+                        return;
+                    }
+                    self.on_ack_frame(now, &ack)
+                }
                 Frame::Fragment(h, range) => {
                     refused |= self.recv.on_fragment_in(now, &h, &payload, range) == FragmentOutcome::Refused;
                 }
-                Frame::Dropped(n) => self.recv.on_dropped(now, &n),
+                Frame::Dropped(n) => refused |= !self.recv.on_dropped(now, &n),
                 Frame::Close { code, reason } => {
                     self.terminate(CloseReason::PeerClosed { code, reason });
                 }
+                Frame::PathChallenge(data) => {
+                    if self.path_responses.len() < MAX_PATH_RESPONSES {
+                        self.path_responses.push_back(data);
+                    }
+                }
+                Frame::PathResponse(data) => self.on_path_response(remote, data),
             }
         }
         // A packet with a refused fragment is not acknowledged, so the sender repairs or drops it.
         if !refused {
             self.acks.on_packet(now, pn, ack_eliciting);
         }
+    }
+
+    /// The peer's newest packet came from `remote`, not from where it was: go there, and validate the path
+    /// (or go straight back to the validated address being validated away from).
+    fn migrate(&mut self, now: Instant, remote: SocketAddr) {
+        tracing::info!(old = %self.remote, new = %remote, "peer address changed");
+        if let Some(c) = self.challenge.filter(|c| c.prev_remote == remote) {
+            // Back where it came from: the path we know.
+            self.challenge = None;
+            self.remote = remote;
+            self.path_validated = c.prev_validated;
+            self.amp_received = 0;
+            self.amp_sent = 0;
+            return;
+        }
+        let (prev_remote, prev_validated) = match self.challenge {
+            Some(c) => (c.prev_remote, c.prev_validated),
+            None => (self.remote, self.path_validated),
+        };
+        let data = crate::crypto::random_bytes::<8>()
+            .map(u64::from_be_bytes)
+            .unwrap_or_else(|_| self.next_pn.rotate_left(17) ^ self.local_cid);
+        let pto = self.recovery.rtt.pto_base(self.config.max_ack_delay);
+        self.challenge = Some(PathChallenge {
+            data,
+            prev_remote,
+            prev_validated,
+            next_send: now,
+            deadline: now + (3 * pto).max(6 * self.config.initial_rtt),
+        });
+        self.remote = remote;
+        self.path_validated = false;
+        self.amp_received = 0;
+        self.amp_sent = 0;
+        self.amp_limit_counted = false;
+        self.stats.migrations += 1;
+    }
+
+    fn on_path_response(&mut self, remote: SocketAddr, data: u64) {
+        if remote == self.remote && self.challenge.is_some_and(|c| c.data == data) {
+            self.challenge = None;
+            self.path_validated = true;
+            self.stats.path_validations += 1;
+        }
+    }
+
+    /// A new path that did not answer its challenge in time: back to the last validated address.
+    fn path_validation_failed(&mut self) {
+        let Some(c) = self.challenge.take() else { return };
+        tracing::info!(new = %self.remote, back_to = %c.prev_remote, "path validation failed");
+        self.remote = c.prev_remote;
+        self.path_validated = c.prev_validated;
+        self.amp_received = 0;
+        self.amp_sent = 0;
+        self.amp_limit_counted = false;
+        self.stats.path_validation_failures += 1;
+    }
+
+    /// The size of a packet that carries a PATH_CHALLENGE alone.
+    fn path_probe_len(&self) -> u64 {
+        let tag = self.keys.as_ref().map_or(0, |k| k.send.tag_len());
+        let payload = if tag > 0 {
+            crate::crypto::whole_blocks(PATH_FRAME_LEN)
+        } else {
+            PATH_FRAME_LEN
+        };
+        (DATA_HEADER_LEN + payload + tag) as u64
+    }
+
+    /// Whether a packet with only the due PATH_CHALLENGE fits the amplification budget now.
+    fn path_probe_due(&self, now: Instant) -> Option<Instant> {
+        let room = (AMPLIFICATION_FACTOR * self.amp_received).saturating_sub(self.amp_sent);
+        self.challenge
+            .map(|c| c.next_send)
+            .filter(|_| room >= self.path_probe_len() && !self.closed)
+            .map(|t| t.max(now))
+    }
+
+    /// Writes a packet carrying only the due PATH_CHALLENGE, if the amplification budget has room for it.
+    fn write_path_probe(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
+        if self.path_probe_due(now).is_none_or(|t| t > now) {
+            return false;
+        }
+        let pto = self.recovery.rtt.pto_base(self.config.max_ack_delay);
+        let (Some(keys), Some(c)) = (self.keys.as_mut(), self.challenge.as_mut()) else {
+            return false;
+        };
+        let pn = self.next_pn;
+        let start = buf.len();
+        packet::write_data_header(
+            buf,
+            &DataHeader {
+                dst_cid: self.remote_cid,
+                packet_number: pn,
+                key_phase: keys.send_phase,
+            },
+        );
+        encode_path_challenge(c.data, buf);
+        if keys.send.tag_len() > 0 {
+            let payload = buf.len() - start - DATA_HEADER_LEN;
+            buf.resize(start + DATA_HEADER_LEN + crate::crypto::whole_blocks(payload), 0);
+        }
+        if keys.send.seal_from(pn, buf, start, DATA_HEADER_LEN).is_err() {
+            buf.truncate(start);
+            return false;
+        }
+        keys.packets_in_phase += 1;
+        self.next_pn += 1;
+        c.next_send = now + pto;
+        let bytes = (buf.len() - start) as u64;
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += bytes;
+        // Recorded (packet numbers stay contiguous for recovery), but not in flight: it repeats on its own
+        // timer, not the congestion controller's.
+        self.recovery.on_sent(SentRecord {
+            pn,
+            sent_time: now,
+            bytes,
+            in_flight: false,
+            snapshot: Default::default(),
+            chunks: recovery::Chunks::new(),
+        });
+        true
+    }
+
+    /// Whether the amplification limit stops sending a full datagram to `remote` now.
+    fn amplification_limited(&self) -> bool {
+        !self.path_validated
+            && self.amp_sent + self.config.max_datagram_bytes as u64
+                > AMPLIFICATION_FACTOR * self.amp_received
     }
 
     fn on_ack_frame(&mut self, now: Instant, ack: &AckFrame) {
@@ -695,6 +936,16 @@ impl Connection {
                 None
             };
         }
+        consider(self.challenge.map(|c| c.deadline));
+        if self.amplification_limited() {
+            // Nothing but a path probe can be sent until the peer sends more: only the timers that do not
+            // send, and the probe's.
+            consider(Some(self.last_heard + self.config.idle_timeout));
+            consider(self.recv.next_expiry());
+            consider(self.challenge.and_then(|c| self.path_probe_due(c.next_send)));
+            return t;
+        }
+        consider(self.challenge.map(|c| c.next_send));
         match &self.handshake {
             Handshake::Client { next_send, .. } => consider(Some(*next_send)),
             Handshake::Server { resend: true, .. } => consider(Some(self.last_heard)),
@@ -726,6 +977,9 @@ impl Connection {
         if !handshaking && now >= self.last_heard + self.config.idle_timeout {
             self.terminate(CloseReason::IdleTimeout);
             return;
+        }
+        if self.challenge.is_some_and(|c| c.deadline <= now) {
+            self.path_validation_failed();
         }
         if self.keys.is_none() {
             return;
@@ -777,6 +1031,29 @@ impl Connection {
     ///
     /// Appending lets a driver build a GSO batch in its send buffer directly, with no copy per datagram.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
+        if self.amplification_limited() && !self.closed {
+            // A PATH_CHALLENGE alone is small: it leaves as soon as the budget has room for it, so that a
+            // peer that sends only small packets (ACKs) from its new address gets validated.
+            let start = buf.len();
+            if self.write_path_probe(now, buf) {
+                self.amp_sent += (buf.len() - start) as u64;
+                return true;
+            }
+            if !self.amp_limit_counted {
+                self.amp_limit_counted = true;
+                self.stats.amplification_limited += 1;
+            }
+            return false;
+        }
+        let start = buf.len();
+        let sent = self.poll_transmit_inner(now, buf);
+        if sent && !self.path_validated {
+            self.amp_sent += (buf.len() - start) as u64;
+        }
+        sent
+    }
+
+    fn poll_transmit_inner(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
         if let Some((code, reason)) = self.closing.take() {
             return self.write_close(code, &reason, buf);
         }
@@ -850,6 +1127,11 @@ impl Connection {
     /// Whether to send a priming packet now: within the priming time after the handshake, the controller
     /// still in startup, and no frame waiting.
     fn priming(&mut self, now: Instant) -> bool {
+        // Never before the handshake is confirmed and the peer's address validated: priming is many times
+        // what an unvalidated address sent.
+        if !matches!(self.handshake, Handshake::Done) || !self.path_validated {
+            return false;
+        }
         let until = *self
             .priming_until
             .get_or_insert(now + self.config.startup_priming);
@@ -866,9 +1148,12 @@ impl Connection {
         let want_ack = self.acks.wants_ack(now);
         let mtu = self.config.max_datagram_bytes;
         let priming = self.priming(now);
-        let has_data = self.sendq.has_pending() || self.ping_pending || priming;
+        let path_due = self.challenge.is_some_and(|c| c.next_send <= now) || !self.path_responses.is_empty();
+        let has_data = self.sendq.has_pending() || self.ping_pending || priming || path_due;
+        // Path frames are tiny and must not wait for the window (as probes).
         let window_open = self.recovery.bytes_in_flight() + mtu as u64 <= self.cc.window()
-            || self.recovery.pto_count > 0 && self.ping_pending;
+            || self.recovery.pto_count > 0 && self.ping_pending
+            || path_due;
         let mut may_send_data = has_data && window_open;
         self.next_pacing = None;
         if may_send_data {
@@ -912,12 +1197,27 @@ impl Connection {
         if want_ack {
             if let Some(ack) = self.acks.build_ack(now) {
                 ack.encode(buf);
+                if let Some(k) = self.keys.as_mut() {
+                    if ack.largest() >= Some(k.recv_first_pn_in_phase) {
+                        k.recv_update_acked = true;
+                    }
+                }
             }
         }
         let mut chunks = recovery::Chunks::new();
         let mut eliciting = false;
         let mut primed = false;
         if may_send_data {
+            while let Some(data) = self.path_responses.pop_front() {
+                encode_path_response(data, buf);
+                eliciting = true;
+            }
+            if let Some(c) = self.challenge.as_mut().filter(|c| c.next_send <= now) {
+                encode_path_challenge(c.data, buf);
+                let pto = self.recovery.rtt.pto_base(self.config.max_ack_delay);
+                c.next_send = now + pto;
+                eliciting = true;
+            }
             while let Some(n) = self.sendq.pop_notice() {
                 if buf.len() - start + DroppedNotice::MAX_LEN > limit {
                     self.sendq.unpop_notice(n);

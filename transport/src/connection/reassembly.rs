@@ -76,7 +76,22 @@ pub struct RecvLimits {
     pub max_frames_ahead: u64,
     /// Most streams a peer may open.
     pub max_streams: usize,
+    /// Most frames held at once across all streams (incomplete, complete but waiting, or announced dropped):
+    /// each costs a slot whatever its size, so this bounds what empty frames and DROPPED notices can pin.
+    pub max_held_frames: usize,
+    /// Most separate received byte ranges an incomplete frame may have (each a gap the sender left); a
+    /// fragment that would open one more is refused. Retransmissions keep their boundaries, so a frame has
+    /// at most one range per lost fragment.
+    pub max_ranges_per_frame: usize,
 }
+
+/// What each held frame costs against [`RecvLimits::max_buffered_bytes`] (and the endpoint's budget) on top
+/// of its bytes: its slot, bookkeeping and allocation.
+pub const SLOT_COST: u64 = 128;
+/// What each received range of an incomplete frame costs on top of that.
+pub const RANGE_COST: u64 = 48;
+/// Under memory pressure, expired incomplete frames are swept at most this often (a sweep walks every slot).
+pub const RECLAIM_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Default for RecvLimits {
     fn default() -> Self {
@@ -85,6 +100,8 @@ impl Default for RecvLimits {
             max_buffered_bytes: 256 << 20,
             max_frames_ahead: 1 << 16,
             max_streams: 4096,
+            max_held_frames: 16_384,
+            max_ranges_per_frame: 4096,
         }
     }
 }
@@ -112,6 +129,16 @@ pub struct RecvStats {
     pub duplicate_fragments: u64,
     /// Fragments refused by a limit or because they contradicted earlier fragments.
     pub refused_fragments: u64,
+    /// Fragments or DROPPED notices refused because `max_buffered_bytes` was reached (also in
+    /// `refused_fragments` when a fragment).
+    pub refused_over_bytes: u64,
+    /// Refused because `max_held_frames` was reached.
+    pub refused_over_slots: u64,
+    /// Refused because the endpoint-wide receive budget (`EndpointConfig::max_recv_buffered_bytes`) was
+    /// reached.
+    pub refused_over_endpoint_budget: u64,
+    /// Fragments refused because their frame already had `max_ranges_per_frame` ranges.
+    pub refused_over_ranges: u64,
 }
 
 #[derive(Debug)]
@@ -121,25 +148,56 @@ struct Assembly {
     /// The frame's bytes up to the furthest one received (capacity `frame_len` from the start); gaps are
     /// zeros until filled.
     buf: Vec<u8>,
-    /// Received byte ranges, sorted and merged.
-    have: Vec<(u32, u32)>,
+    /// Received byte ranges (start to end), merged: a range set, so that fragments in any order cost a
+    /// logarithmic insert each.
+    have: BTreeMap<u32, u32>,
+    /// Ranges charged against the byte bounds so far (see [`RANGE_COST`]; never decreases).
+    ranges_charged: u64,
     received: u32,
     capture: Instant,
     budget: Option<Duration>,
 }
 
+/// What [`Assembly::add`] made of a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Added {
+    /// New bytes; `new_range` when they opened a separate range.
+    New { bytes: u32, new_range: bool },
+    /// Nothing new (a repeat, an overlap or out of bounds).
+    Nothing,
+    /// The frame already has the most ranges allowed.
+    TooManyRanges,
+}
+
 impl Assembly {
-    /// Adds `[offset, offset+len)`; returns the number of new bytes.
-    fn add(&mut self, offset: u32, data: &[u8]) -> u32 {
-        let end = offset + data.len() as u32;
+    /// Adds `[offset, offset+len)`.
+    fn add(&mut self, offset: u32, data: &[u8], max_ranges: usize) -> Added {
+        let Some(end) = u32::try_from(data.len()).ok().and_then(|n| offset.checked_add(n)) else {
+            return Added::Nothing;
+        };
+        if data.is_empty() || end > self.frame_len {
+            return Added::Nothing;
+        }
         // Reject anything overlapping a known range (retransmissions reuse the same boundaries, so an overlap
         // that is not an exact repeat is a confused or hostile peer).
-        let idx = self.have.partition_point(|&(_, e)| e <= offset);
-        if self.have.get(idx).is_some_and(|&(s, _)| s < end) || data.is_empty() {
-            return 0;
+        if self
+            .have
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, &e)| e > offset)
+        {
+            return Added::Nothing;
         }
-        if end > self.frame_len {
-            return 0;
+        let prev = self
+            .have
+            .range(..=offset)
+            .next_back()
+            .filter(|(_, &e)| e == offset)
+            .map(|(&s, _)| s);
+        let next_end = self.have.get(&end).copied();
+        let new_range = prev.is_none() && next_end.is_none();
+        if new_range && self.have.len() >= max_ranges {
+            return Added::TooManyRanges;
         }
         // `buf` holds everything up to the furthest byte received so far: in-order fragments (the common
         // case) are appended, and only the bytes of a gap ahead of one are zero-filled before their turn.
@@ -152,31 +210,23 @@ impl Assembly {
         } else {
             // Only possible for a range that straddles the end of `buf`, which `have` has already ruled out
             // (the bytes up to `buf.len()` end with a received range).
-            return 0;
+            return Added::Nothing;
         }
-        let merge_prev = idx > 0 && self.have.get(idx - 1).is_some_and(|&(_, e)| e == offset);
-        let merge_next = self.have.get(idx).is_some_and(|&(s, _)| s == end);
-        match (merge_prev, merge_next) {
-            (true, true) => {
-                let next_end = self.have.remove(idx).1;
-                if let Some(p) = self.have.get_mut(idx - 1) {
-                    p.1 = next_end;
-                }
-            }
-            (true, false) => {
-                if let Some(p) = self.have.get_mut(idx - 1) {
-                    p.1 = end;
-                }
-            }
-            (false, true) => {
-                if let Some(n) = self.have.get_mut(idx) {
-                    n.0 = offset;
-                }
-            }
-            (false, false) => self.have.insert(idx, (offset, end)),
+        if next_end.is_some() {
+            self.have.remove(&end);
         }
-        self.received += data.len() as u32;
-        data.len() as u32
+        let merged_end = next_end.unwrap_or(end);
+        self.have.insert(prev.unwrap_or(offset), merged_end);
+        self.received += end - offset;
+        Added::New {
+            bytes: end - offset,
+            new_range,
+        }
+    }
+
+    /// What the frame costs against the byte bounds while incomplete.
+    fn cost(&self) -> u64 {
+        u64::from(self.frame_len) + SLOT_COST + self.ranges_charged * RANGE_COST
     }
 }
 
@@ -192,6 +242,17 @@ enum Slot {
     Dropped {
         kind: MediaKind,
     },
+}
+
+impl Slot {
+    /// What the slot costs against the byte bounds.
+    fn cost(&self) -> u64 {
+        match self {
+            Slot::Partial(a) => a.cost(),
+            Slot::Done { bytes, .. } => bytes.len() as u64 + SLOT_COST,
+            Slot::Dropped { .. } => SLOT_COST,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -215,12 +276,29 @@ impl RecvStream {
     }
 }
 
+/// The stream's state in `streams`, created on first use while under `max_streams`.
+fn stream_in(streams: &mut HashMap<u32, RecvStream>, max_streams: usize, id: u32) -> Option<&mut RecvStream> {
+    let full = streams.len() >= max_streams;
+    match streams.entry(id) {
+        Entry::Occupied(e) => Some(e.into_mut()),
+        Entry::Vacant(e) if !full => Some(e.insert(RecvStream::new())),
+        Entry::Vacant(_) => None,
+    }
+}
+
 /// All receive streams of a connection.
 #[derive(Debug)]
 pub struct Reassembler {
     streams: HashMap<u32, RecvStream>,
     limits: RecvLimits,
     buffered_bytes: u64,
+    /// Frames held (slots) across all streams.
+    held_frames: usize,
+    /// When incomplete frames past their deadline were last reclaimed under memory pressure.
+    last_reclaim: Option<Instant>,
+    /// What the endpoint-wide receive budget still allows this connection to add (set by the endpoint
+    /// before each datagram; unbounded by default).
+    endpoint_room: u64,
     out: VecDeque<RecvOutput>,
     /// Counters.
     pub stats: RecvStats,
@@ -233,6 +311,9 @@ impl Reassembler {
             streams: HashMap::default(),
             limits,
             buffered_bytes: 0,
+            held_frames: 0,
+            last_reclaim: None,
+            endpoint_room: u64::MAX,
             out: VecDeque::new(),
             stats: RecvStats::default(),
         }
@@ -243,9 +324,80 @@ impl Reassembler {
         self.streams.get(&stream).map(|st| &st.stats)
     }
 
-    /// Bytes currently held in incomplete or waiting frames.
+    /// Bytes charged for what is held now: incomplete or waiting frames, each with its fixed cost
+    /// ([`SLOT_COST`], and [`RANGE_COST`] per range of an incomplete one), and dropped frames' slots.
     pub fn buffered_bytes(&self) -> u64 {
         self.buffered_bytes
+    }
+
+    /// Frames held now (incomplete, complete but waiting, or announced dropped).
+    pub fn held_frames(&self) -> usize {
+        self.held_frames
+    }
+
+    /// Sets how many more bytes the endpoint-wide receive budget lets this connection hold.
+    pub(crate) fn set_endpoint_room(&mut self, room: u64) {
+        self.endpoint_room = room;
+    }
+
+    /// Whether a new slot costing `cost` fits every bound; counts the bound that refuses it. Over a byte
+    /// bound, incomplete frames past their deadline anywhere in the streams (not only at the head, where
+    /// [`Reassembler::expire`] frees them) are given up first (at most once per [`RECLAIM_INTERVAL`]).
+    fn admit(&mut self, now: Instant, cost: u64) -> bool {
+        let over_bytes = |r: &Self| {
+            r.buffered_bytes.saturating_add(cost) > r.limits.max_buffered_bytes || cost > r.endpoint_room
+        };
+        if self.held_frames < self.limits.max_held_frames
+            && over_bytes(self)
+            && self
+                .last_reclaim
+                .is_none_or(|t| now.saturating_duration_since(t) >= RECLAIM_INTERVAL)
+        {
+            self.last_reclaim = Some(now);
+            self.reclaim_expired(now);
+        }
+        if self.held_frames >= self.limits.max_held_frames {
+            self.stats.refused_over_slots += 1;
+            false
+        } else if self.buffered_bytes.saturating_add(cost) > self.limits.max_buffered_bytes {
+            self.stats.refused_over_bytes += 1;
+            false
+        } else if cost > self.endpoint_room {
+            self.stats.refused_over_endpoint_budget += 1;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Turns every incomplete frame past its deadline into a dropped one (its bytes freed, its slot kept so
+    /// the GOP rules apply when it reaches the head).
+    fn reclaim_expired(&mut self, now: Instant) {
+        let mut freed = 0u64;
+        let mut expired = 0u64;
+        for st in self.streams.values_mut() {
+            for slot in st.slots.values_mut() {
+                let Slot::Partial(a) = slot else { continue };
+                let deadline = a.budget.and_then(|b| a.capture.checked_add(b));
+                if deadline.is_none_or(|d| d >= now) {
+                    continue;
+                }
+                let kind = a.kind;
+                let old = std::mem::replace(slot, Slot::Dropped { kind });
+                freed += old.cost().saturating_sub(SLOT_COST);
+                expired += 1;
+                st.stats.frames_expired += 1;
+            }
+        }
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(freed);
+        self.endpoint_room = self.endpoint_room.saturating_add(freed);
+        self.stats.frames_expired += expired;
+    }
+
+    /// Charges `cost` more against the bounds.
+    fn charge(&mut self, cost: u64) {
+        self.buffered_bytes += cost;
+        self.endpoint_room = self.endpoint_room.saturating_sub(cost);
     }
 
     /// The next frame or gap for the application.
@@ -255,12 +407,7 @@ impl Reassembler {
 
     /// The stream's state, created on first use while under `max_streams` (one map lookup either way).
     fn stream(&mut self, id: u32) -> Option<&mut RecvStream> {
-        let full = self.streams.len() >= self.limits.max_streams;
-        match self.streams.entry(id) {
-            Entry::Occupied(e) => Some(e.into_mut()),
-            Entry::Vacant(e) if !full => Some(e.insert(RecvStream::new())),
-            Entry::Vacant(_) => None,
-        }
+        stream_in(&mut self.streams, self.limits.max_streams, id)
     }
 
     /// Takes one fragment. `data` is a slice of the decrypted datagram. A refused fragment must not be
@@ -308,7 +455,6 @@ impl Reassembler {
         if h.frame_len > limits.max_frame_bytes {
             return (Refused, false);
         }
-        let buffered = self.buffered_bytes;
         let Some(st) = self.stream(h.stream) else {
             return (Refused, false);
         };
@@ -318,18 +464,29 @@ impl Reassembler {
         if h.seq - st.next >= limits.max_frames_ahead {
             return (Refused, false);
         }
+        let next = st.next;
         match st.slots.get_mut(&h.seq) {
             Some(Slot::Done { .. }) | Some(Slot::Dropped { .. }) => (Duplicate, false),
             Some(Slot::Partial(a)) => {
                 if a.kind != h.kind || a.frame_len != h.frame_len {
                     return (Refused, false);
                 }
-                if a.add(h.offset, data) == 0 {
-                    return (Duplicate, false);
+                let new_range = match a.add(h.offset, data, limits.max_ranges_per_frame) {
+                    Added::New { new_range, .. } => new_range,
+                    Added::Nothing => return (Duplicate, false),
+                    Added::TooManyRanges => {
+                        self.stats.refused_over_ranges += 1;
+                        return (Refused, false);
+                    }
+                };
+                if new_range {
+                    a.ranges_charged += 1;
                 }
                 let completed = a.received == a.frame_len;
+                let mut released = 0;
                 if completed {
                     if let Some(Slot::Partial(a)) = st.slots.remove(&h.seq) {
+                        released = a.ranges_charged * RANGE_COST;
                         let done = Slot::Done {
                             kind: a.kind,
                             bytes: Bytes::from(a.buf),
@@ -339,40 +496,61 @@ impl Reassembler {
                         st.slots.insert(h.seq, done);
                     }
                 }
+                if new_range {
+                    self.charge(RANGE_COST);
+                }
+                self.buffered_bytes = self.buffered_bytes.saturating_sub(released);
                 (Accepted, completed)
             }
             None => {
-                // Every frame held, complete or not, counts against the bound until it leaves.
-                if buffered + u64::from(h.frame_len) > limits.max_buffered_bytes {
+                // Every frame held, complete or not, counts against the bounds until it leaves.
+                let whole = h.offset == 0 && data.len() == h.frame_len as usize;
+                let cost = u64::from(h.frame_len) + SLOT_COST + if whole { 0 } else { RANGE_COST };
+                if !self.admit(now, cost) {
                     return (Refused, false);
                 }
                 let capture = now.checked_sub(Duration::from_micros(h.age_us)).unwrap_or(now);
                 let budget = h.budget_us.map(Duration::from_micros);
-                let whole = h.offset == 0 && data.len() == h.frame_len as usize;
-                if whole {
-                    st.slots.insert(
-                        h.seq,
-                        Slot::Done {
-                            kind: h.kind,
-                            bytes: packet.slice(range),
-                            capture,
-                            budget,
-                        },
-                    );
+                let slot = if whole {
+                    // A frame that leaves at once keeps its slice of the packet (no copy). One that must wait
+                    // is copied out, so that it pins only its own bytes, not the whole receive buffer the
+                    // packet is a slice of.
+                    let bytes = if h.seq == next {
+                        packet.slice(range)
+                    } else {
+                        Bytes::copy_from_slice(data)
+                    };
+                    Slot::Done {
+                        kind: h.kind,
+                        bytes,
+                        capture,
+                        budget,
+                    }
                 } else {
                     let mut a = Assembly {
                         kind: h.kind,
                         frame_len: h.frame_len,
                         buf: Vec::with_capacity(h.frame_len as usize),
-                        have: Vec::new(),
+                        have: BTreeMap::new(),
+                        ranges_charged: 1,
                         received: 0,
                         capture,
                         budget,
                     };
-                    a.add(h.offset, data);
-                    st.slots.insert(h.seq, Slot::Partial(a));
-                }
-                self.buffered_bytes += u64::from(h.frame_len);
+                    if !matches!(
+                        a.add(h.offset, data, limits.max_ranges_per_frame),
+                        Added::New { .. }
+                    ) {
+                        return (Refused, false);
+                    }
+                    Slot::Partial(a)
+                };
+                let Some(st) = self.streams.get_mut(&h.stream) else {
+                    return (Refused, false);
+                };
+                st.slots.insert(h.seq, slot);
+                self.held_frames += 1;
+                self.charge(cost);
                 (Accepted, whole)
             }
         }
@@ -405,8 +583,8 @@ impl Reassembler {
                 _ => None,
             };
             if let Some(kind) = past {
-                if let Some(Slot::Partial(a)) = st.slots.insert(st.next, Slot::Dropped { kind }) {
-                    self.buffered_bytes = self.buffered_bytes.saturating_sub(u64::from(a.frame_len));
+                if let Some(old) = st.slots.insert(st.next, Slot::Dropped { kind }) {
+                    self.buffered_bytes = self.buffered_bytes.saturating_sub(old.cost() - SLOT_COST);
                 }
                 self.stats.frames_expired += 1;
                 st.stats.frames_expired += 1;
@@ -418,21 +596,40 @@ impl Reassembler {
         }
     }
 
-    /// The sender gave up on a frame.
-    pub fn on_dropped(&mut self, now: Instant, n: &DroppedNotice) {
+    /// The sender gave up on a frame. Returns false when the notice was refused (a bound on what is held was
+    /// reached): the packet that carried it must not be acknowledged, so that the sender repeats it.
+    pub fn on_dropped(&mut self, now: Instant, n: &DroppedNotice) -> bool {
         let max_ahead = self.limits.max_frames_ahead;
-        let Some(st) = self.stream(n.stream) else { return };
-        if n.seq < st.next || n.seq - st.next >= max_ahead {
-            return;
+        let Some(st) = self.stream(n.stream) else {
+            return false;
+        };
+        if n.seq < st.next {
+            return true;
         }
-        // A frame that arrived whole stays: the sender gave up on it before its ACK came back.
-        if matches!(st.slots.get(&n.seq), Some(Slot::Done { .. })) {
-            return;
+        if n.seq - st.next >= max_ahead {
+            return false;
         }
-        if let Some(Slot::Partial(a)) = st.slots.insert(n.seq, Slot::Dropped { kind: n.kind }) {
-            self.buffered_bytes = self.buffered_bytes.saturating_sub(u64::from(a.frame_len));
+        match st.slots.get(&n.seq) {
+            // A frame that arrived whole stays: the sender gave up on it before its ACK came back.
+            Some(Slot::Done { .. }) | Some(Slot::Dropped { .. }) => return true,
+            Some(Slot::Partial(_)) => {}
+            None => {
+                // A notice for a frame never seen takes a slot like any frame.
+                if !self.admit(now, SLOT_COST) {
+                    return false;
+                }
+                self.held_frames += 1;
+                self.charge(SLOT_COST);
+            }
+        }
+        let Some(st) = self.streams.get_mut(&n.stream) else {
+            return false;
+        };
+        if let Some(old) = st.slots.insert(n.seq, Slot::Dropped { kind: n.kind }) {
+            self.buffered_bytes = self.buffered_bytes.saturating_sub(old.cost() - SLOT_COST);
         }
         self.drain(now, n.stream);
+        true
     }
 
     fn drain(&mut self, now: Instant, stream: u32) {
@@ -448,9 +645,8 @@ impl Reassembler {
                 break;
             };
             st.next = seq + 1;
-            if let Slot::Done { bytes, .. } = &slot {
-                self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes.len() as u64);
-            }
+            self.buffered_bytes = self.buffered_bytes.saturating_sub(slot.cost());
+            self.held_frames = self.held_frames.saturating_sub(1);
             match slot {
                 Slot::Partial(_) => {}
                 Slot::Dropped { kind } => {
@@ -714,6 +910,134 @@ mod tests {
         assert_eq!(r.stats.duplicate_fragments, 1);
         assert!(r.buffered_bytes() <= 1500);
         assert!(r.poll().is_none());
+    }
+
+    /// A peer that leaves a gap at the next expected frame and fills the slots behind it with empty frames,
+    /// DROPPED notices and 1-byte frames: each costs a slot (`SLOT_COST` and `max_held_frames`), and a
+    /// 1-byte frame that must wait holds a copy of its byte, not the receive buffer it came in.
+    #[test]
+    fn a_gap_at_the_head_cannot_make_the_receiver_hold_unbounded_slots_or_buffers() {
+        let t = Instant::now();
+        let limits = RecvLimits {
+            max_held_frames: 1000,
+            max_buffered_bytes: 1 << 20,
+            ..RecvLimits::default()
+        };
+        let mut r = Reassembler::new(limits);
+        // A big receive buffer (as io_uring's or the epoll arena's) with one 1-byte frame in it.
+        let big = Bytes::from(vec![7u8; 64 << 10]);
+        for seq in 1..5000u64 {
+            match seq % 3 {
+                0 => {
+                    r.on_fragment(t, &hdr(seq, MediaKind::Audio, 0, 0), Bytes::new());
+                }
+                1 => {
+                    r.on_dropped(
+                        t,
+                        &DroppedNotice {
+                            stream: 1,
+                            seq,
+                            kind: MediaKind::Audio,
+                            reason: DropReason::Deadline,
+                        },
+                    );
+                }
+                _ => {
+                    r.on_fragment_in(t, &hdr(seq, MediaKind::Audio, 1, 0), &big, 5..6);
+                }
+            }
+        }
+        assert!(r.held_frames() <= 1000, "held {}", r.held_frames());
+        assert!(r.buffered_bytes() >= r.held_frames() as u64 * SLOT_COST);
+        assert!(r.stats.refused_over_slots > 0);
+        // Every waiting 1-byte frame is its own copy: the 64 KiB buffer is referenced by nobody else.
+        assert!(big.is_unique(), "a waiting frame pins the receive buffer");
+        // The byte budget counts the slots too.
+        let mut r = Reassembler::new(RecvLimits {
+            max_buffered_bytes: 100 * SLOT_COST,
+            ..RecvLimits::default()
+        });
+        for seq in 1..1000u64 {
+            r.on_fragment(t, &hdr(seq, MediaKind::Audio, 0, 0), Bytes::new());
+        }
+        assert!(r.held_frames() <= 100, "held {}", r.held_frames());
+        assert!(r.stats.refused_over_bytes > 0);
+        // And the endpoint's budget, when it is the tighter one.
+        let mut r = Reassembler::new(RecvLimits::default());
+        r.set_endpoint_room(10 * SLOT_COST);
+        for seq in 1..100u64 {
+            r.on_fragment(t, &hdr(seq, MediaKind::Audio, 0, 0), Bytes::new());
+        }
+        assert_eq!(r.held_frames(), 10);
+        assert!(r.stats.refused_over_endpoint_budget > 0);
+    }
+
+    /// Incomplete frames behind a gap that passed their deadline are given up when memory runs short (not
+    /// only the one at the head), so new frames are not refused for the sake of late ones.
+    #[test]
+    fn expired_frames_behind_a_gap_are_reclaimed_under_pressure() {
+        let t = Instant::now();
+        let mut r = Reassembler::new(RecvLimits {
+            max_buffered_bytes: 20 * 1000,
+            ..RecvLimits::default()
+        });
+        let with_budget = |seq, len| FragmentHeader {
+            budget_us: Some(50_000),
+            ..hdr(seq, MediaKind::Key, len, 0)
+        };
+        // Frame 0 never comes; frames 1.. are half there, each 900 bytes of 1000, until the bound.
+        let mut seq = 1;
+        while r.on_fragment(t, &with_budget(seq, 1000), Bytes::from(vec![1; 900]))
+            == FragmentOutcome::Accepted
+        {
+            seq += 1;
+        }
+        let held = r.buffered_bytes();
+        // Past their deadline, a new frame still gets in: the late ones made room.
+        let later = t + Duration::from_millis(100);
+        let outcome = r.on_fragment(later, &with_budget(seq, 1000), Bytes::from(vec![1; 900]));
+        assert_eq!(outcome, FragmentOutcome::Accepted);
+        assert!(r.buffered_bytes() < held, "{} >= {held}", r.buffered_bytes());
+        assert_eq!(r.stats.frames_expired, seq - 1);
+    }
+
+    /// 1-byte fragments at descending offsets, none adjacent: each opens a range. The ranges are a set (a
+    /// logarithmic insert, not a shifted vector) and capped per frame.
+    #[test]
+    fn fragments_at_descending_offsets_are_cheap_and_their_ranges_capped() {
+        let t = Instant::now();
+        let mut r = Reassembler::new(RecvLimits {
+            max_ranges_per_frame: 1000,
+            ..RecvLimits::default()
+        });
+        let len = 200_000u32;
+        let started = std::time::Instant::now();
+        let mut refused = 0;
+        for off in (0..len).rev().step_by(2) {
+            let outcome = r.on_fragment(t, &hdr(0, MediaKind::Key, len, off), Bytes::from_static(b"x"));
+            refused += u32::from(outcome == FragmentOutcome::Refused);
+        }
+        assert_eq!(refused, len / 2 - 1000);
+        assert_eq!(r.stats.refused_over_ranges, u64::from(len / 2 - 1000));
+        // Uncapped, 100,000 ranges still go in quickly (a shifted vector takes quadratic time).
+        let mut r = Reassembler::new(RecvLimits {
+            max_ranges_per_frame: usize::MAX,
+            ..RecvLimits::default()
+        });
+        for off in (0..len).rev().step_by(2) {
+            r.on_fragment(t, &hdr(0, MediaKind::Key, len, off), Bytes::from_static(b"x"));
+        }
+        // The other half completes the frame.
+        for off in (0..len).step_by(2) {
+            r.on_fragment(t, &hdr(0, MediaKind::Key, len, off), Bytes::from_static(b"y"));
+        }
+        assert!(matches!(r.poll(), Some(RecvOutput::Frame(f)) if f.bytes.len() == len as usize));
+        assert_eq!(r.buffered_bytes(), 0);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 
     /// Fragments named by their range in a packet: a frame that is one whole fragment is a slice of the

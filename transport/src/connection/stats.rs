@@ -39,10 +39,25 @@ pub struct ConnectionStats {
     pub malformed: u64,
     /// Key updates performed by this side.
     pub key_updates: u64,
+    /// Packets refused because the peer moved to yet another key phase before we acknowledged a packet of
+    /// its current one (RFC 9001 section 6.2's consecutive key updates; this bounds key derivations).
+    pub peer_key_updates_refused: u64,
+    /// Packets refused as malformed for carrying more than one ACK frame (also counted in `malformed`).
+    pub extra_ack_frames: u64,
     /// Startup priming packets sent (PING + PADDING while the controller looked for the path's rate).
     pub priming_packets: u64,
     /// Bytes in those packets.
     pub priming_bytes: u64,
+    /// Times sending stopped at the anti-amplification limit: to a peer address not yet validated, at most
+    /// three times the bytes received from it (before the client's first authenticated packet when no
+    /// cookie proved its address, and on a new path until its validation).
+    pub amplification_limited: u64,
+    /// Times the peer's newest packet came from a new address (a path validation started).
+    pub migrations: u64,
+    /// New paths validated (our PATH_CHALLENGE answered from them).
+    pub path_validations: u64,
+    /// New paths that failed validation in time: the connection went back to the last validated address.
+    pub path_validation_failures: u64,
     /// Send side: frames by kind (queued, acked, dropped by reason), payload and repair bytes.
     pub send: SendStats,
     /// Receive side: frames delivered, dropped, discarded, gaps.

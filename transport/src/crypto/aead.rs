@@ -36,9 +36,12 @@ const KEY_UPDATE_LABEL: &[u8] = b"popline key update";
 /// `Debug` shows the generation and mode, never key material.
 #[derive(Clone)]
 pub struct PacketKey {
-    /// `None` in plaintext mode.
+    /// `None` in plaintext mode (and in the fuzzing test mode).
     cipher: Option<Cipher>,
     generation: u32,
+    /// Feature `fuzzing`: the test mode of [`PacketKey::test_mode`].
+    #[cfg(feature = "fuzzing")]
+    test_tag: bool,
 }
 
 #[derive(Clone)]
@@ -62,7 +65,40 @@ impl PacketKey {
                 secret,
             }),
             generation,
+            #[cfg(feature = "fuzzing")]
+            test_tag: false,
         })
+    }
+
+    /// Feature `fuzzing` only: a key that does not encrypt but appends and checks a [`TAG_LEN`]-byte tag
+    /// that depends only on the key generation, so that a fuzzer can write packets that authenticate and
+    /// still drive every path an encrypted connection takes (tag room, key phases and generations).
+    #[cfg(feature = "fuzzing")]
+    pub fn test_mode() -> Self {
+        Self {
+            cipher: None,
+            generation: 0,
+            test_tag: true,
+        }
+    }
+
+    /// The tag a test-mode key of `generation` appends.
+    #[cfg(feature = "fuzzing")]
+    pub fn test_tag_for(generation: u32) -> [u8; TAG_LEN] {
+        [0xa5 ^ generation as u8; TAG_LEN]
+    }
+
+    /// Whether this is a test-mode key (always false without feature `fuzzing`).
+    #[inline]
+    fn is_test_mode(&self) -> bool {
+        #[cfg(feature = "fuzzing")]
+        {
+            self.test_tag
+        }
+        #[cfg(not(feature = "fuzzing"))]
+        {
+            false
+        }
     }
 
     /// No encryption and no tag: packets go out as they are and anything comes in.
@@ -72,17 +108,19 @@ impl PacketKey {
         Self {
             cipher: None,
             generation: 0,
+            #[cfg(feature = "fuzzing")]
+            test_tag: false,
         }
     }
 
     /// True for a key made by [`PacketKey::plaintext`].
     pub fn is_plaintext(&self) -> bool {
-        self.cipher.is_none()
+        self.cipher.is_none() && !self.is_test_mode()
     }
 
     /// Bytes that [`PacketKey::seal`] appends: [`TAG_LEN`], or 0 in plaintext mode.
     pub fn tag_len(&self) -> usize {
-        if self.cipher.is_some() {
+        if self.cipher.is_some() || self.is_test_mode() {
             TAG_LEN
         } else {
             0
@@ -117,6 +155,10 @@ impl PacketKey {
             .and_then(|packet| packet.split_at_mut_checked(header_len))
             .ok_or(CryptoError::HeaderTooLong { header_len, buf_len })?;
         let Some(cipher) = &self.cipher else {
+            #[cfg(feature = "fuzzing")]
+            if self.test_tag {
+                buf.extend_from_slice(&Self::test_tag_for(self.generation));
+            }
             return Ok(());
         };
         let tag = cipher
@@ -134,6 +176,14 @@ impl PacketKey {
     pub fn open(&self, packet_number: u64, buf: &mut [u8], header_len: usize) -> Result<usize, CryptoError> {
         let (header, body) = buf.split_at_mut_checked(header_len).ok_or(CryptoError::Decrypt)?;
         let Some(cipher) = &self.cipher else {
+            #[cfg(feature = "fuzzing")]
+            if self.test_tag {
+                let len = body.len().checked_sub(TAG_LEN).ok_or(CryptoError::Decrypt)?;
+                return match body.get(len..) {
+                    Some(tag) if tag == Self::test_tag_for(self.generation) => Ok(len),
+                    _ => Err(CryptoError::Decrypt),
+                };
+            }
             return Ok(body.len());
         };
         if body.len() < TAG_LEN {
@@ -156,6 +206,8 @@ impl PacketKey {
             return Ok(Self {
                 cipher: None,
                 generation,
+                #[cfg(feature = "fuzzing")]
+                test_tag: self.test_tag,
             });
         };
         // The secret is already uniformly random (a Noise split output), so it serves as the PRK directly,

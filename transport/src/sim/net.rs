@@ -96,6 +96,7 @@ impl Net {
             let client_keys = StaticKeypair::generate()?;
             let server_public = server_keys.public;
             let mut sc = EndpointConfig::new(server_keys);
+            sc.authorized_peers = vec![client_keys.public];
             sc.connection.congestion = *cc;
             sc.connection.encryption = config.encryption;
             let mut cc_cfg = EndpointConfig::new(client_keys);

@@ -7,6 +7,8 @@
 //! 0x03 FRAGMENT  stream | seq | kind u8 | frame_len | offset | age_us | budget_us+1 (0 = none) | len | data
 //! 0x04 DROPPED   stream | seq | kind u8 | reason u8
 //! 0x05 CLOSE     code | reason_len | reason (UTF-8)
+//! 0x06 PATH_CHALLENGE  data u64   (RFC 9000 §19.17: the peer must echo it from the path it came on)
+//! 0x07 PATH_RESPONSE   data u64
 //! ```
 //! All integers are varints unless a width is given.
 
@@ -28,6 +30,11 @@ const ACK: u8 = 0x02;
 const FRAGMENT: u8 = 0x03;
 const DROPPED: u8 = 0x04;
 const CLOSE: u8 = 0x05;
+const PATH_CHALLENGE: u8 = 0x06;
+const PATH_RESPONSE: u8 = 0x07;
+
+/// Bytes of a PATH_CHALLENGE or PATH_RESPONSE frame.
+pub const PATH_FRAME_LEN: usize = 9;
 
 /// Acknowledged packet-number ranges, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +231,10 @@ pub enum Frame {
         /// Human-readable reason.
         reason: String,
     },
+    /// The peer checks that we receive on the path it came from: answer with a PATH_RESPONSE.
+    PathChallenge(u64),
+    /// The answer to our PATH_CHALLENGE.
+    PathResponse(u64),
 }
 
 impl Frame {
@@ -236,6 +247,18 @@ impl Frame {
 /// Appends a PING frame.
 pub fn encode_ping(out: &mut Vec<u8>) {
     out.push(PING);
+}
+
+/// Appends a PATH_CHALLENGE frame.
+pub fn encode_path_challenge(data: u64, out: &mut Vec<u8>) {
+    out.push(PATH_CHALLENGE);
+    out.extend_from_slice(&data.to_be_bytes());
+}
+
+/// Appends a PATH_RESPONSE frame.
+pub fn encode_path_response(data: u64, out: &mut Vec<u8>) {
+    out.push(PATH_RESPONSE);
+    out.extend_from_slice(&data.to_be_bytes());
 }
 
 /// Appends a CLOSE frame.
@@ -341,6 +364,8 @@ impl<'a> Frames<'a> {
                 let reason = String::from_utf8_lossy(self.r.take(len)?).into_owned();
                 Frame::Close { code, reason }
             }
+            PATH_CHALLENGE => Frame::PathChallenge(self.r.u64()?),
+            PATH_RESPONSE => Frame::PathResponse(self.r.u64()?),
             other => {
                 return Err(WireError::UnknownType {
                     what: "frame",
