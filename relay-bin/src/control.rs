@@ -74,6 +74,9 @@ pub struct StreamInfo {
     pub publisher: Option<ClientId>,
     /// Viewers on all cores.
     pub viewers: u64,
+    /// Bytes sent to the stream's viewers on all cores, those that left included (while the stream exists
+    /// on its owner core).
+    pub bytes_out: u64,
     /// Frames received from the publisher.
     pub frames_in: u64,
     /// Payload bytes received from the publisher.

@@ -303,7 +303,7 @@ impl Collector for Snapshot {
         }
 
         type PerStream = fn(&StreamInfo) -> u64;
-        let per_stream: [(&str, MetricType, &str, PerStream); 6] = [
+        let per_stream: [(&str, MetricType, &str, PerStream); 7] = [
             (
                 "popline_stream_viewers",
                 MetricType::Gauge,
@@ -339,6 +339,12 @@ impl Collector for Snapshot {
                 MetricType::Counter,
                 "Payload bytes received from the stream's publisher.",
                 |s| s.bytes_in,
+            ),
+            (
+                "popline_stream_sent_bytes",
+                MetricType::Counter,
+                "Bytes sent to the stream's viewers on every core, those that left included.",
+                |s| s.bytes_out,
             ),
         ];
         for (name, kind, help, value) in per_stream {
@@ -460,6 +466,7 @@ mod tests {
             owner_core: 0,
             publisher: Some(ClientId(7)),
             viewers,
+            bytes_out: 42_000,
             frames_in: 100,
             bytes_in: 5_000,
             gop_cache_frames: 30,

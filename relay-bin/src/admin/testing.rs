@@ -27,6 +27,7 @@ impl NodeControl for FakeControl {
             owner_core: 1,
             publisher: Some(ClientId(7)),
             viewers: 1,
+            bytes_out: 80_000,
             frames_in: 250,
             bytes_in: 100_000,
             gop_cache_frames: 50,

@@ -267,15 +267,17 @@ impl NodeHandle {
 impl NodeControl for NodeHandle {
     fn streams(&self) -> Vec<StreamInfo> {
         let reports = self.query_all();
-        let mut viewers: HashMap<StreamKey, u64> = HashMap::new();
+        let mut viewers: HashMap<StreamKey, (u64, u64)> = HashMap::new();
         for report in &reports {
-            for (key, count) in &report.viewers {
-                *viewers.entry(key.clone()).or_default() += count;
+            for (key, count, bytes_out) in &report.viewers {
+                let v = viewers.entry(key.clone()).or_default();
+                v.0 += count;
+                v.1 += bytes_out;
             }
         }
         let mut streams: Vec<StreamInfo> = reports.into_iter().flat_map(|r| r.owned).collect();
         for stream in &mut streams {
-            stream.viewers = viewers.get(&stream.stream).copied().unwrap_or(0);
+            (stream.viewers, stream.bytes_out) = viewers.get(&stream.stream).copied().unwrap_or((0, 0));
         }
         streams.sort_by(|a, b| a.stream.cmp(&b.stream));
         streams

@@ -54,6 +54,8 @@ pub enum CoreMsg {
         key: StreamKey,
         /// The core.
         core: usize,
+        /// Bytes the core sent to its viewers of the stream (the owner keeps the stream's total).
+        bytes_out: u64,
     },
     /// Owner -> subscriber: what a new viewer needs to start (metadata, sequence headers, current GOP).
     Snapshot {
@@ -133,8 +135,9 @@ pub struct CoreReport {
     pub clients: Vec<ClientInfo>,
     /// Streams this core owns.
     pub owned: Vec<StreamInfo>,
-    /// Viewers on this core, per stream.
-    pub viewers: Vec<(StreamKey, u64)>,
+    /// Viewers on this core, per stream, and the bytes sent to the stream's viewers on this core (those
+    /// that left included; on the owner core, also those of cores that no longer hold the stream).
+    pub viewers: Vec<(StreamKey, u64, u64)>,
 }
 
 /// Why a message did not reach a core.

@@ -30,6 +30,9 @@ pub struct OwnerState {
     pub bytes_in: u64,
     /// When the current publisher started.
     pub publishing_since: Option<Instant>,
+    /// Bytes sent to viewers on other cores that no longer hold the stream (each core's count, handed over
+    /// with its `Unsubscribe`), so the stream's count never goes back.
+    pub bytes_out_departed: u64,
 }
 
 /// What one core holds of one stream.
@@ -47,6 +50,8 @@ pub struct LocalStream {
     pub owner: Option<OwnerState>,
     /// A publisher is live (as far as this core knows: the owner's word, or a frame seen).
     pub live: bool,
+    /// Bytes sent to this core's viewers of the stream that have left.
+    pub bytes_out_closed: u64,
 }
 
 impl LocalStream {
@@ -58,6 +63,7 @@ impl LocalStream {
             awaiting_snapshot: false,
             ended_at: None,
             owner: owner.then(OwnerState::default),
+            bytes_out_closed: 0,
             live: false,
         }
     }

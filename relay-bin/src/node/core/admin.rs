@@ -18,7 +18,7 @@ impl NodeCore {
             CoreMsg::Ingest { key, frame } => self.on_ingest(&key, frame, now),
             CoreMsg::PublishEnd { key, publisher } => self.on_publish_end(key, publisher),
             CoreMsg::Subscribe { key, core } => self.on_subscribe(key, core),
-            CoreMsg::Unsubscribe { key, core } => self.on_unsubscribe(key, core),
+            CoreMsg::Unsubscribe { key, core, bytes_out } => self.on_unsubscribe(key, core, bytes_out),
             CoreMsg::Snapshot { key, frames, live } => self.on_snapshot(key, frames, live),
             CoreMsg::Fanout { key, frame } => self.deliver_local(&key, frame, now),
             CoreMsg::StreamEnded { key } => self.on_stream_ended(key),
@@ -88,13 +88,25 @@ impl NodeCore {
         let mut owned = Vec::new();
         let mut viewers = Vec::new();
         for (key, stream) in &self.streams {
-            viewers.push((key.clone(), stream.viewers.len() as u64));
+            let live_out: u64 = stream
+                .viewers
+                .iter()
+                .filter_map(|&t| self.clients.get(t))
+                .map(|c| c.queue.stats().bytes_written)
+                .sum();
+            let departed = stream.owner.as_ref().map_or(0, |o| o.bytes_out_departed);
+            viewers.push((
+                key.clone(),
+                stream.viewers.len() as u64,
+                stream.bytes_out_closed + live_out + departed,
+            ));
             if let Some(owner) = &stream.owner {
                 owned.push(StreamInfo {
                     stream: key.clone(),
                     owner_core: self.index,
                     publisher: owner.publisher,
                     viewers: 0,
+                    bytes_out: 0,
                     frames_in: owner.frames_in,
                     bytes_in: owner.bytes_in,
                     gop_cache_frames: stream.gop.frames() as u64,

@@ -127,15 +127,18 @@ impl NodeCore {
         }
     }
 
-    pub(super) fn detach_viewer(&mut self, token: Token, key: &StreamKey) {
+    /// Viewer `token` of `key` left, having been sent `bytes_out` bytes.
+    pub(super) fn detach_viewer(&mut self, token: Token, key: &StreamKey, bytes_out: u64) {
         let Some(stream) = self.streams.get_mut(key) else {
             return;
         };
+        stream.bytes_out_closed += bytes_out;
         if let Some(position) = stream.viewers.iter().position(|&t| t == token) {
             stream.viewers.swap_remove(position);
         }
         if stream.is_unused() {
             let owned = stream.owner.is_some();
+            let bytes_out = stream.bytes_out_closed;
             self.streams.remove(key);
             if !owned {
                 self.send_to_owner(
@@ -143,6 +146,7 @@ impl NodeCore {
                     CoreMsg::Unsubscribe {
                         key: key.clone(),
                         core: self.index,
+                        bytes_out,
                     },
                 );
             }
@@ -235,12 +239,13 @@ impl NodeCore {
         }
     }
 
-    pub(super) fn on_unsubscribe(&mut self, key: StreamKey, core: usize) {
+    pub(super) fn on_unsubscribe(&mut self, key: StreamKey, core: usize, bytes_out: u64) {
         let Some(stream) = self.streams.get_mut(&key) else {
             return;
         };
         if let Some(owner) = stream.owner.as_mut() {
             owner.subscribers.retain(|s| s.core != core);
+            owner.bytes_out_departed += bytes_out;
         }
         if stream.is_unused() {
             self.streams.remove(&key);

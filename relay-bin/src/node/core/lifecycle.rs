@@ -185,7 +185,7 @@ impl NodeCore {
             }
             Role::Viewer { key, .. } => {
                 CoreCounters::sub(&self.counters.viewers, 1);
-                self.detach_viewer(token, &key);
+                self.detach_viewer(token, &key, stats.bytes_written);
             }
         }
     }

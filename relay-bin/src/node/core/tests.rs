@@ -245,6 +245,24 @@ impl Harness {
         report.clients.into_iter().find(|info| info.peer == peer)
     }
 
+    /// Stream `stream`'s viewer count and bytes sent, summed over the cores' reports (as the node's handle
+    /// does for `GET /api/v1/streams`).
+    fn stream_out(&mut self, stream: &str) -> (u64, u64) {
+        let key = StreamKey::new("live", stream).unwrap();
+        let mut total = (0, 0);
+        for core in &mut self.cores {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            core.message(self.now, CoreMsg::Query { reply });
+            for (k, viewers, bytes) in answer.try_recv().unwrap().viewers {
+                if k == key {
+                    total.0 += viewers;
+                    total.1 += bytes;
+                }
+            }
+        }
+        total
+    }
+
     /// Advances the clock by `by`, running the cores' housekeeping on the way.
     fn advance(&mut self, by: Duration) {
         let end = self.now + by;
@@ -364,6 +382,39 @@ fn a_late_viewer_starts_at_once_from_the_gop_cache() {
             "late viewer on core {core}"
         );
     }
+}
+
+/// Issue 17, item 25: a stream's bytes out add up its viewers' on every core, and never go back when a
+/// viewer leaves (the last on its core included).
+#[test]
+fn a_streams_bytes_out_sum_its_viewers_and_never_go_back() {
+    let mut h = Harness::new(3, |_| {});
+    let owner = h.owner("count");
+    let others: Vec<usize> = (0..3).filter(|&c| c != owner).collect();
+    let on_owner = h.viewer(owner, "count");
+    let elsewhere = h.viewer(others[0], "count");
+    let p = h.publisher(others[1], "count");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    for t in 1..20 {
+        h.send_video(p, INTER, t * 40);
+    }
+    let sent: u64 = [on_owner, elsewhere]
+        .iter()
+        .map(|&v| h.info(v).unwrap().bytes_out)
+        .sum();
+    assert!(sent > 0);
+    assert_eq!(h.stream_out("count"), (2, sent));
+    // The only viewer on its core leaves: that core drops the stream, the owner keeps its bytes.
+    let (core, token) = (h.clients[elsewhere].core, h.clients[elsewhere].token);
+    h.cores[core].connection_lost(h.now, token, "test");
+    h.clients[elsewhere].closed = true;
+    h.pump();
+    assert_eq!(h.stream_out("count"), (1, sent));
+    h.send_video(p, INTER, 800);
+    let (viewers, after) = h.stream_out("count");
+    assert_eq!(viewers, 1);
+    assert!(after > sent, "{after} after {sent}");
 }
 
 #[test]
