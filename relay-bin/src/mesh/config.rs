@@ -39,6 +39,8 @@ pub struct MeshConfig {
     pub pull_grace_ms: u64,
     /// Milliseconds before asking a home again after it answered that it does not have a stream.
     pub retry_ms: u64,
+    /// The most streams this node keeps mesh state for (peers' requests beyond it are refused, counted).
+    pub max_streams: usize,
     /// The other nodes.
     pub peers: Vec<PeerConfig>,
 }
@@ -54,6 +56,7 @@ impl Default for MeshConfig {
             app_origins: BTreeMap::new(),
             pull_grace_ms: 10_000,
             retry_ms: 1_000,
+            max_streams: 65_536,
             peers: Vec::new(),
         }
     }
@@ -252,6 +255,7 @@ impl MeshConfig {
                 default_origins,
                 pull_grace: Duration::from_millis(self.pull_grace_ms),
                 retry_after: Duration::from_millis(self.retry_ms.max(1)),
+                max_streams: self.max_streams.max(1),
             },
         }))
     }

@@ -41,6 +41,18 @@ pub struct MeshParams {
     pub pull_grace: Duration,
     /// How long to wait before asking again after a home answered `NotFound`.
     pub retry_after: Duration,
+    /// The most streams this node keeps mesh state for: a peer's `Open` or `Pull` of a new stream beyond it
+    /// is refused (and counted), so no peer can grow this node's memory without bound.
+    pub max_streams: usize,
+}
+
+/// Counters of a [`MeshCore`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeshStats {
+    /// Peers' `Open`s and `Pull`s of new streams refused at [`MeshParams::max_streams`].
+    pub refused_over_max_streams: u64,
+    /// Peers' `Open`s refused because nothing here asked for them (an old home's late answer).
+    pub refused_unasked_opens: u64,
 }
 
 /// A ban as the mesh carries it.
@@ -189,6 +201,7 @@ pub struct MeshCore {
     bans: HashMap<PeerId, BTreeMap<u64, BanRecord>>,
     /// The latest wall time seen (Unix ms), to tell live bans from expired ones.
     unix_ms: u64,
+    stats: MeshStats,
     actions: VecDeque<MeshAction>,
 }
 
@@ -201,6 +214,7 @@ impl MeshCore {
             streams: HashMap::new(),
             bans: HashMap::new(),
             unix_ms: 0,
+            stats: MeshStats::default(),
             actions: VecDeque::new(),
         }
     }
@@ -211,6 +225,26 @@ impl MeshCore {
         for b in bans {
             self.bans.entry(b.origin.clone()).or_default().insert(b.seq, b);
         }
+    }
+
+    /// Streams this node holds mesh state for.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> MeshStats {
+        self.stats
+    }
+
+    /// Whether a peer may make this node hold state for `key` (one it does not hold yet counts against
+    /// [`MeshParams::max_streams`]).
+    fn admit(&mut self, key: &StreamKey) -> bool {
+        if self.streams.contains_key(key) || self.streams.len() < self.params.max_streams {
+            return true;
+        }
+        self.stats.refused_over_max_streams += 1;
+        false
     }
 
     /// What the node was configured with.
@@ -610,6 +644,10 @@ impl MeshCore {
         let Ok(key) = StreamKey::parse(key) else {
             return;
         };
+        if !self.admit(&key) {
+            self.send(peer, Control::Unpull { key: key.to_string() });
+            return;
+        }
         let home = self.home_of(&key);
         let me = self.params.me.clone();
         let s = self.streams.entry(key.clone()).or_default();
@@ -623,6 +661,12 @@ impl MeshCore {
         let pulled = s.pulled_from.as_deref() == Some(peer);
         let pushed_home = home.as_deref() == Some(me.as_str()) && (hops == 0 || s.source.is_none());
         if self.is_banned(key.as_str()) || !(pulled || pushed_home) {
+            if !self.is_banned(key.as_str()) {
+                self.stats.refused_unasked_opens += 1;
+            }
+            if self.streams.get(&key).is_some_and(StreamState::idle) {
+                self.streams.remove(&key);
+            }
             self.send(peer, Control::Unpull { key: key.to_string() });
             return;
         }
@@ -680,7 +724,7 @@ impl MeshCore {
         let Ok(key) = StreamKey::parse(key) else {
             return;
         };
-        if self.is_banned(key.as_str()) {
+        if self.is_banned(key.as_str()) || !self.admit(&key) {
             self.send(peer, Control::NotFound { key: key.to_string() });
             return;
         }
@@ -706,7 +750,12 @@ impl MeshCore {
             None if home.as_deref() == Some(self.params.me.as_str()) => {
                 s.waiting.insert(peer.to_string());
             }
-            None => self.send(peer, Control::NotFound { key: key.to_string() }),
+            None => {
+                if s.idle() {
+                    self.streams.remove(&key);
+                }
+                self.send(peer, Control::NotFound { key: key.to_string() });
+            }
         }
     }
 

@@ -73,6 +73,7 @@ impl Net {
                     default_origins: origins.iter().map(|o| Origin::new(*o)).collect(),
                     pull_grace: Duration::from_secs(5),
                     retry_after: Duration::from_millis(500),
+                    max_streams: 1000,
                 };
                 (id.to_string(), MeshCore::new(params))
             })
@@ -454,6 +455,50 @@ fn a_pull_for_a_stream_nobody_publishes_is_answered_and_retried() {
         25,
         "the waiting pull was served from the first frame"
     );
+}
+
+/// A hostile (or confused) peer cannot grow a node's state: pulls of streams nobody publishes at a node
+/// that is not their home, and opens nobody asked for, leave nothing; pulls that wait at the home are
+/// bounded by `max_streams` and counted.
+#[test]
+fn a_peer_flooding_pulls_and_opens_leaves_bounded_state() {
+    let mut net = Net::new(&["b", "x"], &["b"]);
+    net.connect_all();
+    let now = net.now;
+    for i in 0..5_000u32 {
+        let key = format!("live/flood{i}");
+        net.node("b")
+            .control(now, "x", Control::Pull { key: key.clone() });
+        net.node("x").control(
+            now,
+            "b",
+            Control::Open {
+                stream: i + 1,
+                key,
+                origin: "b".into(),
+                hops: 0,
+            },
+        );
+    }
+    net.pump();
+    // B is home to every key: it keeps the waiting pulls, up to its bound.
+    assert_eq!(net.nodes["b"].stream_count(), 1000);
+    assert_eq!(net.nodes["b"].stats().refused_over_max_streams, 4000);
+    // X asked for nothing: every open is refused and nothing stays.
+    assert_eq!(net.nodes["x"].stream_count(), 0);
+    assert_eq!(net.nodes["x"].stats().refused_unasked_opens, 5000);
+    // X is not home: its answers to pulls leave nothing either.
+    let now = net.now;
+    for i in 0..3_000u32 {
+        net.node("x").control(
+            now,
+            "b",
+            Control::Pull {
+                key: format!("live/other{i}"),
+            },
+        );
+    }
+    assert_eq!(net.nodes["x"].stream_count(), 0);
 }
 
 /// A small deterministic generator for the scenario tests.
