@@ -301,3 +301,31 @@ fn close_keeps_the_buffers_of_a_send_in_flight_until_it_completes() {
     );
     drop(client);
 }
+
+/// Quiescing cancels the multishot accept: that cancellation is not a failed accept (it was counted and
+/// logged as one, "accept failed; accepts paused", at every node shutdown).
+#[test]
+fn cancelling_the_accept_at_shutdown_is_not_a_failed_accept() {
+    use engine::uring::ring::Quiesce;
+    use engine::uring::{Ring, RingConfig, TcpDriver};
+    let mut ring = Ring::new(&RingConfig::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut tcp = TcpDriver::new(&mut ring, listener, UringTcpConfig::default()).unwrap();
+    tcp.prepare(&mut ring).unwrap();
+    ring.submit_and_wait(Some(Duration::ZERO)).unwrap();
+    assert!(tcp.busy(), "the accept is armed");
+    tcp.begin_quiesce(&mut ring);
+    let mut ready = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tcp.busy() && std::time::Instant::now() < deadline {
+        ring.submit_and_wait(Some(Duration::from_millis(10))).unwrap();
+        ring.drain(&mut ready);
+        for c in ready.drain(..) {
+            tcp.discard(&mut ring, &c);
+        }
+    }
+    assert!(!tcp.busy());
+    let stats = tcp.stats();
+    assert_eq!((stats.accept_refused, stats.accept_pauses), (0, 0), "{stats:?}");
+    assert!(tcp.end_quiesce(&ring));
+}

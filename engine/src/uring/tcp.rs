@@ -427,6 +427,10 @@ impl TcpDriver {
         if !cqueue::more(flags) {
             self.accept_armed = false;
         }
+        if res == -libc::ECANCELED {
+            // Our own cancellation (the driver is quiescing): not a failed accept.
+            return;
+        }
         if res < 0 {
             self.stats.accept_refused += 1;
             if !self.accept_armed {
