@@ -383,6 +383,8 @@ impl UdpDriver {
                         }
                         if res == -libc::ENOBUFS {
                             self.stats.recv_no_buffers += 1;
+                        } else if res == -libc::ECANCELED {
+                            // Our own cancellation (quiescing): not a receive error.
                         } else {
                             self.stats.recv_errors += 1;
                             tracing::debug!(error = %io::Error::from_raw_os_error(-res), "udp receive failed");
