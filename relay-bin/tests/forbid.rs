@@ -15,7 +15,21 @@ fn forbid_kicks_both_sides_refuses_again_and_survives_kill_9() {
     let node = Popline::start(&scratch.0, &config);
     let url = node.url("live/banned");
     let publisher = publish(&media("h264-aac-720p30-bframes.flv"), &url);
-    std::thread::sleep(Duration::from_millis(1_500));
+    // Waits on the node's word, not a fixed sleep: ffmpeg can take seconds to start on a loaded machine.
+    let stream_state = |node: &Popline, key: &str| -> (bool, u64) {
+        let (_, body) = node.api("GET", "/api/v1/streams", None);
+        let streams: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        streams
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["stream"] == key))
+            .map_or((false, 0), |s| {
+                (!s["publisher"].is_null(), s["viewers"].as_u64().unwrap_or(0))
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || stream_state(&node, "live/banned").0),
+        "the publisher never went live"
+    );
     let mut viewers: Vec<_> = (0..4)
         .map(|_| {
             let mut client = rtmp_client::Client::connect(node.rtmp, "live", None);
@@ -26,7 +40,12 @@ fn forbid_kicks_both_sides_refuses_again_and_survives_kill_9() {
     // Another stream on the same node is not touched by the ban.
     let other_url = node.url("live/other");
     let other_publisher = publish(&media("h264-aac-360p25-baseline.flv"), &other_url);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            stream_state(&node, "live/banned") == (true, 4) && stream_state(&node, "live/other").0
+        }),
+        "the 4 viewers and the other publisher never showed"
+    );
 
     let asked = Instant::now();
     let (status, body) = node.api(
