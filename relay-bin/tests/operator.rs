@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http_request, rtmp_client, wait_until, Scratch};
+use common::{http_request, ready_field, ready_lines, rtmp_client, wait_until, Scratch};
 
 /// A running popline, killed when dropped (a failing test leaves no process behind).
 struct Node(Child);
@@ -68,28 +68,14 @@ fn start(dir: &Path, name: &str, config: &str, args: &[&str]) -> Start {
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.starts_with("popline ready:") {
-                let _ = tx.send(line);
-            }
-        }
-    });
+    let rx = ready_lines(&mut child);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
-            let field = |name: &str| {
-                line.split_whitespace()
-                    .find_map(|part| part.strip_prefix(&format!("{name}=")))
-                    .map(str::to_string)
-            };
             return Start::Ready {
                 child: Node(child),
-                rtmp: field("rtmp").unwrap().parse().unwrap(),
-                http: field("http").and_then(|h| h.parse().ok()),
+                rtmp: ready_field(&line, "rtmp").unwrap().parse().unwrap(),
+                http: ready_field(&line, "http").and_then(|h| h.parse().ok()),
             };
         }
         if let Ok(Some(status)) = child.try_wait() {

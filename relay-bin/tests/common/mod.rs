@@ -62,6 +62,28 @@ pub fn base_config_on(dir: &Path, backend: &str) -> String {
     )
 }
 
+/// Reads `child`'s stdout (piped) on a thread and passes on its `popline ready: ...` line.
+pub fn ready_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("popline ready:") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx
+}
+
+/// The value of `name=` in a ready line (`rtmp`, `http`).
+pub fn ready_field(line: &str, name: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|part| part.strip_prefix(&format!("{name}=")))
+        .map(str::to_string)
+}
+
 impl Popline {
     /// Starts popline with `config` (TOML) written to `dir/pop.toml`; waits for its ready line.
     pub fn start(dir: &Path, config: &str) -> Popline {
@@ -81,16 +103,7 @@ impl Popline {
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("start popline");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("popline ready:") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
+        let rx = ready_lines(&mut child);
         let line = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(line) => line,
             Err(_) => {
@@ -101,13 +114,8 @@ impl Popline {
                 );
             }
         };
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|part| part.strip_prefix(&format!("{name}=")))
-                .map(str::to_string)
-        };
-        let rtmp = field("rtmp").unwrap().parse().unwrap();
-        let http = field("http").and_then(|h| h.parse().ok());
+        let rtmp = ready_field(&line, "rtmp").unwrap().parse().unwrap();
+        let http = ready_field(&line, "http").and_then(|h| h.parse().ok());
         Popline {
             child,
             rtmp,
