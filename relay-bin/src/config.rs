@@ -28,6 +28,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The PoP mesh: this node's id, key and UDP address, its peers, and where each app's streams live
+    /// (off while `mesh.id` is empty).
+    pub mesh: crate::mesh::config::MeshConfig,
 }
 
 /// RTMP listener and protocol limits.
@@ -411,6 +414,15 @@ impl Config {
             self.auth.on_publish_max_pending as u64,
             1..=1 << 20,
         )?;
+        in_range("mesh.frame_budget_ms", self.mesh.frame_budget_ms, 1..=60_000)?;
+        in_range("mesh.link_timeout_ms", self.mesh.link_timeout_ms, 100..=600_000)?;
+        in_range("mesh.pull_grace_ms", self.mesh.pull_grace_ms, 0..=DAY_MS)?;
+        in_range("mesh.retry_ms", self.mesh.retry_ms, 1..=DAY_MS)?;
+        // Every mistake in `[mesh]` (an unreadable key, a peer listed twice, an origin that is no node) is a
+        // start-up error naming its field.
+        self.mesh
+            .resolve()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.engine.inbox_capacity < 64 {
             return Err(ConfigError::Invalid("engine.inbox_capacity below 64".to_string()));
         }

@@ -70,8 +70,12 @@ pub struct StreamInfo {
     pub stream: StreamKey,
     /// The core that owns the stream (by hash of its key).
     pub owner_core: usize,
-    /// The publishing client, if one is publishing now.
+    /// The publishing client, if one is publishing here now.
     pub publisher: Option<ClientId>,
+    /// The node where the stream is published, when it arrives from the PoP mesh.
+    pub origin: Option<String>,
+    /// Mesh links the stream crossed to get here (0: published here).
+    pub hops: u8,
     /// Viewers on all cores.
     pub viewers: u64,
     /// Bytes sent to the stream's viewers on all cores, those that left included (while the stream exists
@@ -187,4 +191,13 @@ pub trait NodeControl: Send + Sync + 'static {
     /// Closes the publisher and every viewer of `stream` on every core; returns how many were closed.
     /// Returns once every core has acted (or after a bounded wait).
     fn kick_stream(&self, stream: &StreamKey) -> u64;
+    /// Sends a ban decided here to every node of the PoP mesh (each persists it and stops the stream). Does
+    /// nothing when the mesh is off.
+    fn forbid_everywhere(&self, stream: &StreamKey, until_unix_ms: Option<u64>, reason: &str) {
+        let _ = (stream, until_unix_ms, reason);
+    }
+    /// The mesh's links (`None`: the mesh is off).
+    fn links(&self) -> Option<Vec<crate::node::mesh_port::LinkInfo>> {
+        None
+    }
 }

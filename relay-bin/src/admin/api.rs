@@ -89,6 +89,7 @@ pub fn router(state: ApiState) -> Router {
             post(forbid).delete(unforbid),
         )
         .route("/api/v1/bans", get(list_bans))
+        .route("/api/v1/links", get(list_links))
         .route("/metrics", get(metrics_page))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -120,6 +121,24 @@ fn stream_key(path: Result<Path<(String, String)>, PathRejection>) -> Result<Str
     let Path((app, stream)) = path.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     StreamKey::new(&app, &stream)
         .map_err(|e| ApiError::bad_request(format!("bad stream name {app}/{stream}: {e}")))
+}
+
+/// The answer to `GET /api/v1/links`.
+#[derive(Debug, Serialize)]
+struct LinksResponse {
+    /// Whether this node is part of a mesh (`[mesh] id` set).
+    mesh: bool,
+    /// One entry per configured peer.
+    links: Vec<crate::node::mesh_port::LinkInfo>,
+}
+
+async fn list_links(State(state): State<ApiState>) -> Result<Json<LinksResponse>, ApiError> {
+    let control = Arc::clone(&state.control);
+    let links = blocking(state.deadline, "listing the mesh links", move || control.links()).await?;
+    Ok(Json(LinksResponse {
+        mesh: links.is_some(),
+        links: links.unwrap_or_default(),
+    }))
 }
 
 async fn list_streams(State(state): State<ApiState>) -> Result<Json<Vec<StreamInfo>>, ApiError> {
@@ -235,6 +254,13 @@ async fn forbid(
     };
     let ban = saved.value;
     let save_error = saved.unsaved.map(|error| error.to_string());
+    // Every node of the mesh gets the ban on its links' control stream (at once, before the kick here).
+    let control = Arc::clone(&state.control);
+    let (mesh_key, until, mesh_reason) = (key.clone(), ban.until_unix_ms, ban.reason.clone());
+    let _ = blocking(state.deadline, "sending the ban to the mesh", move || {
+        control.forbid_everywhere(&mesh_key, until, &mesh_reason)
+    })
+    .await;
     if let Some(save_error) = &save_error {
         error!(%peer, stream = %key, ban = ban.id, error = %save_error,
             "admin: stream forbidden, but the ban file cannot be written: the ban applies now and is lost on restart \

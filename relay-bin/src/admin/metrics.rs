@@ -465,6 +465,8 @@ mod tests {
             stream: StreamKey::new("live", name).unwrap(),
             owner_core: 0,
             publisher: Some(ClientId(7)),
+            origin: None,
+            hops: 0,
             viewers,
             bytes_out: 42_000,
             frames_in: 100,

@@ -26,6 +26,8 @@ impl NodeControl for FakeControl {
             stream: StreamKey::new("live", "cam").unwrap(),
             owner_core: 1,
             publisher: Some(ClientId(7)),
+            origin: None,
+            hops: 0,
             viewers: 1,
             bytes_out: 80_000,
             frames_in: 250,

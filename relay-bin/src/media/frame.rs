@@ -55,6 +55,8 @@ pub const FRAME_OVERHEAD_BYTES: usize = 128;
 pub struct Encodings {
     /// The RTMP output's form: the message as chunks with a full header (`rtmp::wire::frame_chunks`).
     pub rtmp: OnceLock<Bytes>,
+    /// The mesh link's form: a `mesh::wire::MediaHeader` then the body (made once, shared by every link).
+    pub mesh: OnceLock<Bytes>,
 }
 
 /// One frame of a live stream, protocol-neutral. Cloning it clones two reference counts, never the payload.

@@ -41,6 +41,13 @@ pub struct MeshConfig {
     pub retry_ms: u64,
     /// The most streams this node keeps mesh state for (peers' requests beyond it are refused, counted).
     pub max_streams: usize,
+    /// Milliseconds from capture a frame published here may take to reach the last hop's viewers: each link
+    /// drops a frame that cannot arrive in time (disposable frames first, audio and headers last), and the
+    /// far side resumes at a keyframe. A frame keeps its capture time and budget across every hop.
+    pub frame_budget_ms: u64,
+    /// Milliseconds without a word from a peer before its link is declared down and its streams fail over
+    /// (the link sends a keepalive every quarter of it).
+    pub link_timeout_ms: u64,
     /// The other nodes.
     pub peers: Vec<PeerConfig>,
 }
@@ -57,6 +64,8 @@ impl Default for MeshConfig {
             pull_grace_ms: 10_000,
             retry_ms: 1_000,
             max_streams: 65_536,
+            frame_budget_ms: 1_000,
+            link_timeout_ms: 800,
             peers: Vec::new(),
         }
     }
@@ -103,6 +112,10 @@ pub struct MeshSetup {
     pub peers: Vec<Peer>,
     /// The mesh core's parameters.
     pub params: MeshParams,
+    /// The end-to-end budget a frame published here starts with ([`MeshConfig::frame_budget_ms`]).
+    pub frame_budget: Duration,
+    /// How long a silent link lives ([`MeshConfig::link_timeout_ms`]).
+    pub link_timeout: Duration,
 }
 
 /// A mistake in `[mesh]`.
@@ -246,6 +259,8 @@ impl MeshConfig {
             per_app.insert(app.clone(), origins(&format!("app_origins.{app}"), list)?);
         }
         Ok(Some(MeshSetup {
+            frame_budget: Duration::from_millis(self.frame_budget_ms.max(1)),
+            link_timeout: Duration::from_millis(self.link_timeout_ms.max(100)),
             listen,
             keypair,
             peers,

@@ -311,6 +311,17 @@ impl MeshCore {
         }
     }
 
+    /// Streams this node sends to `peer`, and streams `peer` sends here (for the links API).
+    pub fn streams_on(&self, peer: &str) -> (u64, u64) {
+        let out = self
+            .streams
+            .values()
+            .filter(|s| s.sending.contains_key(peer))
+            .count() as u64;
+        let inn = self.links.get(peer).map_or(0, |l| l.incoming.len() as u64);
+        (out, inn)
+    }
+
     /// Every ban known (for the node's persistence and API).
     pub fn bans(&self) -> impl Iterator<Item = &BanRecord> {
         self.bans.values().flat_map(|b| b.values())
@@ -442,7 +453,13 @@ impl MeshCore {
             if let Some(s) = self.streams.get_mut(&key) {
                 if s.unpull_at.is_some_and(|t| t <= now) {
                     s.unpull_at = None;
-                    end_pull(s, &key, &mut self.actions);
+                    if end_pull(s, &key, &mut self.actions) {
+                        // The node's record of the stream goes with the pull.
+                        self.actions.push_back(MeshAction::RemoteEnded {
+                            key: key.clone(),
+                            reason: CloseReason::Unpulled,
+                        });
+                    }
                 }
                 if s.retry_at.is_some_and(|t| t <= now) {
                     s.retry_at = None;
@@ -464,11 +481,14 @@ impl MeshCore {
         by: &str,
     ) -> BanRecord {
         let me = self.params.me.clone();
+        // Numbered from the wall clock (at least one past the last): a node that restarted without its mesh
+        // state never reuses a number its peers hold already.
         let seq = self
             .bans
             .get(&me)
             .and_then(|b| b.keys().next_back())
-            .map_or(1, |s| s + 1);
+            .map_or(1, |s| s + 1)
+            .max(self.unix_ms);
         let ban = BanRecord {
             origin: me,
             seq,

@@ -17,6 +17,7 @@ use crate::control::{ClientId, ClientInfo, NodeControl, NodeStats, StreamInfo};
 use crate::node::hooks::HookRunner;
 use crate::node::io_loop::CoreLoop;
 use crate::node::mailbox::{CoreMsg, CoreReport, Mailbox};
+use crate::node::mesh_port::{LinkInfo, MeshInput, MESH_CORE};
 use crate::node::shared::Shared;
 use crate::node::uring_loop::UringLoop;
 use crate::stream_key::StreamKey;
@@ -111,10 +112,10 @@ impl Node {
             }
             None => None,
         };
-        let mut shared = Shared::new(config, bans, mailboxes);
-        shared.hooks = hooks;
-        shared.fd_limit = std::sync::atomic::AtomicU64::new(fd_limit);
-        let shared = Arc::new(shared);
+        let mesh_setup = config
+            .mesh
+            .resolve()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         // Every core runs the same backend. `auto` probes io_uring once here and falls back to epoll, for all
         // cores, where it is refused; `uring` makes a refused ring a start-up error.
         let use_uring = match backend_setting {
@@ -133,6 +134,20 @@ impl Node {
             },
         };
         let backend = if use_uring { "uring" } else { "epoll" };
+        if mesh_setup.is_some() && !use_uring {
+            return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the mesh ([mesh] id is set) runs on io_uring, and the cores use epoll (engine.backend = \"epoll\", \
+                     or io_uring is refused here): set engine.backend = \"auto\" on a kernel with io_uring, or \
+                     leave [mesh] id empty",
+                ));
+        }
+        let mut shared = Shared::new(config, bans, mailboxes);
+        shared.hooks = hooks;
+        shared.fd_limit = std::sync::atomic::AtomicU64::new(fd_limit);
+        shared.mesh_core = mesh_setup.as_ref().map(|_| MESH_CORE);
+        let shared = Arc::new(shared);
+        let mut mesh_setup = mesh_setup;
         // A ring is built on the thread that runs it (it is not Send, and its first use binds it to that
         // thread); each core reports whether its loop started before the node does.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<(usize, io::Result<()>)>();
@@ -145,6 +160,11 @@ impl Node {
             let shared = shared.clone();
             let supervised = shared.clone();
             let ready = ready_tx.clone();
+            let mesh = if index == MESH_CORE {
+                mesh_setup.take()
+            } else {
+                None
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("popline-core-{index}"))
                 .spawn(move || {
@@ -154,7 +174,7 @@ impl Node {
                         }
                     }
                     let core = if use_uring {
-                        UringLoop::new(index, shared, listener, inbox, waker)
+                        UringLoop::new(index, shared, listener, inbox, waker, mesh)
                             .map(|c| CoreIo::Uring(Box::new(c)))
                     } else {
                         CoreLoop::new(index, shared, listener, inbox, waker)
@@ -359,6 +379,27 @@ impl NodeControl for NodeHandle {
             .into_iter()
             .filter_map(|a| a.recv_deadline(deadline).ok())
             .sum()
+    }
+
+    fn forbid_everywhere(&self, stream: &StreamKey, until_unix_ms: Option<u64>, reason: &str) {
+        let Some(mailbox) = self.shared.mesh_core.and_then(|c| self.shared.mailboxes.get(c)) else {
+            return;
+        };
+        let input = MeshInput::Forbid {
+            key: stream.clone(),
+            until_unix_ms,
+            reason: reason.to_string(),
+        };
+        if mailbox.send(CoreMsg::Mesh(input)).is_err() {
+            warn!(%stream, "forbid not sent to the mesh: the mesh core's inbox is full or gone");
+        }
+    }
+
+    fn links(&self) -> Option<Vec<LinkInfo>> {
+        let mailbox = self.shared.mesh_core.and_then(|c| self.shared.mailboxes.get(c))?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        mailbox.send(CoreMsg::Mesh(MeshInput::Links { reply })).ok()?;
+        answer.recv_timeout(CORE_REPLY_WAIT).ok()
     }
 }
 

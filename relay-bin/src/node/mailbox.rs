@@ -115,6 +115,32 @@ pub enum CoreMsg {
         /// `Err` with the reason when the hook refused (or could not be reached: fail closed).
         verdict: Result<(), String>,
     },
+    /// Owner core -> mesh core: a local event for the mesh.
+    Mesh(crate::node::mesh_port::MeshInput),
+    /// Mesh core -> owner: the stream now arrives from another node (a remote publisher).
+    RemoteStart {
+        /// The stream.
+        key: StreamKey,
+        /// The node where it is published.
+        origin: String,
+        /// Links it crossed to get here.
+        hops: u8,
+    },
+    /// Mesh core -> owner: a frame of a stream that arrives from another node.
+    RemoteFrame {
+        /// The stream.
+        key: StreamKey,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Mesh core -> owner: the stream stopped arriving. `moved`: a new source is being asked for (viewers
+    /// stay and resume at its first keyframe); otherwise it ended (viewers wait for the grace period).
+    RemoteEnd {
+        /// The stream.
+        key: StreamKey,
+        /// The source moved (failover) rather than ended.
+        moved: bool,
+    },
     /// Stop the core.
     Shutdown,
     /// Makes the core panic (the node's supervision tests).
@@ -124,7 +150,13 @@ pub enum CoreMsg {
 
 impl CoreMsg {
     fn is_media(&self) -> bool {
-        matches!(self, CoreMsg::Ingest { .. } | CoreMsg::Fanout { .. })
+        matches!(
+            self,
+            CoreMsg::Ingest { .. }
+                | CoreMsg::Fanout { .. }
+                | CoreMsg::RemoteFrame { .. }
+                | CoreMsg::Mesh(crate::node::mesh_port::MeshInput::Frame(..))
+        )
     }
 }
 

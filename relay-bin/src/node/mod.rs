@@ -9,6 +9,8 @@ pub mod handle;
 pub mod hooks;
 pub mod io_loop;
 pub mod mailbox;
+pub mod mesh_port;
+pub mod mesh_runner;
 pub mod shared;
 pub mod streams;
 pub mod uring_loop;

@@ -113,6 +113,8 @@ pub struct Shared {
     hasher: foldhash::fast::RandomState,
     /// Cores whose thread panicked, with the panic's message ([`Shared::health`]).
     dead_cores: Mutex<Vec<(usize, String)>>,
+    /// The core that runs the PoP mesh, when the mesh is on ([`crate::node::mesh_port::MESH_CORE`]).
+    pub mesh_core: Option<usize>,
 }
 
 impl Shared {
@@ -135,6 +137,7 @@ impl Shared {
             ip_connections: Mutex::new(HashMap::new()),
             hasher: foldhash::fast::RandomState::default(),
             dead_cores: Mutex::new(Vec::new()),
+            mesh_core: None,
         }
     }
 

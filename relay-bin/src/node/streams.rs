@@ -17,6 +17,15 @@ pub struct Subscriber {
     pub needs_key: bool,
 }
 
+/// Where a stream that arrives from the PoP mesh is published.
+#[derive(Debug, Clone)]
+pub struct RemoteSource {
+    /// The node where it is published.
+    pub origin: String,
+    /// Links it crossed to get here.
+    pub hops: u8,
+}
+
 /// Owner-only state of a stream.
 #[derive(Debug, Default)]
 pub struct OwnerState {
@@ -33,6 +42,12 @@ pub struct OwnerState {
     /// Bytes sent to viewers on other cores that no longer hold the stream (each core's count, handed over
     /// with its `Unsubscribe`), so the stream's count never goes back.
     pub bytes_out_departed: u64,
+    /// The stream arrives from another node of the mesh (no local publisher).
+    pub remote: Option<RemoteSource>,
+    /// The mesh was told this node's viewers want the stream (and not yet that they stopped).
+    pub mesh_wanted: bool,
+    /// A frame of the local publisher did not reach the mesh core: skip video to the next keyframe.
+    pub mesh_needs_key: bool,
 }
 
 /// What one core holds of one stream.
@@ -68,13 +83,13 @@ impl LocalStream {
         }
     }
 
-    /// Nothing keeps this record alive: no viewers here and, on the owner, no publisher or subscriber.
+    /// Nothing keeps this record alive: no viewers here and, on the owner, no publisher (local or remote)
+    /// or subscriber.
     pub fn is_unused(&self) -> bool {
         self.viewers.is_empty()
-            && self
-                .owner
-                .as_ref()
-                .is_none_or(|owner| owner.publisher.is_none() && owner.subscribers.is_empty())
+            && self.owner.as_ref().is_none_or(|owner| {
+                owner.publisher.is_none() && owner.remote.is_none() && owner.subscribers.is_empty()
+            })
     }
 }
 

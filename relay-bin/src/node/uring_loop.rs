@@ -19,9 +19,11 @@ use engine::uring::{CoreEvent, CoreIo, TcpConnId, TcpEvent, UringTcpConfig};
 use engine::{Listener, Waker};
 use tracing::warn;
 
+use crate::mesh::config::MeshSetup;
 use crate::node::clients::Token;
 use crate::node::core::{Close, NodeCore};
 use crate::node::mailbox::CoreMsg;
+use crate::node::mesh_runner::MeshRunner;
 use crate::node::shared::Shared;
 
 /// Bytes a connection's io_uring send queue holds before the core's viewer queue keeps the rest (one buffer
@@ -43,6 +45,8 @@ pub struct UringLoop {
     /// Connections closing once their last bytes are written, closed hard at their deadline (a peer that
     /// stopped reading cannot hold one open).
     flushing: Vec<(Instant, TcpConnId)>,
+    /// The PoP mesh, on the mesh core when the mesh is on: its UDP socket shares this ring.
+    mesh: Option<Box<MeshRunner>>,
 }
 
 /// How long a closing connection may take to write its last bytes.
@@ -67,13 +71,20 @@ impl UringLoop {
         listener: Listener,
         inbox: Receiver<CoreMsg>,
         waker: Arc<Waker>,
+        mesh: Option<MeshSetup>,
     ) -> io::Result<UringLoop> {
         let config = tcp_config(&shared);
         let mut io = CoreIo::new(&config.ring)?;
         io.listen(listener.into_std(), config)?;
         io.watch(std::os::fd::AsRawFd::as_raw_fd(&*waker));
+        let now = Instant::now();
+        let mesh = match mesh {
+            Some(setup) => Some(Box::new(MeshRunner::open(&mut io, shared.clone(), setup, now)?)),
+            None => None,
+        };
         Ok(UringLoop {
-            core: NodeCore::new(index, shared, Instant::now()),
+            mesh,
+            core: NodeCore::new(index, shared, now),
             io,
             inbox,
             waker,
@@ -89,7 +100,12 @@ impl UringLoop {
     /// Runs until [`CoreMsg::Shutdown`].
     pub fn run(mut self) {
         while !self.core.is_stopped() {
-            let timeout = self.core.poll_timeout().saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let mut deadline = self.core.poll_timeout();
+            if let Some(mesh) = &self.mesh {
+                deadline = deadline.min(mesh.poll_timeout(now));
+            }
+            let timeout = deadline.saturating_duration_since(now);
             if let Err(error) = self.io.wait(Some(timeout)) {
                 warn!(core = self.core.index(), %error, "io_uring wait failed");
                 std::thread::sleep(Duration::from_millis(10));
@@ -101,6 +117,9 @@ impl UringLoop {
             }
             self.core.drain_inbox(now, &self.inbox);
             self.core.tick(now);
+            if let Some(mesh) = &mut self.mesh {
+                mesh.run(now, &mut self.io, &mut self.core);
+            }
             self.write(now);
             self.perform(now);
         }
@@ -116,12 +135,21 @@ impl UringLoop {
             conns,
             tokens_of,
             refused,
+            mesh,
             ..
         } = self;
         io.reap(&mut |event| match event {
             CoreEvent::Tcp(event) => on_tcp(core, conns, tokens_of, refused, now, event),
-            // No UDP socket on a node core yet (PoP links will bring them).
-            CoreEvent::Datagram { .. } => {}
+            CoreEvent::Datagram {
+                socket,
+                from,
+                bytes,
+                segment,
+            } => {
+                if let Some(mesh) = mesh.as_mut().filter(|m| m.socket() == socket) {
+                    mesh.on_datagram(now, from, bytes, segment);
+                }
+            }
         });
         if let Some(tcp) = self.io.tcp() {
             for id in self.refused.drain(..) {

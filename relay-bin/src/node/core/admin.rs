@@ -54,6 +54,10 @@ impl NodeCore {
                 key,
                 verdict,
             } => self.on_hook_verdict(token, client, request_id, key, verdict),
+            CoreMsg::Mesh(input) => self.mesh.push(input),
+            CoreMsg::RemoteStart { key, origin, hops } => self.on_remote_start(key, origin, hops),
+            CoreMsg::RemoteFrame { key, frame } => self.on_remote_frame(&key, frame, now),
+            CoreMsg::RemoteEnd { key, moved } => self.on_remote_end(key, moved),
             CoreMsg::Shutdown => self.stop = true,
             #[cfg(test)]
             #[allow(clippy::panic)]
@@ -105,6 +109,8 @@ impl NodeCore {
                     stream: key.clone(),
                     owner_core: self.index,
                     publisher: owner.publisher,
+                    origin: owner.remote.as_ref().map(|r| r.origin.clone()),
+                    hops: owner.remote.as_ref().map_or(0, |r| r.hops),
                     viewers: 0,
                     bytes_out: 0,
                     frames_in: owner.frames_in,

@@ -12,12 +12,13 @@ use crate::fanout::Pushed;
 use crate::media::Frame;
 use crate::node::clients::Token;
 use crate::node::mailbox::CoreMsg;
+use crate::node::mesh_port::MeshInput;
 use crate::node::shared::CoreCounters;
 use crate::node::streams::{passes_after_loss, LocalStream, Subscriber};
 use crate::stream_key::StreamKey;
 
 impl NodeCore {
-    fn gop_cache_bytes(&self, key: &StreamKey) -> usize {
+    pub(super) fn gop_cache_bytes(&self, key: &StreamKey) -> usize {
         self.shared.config.fanout_for(key.app()).gop_cache_bytes
     }
 
@@ -31,6 +32,9 @@ impl NodeCore {
         };
         owner.frames_in += 1;
         owner.bytes_in += frame.body.len() as u64;
+        let for_mesh = owner.publisher.is_some()
+            && self.shared.mesh_core.is_some()
+            && passes_after_loss(&mut owner.mesh_needs_key, &frame);
         for subscriber in owner.subscribers.iter_mut() {
             if !passes_after_loss(&mut subscriber.needs_key, &frame) {
                 continue;
@@ -49,6 +53,11 @@ impl NodeCore {
             .is_err()
             {
                 subscriber.needs_key = true;
+            }
+        }
+        if for_mesh && !self.tell_mesh(MeshInput::Frame(key.clone(), frame.clone())) {
+            if let Some(owner) = self.streams.get_mut(key).and_then(|s| s.owner.as_mut()) {
+                owner.mesh_needs_key = true;
             }
         }
         self.deliver_local(key, frame, now);
@@ -116,6 +125,9 @@ impl NodeCore {
             }
             self.mark_dirty(token);
         }
+        if is_owner {
+            self.update_mesh_demand(key);
+        }
         if subscribe {
             self.send_to_owner(
                 key,
@@ -136,6 +148,12 @@ impl NodeCore {
         if let Some(position) = stream.viewers.iter().position(|&t| t == token) {
             stream.viewers.swap_remove(position);
         }
+        if stream.owner.is_some() {
+            self.update_mesh_demand(key);
+        }
+        let Some(stream) = self.streams.get_mut(key) else {
+            return;
+        };
         if stream.is_unused() {
             let owned = stream.owner.is_some();
             let bytes_out = stream.bytes_out_closed;
@@ -189,6 +207,7 @@ impl NodeCore {
         for core in subscribers {
             let _ = self.post(core, CoreMsg::PublisherChanged { key: key.clone() });
         }
+        self.start_local_publication(&key);
     }
 
     pub(super) fn on_publish_end(&mut self, key: StreamKey, publisher: ClientId) {
@@ -204,6 +223,10 @@ impl NodeCore {
         owner.publisher = None;
         owner.publishing_since = None;
         let subscribers: Vec<usize> = owner.subscribers.iter().map(|s| s.core).collect();
+        self.tell_mesh(MeshInput::Unpublished(key.clone()));
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return;
+        };
         stream.gop.clear();
         stream.ended_at = Some(self.now);
         stream.live = false;
@@ -212,6 +235,8 @@ impl NodeCore {
         for core in subscribers {
             let _ = self.post(core, CoreMsg::StreamEnded { key: key.clone() });
         }
+        // Viewers that stay may get the stream from another node where it is published next.
+        self.update_mesh_demand(&key);
         if unused {
             self.streams.remove(&key);
         }
@@ -232,8 +257,9 @@ impl NodeCore {
                 needs_key: false,
             });
         }
-        let live = owner.publisher.is_some();
+        let live = owner.publisher.is_some() || owner.remote.is_some();
         let frames: Vec<Frame> = stream.gop.start_frames().cloned().collect();
+        self.update_mesh_demand(&key);
         if self.post(core, CoreMsg::Snapshot { key, frames, live }).is_err() {
             warn!(core = self.index, to = core, "snapshot lost: inbox full");
         }
@@ -247,6 +273,10 @@ impl NodeCore {
             owner.subscribers.retain(|s| s.core != core);
             owner.bytes_out_departed += bytes_out;
         }
+        self.update_mesh_demand(&key);
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return;
+        };
         if stream.is_unused() {
             self.streams.remove(&key);
         }

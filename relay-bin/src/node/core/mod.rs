@@ -14,6 +14,7 @@
 mod admin;
 mod flow;
 mod lifecycle;
+mod remote;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -133,6 +134,8 @@ pub struct NodeCore {
     /// The `now` of the entry point being handled.
     now: Instant,
     stop: bool,
+    /// Local events for the PoP mesh, on the mesh core ([`NodeCore::take_mesh_inputs`]).
+    mesh: Vec<crate::node::mesh_port::MeshInput>,
 }
 
 impl std::fmt::Debug for NodeCore {
@@ -176,6 +179,7 @@ impl NodeCore {
             next_tick: now + TICK,
             now,
             stop: false,
+            mesh: Vec::new(),
         }
     }
 
