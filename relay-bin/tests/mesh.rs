@@ -37,14 +37,16 @@ struct MeshNode {
     public_key: String,
 }
 
-/// The config of node `me` in a full mesh of `nodes`, where app `live` has its home on `home`.
-fn mesh_config(dir: &Path, me: &MeshNode, nodes: &[MeshNode], home: &str) -> String {
+/// The config of node `me` in a full mesh of `nodes`, where the streams of app `live` have their home on
+/// `origins` (TOML list items, e.g. `"b"`).
+fn mesh_config(dir: &Path, me: &MeshNode, nodes: &[MeshNode], origins: &str) -> String {
     let node_dir = dir.join(me.id);
     std::fs::create_dir_all(&node_dir).unwrap();
-    let mut config = base_config(&node_dir);
+    // Viewers wait up to 3 s for a stream that stopped arriving (a failover takes under a second).
+    let mut config = base_config(&node_dir).replace("unpublish_grace_ms = 300", "unpublish_grace_ms = 3000");
     config.push_str(&format!(
         "[mesh]\nid = \"{}\"\nlisten = \"127.0.0.1:{}\"\nkey_file = \"{}\"\nframe_budget_ms = 2000\n\
-         [mesh.app_origins]\nlive = [\"{home}\"]\n",
+         [mesh.app_origins]\nlive = [{origins}]\n",
         me.id,
         me.port,
         dir.join(format!("{}.key", me.id)).display()
@@ -56,6 +58,33 @@ fn mesh_config(dir: &Path, me: &MeshNode, nodes: &[MeshNode], home: &str) -> Str
         ));
     }
     config
+}
+
+/// Three nodes `a`, `b`, `c` in a full mesh, app `live` homed on `origins`.
+fn three_nodes(scratch: &Scratch, origins: &str) -> (Popline, Popline, Popline) {
+    let nodes: Vec<MeshNode> = ["a", "b", "c"]
+        .into_iter()
+        .map(|id| MeshNode {
+            id,
+            port: free_udp_port(),
+            public_key: keygen(&scratch.0, id),
+        })
+        .collect();
+    let start = |i: usize| {
+        let config = mesh_config(&scratch.0, &nodes[i], &nodes, origins);
+        Popline::start(&scratch.0.join(nodes[i].id), &config)
+    };
+    let (a, b, c) = (start(0), start(1), start(2));
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            links_up(&a) == 2 && links_up(&b) == 2 && links_up(&c) == 2
+        }),
+        "the links never all came up:\nA: {}\nB: {}\nC: {}",
+        a.api("GET", "/api/v1/links", None).1,
+        b.api("GET", "/api/v1/links", None).1,
+        c.api("GET", "/api/v1/links", None).1
+    );
+    (a, b, c)
 }
 
 fn links_up(node: &Popline) -> usize {
@@ -78,29 +107,7 @@ fn stream(node: &Popline, key: &str) -> Option<serde_json::Value> {
 #[test]
 fn a_stream_crosses_three_pops_and_a_forbid_on_the_edge_stops_the_publisher_at_the_origin() {
     let scratch = Scratch::new("mesh");
-    let nodes: Vec<MeshNode> = ["a", "b", "c"]
-        .into_iter()
-        .map(|id| MeshNode {
-            id,
-            port: free_udp_port(),
-            public_key: keygen(&scratch.0, id),
-        })
-        .collect();
-    let start = |i: usize| {
-        let config = mesh_config(&scratch.0, &nodes[i], &nodes, "b");
-        let dir = scratch.0.join(nodes[i].id);
-        Popline::start(&dir, &config)
-    };
-    let (a, b, c) = (start(0), start(1), start(2));
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            links_up(&a) == 2 && links_up(&b) == 2 && links_up(&c) == 2
-        }),
-        "the links never all came up:\nA: {}\nB: {}\nC: {}",
-        a.api("GET", "/api/v1/links", None).1,
-        b.api("GET", "/api/v1/links", None).1,
-        c.api("GET", "/api/v1/links", None).1
-    );
+    let (a, b, c) = three_nodes(&scratch, "\"b\"");
 
     // Published at A, home B (the only origin of app `live`), played at C: two hops.
     let publisher = publish(&media("h264-aac-720p30-bframes.flv"), &a.url("live/shop"));
@@ -196,5 +203,88 @@ fn a_stream_crosses_three_pops_and_a_forbid_on_the_edge_stops_the_publisher_at_t
     assert!(
         !again.try_publish("unlawful"),
         "A refuses a new publish of the banned stream"
+    );
+}
+
+#[test]
+fn when_the_home_dies_the_edge_resumes_within_a_second_and_every_frame_decodes() {
+    use relay::mesh::placement::{home_among, Origin};
+    let scratch = Scratch::new("mesh-failover");
+    let (a, b, c) = three_nodes(&scratch, "\"a\", \"b\", \"c\"");
+    // A stream whose home is B among the three; A publishes it, C plays it.
+    let origins = [Origin::new("a"), Origin::new("b"), Origin::new("c")];
+    let name = (0..1000)
+        .map(|i| format!("shop{i}"))
+        .find(|n| home_among(&format!("live/{n}"), &origins, |_| true).is_some_and(|o| o.id == "b"))
+        .unwrap();
+    let key = format!("live/{name}");
+    let next = home_among(&key, &origins, |o| o.id != "b").unwrap().id.clone();
+    let publisher = publish(&media("h264-aac-720p30-bframes.flv"), &a.url(&key));
+    assert!(
+        wait_until(Duration::from_secs(20), || stream(&a, &key)
+            .is_some_and(|s| !s["publisher"].is_null())),
+        "the publisher never went live at A"
+    );
+    let out = scratch.path("played-at-c.flv");
+    let player = play(&c.url(&key), &out);
+    assert!(
+        wait_until(Duration::from_secs(10), || stream(&c, &key)
+            .is_some_and(|s| s["hops"] == 2 && s["viewers"] == 1)),
+        "C never got the stream through B: {:?}",
+        stream(&c, &key)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    // SIGKILL the home. C's viewer stays connected; the stream comes back through the next home.
+    let frames_in = |node: &Popline| {
+        stream(node, &key)
+            .and_then(|s| s["frames_in"].as_u64())
+            .unwrap_or(0)
+    };
+    let killed = Instant::now();
+    b.kill9();
+    let mut last = (killed, frames_in(&c));
+    let mut longest = Duration::ZERO;
+    while killed.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = (Instant::now(), frames_in(&c));
+        if now.1 != last.1 {
+            longest = longest.max(now.0 - last.0);
+            last = now;
+        }
+    }
+    let at_c = stream(&c, &key).unwrap();
+    println!(
+        "home B killed: C's longest stall {longest:?}; next home {next}; C now gets it from {} in {} hops",
+        at_c["origin"], at_c["hops"]
+    );
+    assert!(
+        longest < Duration::from_secs(1),
+        "the edge stalled {longest:?} after the home died"
+    );
+    assert!(
+        last.0.elapsed() < Duration::from_millis(500),
+        "frames flow again at C"
+    );
+    assert_eq!(at_c["origin"], "a");
+    assert!(c.log_text().contains("mesh link down"), "the failure is logged");
+
+    let (published, err) = wait(publisher, Duration::from_secs(40));
+    assert!(published, "ffmpeg publish failed: {err}");
+    let (_, err) = wait(player, Duration::from_secs(15));
+    let got = probe(&out);
+    println!("played at C across the failover: {got:?}");
+    assert_eq!((got.width, got.height), (1280, 720), "{err}");
+    assert!(got.first_video_is_key);
+    assert!(got.monotonic, "no timestamp goes back across the failover");
+    assert!(
+        got.video_packets >= 400,
+        "{} video frames at C",
+        got.video_packets
+    );
+    let errors = decode_errors(&out);
+    assert!(
+        errors.is_empty(),
+        "every frame at C decodes across the failover: {errors}"
     );
 }

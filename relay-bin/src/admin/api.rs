@@ -351,13 +351,14 @@ async fn list_bans(State(state): State<ApiState>) -> Json<Vec<BanView>> {
 
 async fn metrics_page(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let control = Arc::clone(&state.control);
-    let (stats, streams) = blocking(state.deadline, "reading metrics", move || {
-        (control.stats(), control.streams())
+    let (stats, streams, links) = blocking(state.deadline, "reading metrics", move || {
+        (control.stats(), control.streams(), control.links())
     })
     .await?;
     let text = metrics::render(
         stats,
         streams,
+        links.unwrap_or_default(),
         state.bans.active_count(),
         &state.bans.save_status(),
     )

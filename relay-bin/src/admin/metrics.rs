@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 
 use crate::bans::SaveStatus;
 use crate::control::{NodeStats, StreamInfo};
+use crate::node::mesh_port::LinkInfo;
 
 /// The `Content-Type` of the exposition (the Prometheus text format, version 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -31,12 +32,14 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 pub fn render(
     stats: NodeStats,
     streams: Vec<StreamInfo>,
+    links: Vec<LinkInfo>,
     bans_active: usize,
     bans_saved: &SaveStatus,
 ) -> Result<String, fmt::Error> {
     let mut out = String::with_capacity(4096 + streams.len() * 512);
     let mut registry = Registry::default();
     let mut snapshot = Snapshot::new(stats, streams, bans_active);
+    snapshot.links = links;
     snapshot.bans_unsaved = u64::from(bans_saved.unsaved_since_unix_ms.is_some());
     snapshot.bans_save_failures = bans_saved.failures;
     snapshot.process = ProcessStats::read();
@@ -60,6 +63,8 @@ struct Snapshot {
     bans_save_failures: u64,
     /// This process's CPU time and memory, when `/proc` could be read.
     process: Option<ProcessStats>,
+    /// The PoP mesh's links (none when the mesh is off).
+    links: Vec<LinkInfo>,
 }
 
 /// This process's resources, from `/proc/self` (Linux).
@@ -134,6 +139,7 @@ impl Snapshot {
             bans_unsaved: 0,
             bans_save_failures: 0,
             process: None,
+            links: Vec::new(),
         }
     }
 }
@@ -302,8 +308,15 @@ impl Collector for Snapshot {
             }
         }
 
+        self.encode_links(&mut encoder)?;
         type PerStream = fn(&StreamInfo) -> u64;
-        let per_stream: [(&str, MetricType, &str, PerStream); 7] = [
+        let per_stream: [(&str, MetricType, &str, PerStream); 8] = [
+            (
+                "popline_stream_hops",
+                MetricType::Gauge,
+                "Mesh links the stream crossed to reach this node (0: published here).",
+                |s| u64::from(s.hops),
+            ),
             (
                 "popline_stream_viewers",
                 MetricType::Gauge,
@@ -355,6 +368,101 @@ impl Collector for Snapshot {
             family(&mut encoder, name, kind, help, samples)?;
         }
         Ok(())
+    }
+}
+
+impl Snapshot {
+    /// The mesh's links, one series per peer (`peer="id"`); dropped frames also by `reason`. A link's
+    /// counters start again from zero when it reconnects (`popline_mesh_link_ups` counts the times).
+    fn encode_links(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        type PerLink = fn(&LinkInfo) -> u64;
+        let per_link: [(&str, MetricType, &str, PerLink); 11] = [
+            (
+                "popline_mesh_link_up",
+                MetricType::Gauge,
+                "1 while the link to the peer is up.",
+                |l| u64::from(l.state == "up"),
+            ),
+            (
+                "popline_mesh_link_ups",
+                MetricType::Counter,
+                "Times the link came up.",
+                |l| l.ups,
+            ),
+            (
+                "popline_mesh_link_rtt_microseconds",
+                MetricType::Gauge,
+                "The link's smoothed round-trip time, in microseconds.",
+                |l| (l.rtt_ms * 1000.0) as u64,
+            ),
+            (
+                "popline_mesh_link_bandwidth_bps",
+                MetricType::Gauge,
+                "The link sender's estimate of the path's bandwidth, in bit/s.",
+                |l| l.bandwidth_bps,
+            ),
+            (
+                "popline_mesh_link_payload_bytes",
+                MetricType::Counter,
+                "Frame bytes sent on the link for the first time (goodput).",
+                |l| l.payload_bytes,
+            ),
+            (
+                "popline_mesh_link_repair_bytes",
+                MetricType::Counter,
+                "Frame bytes sent again on the link after a loss.",
+                |l| l.repair_bytes,
+            ),
+            (
+                "popline_mesh_link_packets_sent",
+                MetricType::Counter,
+                "Datagrams sent on the link.",
+                |l| l.packets_sent,
+            ),
+            (
+                "popline_mesh_link_packets_lost",
+                MetricType::Counter,
+                "Datagrams the link declared lost.",
+                |l| l.packets_lost,
+            ),
+            (
+                "popline_mesh_link_deadline_misses",
+                MetricType::Counter,
+                "Frames whose end-to-end deadline passed before the peer acknowledged them.",
+                |l| l.deadline_misses,
+            ),
+            (
+                "popline_mesh_link_streams_out",
+                MetricType::Gauge,
+                "Streams sent to the peer now.",
+                |l| l.streams_out,
+            ),
+            (
+                "popline_mesh_link_streams_in",
+                MetricType::Gauge,
+                "Streams arriving from the peer now.",
+                |l| l.streams_in,
+            ),
+        ];
+        for (name, kind, help, value) in per_link {
+            let samples = self.links.iter().map(|l| ([("peer", l.peer.as_str())], value(l)));
+            family(encoder, name, kind, help, samples)?;
+        }
+        let dropped = self.links.iter().flat_map(|l| {
+            [
+                ("deadline", l.dropped_deadline),
+                ("dependency", l.dropped_dependency),
+                ("queue_full", l.dropped_queue_full),
+            ]
+            .map(|(reason, n)| ([("peer", l.peer.as_str()), ("reason", reason)], n))
+        });
+        family(
+            encoder,
+            "popline_mesh_link_frames_dropped",
+            MetricType::Counter,
+            "Frames the link's sender dropped: past their deadline, after a lost reference, or over its queue bound.",
+            dropped,
+        )
     }
 }
 
@@ -490,6 +598,14 @@ mod tests {
         let text = render(
             stats,
             vec![stream("b", 2), stream(weird, 1), stream("b", 9)],
+            vec![LinkInfo {
+                peer: "mnl-1".into(),
+                state: "up",
+                rtt_ms: 101.5,
+                packets_lost: 4,
+                dropped_deadline: 3,
+                ..LinkInfo::default()
+            }],
             1,
             &SaveStatus::default(),
         )
@@ -510,6 +626,18 @@ mod tests {
         assert!(find("popline_process_resident_memory_bytes", None)[0] > 1e6);
         assert!(find("popline_process_open_fds", None)[0] >= 3.0);
         assert_eq!(find("popline_stream_viewers", Some("live/b")), vec![2.0]);
+        assert_eq!(find("popline_mesh_link_up", Some("mnl-1")), vec![1.0]);
+        assert_eq!(
+            find("popline_mesh_link_rtt_microseconds", Some("mnl-1")),
+            vec![101_500.0]
+        );
+        assert_eq!(
+            find("popline_mesh_link_packets_lost_total", Some("mnl-1")),
+            vec![4.0]
+        );
+        assert!(
+            text.contains("popline_mesh_link_frames_dropped_total{peer=\"mnl-1\",reason=\"deadline\"} 3\n")
+        );
         let weird_key = format!("live/{weird}");
         assert_eq!(find("popline_stream_viewers", Some(&weird_key)), vec![1.0]);
         assert!(

@@ -48,6 +48,12 @@ pub struct OwnerState {
     pub mesh_wanted: bool,
     /// A frame of the local publisher did not reach the mesh core: skip video to the next keyframe.
     pub mesh_needs_key: bool,
+    /// The decode timestamp of the newest frame from the remote source.
+    pub remote_last_dts: Option<u64>,
+    /// The remote source moved (failover): the node it was published at, and the newest frame's decode
+    /// timestamp. A new source of the same publication continues the stream where it stopped (what the
+    /// viewers already have is skipped); any other source restarts the viewers at a keyframe.
+    pub resume: Option<(String, u64)>,
 }
 
 /// What one core holds of one stream.

@@ -94,8 +94,10 @@ impl NodeCore {
     }
 
     /// Owner: `key` arrives from node `origin` from now on. A local publisher wins (the mesh does not send a
-    /// stream published here; a late start is ignored).
+    /// stream published here; a late start is ignored). After a failover, a source of the same publication
+    /// continues the stream for the viewers without a restart.
     pub(super) fn on_remote_start(&mut self, key: StreamKey, origin: String, hops: u8) {
+        let now = self.now;
         let gop_bytes = self.gop_cache_bytes(&key);
         let stream = self
             .streams
@@ -108,9 +110,23 @@ impl NodeCore {
             debug!(core = self.index, stream = %key, %origin, "remote source ignored: published here");
             return;
         }
+        let continues = owner.resume.as_ref().is_some_and(|(o, _)| *o == origin);
+        if !continues {
+            owner.resume = None;
+        }
+        owner.remote = Some(RemoteSource {
+            origin: origin.clone(),
+            hops,
+        });
+        owner.publishing_since.get_or_insert(now);
+        stream.ended_at = None;
+        stream.live = true;
+        if continues {
+            info!(core = self.index, stream = %key, %origin, hops, "stream arrives from the mesh again (failover): viewers continue");
+            return;
+        }
         info!(core = self.index, stream = %key, %origin, hops, "stream arrives from the mesh");
-        owner.remote = Some(RemoteSource { origin, hops });
-        owner.publishing_since = Some(self.now);
+        owner.publishing_since = Some(now);
         let subscribers: Vec<usize> = owner
             .subscribers
             .iter_mut()
@@ -119,8 +135,6 @@ impl NodeCore {
                 s.core
             })
             .collect();
-        stream.ended_at = None;
-        stream.live = true;
         // Frames of a new source do not decode against the old one's pictures: every viewer resumes at its
         // first keyframe.
         self.resync_viewers(&key);
@@ -129,16 +143,24 @@ impl NodeCore {
         }
     }
 
-    /// Owner: a frame of a stream that arrives from the mesh.
+    /// Owner: a frame of a stream that arrives from the mesh. After a failover to a source of the same
+    /// publication, what the viewers already have (decode timestamps up to the last one received) is
+    /// skipped: the new source's GOP fills the gap the failure left, or starts at a keyframe after it.
     pub(super) fn on_remote_frame(&mut self, key: &StreamKey, frame: Frame, now: Instant) {
-        let remote = self
-            .streams
-            .get(key)
-            .and_then(|s| s.owner.as_ref())
-            .is_some_and(|o| o.remote.is_some() && o.publisher.is_none());
-        if remote {
-            self.on_ingest(key, frame, now);
+        let Some(owner) = self.streams.get_mut(key).and_then(|s| s.owner.as_mut()) else {
+            return;
+        };
+        if owner.remote.is_none() || owner.publisher.is_some() {
+            return;
         }
+        if let Some((_, through)) = owner.resume {
+            if frame.dts_ms <= through {
+                return;
+            }
+            owner.resume = None;
+        }
+        owner.remote_last_dts = Some(frame.dts_ms);
+        self.on_ingest(key, frame, now);
     }
 
     /// Owner: `key` stopped arriving from the mesh.
@@ -155,14 +177,17 @@ impl NodeCore {
         owner.publishing_since = None;
         let subscribers: Vec<usize> = owner.subscribers.iter().map(|s| s.core).collect();
         if moved {
-            // Failover: the viewers stay and resume at the new source's first keyframe.
-            warn!(core = self.index, stream = %key, origin = %source.origin, "mesh source lost; waiting for the stream's next home");
-            self.resync_viewers(&key);
-            for core in subscribers {
-                let _ = self.post(core, CoreMsg::PublisherChanged { key: key.clone() });
+            // Failover: the viewers stay (for the unpublish grace period at most) and continue from the next
+            // source of the same publication.
+            warn!(core = self.index, stream = %key, origin = %source.origin, "mesh source lost; asking the stream's next home");
+            if let Some(last) = owner.remote_last_dts {
+                owner.resume = Some((source.origin, last));
             }
+            stream.ended_at = Some(self.now);
             return;
         }
+        owner.resume = None;
+        owner.remote_last_dts = None;
         info!(core = self.index, stream = %key, origin = %source.origin, "stream from the mesh ended");
         stream.ended_at = Some(self.now);
         stream.live = false;

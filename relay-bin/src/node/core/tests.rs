@@ -132,6 +132,11 @@ impl Harness {
         Harness::build(cores, configure, None)
     }
 
+    /// A node in a PoP mesh: core 0 is the mesh core (the test stands in for its mesh runner).
+    fn with_mesh(cores: usize) -> Harness {
+        Harness::build(cores, |c| c.mesh.id = "test".into(), None)
+    }
+
     /// A harness whose `on_publish` hook calls (at most `max_pending`) go to the returned queue: the test
     /// answers them.
     fn with_hook(cores: usize, max_pending: usize) -> (Harness, Receiver<HookJob>) {
@@ -152,8 +157,10 @@ impl Harness {
             mailboxes.push(mailbox);
             inboxes.push(inbox);
         }
+        let mesh = !config.mesh.id.is_empty();
         let mut shared = Shared::new(config, bans, mailboxes);
         shared.hooks = hooks;
+        shared.mesh_core = mesh.then_some(crate::node::mesh_port::MESH_CORE);
         let shared = Arc::new(shared);
         let now = shared.started;
         let cores = (0..cores)
@@ -714,4 +721,150 @@ fn hook_calls_waiting_or_in_flight_are_bounded() {
     let d = h.publisher(0, "d");
     assert!(!h.clients[d].closed);
     assert_eq!(h.shared.hooks.as_ref().unwrap().pending(), 2);
+}
+
+/// A frame as a mesh link delivers it.
+fn remote(kind: crate::media::MediaKind, body: &'static [u8], dts: u64, now: Instant) -> crate::media::Frame {
+    crate::media::Frame::new(
+        kind,
+        crate::media::Track::Video,
+        dts,
+        dts,
+        Bytes::from_static(body),
+        now,
+    )
+}
+
+/// What the mesh core's runner was told since the last call, by name.
+fn mesh_inputs(h: &mut Harness) -> Vec<String> {
+    let mut inputs = Vec::new();
+    h.cores[0].take_mesh_inputs(&mut inputs);
+    inputs
+        .iter()
+        .map(|i| match i {
+            crate::node::mesh_port::MeshInput::Published(k) => format!("published {k}"),
+            crate::node::mesh_port::MeshInput::Unpublished(k) => format!("unpublished {k}"),
+            crate::node::mesh_port::MeshInput::Frame(k, f) => format!("frame {k} {}", f.dts_ms),
+            crate::node::mesh_port::MeshInput::Wanted(k) => format!("wanted {k}"),
+            crate::node::mesh_port::MeshInput::Unwanted(k) => format!("unwanted {k}"),
+            crate::node::mesh_port::MeshInput::Forbid { key, .. } => format!("forbid {key}"),
+            crate::node::mesh_port::MeshInput::Links { .. } => "links".to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_stream_from_the_mesh_reaches_viewers_on_every_core_and_continues_across_a_failover() {
+    use crate::media::MediaKind::{Inter, Key, SeqHeader};
+    let mut h = Harness::with_mesh(2);
+    let key = StreamKey::new("live", "far").unwrap();
+    // A viewer on each core: the node asks the mesh for the stream once.
+    let viewers = [h.viewer(0, "far"), h.viewer(1, "far")];
+    assert_eq!(mesh_inputs(&mut h), vec!["wanted live/far"]);
+
+    // The mesh runner (on core 0) hands the stream to its owner core, whichever it is.
+    let now = h.now;
+    h.cores[0].remote_started(now, key.clone(), "jkt".into(), 2);
+    for (kind, body, dts) in [
+        (SeqHeader, SEQ_HEADER, 0),
+        (Key, KEYFRAME, 0),
+        (Inter, INTER, 40),
+        (Inter, INTER, 80),
+    ] {
+        assert!(h.cores[0].remote_frame(now, key.clone(), remote(kind, body, dts, now)));
+        h.pump();
+    }
+    for &v in &viewers {
+        assert_eq!(
+            h.clients[v].video(),
+            vec![(0, 0x17), (0, 0x17), (40, 0x27), (80, 0x27)]
+        );
+    }
+
+    // Failover: the source moves; the next one of the same publication sends its GOP from the keyframe.
+    // What the viewers have is skipped; they continue with 120 and 160, with no restart.
+    h.cores[0].remote_ended(now, key.clone(), true);
+    h.pump();
+    h.cores[0].remote_started(now, key.clone(), "jkt".into(), 1);
+    let prime = [
+        (SeqHeader, SEQ_HEADER, 0),
+        (Key, KEYFRAME, 0),
+        (Inter, INTER, 40),
+        (Inter, INTER, 80),
+        (Inter, INTER, 120),
+        (Inter, INTER, 160),
+    ];
+    for (kind, body, dts) in prime {
+        h.cores[0].remote_frame(now, key.clone(), remote(kind, body, dts, now));
+        h.pump();
+    }
+    for &v in &viewers {
+        let video = h.clients[v].video();
+        let times: Vec<u32> = video.iter().map(|&(t, _)| t).collect();
+        assert_eq!(times, vec![0, 0, 40, 80, 120, 160], "no duplicate, no restart");
+    }
+
+    // A source of another publication restarts the viewers at its first keyframe.
+    h.cores[0].remote_ended(now, key.clone(), true);
+    h.cores[0].remote_started(now, key.clone(), "mnl".into(), 1);
+    h.pump();
+    for (kind, body, dts) in [(Inter, INTER, 5000), (Key, KEYFRAME, 5040), (Inter, INTER, 5080)] {
+        h.cores[0].remote_frame(now, key.clone(), remote(kind, body, dts, now));
+        h.pump();
+    }
+    for &v in &viewers {
+        let times: Vec<u32> = h.clients[v].video().iter().map(|&(t, _)| t).collect();
+        assert_eq!(
+            times[6..],
+            [5040, 5080],
+            "the inter frame before the keyframe is not sent"
+        );
+    }
+    assert!(
+        mesh_inputs(&mut h).is_empty(),
+        "a remote stream is not sent back to the mesh"
+    );
+
+    // The last viewer gone: the node tells the mesh once.
+    for &v in &viewers {
+        let (core, token) = (h.clients[v].core, h.clients[v].token);
+        let now = h.now;
+        h.cores[core].connection_lost(now, token, "test");
+        h.clients[v].closed = true;
+        h.pump();
+    }
+    assert_eq!(mesh_inputs(&mut h), vec!["unwanted live/far"]);
+}
+
+#[test]
+fn a_local_publisher_is_reported_to_the_mesh_with_its_frames() {
+    let mut h = Harness::with_mesh(2);
+    let p = h.publisher(1, "near");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    h.send_video(p, INTER, 40);
+    assert_eq!(
+        mesh_inputs(&mut h),
+        vec![
+            "published live/near",
+            "frame live/near 0",
+            "frame live/near 0",
+            "frame live/near 40"
+        ]
+    );
+    // A viewer of a stream published here does not make the node ask the mesh.
+    h.viewer(0, "near");
+    h.viewer(1, "near");
+    assert!(mesh_inputs(&mut h).is_empty());
+    let (core, token) = (h.clients[p].core, h.clients[p].token);
+    let now = h.now;
+    h.cores[core].connection_lost(now, token, "test");
+    h.clients[p].closed = true;
+    h.pump();
+    // The publisher left: the stream is unpublished, and its viewers (who stay for the grace period) may
+    // get it from another node where it is published next.
+    assert_eq!(
+        mesh_inputs(&mut h),
+        vec!["unpublished live/near", "wanted live/near"]
+    );
 }
