@@ -31,6 +31,8 @@ pub struct Config {
     /// The PoP mesh: this node's id, key and UDP address, its peers, and where each app's streams live
     /// (off while `mesh.id` is empty).
     pub mesh: crate::mesh::config::MeshConfig,
+    /// Static relays: pushes to other RTMP servers, pulls from RTMP origins.
+    pub relays: crate::relays::config::RelaysConfig,
 }
 
 /// RTMP listener and protocol limits.
@@ -418,6 +420,7 @@ impl Config {
         in_range("mesh.link_timeout_ms", self.mesh.link_timeout_ms, 100..=600_000)?;
         in_range("mesh.pull_grace_ms", self.mesh.pull_grace_ms, 0..=DAY_MS)?;
         in_range("mesh.retry_ms", self.mesh.retry_ms, 1..=DAY_MS)?;
+        self.relays.check().map_err(ConfigError::Invalid)?;
         // Every mistake in `[mesh]` (an unreadable key, a peer listed twice, an origin that is no node) is a
         // start-up error naming its field.
         self.mesh

@@ -5,7 +5,8 @@
 //! that have viewers of it; each core fans it out to its viewers' queues ([`fanout::viewer_queue`], with the
 //! app's drop policy), and the core writes each queue's shared wire bytes to its viewer's socket in one
 //! `writev`. [`link`] runs the transport (`transport::Endpoint`) on the engine's UDP sockets, for the links
-//! between PoPs.
+//! between PoPs; [`mesh`] decides which stream goes over which link; [`relays`] pushes streams to, and
+//! pulls them from, other RTMP servers.
 
 pub mod admin;
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod link;
 pub mod media;
 pub mod mesh;
 pub mod node;
+pub mod relays;
 pub mod rtmp;
 pub mod startup;
 pub mod stream_key;

@@ -30,6 +30,8 @@ pub struct Node {
     handle: Arc<NodeHandle>,
     threads: Vec<JoinHandle<()>>,
     rtmp_addr: SocketAddr,
+    /// The static relays' threads.
+    relays: Option<crate::relays::Relays>,
 }
 
 /// The control plane's handle on the cores (implements [`NodeControl`]).
@@ -146,6 +148,9 @@ impl Node {
         shared.hooks = hooks;
         shared.fd_limit = std::sync::atomic::AtomicU64::new(fd_limit);
         shared.mesh_core = mesh_setup.as_ref().map(|_| MESH_CORE);
+        let relay_channel = crate::relays::channel(&shared.config.relays);
+        let (relay_events, relay_queue) = relay_channel.unzip();
+        shared.relay_events = relay_events;
         let shared = Arc::new(shared);
         let mut mesh_setup = mesh_setup;
         // A ring is built on the thread that runs it (it is not Send, and its first use binds it to that
@@ -215,10 +220,12 @@ impl Node {
             return Err(error);
         }
         info!(%rtmp_addr, cores, backend, pinned = pin, "RTMP listening");
+        let relays = crate::relays::Relays::start(relay_queue, &shared)?;
         Ok(Node {
             handle: Arc::new(NodeHandle { shared, backend }),
             threads,
             rtmp_addr,
+            relays: Some(relays),
         })
     }
 
@@ -233,7 +240,10 @@ impl Node {
     }
 
     /// Stops every core (their clients are closed) and waits for them.
-    pub fn shutdown(self) {
+    pub fn shutdown(mut self) {
+        if let Some(relays) = self.relays.take() {
+            relays.stop();
+        }
         for mailbox in &self.handle.shared.mailboxes {
             let _ = mailbox.send(CoreMsg::Shutdown);
         }

@@ -115,6 +115,8 @@ pub struct Shared {
     dead_cores: Mutex<Vec<(usize, String)>>,
     /// The core that runs the PoP mesh, when the mesh is on ([`crate::node::mesh_port::MESH_CORE`]).
     pub mesh_core: Option<usize>,
+    /// Where the owner cores send the events of streams that static pushes carry (when any is configured).
+    pub relay_events: Option<crossbeam_channel::Sender<crate::relays::RelayEvent>>,
 }
 
 impl Shared {
@@ -138,6 +140,7 @@ impl Shared {
             hasher: foldhash::fast::RandomState::default(),
             dead_cores: Mutex::new(Vec::new()),
             mesh_core: None,
+            relay_events: None,
         }
     }
 

@@ -54,6 +54,10 @@ pub struct OwnerState {
     /// timestamp. A new source of the same publication continues the stream where it stopped (what the
     /// viewers already have is skipped); any other source restarts the viewers at a keyframe.
     pub resume: Option<(String, u64)>,
+    /// Static pushes carry the stream (a rule matched when its publisher started).
+    pub relayed: bool,
+    /// A frame for the static pushes was lost: skip video to the next keyframe.
+    pub relay_needs_key: bool,
 }
 
 /// What one core holds of one stream.

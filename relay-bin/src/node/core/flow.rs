@@ -14,7 +14,10 @@ use crate::node::clients::Token;
 use crate::node::mailbox::CoreMsg;
 use crate::node::mesh_port::MeshInput;
 use crate::node::shared::CoreCounters;
+use crate::node::shared::Shared;
+use crate::node::streams::OwnerState;
 use crate::node::streams::{passes_after_loss, LocalStream, Subscriber};
+use crate::relays::RelayEvent;
 use crate::stream_key::StreamKey;
 
 impl NodeCore {
@@ -35,6 +38,9 @@ impl NodeCore {
         let for_mesh = owner.publisher.is_some()
             && self.shared.mesh_core.is_some()
             && passes_after_loss(&mut owner.mesh_needs_key, &frame);
+        if owner.relayed && owner.publisher.is_some() {
+            relay_frame(&self.shared, owner, key, &frame);
+        }
         for subscriber in owner.subscribers.iter_mut() {
             if !passes_after_loss(&mut subscriber.needs_key, &frame) {
                 continue;
@@ -208,6 +214,7 @@ impl NodeCore {
             let _ = self.post(core, CoreMsg::PublisherChanged { key: key.clone() });
         }
         self.start_local_publication(&key);
+        self.start_relays(&key);
     }
 
     pub(super) fn on_publish_end(&mut self, key: StreamKey, publisher: ClientId) {
@@ -223,6 +230,9 @@ impl NodeCore {
         owner.publisher = None;
         owner.publishing_since = None;
         let subscribers: Vec<usize> = owner.subscribers.iter().map(|s| s.core).collect();
+        if std::mem::take(&mut owner.relayed) {
+            tell_relays(&self.shared, RelayEvent::Unpublished(key.clone()));
+        }
         self.tell_mesh(MeshInput::Unpublished(key.clone()));
         let Some(stream) = self.streams.get_mut(&key) else {
             return;
@@ -335,5 +345,50 @@ impl NodeCore {
         if self.post(owner, message).is_err() {
             warn!(core = self.index, to = owner, stream = %key, "control message to owner lost: inbox full");
         }
+    }
+}
+
+impl NodeCore {
+    /// Owner: a publisher started on `key`: the static pushes whose rules match carry it from now on.
+    fn start_relays(&mut self, key: &StreamKey) {
+        if self.shared.relay_events.is_none() {
+            return;
+        }
+        let relayed = self.shared.config.relays.push.iter().any(|r| r.matches(key));
+        if let Some(owner) = self.streams.get_mut(key).and_then(|s| s.owner.as_mut()) {
+            owner.relayed = relayed;
+            owner.relay_needs_key = false;
+        }
+        if relayed {
+            tell_relays(&self.shared, RelayEvent::Published(key.clone()));
+        }
+    }
+}
+
+/// Queues `event` for the static pushes without waiting (a core never blocks); `false` when the queue is
+/// full.
+fn tell_relays(shared: &Shared, event: RelayEvent) -> bool {
+    let Some(events) = &shared.relay_events else {
+        return false;
+    };
+    match events.try_send(event) {
+        Ok(()) => true,
+        Err(error) => {
+            if !matches!(error.into_inner(), RelayEvent::Frame(..)) {
+                warn!("a static push event was lost: the pushes' queue is full");
+            }
+            false
+        }
+    }
+}
+
+/// Hands a frame of a relayed stream to the static pushes; a lost one makes them wait for a keyframe.
+fn relay_frame(shared: &Shared, owner: &mut OwnerState, key: &StreamKey, frame: &Frame) {
+    if !passes_after_loss(&mut owner.relay_needs_key, frame) {
+        return;
+    }
+    if !tell_relays(shared, RelayEvent::Frame(key.clone(), frame.clone())) {
+        owner.relay_needs_key = true;
+        tell_relays(shared, RelayEvent::Lost(key.clone()));
     }
 }
