@@ -169,6 +169,8 @@ struct StreamState {
     retry_at: Option<Instant>,
     /// The home this node pushes it to (published here, home elsewhere).
     push_to: Option<PeerId>,
+    /// The node where it is published, as the source's `Open` said (remote sources only).
+    origin: Option<PeerId>,
 }
 
 impl StreamState {
@@ -530,9 +532,12 @@ impl MeshCore {
                 if let Ok(key) = StreamKey::parse(&key) {
                     if let Some(s) = self.streams.get_mut(&key) {
                         s.waiting.remove(peer);
-                        // A refused push is tried again when placement next changes.
+                        // A refused push is tried again after `retry_after` (or when placement next
+                        // changes): the home may not know yet that it is the home (it has not seen the old
+                        // home's link fail), and it never asks for a push.
                         if s.push_to.as_deref() == Some(peer) {
                             s.push_to = None;
+                            s.retry_at = Some(now + self.params.retry_after);
                         }
                         if let Some(stream) = s.sending.remove(peer) {
                             self.send(
@@ -614,8 +619,13 @@ impl MeshCore {
         let link = self.links.get_mut(peer).filter(|l| l.up)?;
         let stream = link.next_stream;
         link.next_stream = link.next_stream.wrapping_add(1).max(FIRST_MEDIA_STREAM);
-        let origin = match self.streams.get(key).and_then(|s| s.source.clone()) {
-            Some(Source::Remote { peer: from, .. }) => from,
+        // The node where the stream is published, carried hop to hop (not the peer it came from).
+        let origin = match self.streams.get(key) {
+            Some(StreamState {
+                source: Some(Source::Remote { .. }),
+                origin: Some(origin),
+                ..
+            }) => origin.clone(),
             _ => self.params.me.clone(),
         };
         self.send(
@@ -700,6 +710,7 @@ impl MeshCore {
             peer: peer.to_string(),
             stream,
         });
+        s.origin = Some(origin.clone());
         s.retry_at = None;
         // A new source: local viewers resume at its first keyframe, and so does every peer this node relays
         // to (their streams restart with the source).

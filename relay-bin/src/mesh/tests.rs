@@ -389,6 +389,34 @@ fn when_the_home_dies_the_stream_moves_to_the_next_origin_within_a_second() {
 }
 
 #[test]
+fn a_push_the_next_home_refuses_before_it_sees_the_old_home_fail_is_tried_again() {
+    // Found by the real-process failover test: A saw home B die first and pushed to D, which still saw B
+    // up, refused the push (it was not the home yet) and never asked for it once it was; A did not try
+    // again, as placement did not change again for A. The stream never came back.
+    let origins = ["b", "d"];
+    let k = key_ranked(&origins, "b", "d");
+    let mut net = Net::new(&["a", "b", "c", "d"], &origins);
+    net.connect_all();
+    let now = net.now;
+    net.node("a").local_publish(now, &key(&k));
+    net.node("c").viewer_wants(now, &key(&k));
+    let dts = net.stream_for("a", &k, 0, Duration::from_secs(1));
+    // A sees B fail; D and C do not yet (their link timeouts have not fired).
+    net.cut("a", "b");
+    let dts = net.stream_for("a", &k, dts, Duration::from_millis(300));
+    let got = net.delivered("c", &k).len();
+    // Then they do.
+    net.isolate("b");
+    net.stream_for("a", &k, dts, Duration::from_secs(2));
+    assert!(
+        net.delivered("c", &k).len() > got + 20,
+        "the stream reaches C again through D: {}",
+        net.nodes["d"].describe(&key(&k))
+    );
+    assert_eq!(net.nodes["d"].source_of(&key(&k)), Some("a"));
+}
+
+#[test]
 fn a_ban_on_any_node_reaches_every_node_and_stops_the_stream_everywhere() {
     let mut net = Net::new(&["a", "b", "c", "e"], &["b"]);
     net.connect_all();

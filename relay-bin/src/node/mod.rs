@@ -9,8 +9,11 @@ pub mod handle;
 pub mod hooks;
 pub mod io_loop;
 pub mod mailbox;
+pub mod mesh_node;
 pub mod mesh_port;
 pub mod mesh_runner;
+#[cfg(test)]
+mod mesh_sim;
 pub mod shared;
 pub mod streams;
 pub mod uring_loop;

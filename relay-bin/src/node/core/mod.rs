@@ -17,6 +17,8 @@ mod lifecycle;
 mod remote;
 mod session;
 #[cfg(test)]
+pub(crate) mod test_client;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

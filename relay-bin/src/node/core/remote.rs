@@ -110,9 +110,14 @@ impl NodeCore {
             debug!(core = self.index, stream = %key, %origin, "remote source ignored: published here");
             return;
         }
-        let continues = owner.resume.as_ref().is_some_and(|(o, _)| *o == origin);
+        // The same publication from another path: after a failover (the last source ended as moved), or
+        // when the mesh swaps a live source for a better one (no end in between).
+        let swapped = owner.remote.as_ref().is_some_and(|r| r.origin == origin);
+        let continues = swapped || owner.resume.as_ref().is_some_and(|(o, _)| *o == origin);
         if !continues {
             owner.resume = None;
+        } else if owner.resume.is_none() {
+            owner.resume = owner.remote_last_dts.map(|last| (origin.clone(), last));
         }
         owner.remote = Some(RemoteSource {
             origin: origin.clone(),
@@ -184,6 +189,9 @@ impl NodeCore {
                 owner.resume = Some((source.origin, last));
             }
             stream.ended_at = Some(self.now);
+            if stream.is_unused() {
+                self.streams.remove(&key);
+            }
             return;
         }
         owner.resume = None;
