@@ -144,6 +144,9 @@ pub fn print_table(rows: &[Row]) {
             r.tcp_cc.as_deref().unwrap_or("-"),
             opt(r.max_bitrate_bps.map(|b| b as f64), 1e-6, 2),
         );
+        if let Some(h) = r.added_latency_per_hop_ms_p99 {
+            println!("{:<16} added latency per node, p99: {h:.2} ms", "");
+        }
         if let Some(n) = &r.note {
             println!("{:<16} note: {n}", "");
         }
