@@ -13,6 +13,7 @@ mod engine_args;
 mod fanout;
 mod placement_bench;
 mod quinn_baseline;
+mod relay;
 mod sim;
 mod sweep;
 mod transport_bench;
@@ -45,6 +46,9 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// RTMP fan-out ramp (one publisher, N players) against popline and nginx-rtmp, side by side.
     Fanout(fanout::FanoutArgs),
+    /// A live stream relayed PoP A -> PoP B across the emulated link: popline's mesh vs nginx-rtmp push (TCP
+    /// CUBIC, BBR), frames judged at the viewers; --max-bitrate, --hops.
+    Relay(relay::RelayArgs),
     /// A stream's home by rendezvous hashing: balance, and what moves when a node leaves, next to `hash % n`.
     Placement(placement_bench::PlacementArgs),
 }
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sweep(args) => sweep::run(&args),
         Command::Compare(args) => compare::run(&args),
         Command::Placement(args) => placement_bench::run(&args),
+        Command::Relay(args) => relay::run(&args),
     }
 }
 
