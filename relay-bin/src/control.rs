@@ -196,6 +196,10 @@ pub trait NodeControl: Send + Sync + 'static {
     fn forbid_everywhere(&self, stream: &StreamKey, until_unix_ms: Option<u64>, reason: &str) {
         let _ = (stream, until_unix_ms, reason);
     }
+    /// Sends the lift of a ban decided here to every node of the PoP mesh. Does nothing when the mesh is off.
+    fn unforbid_everywhere(&self, stream: &StreamKey) {
+        let _ = stream;
+    }
     /// The mesh's links (`None`: the mesh is off).
     fn links(&self) -> Option<Vec<crate::node::mesh_port::LinkInfo>> {
         None

@@ -42,10 +42,12 @@ struct MeshNode {
 fn mesh_config(dir: &Path, me: &MeshNode, nodes: &[MeshNode], origins: &str) -> String {
     let node_dir = dir.join(me.id);
     std::fs::create_dir_all(&node_dir).unwrap();
-    // Viewers wait up to 3 s for a stream that stopped arriving (a failover takes under a second).
+    // Viewers wait up to 3 s for a stream that stopped arriving (a failover takes under a second). Links
+    // are declared down after 600 ms of silence (the default is 800 ms), leaving the failover test a margin
+    // for a loaded machine.
     let mut config = base_config(&node_dir).replace("unpublish_grace_ms = 300", "unpublish_grace_ms = 3000");
     config.push_str(&format!(
-        "[mesh]\nid = \"{}\"\nlisten = \"127.0.0.1:{}\"\nkey_file = \"{}\"\nframe_budget_ms = 2000\n\
+        "[mesh]\nid = \"{}\"\nlisten = \"127.0.0.1:{}\"\nkey_file = \"{}\"\nframe_budget_ms = 2000\nlink_timeout_ms = 600\n\
          [mesh.app_origins]\nlive = [{origins}]\n",
         me.id,
         me.port,
@@ -203,6 +205,23 @@ fn a_stream_crosses_three_pops_and_a_forbid_on_the_edge_stops_the_publisher_at_t
     assert!(
         !again.try_publish("unlawful"),
         "A refuses a new publish of the banned stream"
+    );
+
+    // Lifted at B: every node lifts it, and A takes the stream again.
+    let (status, body) = b.api("DELETE", "/api/v1/streams/live/unlawful/forbid", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            [&a, &c]
+                .iter()
+                .all(|n| !n.api("GET", "/api/v1/bans", None).1.contains("live/unlawful"))
+        }),
+        "the lift reached A and C"
+    );
+    let mut again = common::rtmp_client::Client::connect(a.rtmp, "live", None);
+    assert!(
+        again.try_publish("unlawful"),
+        "A takes the stream again once the ban is lifted"
     );
 }
 

@@ -316,6 +316,12 @@ async fn unforbid(
         Ok(Ok(saved)) => match saved.value {
             Some(ban) => {
                 let save_error = saved.unsaved.map(|error| error.to_string());
+                let control = Arc::clone(&state.control);
+                let mesh_key = key.clone();
+                let _ = blocking(state.deadline, "sending the lift to the mesh", move || {
+                    control.unforbid_everywhere(&mesh_key)
+                })
+                .await;
                 match &save_error {
                     None => info!(%peer, stream = %key, ban = ban.id, "admin: ban lifted"),
                     Some(save_error) => error!(%peer, stream = %key, ban = ban.id, error = %save_error,

@@ -329,10 +329,18 @@ impl MeshCore {
         self.bans.values().flat_map(|b| b.values())
     }
 
-    /// Whether a live ban covers `key` (as of the last wall time seen).
+    /// Whether `key` is banned (as of the last wall time seen): its latest record (the highest number, which
+    /// grows with the deciding node's wall clock) is a ban still running, not a lift or an expired ban.
     pub fn is_banned(&self, key: &str) -> bool {
+        self.latest_ban(key)
+            .is_some_and(|b| b.until_unix_ms.is_none_or(|until| until > self.unix_ms))
+    }
+
+    /// The latest record of `key`: a ban, or the lift of one.
+    pub fn latest_ban(&self, key: &str) -> Option<&BanRecord> {
         self.bans()
-            .any(|b| b.key == key && b.until_unix_ms.is_none_or(|until| until > self.unix_ms))
+            .filter(|b| b.key == key)
+            .max_by_key(|b| (b.seq, &b.origin))
     }
 
     /// The link to `peer` is up (its handshake completed): greet it and re-place every stream.
@@ -501,6 +509,16 @@ impl MeshCore {
         };
         self.learn_ban(now, None, ban.clone());
         ban
+    }
+
+    /// An operator lifts the ban of `key` here: a lift (a record that ends at once, numbered after the ban)
+    /// is replicated to every peer like a ban, so every node lifts it, and a node that was down learns it
+    /// when it reconnects. `None` when `key` is not banned.
+    pub fn unforbid(&mut self, now: Instant, key: &StreamKey, by: &str) -> Option<BanRecord> {
+        if !self.is_banned(key.as_str()) {
+            return None;
+        }
+        Some(self.forbid(now, key, Some(0), "lifted", by))
     }
 
     /// A control message from `peer`.

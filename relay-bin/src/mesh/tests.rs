@@ -468,6 +468,47 @@ fn a_ban_on_any_node_reaches_every_node_and_stops_the_stream_everywhere() {
 }
 
 #[test]
+fn a_lift_on_any_node_reaches_every_node_and_a_node_that_was_down_learns_it() {
+    let mut net = Net::new(&["a", "b", "c", "d"], &["b"]);
+    net.connect_all();
+    let k = key("live/lifted");
+    let now = net.now;
+    net.node("c").forbid(now, &k, None, "mistake", "ops");
+    net.run_for(DELAY * 3);
+    for n in ["a", "b", "c", "d"] {
+        assert!(net.nodes[n].is_banned(k.as_str()), "{n} holds the ban");
+    }
+    net.isolate("d"); // down while the ban is lifted
+    net.run_for(DELAY); // later than the ban on every clock
+    let now = net.now;
+    let lift = net.node("a").unforbid(now, &k, "ops").expect("banned, so lifted");
+    assert!(
+        net.node("a").unforbid(now, &k, "ops").is_none(),
+        "nothing left to lift"
+    );
+    net.run_for(DELAY * 3);
+    for n in ["a", "b", "c"] {
+        assert!(!net.nodes[n].is_banned(k.as_str()), "{n} lifted it");
+    }
+    assert!(net.nodes["d"].is_banned(k.as_str()));
+    net.connect("d", "b");
+    net.run_for(DELAY * 3);
+    assert!(
+        !net.nodes["d"].is_banned(k.as_str()),
+        "d learnt the lift when it came back"
+    );
+    assert!(net.seen["d"].bans.contains(&lift));
+    // A new ban after the lift stands again everywhere.
+    net.connect_all();
+    let now = net.now;
+    net.node("d").forbid(now, &k, None, "again", "ops");
+    net.run_for(DELAY * 3);
+    for n in ["a", "b", "c", "d"] {
+        assert!(net.nodes[n].is_banned(k.as_str()), "{n} holds the new ban");
+    }
+}
+
+#[test]
 fn a_pull_for_a_stream_nobody_publishes_is_answered_and_retried() {
     let mut net = Net::new(&["b", "c"], &["b"]);
     net.connect_all();

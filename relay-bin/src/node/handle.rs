@@ -405,6 +405,16 @@ impl NodeControl for NodeHandle {
         }
     }
 
+    fn unforbid_everywhere(&self, stream: &StreamKey) {
+        let Some(mailbox) = self.shared.mesh_core.and_then(|c| self.shared.mailboxes.get(c)) else {
+            return;
+        };
+        let input = MeshInput::Unforbid { key: stream.clone() };
+        if mailbox.send(CoreMsg::Mesh(input)).is_err() {
+            warn!(%stream, "lift of a ban not sent to the mesh: the mesh core's inbox is full or gone");
+        }
+    }
+
     fn links(&self) -> Option<Vec<LinkInfo>> {
         let mailbox = self.shared.mesh_core.and_then(|c| self.shared.mailboxes.get(c))?;
         let (reply, answer) = crossbeam_channel::bounded(1);

@@ -168,6 +168,11 @@ impl MeshNode {
                 let ban = self.mesh.forbid(now, &key, until_unix_ms, &reason, "admin");
                 info!(stream = %key, seq = ban.seq, "mesh: forbid sent to every node");
             }
+            MeshInput::Unforbid { key } => {
+                if let Some(lift) = self.mesh.unforbid(now, &key, "admin") {
+                    info!(stream = %key, seq = lift.seq, "mesh: lift of the ban sent to every node");
+                }
+            }
             MeshInput::Links { reply } => {
                 let _ = reply.send(self.links(endpoint));
             }
@@ -371,19 +376,31 @@ impl MeshNode {
         }
     }
 
-    /// A ban another node decided: persisted here, and the stream's clients on every core closed.
+    /// A ban (or the lift of one) another node decided: the stream's state here follows the latest record
+    /// the mesh holds (records from different nodes may arrive out of order): a ban is persisted and the
+    /// stream's clients on every core are closed; a lift removes the ban here.
     fn apply_ban(&mut self, ban: &BanRecord) {
         let Ok(key) = StreamKey::parse(&ban.key) else {
             return;
         };
         let now_ms = self.unix_ms;
-        if ban.until_unix_ms.is_some_and(|until| until <= now_ms) {
+        if !self.mesh.is_banned(key.as_str()) {
+            match self.shared.bans.unforbid_at(now_ms, &key) {
+                Ok(saved) if saved.value.is_some() => {
+                    info!(stream = %key, origin = %ban.origin, "stream's ban lifted by another node of the mesh");
+                }
+                Ok(_) => {}
+                Err(error) => warn!(stream = %key, %error, "mesh lift of a ban could not be recorded"),
+            }
             return;
         }
-        let duration = ban
+        let Some(latest) = self.mesh.latest_ban(key.as_str()).cloned() else {
+            return;
+        };
+        let duration = latest
             .until_unix_ms
-            .map(|until| Duration::from_millis(until - now_ms));
-        let reason = format!("{} (forbidden on node {})", ban.reason, ban.origin);
+            .map(|until| Duration::from_millis(until.saturating_sub(now_ms).max(1)));
+        let reason = format!("{} (forbidden on node {})", latest.reason, latest.origin);
         match self.shared.bans.forbid_at(now_ms, key.clone(), duration, reason) {
             Ok(saved) => {
                 if let Some(error) = saved.unsaved {
@@ -394,7 +411,7 @@ impl MeshNode {
                 warn!(stream = %key, %error, "mesh ban could not be recorded; its clients are closed anyway")
             }
         }
-        info!(stream = %key, origin = %ban.origin, reason = %ban.reason, "stream forbidden by another node of the mesh");
+        info!(stream = %key, origin = %latest.origin, reason = %latest.reason, "stream forbidden by another node of the mesh");
         for mailbox in &self.shared.mailboxes {
             let (reply, _answer) = crossbeam_channel::bounded(1);
             let _ = mailbox.send(CoreMsg::KickStream {

@@ -38,6 +38,11 @@ pub enum MeshInput {
         /// Why.
         reason: String,
     },
+    /// An operator lifted the stream's ban on this node: every node of the mesh lifts it.
+    Unforbid {
+        /// The stream.
+        key: StreamKey,
+    },
     /// The admin API asks for the links' state.
     Links {
         /// Answered with one entry per configured peer.

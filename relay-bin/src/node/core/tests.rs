@@ -664,6 +664,7 @@ fn mesh_inputs(h: &mut Harness) -> Vec<String> {
             crate::node::mesh_port::MeshInput::Wanted(k) => format!("wanted {k}"),
             crate::node::mesh_port::MeshInput::Unwanted(k) => format!("unwanted {k}"),
             crate::node::mesh_port::MeshInput::Forbid { key, .. } => format!("forbid {key}"),
+            crate::node::mesh_port::MeshInput::Unforbid { key } => format!("unforbid {key}"),
             crate::node::mesh_port::MeshInput::Links { .. } => "links".to_string(),
         })
         .collect()
