@@ -76,6 +76,9 @@ pub struct StreamInfo {
     pub origin: Option<String>,
     /// Mesh links the stream crossed to get here (0: published here).
     pub hops: u8,
+    /// The stream's home in the PoP mesh as this node sees it now (rendezvous order over the app's live
+    /// origins), when the mesh is on.
+    pub home: Option<String>,
     /// Viewers on all cores.
     pub viewers: u64,
     /// Bytes sent to the stream's viewers on all cores, those that left included (while the stream exists
@@ -131,6 +134,10 @@ pub struct NodeStats {
     pub viewers_overflowed: u64,
     /// Cross-core messages dropped because a core's inbox was full.
     pub inbox_full: u64,
+    /// Streams from the PoP mesh that resumed after their source failed.
+    pub mesh_failovers: u64,
+    /// The failovers' gaps (source lost to its next frame), summed, in milliseconds.
+    pub mesh_failover_gap_ms: u64,
     /// How often each hardening limit was hit.
     pub limit_hits: LimitHits,
 }

@@ -129,6 +129,7 @@ fn a_stream_crosses_three_pops_and_a_forbid_on_the_edge_stops_the_publisher_at_t
     );
     let at_c = stream(&c, "live/shop").unwrap();
     assert_eq!(at_c["hops"], 2, "A -> B -> C: {at_c}");
+    assert_eq!(at_c["home"], "b", "{at_c}");
     let at_b = stream(&b, "live/shop").unwrap();
     assert_eq!(
         (at_b["origin"].as_str(), at_b["hops"].as_u64()),
@@ -286,6 +287,21 @@ fn when_the_home_dies_the_edge_resumes_within_a_second_and_every_frame_decodes()
         "frames flow again at C"
     );
     assert_eq!(at_c["origin"], "a");
+    assert_eq!(
+        at_c["home"].as_str(),
+        Some(next.as_str()),
+        "C sees the next home: {at_c}"
+    );
+    let (_, stats) = c.api("GET", "/api/v1/stats", None);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    println!(
+        "C counted {} failover(s), gaps {} ms in all (from the link declared down)",
+        stats["mesh_failovers"], stats["mesh_failover_gap_ms"]
+    );
+    assert!(
+        stats["mesh_failovers"].as_u64() >= Some(1),
+        "the failover is counted: {stats}"
+    );
     assert!(c.log_text().contains("mesh link down"), "the failure is logged");
 
     let (published, err) = wait(publisher, Duration::from_secs(40));

@@ -190,7 +190,7 @@ impl Collector for Snapshot {
             family(&mut encoder, name, MetricType::Gauge, help, [(NO_LABELS, value)])?;
         }
         // Counter families are named without `_total`: the encoder appends it.
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 14] = [
             (
                 "popline_connections_accepted",
                 "Client connections accepted.",
@@ -245,6 +245,16 @@ impl Collector for Snapshot {
                 "popline_inbox_full",
                 "Cross-core messages dropped because a core's inbox was full.",
                 stats.inbox_full,
+            ),
+            (
+                "popline_mesh_failovers",
+                "Streams from the PoP mesh that resumed after their source failed.",
+                stats.mesh_failovers,
+            ),
+            (
+                "popline_mesh_failover_gap_milliseconds",
+                "The mesh failovers' gaps (source lost to its next frame), summed.",
+                stats.mesh_failover_gap_ms,
             ),
             (
                 "popline_bans_save_failures",
@@ -575,6 +585,7 @@ mod tests {
             publisher: Some(ClientId(7)),
             origin: None,
             hops: 0,
+            home: None,
             viewers,
             bytes_out: 42_000,
             frames_in: 100,

@@ -28,6 +28,7 @@ impl NodeControl for FakeControl {
             publisher: Some(ClientId(7)),
             origin: None,
             hops: 0,
+            home: None,
             viewers: 1,
             bytes_out: 80_000,
             frames_in: 250,

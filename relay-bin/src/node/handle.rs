@@ -310,6 +310,20 @@ impl NodeControl for NodeHandle {
             (stream.viewers, stream.bytes_out) = viewers.get(&stream.stream).copied().unwrap_or((0, 0));
         }
         streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+        if let Some(mailbox) = self.shared.mesh_core.and_then(|c| self.shared.mailboxes.get(c)) {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            let keys = streams.iter().map(|s| s.stream.clone()).collect();
+            if mailbox
+                .send(CoreMsg::Mesh(MeshInput::Homes { keys, reply }))
+                .is_ok()
+            {
+                if let Ok(homes) = answer.recv_timeout(CORE_REPLY_WAIT) {
+                    for (stream, home) in streams.iter_mut().zip(homes) {
+                        stream.home = home;
+                    }
+                }
+            }
+        }
         streams
     }
 
@@ -342,6 +356,8 @@ impl NodeControl for NodeHandle {
             stats.frames_dropped += get(&c.frames_dropped);
             stats.viewers_overflowed += get(&c.viewers_overflowed);
             stats.inbox_full += get(&c.inbox_full);
+            stats.mesh_failovers += get(&c.mesh_failovers);
+            stats.mesh_failover_gap_ms += get(&c.mesh_failover_gap_ms);
             let (l, hits) = (&c.limits, &mut stats.limit_hits);
             hits.control_queue += get(&l.control_queue);
             hits.headers_replaced += get(&l.headers_replaced);

@@ -173,6 +173,9 @@ impl MeshNode {
                     info!(stream = %key, seq = lift.seq, "mesh: lift of the ban sent to every node");
                 }
             }
+            MeshInput::Homes { keys, reply } => {
+                let _ = reply.send(keys.iter().map(|k| self.mesh.home_of(k)).collect());
+            }
             MeshInput::Links { reply } => {
                 let _ = reply.send(self.links(endpoint));
             }

@@ -43,6 +43,13 @@ pub enum MeshInput {
         /// The stream.
         key: StreamKey,
     },
+    /// The admin API asks for the home of each stream, as this node sees it now.
+    Homes {
+        /// The streams.
+        keys: Vec<StreamKey>,
+        /// Answered with each stream's home (`None`: no live origin), in order.
+        reply: Sender<Vec<Option<String>>>,
+    },
     /// The admin API asks for the links' state.
     Links {
         /// Answered with one entry per configured peer.

@@ -47,6 +47,10 @@ pub struct CoreCounters {
     pub viewers_overflowed: AtomicU64,
     /// Media messages lost to full inboxes.
     pub inbox_full: AtomicU64,
+    /// Streams from the mesh that resumed after their source failed (failovers), on their owner core.
+    pub mesh_failovers: AtomicU64,
+    /// The failovers' gaps (source lost to its next frame), summed, in milliseconds.
+    pub mesh_failover_gap_ms: AtomicU64,
     /// How often each hardening limit was hit.
     pub limits: LimitCounters,
 }

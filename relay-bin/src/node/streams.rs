@@ -54,6 +54,8 @@ pub struct OwnerState {
     /// timestamp. A new source of the same publication continues the stream where it stopped (what the
     /// viewers already have is skipped); any other source restarts the viewers at a keyframe.
     pub resume: Option<(String, u64)>,
+    /// The remote source was lost (failover) at this instant and no frame of the next one has arrived yet.
+    pub moved_at: Option<Instant>,
     /// Static pushes carry the stream (a rule matched when its publisher started).
     pub relayed: bool,
     /// A frame for the static pushes was lost: skip video to the next keyframe.

@@ -111,6 +111,7 @@ impl NodeCore {
                     publisher: owner.publisher,
                     origin: owner.remote.as_ref().map(|r| r.origin.clone()),
                     hops: owner.remote.as_ref().map_or(0, |r| r.hops),
+                    home: None,
                     viewers: 0,
                     bytes_out: 0,
                     frames_in: owner.frames_in,

@@ -10,6 +10,7 @@ use super::NodeCore;
 use crate::media::Frame;
 use crate::node::mailbox::CoreMsg;
 use crate::node::mesh_port::MeshInput;
+use crate::node::shared::CoreCounters;
 use crate::node::streams::{LocalStream, RemoteSource};
 use crate::stream_key::StreamKey;
 
@@ -165,6 +166,17 @@ impl NodeCore {
             owner.resume = None;
         }
         owner.remote_last_dts = Some(frame.dts_ms);
+        if let Some(lost) = owner.moved_at.take() {
+            let gap = now.saturating_duration_since(lost);
+            CoreCounters::add(&self.counters.mesh_failovers, 1);
+            CoreCounters::add(&self.counters.mesh_failover_gap_ms, gap.as_millis() as u64);
+            let origin = owner
+                .remote
+                .as_ref()
+                .map(|r| r.origin.clone())
+                .unwrap_or_default();
+            info!(core = self.index, stream = %key, %origin, gap_ms = gap.as_millis() as u64, "stream from the mesh resumed after a failover");
+        }
         self.on_ingest(key, frame, now);
     }
 
@@ -188,6 +200,7 @@ impl NodeCore {
             if let Some(last) = owner.remote_last_dts {
                 owner.resume = Some((source.origin, last));
             }
+            owner.moved_at.get_or_insert(self.now);
             stream.ended_at = Some(self.now);
             if stream.is_unused() {
                 self.streams.remove(&key);

@@ -666,6 +666,7 @@ fn mesh_inputs(h: &mut Harness) -> Vec<String> {
             crate::node::mesh_port::MeshInput::Forbid { key, .. } => format!("forbid {key}"),
             crate::node::mesh_port::MeshInput::Unforbid { key } => format!("unforbid {key}"),
             crate::node::mesh_port::MeshInput::Links { .. } => "links".to_string(),
+            crate::node::mesh_port::MeshInput::Homes { .. } => "homes".to_string(),
         })
         .collect()
 }
