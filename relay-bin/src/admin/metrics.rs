@@ -459,18 +459,19 @@ impl Snapshot {
             family(encoder, name, kind, help, samples)?;
         }
         let dropped = self.links.iter().flat_map(|l| {
-            [
-                ("deadline", l.dropped_deadline),
-                ("dependency", l.dropped_dependency),
-                ("queue_full", l.dropped_queue_full),
-            ]
-            .map(|(reason, n)| ([("peer", l.peer.as_str()), ("reason", reason)], n))
+            l.dropped.iter().map(|d| {
+                (
+                    [("peer", l.peer.as_str()), ("kind", d.kind), ("reason", d.reason)],
+                    d.frames,
+                )
+            })
         });
         family(
             encoder,
             "popline_mesh_link_frames_dropped",
             MetricType::Counter,
-            "Frames the link's sender dropped: past their deadline, after a lost reference, or over its queue bound.",
+            "Frames the link's sender dropped, by kind and reason: past their deadline, after a lost reference, or \
+             over its queue bound (series appear once non-zero).",
             dropped,
         )
     }
@@ -615,6 +616,11 @@ mod tests {
                 rtt_ms: 101.5,
                 packets_lost: 4,
                 dropped_deadline: 3,
+                dropped: vec![crate::node::mesh_port::DroppedFrames {
+                    kind: "disposable",
+                    reason: "deadline",
+                    frames: 3,
+                }],
                 ..LinkInfo::default()
             }],
             1,
@@ -647,7 +653,7 @@ mod tests {
             vec![4.0]
         );
         assert!(
-            text.contains("popline_mesh_link_frames_dropped_total{peer=\"mnl-1\",reason=\"deadline\"} 3\n")
+            text.contains("popline_mesh_link_frames_dropped_total{peer=\"mnl-1\",kind=\"disposable\",reason=\"deadline\"} 3\n")
         );
         let weird_key = format!("live/{weird}");
         assert_eq!(find("popline_stream_viewers", Some(&weird_key)), vec![1.0]);

@@ -26,7 +26,7 @@ use crate::mesh::core::{BanRecord, MeshAction, MeshCore};
 use crate::mesh::wire::{CloseReason, Control, MediaHeader, CONTROL_STREAM};
 use crate::node::core::NodeCore;
 use crate::node::mailbox::CoreMsg;
-use crate::node::mesh_port::{LinkInfo, MeshInput};
+use crate::node::mesh_port::{DroppedFrames, LinkInfo, MeshInput};
 use crate::node::shared::Shared;
 use crate::node::streams::passes_after_loss;
 use crate::stream_key::StreamKey;
@@ -447,10 +447,26 @@ impl MeshNode {
                     info.repair_bytes = stats.send.payload_bytes_repair;
                     info.packets_sent = stats.packets_sent;
                     info.packets_lost = stats.packets_lost;
-                    for kind in &stats.send.by_kind {
-                        info.dropped_deadline += kind.dropped_deadline;
-                        info.dropped_dependency += kind.dropped_dependency;
-                        info.dropped_queue_full += kind.dropped_queue_full;
+                    for kind in transport::MediaKind::ALL {
+                        let Some(counts) = stats.send.by_kind.get(usize::from(kind.code())) else {
+                            continue;
+                        };
+                        info.dropped_deadline += counts.dropped_deadline;
+                        info.dropped_dependency += counts.dropped_dependency;
+                        info.dropped_queue_full += counts.dropped_queue_full;
+                        for (reason, frames) in [
+                            ("deadline", counts.dropped_deadline),
+                            ("dependency", counts.dropped_dependency),
+                            ("queue_full", counts.dropped_queue_full),
+                        ] {
+                            if frames > 0 {
+                                info.dropped.push(DroppedFrames {
+                                    kind: kind.name(),
+                                    reason,
+                                    frames,
+                                });
+                            }
+                        }
                     }
                     info.deadline_misses = stats.send.deadline_misses;
                     info.bandwidth_bps = stats.congestion.bandwidth_estimate_bytes_per_s.saturating_mul(8);

@@ -57,6 +57,17 @@ pub enum MeshInput {
     },
 }
 
+/// Frames of one kind a link's sender dropped for one reason.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DroppedFrames {
+    /// The frame kind (`key`, `inter`, `disposable`, `audio`, `seq_header`, `metadata`).
+    pub kind: &'static str,
+    /// `deadline`, `dependency` or `queue_full`.
+    pub reason: &'static str,
+    /// How many.
+    pub frames: u64,
+}
+
 /// One mesh link, as `GET /api/v1/links` lists it.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct LinkInfo {
@@ -88,6 +99,8 @@ pub struct LinkInfo {
     pub dropped_queue_full: u64,
     /// Frames whose deadline passed while still unacknowledged (dropped ones included).
     pub deadline_misses: u64,
+    /// The dropped frames by kind and reason (only the counts that are not zero).
+    pub dropped: Vec<DroppedFrames>,
     /// The sender's estimate of the path's bandwidth, bit/s.
     pub bandwidth_bps: u64,
     /// Mesh streams carried to the peer now.
