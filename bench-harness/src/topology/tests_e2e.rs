@@ -158,6 +158,12 @@ struct Probe {
     video_frames: usize,
     audio_frames: usize,
     first_video_is_key: bool,
+    /// The largest step between two consecutive video dts (ms): where frames are missing.
+    largest_video_step_ms: i64,
+    /// The dts (ms) after that step.
+    largest_video_step_at_ms: i64,
+    /// The first and last video dts (ms).
+    video_dts_range: (i64, i64),
     /// Per stream, dts never went back.
     monotonic: bool,
 }
@@ -211,7 +217,14 @@ fn probe(file: &Path) -> Probe {
         if Some(index) == video {
             if p.video_frames == 0 {
                 p.first_video_is_key = key;
+                p.video_dts_range.0 = dts;
+            } else {
+                if dts - p.video_dts_range.1 > p.largest_video_step_ms {
+                    p.largest_video_step_ms = dts - p.video_dts_range.1;
+                    p.largest_video_step_at_ms = dts;
+                }
             }
+            p.video_dts_range.1 = dts;
             p.video_frames += 1;
         } else {
             p.audio_frames += 1;
@@ -293,6 +306,7 @@ fn three_pops_across_impaired_links_fail_over_within_a_second_and_a_forbid_reach
     let out = scratch.join("played-at-c.flv");
     let media = sample();
 
+    let publish_started = Instant::now();
     let publisher = publish(&ns_a, &media, &format!("{url_a}/{key}"));
     assert!(
         wait_until(Duration::from_secs(20), || stream(&topo, "a", &key)
@@ -332,8 +346,9 @@ fn three_pops_across_impaired_links_fail_over_within_a_second_and_a_forbid_reach
     }
     let at_c = stream(&topo, "c", &key).unwrap();
     println!(
-        "topology ({profile}): home B killed; C's longest stall (failover gap) {} ms; C now gets the \
-         stream from {} in {} hop(s)",
+        "topology ({profile}): home B killed {} ms into the stream; C's longest stall (failover gap) {} ms; \
+         C now gets the stream from {} in {} hop(s)",
+        (killed - publish_started).as_millis(),
         gap.as_millis(),
         at_c["origin"],
         at_c["hops"]
