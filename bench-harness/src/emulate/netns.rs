@@ -183,7 +183,7 @@ pub fn remove_stale_namespaces(prefix: &str) {
         else {
             continue;
         };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != std::process::id() && !process_runs(pid) {
             kill_processes_in(name);
             let _ = ip(&["netns", "del", name]);
         }
@@ -200,5 +200,17 @@ fn kill_processes_in(ns: &str) {
         .filter_map(|p| p.parse::<i32>().ok())
     {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Whether process `pid` runs (exists and is not a zombie waiting to be reaped).
+pub fn process_runs(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses, which may itself hold `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }

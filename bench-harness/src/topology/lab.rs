@@ -13,6 +13,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Node directories are `popline-bench-fanout-PID-relay-` + this + the namespace (see [`nodes::node_dir`]).
+const DIR_TAG: &str = "topo-";
+
 /// How long the mesh's links have to come up.
 const LINKS_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -66,6 +69,7 @@ impl Topology {
                 binary.display()
             );
         }
+        remove_stale_dirs();
         let net = Net::create(spec)?;
         let mut topo = Topology {
             nodes: Vec::new(),
@@ -73,17 +77,39 @@ impl Topology {
             spec: spec.clone(),
             net,
         };
-        let cpus = cpus::format_cpu_list(&cpus::allowed_cpus()?);
         let mut dirs = Vec::new();
+        match topo.start_nodes(binary, settings, &mut dirs) {
+            Ok(()) => Ok(topo),
+            Err(e) => {
+                // The nodes first (each removes its own directory), then what no node owned yet.
+                drop(topo);
+                for d in dirs {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes each node's key and config into a directory of its own (listed in `dirs` as it is made),
+    /// starts the nodes and waits for the mesh's links.
+    fn start_nodes(
+        &mut self,
+        binary: &Path,
+        settings: &NodeSettings,
+        dirs: &mut Vec<std::path::PathBuf>,
+    ) -> Result<()> {
+        let spec = self.spec.clone();
+        let cpus = cpus::format_cpu_list(&cpus::allowed_cpus()?);
         let mut keys = Vec::new();
         for id in &spec.nodes {
             // The namespace's name is unique to this topology.
-            let ns = topo.net.namespace(id).context("a node without a namespace")?;
-            let dir = nodes::node_dir(ns)?;
+            let ns = self.net.namespace(id).context("a node without a namespace")?;
+            let dir = nodes::node_dir(&format!("{DIR_TAG}{ns}"))?;
+            dirs.push(dir.clone());
             keys.push(config::keygen(binary, &dir)?);
-            dirs.push(dir);
         }
-        for (i, (id, dir)) in spec.nodes.iter().zip(dirs).enumerate() {
+        for (i, (id, dir)) in spec.nodes.iter().zip(dirs.iter().cloned()).enumerate() {
             let peers = spec
                 .neighbours(id)
                 .into_iter()
@@ -101,7 +127,7 @@ impl Topology {
             let conf = dir.join("popline.toml");
             std::fs::write(&conf, config::config(&dir, id, rtmp, http, &peers, settings))
                 .with_context(|| format!("writing {}", conf.display()))?;
-            let ns = topo
+            let ns = self
                 .net
                 .namespace(id)
                 .context("a node without a namespace")?
@@ -118,7 +144,7 @@ impl Topology {
                 },
                 &cpus,
             )?;
-            topo.nodes.push(TopoNode {
+            self.nodes.push(TopoNode {
                 id: id.clone(),
                 ns,
                 rtmp,
@@ -127,8 +153,7 @@ impl Topology {
                 node: Some(node),
             });
         }
-        topo.wait_links_up()?;
-        Ok(topo)
+        self.wait_links_up()
     }
 
     /// Waits until each node reports all its links up.
@@ -231,5 +256,27 @@ impl Topology {
             .map(|p| p.a_to_b.delay + p.b_to_a.delay)
             .max()
             .unwrap_or_default()
+    }
+}
+
+/// Removes node directories left by topology runs whose process no longer runs (killed before they could
+/// clean up).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("popline-bench-fanout-")
+            .filter(|rest| rest.contains(&format!("-relay-{DIR_TAG}")))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !crate::emulate::process_runs(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }

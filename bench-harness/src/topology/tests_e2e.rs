@@ -63,6 +63,15 @@ fn sample() -> PathBuf {
     generated
 }
 
+/// A directory removed when dropped, the test passing or not.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// ffmpeg with `args` in namespace `ns` (`ip netns exec` execs it: the child is ffmpeg).
 fn ffmpeg_in(ns: &str, args: &[&str]) -> Child {
     Command::new("ip")
@@ -302,7 +311,8 @@ fn three_pops_across_impaired_links_fail_over_within_a_second_and_a_forbid_reach
         .find(|n| home_among(&format!("live/{n}"), &origins, |_| true).is_some_and(|o| o.id == "b"))
         .unwrap();
     let key = format!("live/{name}");
-    let scratch = crate::fanout::server::temp_dir("topology-e2e").unwrap();
+    let scratch = Scratch(crate::fanout::server::temp_dir("topology-e2e").unwrap());
+    let scratch = &scratch.0;
     let out = scratch.join("played-at-c.flv");
     let media = sample();
 
@@ -420,7 +430,6 @@ fn three_pops_across_impaired_links_fail_over_within_a_second_and_a_forbid_reach
     let _ = wait(viewer, Duration::from_secs(5));
 
     topo.stop(None);
-    let _ = std::fs::remove_dir_all(&scratch);
     let left: Vec<String> = String::from_utf8_lossy(
         &Command::new("ip")
             .args(["netns", "list"])
