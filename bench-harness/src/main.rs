@@ -16,6 +16,7 @@ mod quinn_baseline;
 mod relay;
 mod sim;
 mod sweep;
+mod topology;
 mod transport_bench;
 mod udp_bench;
 mod units;
@@ -51,6 +52,9 @@ enum Command {
     Relay(relay::RelayArgs),
     /// A stream's home by rendezvous hashing: balance, and what moves when a node leaves, next to `hash % n`.
     Placement(placement_bench::PlacementArgs),
+    /// N popline nodes in network namespaces joined by the mesh across emulated links (root): prints each
+    /// node's namespace and URLs, then waits or runs a command.
+    Topology(topology::TopologyArgs),
 }
 
 /// Tests that load the CPU (traffic blasts, the emulator's fidelity runs) take this lock, so that on a small
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(args) => compare::run(&args),
         Command::Placement(args) => placement_bench::run(&args),
         Command::Relay(args) => relay::run(&args),
+        Command::Topology(args) => topology::run(&args),
     }
 }
 

@@ -19,7 +19,10 @@ mod throughput;
 mod trace;
 
 pub use forward::{DirectionStats, Emulator};
-pub use netns::{unavailable as netns_unavailable, Lab, ADDR_A, ADDR_B};
+pub use netns::{
+    ip, open_tun, process_runs, remove_stale_namespaces, unavailable as netns_unavailable, Lab, ADDR_A,
+    ADDR_B,
+};
 pub use profile::Profile;
 
 use anyhow::{bail, Context, Result};

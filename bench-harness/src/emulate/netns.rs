@@ -151,7 +151,7 @@ fn in_ns(ns: &str, program: &str) -> Command {
 
 /// Opens a new TUN device (layer 3, no packet information header) in this namespace; it disappears when the
 /// returned device is dropped.
-fn open_tun(name: &str) -> Result<tun::Device> {
+pub fn open_tun(name: &str) -> Result<tun::Device> {
     let mut config = tun::Configuration::default();
     config.tun_name(name).platform_config(|p| {
         // Configured with `ip` after the move into the namespace instead.
@@ -162,6 +162,13 @@ fn open_tun(name: &str) -> Result<tun::Device> {
 
 /// Deletes namespaces named by this module for processes that no longer run (killed before they could clean up).
 fn remove_stale() {
+    remove_stale_namespaces(NS_PREFIX);
+}
+
+/// Deletes namespaces named `PREFIX<pid>-...` whose process `pid` no longer runs (the topology lab names its
+/// namespaces the same way with a prefix of its own), after killing what still runs in them (`ip netns pids`:
+/// a server or node the dead process had started).
+pub fn remove_stale_namespaces(prefix: &str) {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
@@ -170,14 +177,40 @@ fn remove_stale() {
             continue;
         };
         let Some(pid) = name
-            .strip_prefix(NS_PREFIX)
+            .strip_prefix(prefix)
             .and_then(|rest| rest.split('-').next())
             .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != std::process::id() && !process_runs(pid) {
+            kill_processes_in(name);
             let _ = ip(&["netns", "del", name]);
         }
+    }
+}
+
+/// SIGKILLs every process in namespace `ns` (as `ip netns pids` lists them).
+fn kill_processes_in(ns: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Whether process `pid` runs (exists and is not a zombie waiting to be reaped).
+pub fn process_runs(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses, which may itself hold `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
