@@ -449,9 +449,10 @@ fn three_pops_across_impaired_links_fail_over_within_a_second_and_a_forbid_reach
 /// decoder configuration) with the pull from the home, as viewers at the publisher's node and the home do.
 /// Found with `netem-scripts/topology.sh`: at the edge C, `video_codec` stays null and ffmpeg finds no codec
 /// parameters ("missing picture in access unit"), on `clean` as on `lossy-1pct`; a viewer who joins within
-/// the first GOP plays (the test above). Run it with `--ignored` once the node carries the header.
+/// the first GOP played. The cause: the home primed the edge with the stream's sequence headers and GOP as
+/// they came, with their capture times seconds old, and the link dropped them as past their deadline. Now
+/// headers go reliably and the priming GOP gets the link's budget from when it is sent.
 #[test]
-#[ignore = "popline bug: an edge's pull started after the first GOP lacks the video sequence header"]
 fn an_edge_viewer_joining_after_the_first_gop_gets_the_video_sequence_header() {
     if let Some(why) = netns_unavailable() {
         eprintln!("skipping: {why}");

@@ -103,6 +103,10 @@ pub enum MeshAction {
         stream: u32,
         /// The frame (its body shared, not copied).
         frame: Frame,
+        /// Part of what a peer that starts carrying the stream gets first (its sequence headers and current
+        /// GOP): older than live frames, it must not be dropped as late on its way (the node gives it a
+        /// fresh deadline), or the peer's first viewers wait for the next keyframe.
+        prime: bool,
     },
     /// A stream published elsewhere now arrives here: serve it to local viewers (they start at a keyframe).
     RemoteStarted {
@@ -945,6 +949,7 @@ fn add_sending(s: &mut StreamState, peer: PeerId, stream: u32, actions: &mut Vec
             peer: peer.clone(),
             stream,
             frame: frame.clone(),
+            prime: true,
         });
     }
     if starts_now {
@@ -1013,6 +1018,7 @@ fn forward(s: &mut StreamState, frame: &Frame, actions: &mut VecDeque<MeshAction
                 peer: peer.clone(),
                 stream,
                 frame: frame.clone(),
+                prime: false,
             });
         }
     }

@@ -148,7 +148,9 @@ impl Net {
                 let seen = self.seen.get_mut(&id).unwrap();
                 let (to, payload) = match a {
                     MeshAction::Control { peer, msg } => (peer, Payload::Control(msg)),
-                    MeshAction::Frame { peer, stream, frame } => (peer, Payload::Frame(stream, frame)),
+                    MeshAction::Frame {
+                        peer, stream, frame, ..
+                    } => (peer, Payload::Frame(stream, frame)),
                     MeshAction::Deliver { key, frame } => {
                         seen.log
                             .entry(key.to_string())

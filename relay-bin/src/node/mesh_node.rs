@@ -324,7 +324,12 @@ impl MeshNode {
                     warn!(%peer, %error, "mesh: control message not sent");
                 }
             }
-            MeshAction::Frame { peer, stream, frame } => {
+            MeshAction::Frame {
+                peer,
+                stream,
+                frame,
+                prime,
+            } => {
                 let Some(conn) = self.conn_of(&peer) else {
                     return;
                 };
@@ -344,7 +349,7 @@ impl MeshNode {
                     kind: frame.kind,
                     bytes,
                     capture: frame.capture,
-                    budget: Some(frame.budget.unwrap_or(self.frame_budget)),
+                    budget: self.budget_of(now, &frame, prime),
                 };
                 if let Err(error) = endpoint.send_frame(conn, StreamId(stream), media) {
                     debug!(%peer, stream, %error, "mesh: frame not queued on the link");
@@ -377,6 +382,21 @@ impl MeshNode {
             }
             MeshAction::Ban(ban) => self.apply_ban(&ban),
         }
+    }
+
+    /// The end-to-end budget a frame travels a link with. Sequence headers and metadata go reliably, however
+    /// late (a decoder needs them; they are small). A frame that primes a peer (its current GOP, older than
+    /// live) gets the link's budget from now, so it is not dropped as late and the peer's viewers start at
+    /// once. Every other frame keeps the budget it carries (what earlier hops spent counts), or starts with
+    /// `mesh.frame_budget_ms` at its first hop.
+    fn budget_of(&self, now: Instant, frame: &Frame, prime: bool) -> Option<Duration> {
+        if frame.kind.is_essential() {
+            return None;
+        }
+        if prime {
+            return Some(now.saturating_duration_since(frame.capture) + self.frame_budget);
+        }
+        Some(frame.budget.unwrap_or(self.frame_budget))
     }
 
     /// A ban (or the lift of one) another node decided: the stream's state here follows the latest record
