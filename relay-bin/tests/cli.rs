@@ -215,3 +215,53 @@ fn keygen_writes_a_private_key_and_prints_its_public_key() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn mesh_mistakes_are_refused_at_start_with_the_field_named() {
+    let dir = std::env::temp_dir().join(format!("popline-cli-mesh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("a.key");
+    let (ok, public_key, err) = popline(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let base = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[bans]\npath = \"{}\"\n",
+        dir.join("bans.json").display()
+    );
+    let cases = [
+        // No key file where it says.
+        (
+            "[mesh]\nid = \"a\"\nkey_file = \"/nonexistent/a.key\"\n".to_string(),
+            "mesh.key_file",
+        ),
+        // A peer with this node's own key.
+        (
+            format!(
+                "[mesh]\nid = \"a\"\nkey_file = \"{}\"\n[[mesh.peers]]\nid = \"b\"\naddr = \"127.0.0.1:4434\"\npublic_key = \"{}\"\n",
+                key.display(),
+                public_key.trim()
+            ),
+            "mesh.peers[0].public_key",
+        ),
+        // The mesh needs io_uring.
+        (
+            format!(
+                "[engine]\nbackend = \"epoll\"\n[mesh]\nid = \"a\"\nlisten = \"127.0.0.1:0\"\nkey_file = \"{}\"\n",
+                key.display()
+            ),
+            "runs on io_uring",
+        ),
+        // A static pull must name its stream.
+        (
+            "[[relays.pull]]\nurl = \"rtmp://127.0.0.1/live\"\nstream = \"live/x\"\n".to_string(),
+            "relays.pull[0].url",
+        ),
+    ];
+    for (i, (section, want)) in cases.iter().enumerate() {
+        let path = dir.join(format!("pop-{i}.toml"));
+        std::fs::write(&path, format!("{base}{section}")).unwrap();
+        let (ok, _, err) = popline(&["--config", path.to_str().unwrap()]);
+        assert!(!ok, "case {i} must be refused");
+        assert!(err.contains(want), "case {i}: the error names {want}:\n{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
