@@ -102,16 +102,21 @@ pub fn to_capture_times(logs: &mut [Vec<Arrival>], due_us: impl Fn(u32) -> u64) 
     }
 }
 
-/// Latencies (send stamp to arrival, milliseconds) of the judged frames that arrived, over every viewer.
-pub fn latencies_ms(logs: &[&[Arrival]], first: u32, end: u32) -> Vec<f64> {
+/// Latencies (send stamp to arrival, milliseconds) of the judged frames, over every viewer. A frame a viewer
+/// never got counts as `missing_ms`: the viewers listen that long past the last judged frame's capture
+/// before they stop, so it is a lower bound of that frame's latency (leaving lost frames out would make a
+/// variant that loses frames look faster than one that delivers them late).
+pub fn latencies_ms(logs: &[&[Arrival]], first: u32, end: u32, missing_ms: f64) -> Vec<f64> {
     let mut out = Vec::new();
     for arrivals in logs {
-        out.extend(
-            arrivals
-                .iter()
-                .filter(|a| (first..end).contains(&a.seq))
-                .map(|a| a.arrival_us.saturating_sub(a.send_us) as f64 / 1e3),
-        );
+        let mut got = std::collections::HashSet::new();
+        for a in arrivals.iter().filter(|a| (first..end).contains(&a.seq)) {
+            if got.insert(a.seq) {
+                out.push(a.arrival_us.saturating_sub(a.send_us) as f64 / 1e3);
+            }
+        }
+        let missing = (end.saturating_sub(first) as usize).saturating_sub(got.len());
+        out.extend(std::iter::repeat_n(missing_ms, missing));
     }
     out
 }
@@ -201,6 +206,9 @@ mod tests {
         assert_eq!(percentile(&mut s, 99.0), Some(99.0));
         assert_eq!(percentile(&mut [], 50.0), None);
         let logs = [arrive(1, 40), arrive(2, 60), arrive(20, 1)];
-        assert_eq!(latencies_ms(&[&logs], 0, 10), vec![40.0, 60.0]);
+        let mut all = latencies_ms(&[&logs], 0, 10, 780.0);
+        assert_eq!(all[..2], [40.0, 60.0]);
+        assert_eq!(all.len(), 10, "the 8 frames that never came count too");
+        assert_eq!(percentile(&mut all, 50.0), Some(780.0));
     }
 }

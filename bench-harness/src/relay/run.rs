@@ -140,7 +140,8 @@ fn measure(
         .map(|a| judge::judge_viewer(a, w.first, w.end, budget_us, stream::kind_of))
         .collect();
     let refs: Vec<&[viewer::Arrival]> = arrivals.iter().map(Vec::as_slice).collect();
-    let mut lat = judge::latencies_ms(&refs, w.first, w.end);
+    let missing_ms = (t.budget + TAIL).as_secs_f64() * 1e3;
+    let mut lat = judge::latencies_ms(&refs, w.first, w.end, missing_ms);
     let sent = u64::from(w.end.saturating_sub(w.first));
     let n = verdicts.len().max(1) as f64;
     let worst = verdicts.iter().map(|v| v.on_time).min().unwrap_or(0);
