@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 /// A peer node's id.
 pub type PeerId = String;
 
+/// The first wait before pushing again to a home that refused the push (see `StreamState::push_refusals`).
+const PUSH_RETRY_FIRST: Duration = Duration::from_millis(100);
+
 /// What a [`MeshCore`] is configured with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeshParams {
@@ -175,6 +178,9 @@ struct StreamState {
     push_to: Option<PeerId>,
     /// The node where it is published, as the source's `Open` said (remote sources only).
     origin: Option<PeerId>,
+    /// Pushes of this publication the would-be home refused in a row (it had not yet seen the old home
+    /// fail): the next try comes sooner than `retry_after`, 100 ms doubling up to it.
+    push_refusals: u32,
 }
 
 impl StreamState {
@@ -404,6 +410,7 @@ impl MeshCore {
     pub fn local_publish(&mut self, now: Instant, key: &StreamKey) {
         let s = self.streams.entry(key.clone()).or_default();
         s.source = Some(Source::Local);
+        s.push_refusals = 0;
         // A new publication: nothing of an earlier one is replayed to peers.
         s.gop.clear();
         s.gop_bytes = 0;
@@ -559,7 +566,9 @@ impl MeshCore {
                         // home's link fail), and it never asks for a push.
                         if s.push_to.as_deref() == Some(peer) {
                             s.push_to = None;
-                            s.retry_at = Some(now + self.params.retry_after);
+                            let soon = PUSH_RETRY_FIRST.saturating_mul(1 << s.push_refusals.min(16));
+                            s.push_refusals = s.push_refusals.saturating_add(1);
+                            s.retry_at = Some(now + soon.min(self.params.retry_after));
                         }
                         if let Some(stream) = s.sending.remove(peer) {
                             self.send(
