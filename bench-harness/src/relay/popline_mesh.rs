@@ -15,7 +15,6 @@ use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Node ids, first to last.
@@ -88,23 +87,6 @@ fn config(dir: &Path, me: &Place, all: &[Place], settings: &MeshSettings) -> Str
     c
 }
 
-/// Writes a key pair into `dir/mesh.key`; returns the public key.
-fn keygen(binary: &Path, dir: &Path) -> Result<String> {
-    let out = Command::new(binary)
-        .arg("keygen")
-        .arg("--out")
-        .arg(dir.join("mesh.key"))
-        .output()
-        .with_context(|| format!("running {} keygen", binary.display()))?;
-    if !out.status.success() {
-        bail!(
-            "popline keygen failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// Starts the chain: node `a` in `ns_a`, the others in `ns_b`; waits until every node listens and every
 /// mesh link is up.
 pub fn spawn(binary: &Path, ns_a: &str, ns_b: &str, settings: &MeshSettings, cpus: &str) -> Result<Nodes> {
@@ -130,7 +112,7 @@ pub fn spawn(binary: &Path, ns_a: &str, ns_b: &str, settings: &MeshSettings, cpu
             rtmp: SocketAddr::from(([127, 0, 0, 1], RTMP_PORT + offset)),
             http: SocketAddr::from(([127, 0, 0, 1], HTTP_PORT + offset)),
             public_key: if settings.nodes > 1 {
-                keygen(binary, &dir)?
+                crate::topology::config::keygen(binary, &dir)?
             } else {
                 String::new()
             },

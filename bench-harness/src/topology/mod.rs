@@ -11,7 +11,7 @@
 //! nodes, their directories); namespaces left by a killed run are removed by the next one.
 
 mod api;
-mod config;
+pub(crate) mod config;
 mod lab;
 mod net;
 mod signals;
