@@ -23,7 +23,7 @@ fn serve(stop: Arc<AtomicBool>) -> (SocketAddr, SocketAddr, thread::JoinHandle<(
     let (tx, rx) = mpsc::channel();
     let handle = thread::spawn(move || {
         let mut io = CoreIo::new(&RingConfig::default()).unwrap();
-        io.listen(listener, UringTcpConfig::default()).unwrap();
+        let tcp = io.listen(listener, UringTcpConfig::default()).unwrap();
         let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &UdpConfig::default()).unwrap();
         let udp_addr = socket.local_addr();
         let udp = io.add_udp(socket, &UringUdpConfig::default()).unwrap();
@@ -34,11 +34,12 @@ fn serve(stop: Arc<AtomicBool>) -> (SocketAddr, SocketAddr, thread::JoinHandle<(
             let mut echo = Vec::new();
             let mut back: Vec<(UdpId, SocketAddr, Vec<u8>)> = Vec::new();
             io.reap(&mut |e| match e {
-                CoreEvent::Tcp(TcpEvent::Data(id, d)) => {
+                CoreEvent::Tcp(listener, TcpEvent::Data(id, d)) => {
+                    assert_eq!(listener, tcp);
                     tcp_events += 1;
                     echo.push((id, Bytes::copy_from_slice(d)));
                 }
-                CoreEvent::Tcp(_) => tcp_events += 1,
+                CoreEvent::Tcp(..) => tcp_events += 1,
                 CoreEvent::Datagram {
                     socket,
                     from,
@@ -51,7 +52,7 @@ fn serve(stop: Arc<AtomicBool>) -> (SocketAddr, SocketAddr, thread::JoinHandle<(
                 }
             });
             for (id, d) in echo {
-                io.tcp().unwrap().send(id, d).unwrap();
+                io.tcp(tcp).unwrap().send(id, d).unwrap();
             }
             for (socket, from, bytes) in back {
                 assert_eq!(socket, udp);
@@ -140,13 +141,50 @@ fn a_waker_ends_the_wait_of_a_ring_with_both_drivers() {
     io.wait(Some(Duration::from_secs(10))).unwrap();
     io.reap(&mut |e| panic!("only the waker: {e:?}"));
     assert!(io.take_woken());
-    // A second listener on the same core is refused.
-    assert!(io
-        .listen(
-            TcpListener::bind("127.0.0.1:0").unwrap(),
-            UringTcpConfig::default()
-        )
-        .is_err());
+}
+
+/// Two listeners on one core (the node's RTMP and HTTP ports): each connection's events name the listener
+/// that accepted it, and each driver sends on its own connections.
+#[test]
+fn two_listeners_on_one_core_keep_their_connections_apart() {
+    let mut io = CoreIo::new(&RingConfig::default()).unwrap();
+    let (a, b) = (
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (addr_a, addr_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let id_a = io.listen(a, UringTcpConfig::default()).unwrap();
+    let id_b = io.listen(b, UringTcpConfig::default()).unwrap();
+    assert_ne!(id_a, id_b);
+    let mut client_a = TcpStream::connect(addr_a).unwrap();
+    let mut client_b = TcpStream::connect(addr_b).unwrap();
+    client_a.write_all(b"to a").unwrap();
+    client_b.write_all(b"to b").unwrap();
+    let mut got: Vec<(engine::uring::TcpId, Vec<u8>)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < 2 && Instant::now() < deadline {
+        io.wait(Some(Duration::from_millis(10))).unwrap();
+        let mut echo = Vec::new();
+        io.reap(&mut |e| {
+            if let CoreEvent::Tcp(listener, TcpEvent::Data(id, d)) = e {
+                got.push((listener, d.to_vec()));
+                echo.push((listener, id, Bytes::copy_from_slice(d)));
+            }
+        });
+        for (listener, id, d) in echo {
+            io.tcp(listener).unwrap().send(id, d).unwrap();
+        }
+    }
+    got.sort();
+    assert_eq!(got, vec![(id_a, b"to a".to_vec()), (id_b, b"to b".to_vec())]);
+    io.wait(Some(Duration::from_millis(10))).unwrap();
+    let mut buf = [0u8; 4];
+    client_a.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"to a");
+    client_b.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"to b");
+    assert_eq!(io.tcp_ref(id_a).unwrap().connection_count(), 1);
+    assert_eq!(io.tcp_ref(id_b).unwrap().connection_count(), 1);
 }
 
 #[test]
@@ -167,7 +205,7 @@ fn dropping_the_core_closes_its_sockets() {
         let mut accepted = false;
         while !accepted && Instant::now() < deadline {
             io.wait(Some(Duration::from_millis(10))).unwrap();
-            io.reap(&mut |e| accepted |= matches!(e, CoreEvent::Tcp(TcpEvent::Accepted(..))));
+            io.reap(&mut |e| accepted |= matches!(e, CoreEvent::Tcp(_, TcpEvent::Accepted(..))));
         }
         assert!(accepted);
         drop(io);

@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// RTMP listener and protocol limits.
     pub rtmp: RtmpConfig,
-    /// Admin HTTP API.
-    pub http: HttpConfig,
+    /// The admin HTTP API (`[admin]`; `[http]`, its name before egress came, is still read).
+    #[serde(alias = "http")]
+    pub admin: AdminConfig,
+    /// Media egress over HTTP on the cores: HTTP-FLV (`GET /APP/STREAM.flv`).
+    pub egress: EgressConfig,
     /// Data-plane threads.
     pub engine: EngineConfig,
     /// Fan-out defaults, for every app without its own entry in `apps`.
@@ -118,7 +121,7 @@ impl Default for RtmpConfig {
 /// The admin HTTP API.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
+pub struct AdminConfig {
     /// Address the admin API binds (written as `rtmp.listen`). An address other than loopback needs `token`.
     #[serde(deserialize_with = "crate::startup::deserialize_listen_addr")]
     pub listen: SocketAddr,
@@ -128,12 +131,38 @@ pub struct HttpConfig {
     pub token: Option<String>,
 }
 
-impl Default for HttpConfig {
+impl Default for AdminConfig {
     fn default() -> Self {
-        HttpConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1985)),
             enabled: true,
             token: None,
+        }
+    }
+}
+
+/// Media egress over HTTP, served by the data-plane cores (not the admin API's runtime): HTTP-FLV today.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Address of the cores' HTTP listeners (one SO_REUSEPORT listener per core, as `rtmp.listen`).
+    #[serde(deserialize_with = "crate::startup::deserialize_listen_addr")]
+    pub listen: SocketAddr,
+    /// Serve HTTP egress at all.
+    pub enabled: bool,
+    /// `Access-Control-Allow-Origin` of every answer (web players on other origins need it); empty: none.
+    pub cors_allow_origin: String,
+    /// Largest request head (request line and headers) a viewer may send; more is answered 431.
+    pub max_request_bytes: usize,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            enabled: true,
+            cors_allow_origin: "*".to_string(),
+            max_request_bytes: 8_192,
         }
     }
 }
@@ -354,13 +383,38 @@ impl Config {
                 rtmp.max_message_bytes
             )));
         }
-        let http = &self.http;
-        if http.enabled && http.token.is_none() && !http.listen.ip().is_loopback() {
+        let admin = &self.admin;
+        if admin.enabled && admin.token.is_none() && !admin.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
-                "http.listen = {} is reachable from other machines but http.token is not set: anyone who \
-                 reaches the port could kick clients and forbid streams. Set http.token (or --http-token), \
+                "admin.listen = {} is reachable from other machines but admin.token is not set: anyone who \
+                 reaches the port could kick clients and forbid streams. Set admin.token (or --admin-token), \
                  or listen on 127.0.0.1",
-                http.listen
+                admin.listen
+            )));
+        }
+        let egress = &self.egress;
+        if !(1_024..=65_536).contains(&egress.max_request_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "egress.max_request_bytes = {} (allowed 1024..=65536)",
+                egress.max_request_bytes
+            )));
+        }
+        if egress.cors_allow_origin.bytes().any(|b| b.is_ascii_control()) {
+            return Err(ConfigError::Invalid(
+                "egress.cors_allow_origin holds a control character (it goes into a header line)".to_string(),
+            ));
+        }
+        if egress.enabled && admin.enabled && egress.listen == admin.listen && egress.listen.port() != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "egress.listen and admin.listen are both {}: the media port (viewers) and the admin API need \
+                 ports of their own",
+                egress.listen
+            )));
+        }
+        if egress.enabled && egress.listen == self.rtmp.listen && egress.listen.port() != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "egress.listen and rtmp.listen are both {}",
+                egress.listen
             )));
         }
         // Durations become `Instant` arithmetic in the cores: an absurd one would overflow it (a panic, not a
@@ -497,21 +551,44 @@ mod tests {
     #[test]
     fn an_admin_api_off_loopback_needs_a_token() {
         let mut config = Config::default();
-        config.http.listen = "0.0.0.0:8080".parse().unwrap();
+        config.admin.listen = "0.0.0.0:1985".parse().unwrap();
         let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("http.token"), "{error}");
-        config.http.token = Some("t".to_string());
+        assert!(error.contains("admin.token"), "{error}");
+        config.admin.token = Some("t".to_string());
         config.validate().unwrap();
-        config.http.token = None;
-        config.http.enabled = false;
+        config.admin.token = None;
+        config.admin.enabled = false;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_old_http_section_still_configures_the_admin_api() {
+        let config: Config = toml::from_str("[http]\nlisten = \"127.0.0.1:9999\"\n").unwrap();
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9999");
+    }
+
+    #[test]
+    fn egress_mistakes_are_named() {
+        let mut config = Config::default();
+        config.egress.listen = config.admin.listen;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("egress.listen and admin.listen"), "{error}");
+        let mut config = Config::default();
+        config.egress.max_request_bytes = 10;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("egress.max_request_bytes"), "{error}");
+        let mut config = Config::default();
+        config.egress.cors_allow_origin = "x\r\nSet-Cookie: a".to_string();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("egress.cors_allow_origin"), "{error}");
     }
 
     #[test]
     fn defaults_serve_on_localhost() {
         let config = Config::default();
         assert_eq!(config.rtmp.listen.to_string(), "127.0.0.1:1935");
-        assert_eq!(config.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:1985");
+        assert_eq!(config.egress.listen.to_string(), "127.0.0.1:8080");
         config.validate().unwrap();
     }
 

@@ -61,6 +61,8 @@ pub struct ClientInfo {
     pub frames_dropped: u64,
     /// Bytes waiting in this viewer's send queue.
     pub queue_bytes: u64,
+    /// The protocol it speaks: `rtmp` or `http-flv` (`http` before its request is read).
+    pub protocol: &'static str,
 }
 
 /// One live stream, as `GET /api/v1/streams` lists it.
@@ -112,6 +114,8 @@ pub struct NodeStats {
     pub publishers: u64,
     /// Viewers now (gauge).
     pub viewers: u64,
+    /// Of them, HTTP viewers (HTTP-FLV).
+    pub http_viewers: u64,
     /// Connections accepted since start.
     pub connections_accepted: u64,
     /// Connections refused or closed for bad input (protocol errors, hostile sizes, timeouts).

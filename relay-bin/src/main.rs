@@ -1,5 +1,5 @@
-//! `popline`: the PoP node. With no arguments it serves RTMP on 127.0.0.1:1935 and the admin API on
-//! 127.0.0.1:8080, from the embedded defaults.
+//! `popline`: the PoP node. With no arguments it serves RTMP on 127.0.0.1:1935, HTTP-FLV on 127.0.0.1:8080
+//! and the admin API on 127.0.0.1:1985, from the embedded defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,31 +27,35 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     version,
     after_help = "Publish:  ffmpeg -re -i in.flv -c copy -f flv rtmp://127.0.0.1:1935/live/STREAM\n\
                   Play:     ffplay rtmp://127.0.0.1:1935/live/STREAM\n\
-                  Health:   curl 127.0.0.1:8080/healthz"
+                  HTTP-FLV: ffplay http://127.0.0.1:8080/live/STREAM.flv\n\
+                  Health:   curl 127.0.0.1:1985/healthz"
 )]
 struct Cli {
     /// TOML configuration file; every field is optional (see --print-config for all of them).
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     /// Print the configuration in effect (defaults, file and flags merged) as TOML and exit; secrets
-    /// (http.token, auth.publish_secret) are shown as "(redacted)".
+    /// (admin.token, auth.publish_secret) are shown as "(redacted)".
     #[arg(long)]
     print_config: bool,
     /// RTMP listen address, HOST:PORT (overrides rtmp.listen).
     #[arg(long, value_parser = startup::parse_listen_addr)]
     rtmp_listen: Option<SocketAddr>,
-    /// Admin HTTP listen address, HOST:PORT (overrides http.listen); other than loopback it needs a token.
+    /// Admin API listen address, HOST:PORT (overrides admin.listen); other than loopback it needs a token.
+    #[arg(long, alias = "http-listen", value_parser = startup::parse_listen_addr)]
+    admin_listen: Option<SocketAddr>,
+    /// HTTP egress (HTTP-FLV) listen address, HOST:PORT (overrides egress.listen).
     #[arg(long, value_parser = startup::parse_listen_addr)]
-    http_listen: Option<SocketAddr>,
+    egress_listen: Option<SocketAddr>,
     /// Data-plane cores; 0 = one per CPU (overrides engine.cores).
     #[arg(long)]
     cores: Option<usize>,
     /// Bans file (overrides bans.path).
     #[arg(long)]
     bans_path: Option<PathBuf>,
-    /// Bearer token of the admin API (overrides http.token).
-    #[arg(long)]
-    http_token: Option<String>,
+    /// Bearer token of the admin API (overrides admin.token).
+    #[arg(long, alias = "http-token")]
+    admin_token: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -120,8 +124,11 @@ fn run() -> anyhow::Result<()> {
     if let Some(addr) = cli.rtmp_listen {
         config.rtmp.listen = addr;
     }
-    if let Some(addr) = cli.http_listen {
-        config.http.listen = addr;
+    if let Some(addr) = cli.admin_listen {
+        config.admin.listen = addr;
+    }
+    if let Some(addr) = cli.egress_listen {
+        config.egress.listen = addr;
     }
     if let Some(cores) = cli.cores {
         config.engine.cores = cores;
@@ -129,8 +136,8 @@ fn run() -> anyhow::Result<()> {
     if let Some(path) = cli.bans_path {
         config.bans.path = Some(path);
     }
-    if let Some(token) = cli.http_token {
-        config.http.token = Some(token);
+    if let Some(token) = cli.admin_token {
+        config.admin.token = Some(token);
     }
     config.validate()?;
     if cli.print_config {
@@ -144,8 +151,11 @@ fn run() -> anyhow::Result<()> {
     // Another process on our ports is refused before anything starts (the cores' SO_REUSEPORT would share
     // the RTMP port with it silently).
     startup::check_port_free(config.rtmp.listen, "RTMP").map_err(anyhow::Error::msg)?;
-    if config.http.enabled {
-        startup::check_port_free(config.http.listen, "admin HTTP").map_err(anyhow::Error::msg)?;
+    if config.admin.enabled {
+        startup::check_port_free(config.admin.listen, "admin HTTP").map_err(anyhow::Error::msg)?;
+    }
+    if config.egress.enabled {
+        startup::check_port_free(config.egress.listen, "HTTP egress").map_err(anyhow::Error::msg)?;
     }
     // The bans file: a relative path is under systemd's $STATE_DIRECTORY when set (a service runs in `/`),
     // and it must be writable now, not at the first forbid.
@@ -194,23 +204,27 @@ fn run() -> anyhow::Result<()> {
         Err(error) => tracing::warn!(%error, "cannot check for other listeners on the RTMP port (no /proc?)"),
     }
     let control: Arc<dyn NodeControl> = node.handle();
-    let admin = if config.http.enabled {
-        let server = AdminServer::spawn(&config.http, control, bans)
-            .with_context(|| format!("cannot start the admin API on {}", config.http.listen))?;
-        info!(addr = %server.local_addr(), auth = config.http.token.is_some(), "admin API listening");
+    let admin = if config.admin.enabled {
+        let server = AdminServer::spawn(&config.admin, control, bans)
+            .with_context(|| format!("cannot start the admin API on {}", config.admin.listen))?;
+        info!(addr = %server.local_addr(), auth = config.admin.token.is_some(), "admin API listening");
         Some(server)
     } else {
         None
     };
     // One machine-readable line on stdout (tests and scripts wait for it), then the how-to. Written without
     // `println!`: a closed stdout must not end the node.
-    let http = admin
+    let admin_addr = admin
         .as_ref()
         .map_or("off".to_string(), |a| a.local_addr().to_string());
+    let egress = node.egress_addr().map_or("off".to_string(), |a| a.to_string());
+    let flv_hint = node.egress_addr().map_or(String::new(), |a| {
+        format!("  http-flv: ffplay http://{a}/live/STREAM.flv   (flv.js, mpegts.js, VLC)\n")
+    });
     print_quietly(&format!(
-        "popline ready: rtmp={0} http={http}\n  \
+        "popline ready: rtmp={0} admin={admin_addr} egress={egress}\n  \
          publish: ffmpeg -re -i FILE.flv -c copy -f flv rtmp://{0}/live/STREAM   (OBS: server rtmp://{0}/live, key STREAM)\n  \
-         play:    ffplay rtmp://{0}/live/STREAM   (VLC: Media > Open Network Stream)\n",
+         play:    ffplay rtmp://{0}/live/STREAM   (VLC: Media > Open Network Stream)\n{flv_hint}",
         node.rtmp_addr()
     ));
 

@@ -80,8 +80,8 @@ pub fn deserialize_listen_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Re
 /// `config` with its secrets (`http.token`, `auth.publish_secret`) replaced by [`REDACTED`], for printing.
 pub fn redacted(config: &Config) -> Config {
     let mut config = config.clone();
-    if config.http.token.is_some() {
-        config.http.token = Some(REDACTED.to_string());
+    if config.admin.token.is_some() {
+        config.admin.token = Some(REDACTED.to_string());
     }
     if config.auth.publish_secret.is_some() {
         config.auth.publish_secret = Some(REDACTED.to_string());
@@ -350,12 +350,12 @@ mod tests {
     #[test]
     fn secrets_are_redacted() {
         let mut config = Config::default();
-        config.http.token = Some("hunter2".to_string());
+        config.admin.token = Some("hunter2".to_string());
         config.auth.publish_secret = Some("s3cret".to_string());
         let text = toml::to_string(&redacted(&config)).unwrap();
         assert!(!text.contains("hunter2") && !text.contains("s3cret"), "{text}");
         assert_eq!(text.matches(REDACTED).count(), 2);
-        assert!(redacted(&Config::default()).http.token.is_none());
+        assert!(redacted(&Config::default()).admin.token.is_none());
     }
 
     #[test]

@@ -19,6 +19,7 @@ const CHILD_ENV: &str = "POPLINE_NODE_SECCOMP_CHILD";
 fn config(backend: IoBackend) -> Config {
     let mut config = Config::default();
     config.rtmp.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.egress.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.engine.cores = 2;
     config.engine.pin = false;
     config.engine.backend = backend;

@@ -16,10 +16,11 @@ fn help_explains_each_flag() {
         "--config",
         "--print-config",
         "--rtmp-listen",
-        "--http-listen",
+        "--admin-listen",
+        "--egress-listen",
         "--cores",
         "--bans-path",
-        "--http-token",
+        "--admin-token",
     ] {
         assert!(out.contains(flag), "--help must explain {flag}:\n{out}");
     }
@@ -39,7 +40,8 @@ fn print_config_shows_the_embedded_defaults_and_flags_override_them() {
     let config: relay::config::Config = toml::from_str(&out).unwrap();
     assert_eq!(config.rtmp.listen.to_string(), "127.0.0.1:19350");
     assert_eq!(config.engine.cores, 3);
-    assert_eq!(config.http.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.admin.listen.to_string(), "127.0.0.1:1985");
+    assert_eq!(config.egress.listen.to_string(), "127.0.0.1:8080");
 }
 
 #[test]
@@ -224,7 +226,7 @@ fn mesh_mistakes_are_refused_at_start_with_the_field_named() {
     let (ok, public_key, err) = popline(&["keygen", "--out", key.to_str().unwrap()]);
     assert!(ok, "{err}");
     let base = format!(
-        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[bans]\npath = \"{}\"\n",
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[egress]\nlisten = \"127.0.0.1:0\"\n[bans]\npath = \"{}\"\n",
         dir.join("bans.json").display()
     );
     let cases = [

@@ -57,7 +57,7 @@ fn run_core(
 ) -> CoreReport {
     let deadline = Instant::now() + TEST_DEADLINE;
     let mut io = CoreIo::new(&RingConfig::default()).unwrap();
-    io.listen(listener, UringTcpConfig::default()).unwrap();
+    let tcp = io.listen(listener, UringTcpConfig::default()).unwrap();
     let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)), &UdpConfig::default()).unwrap();
     let config = DriverConfig {
         io: IoConfig {
@@ -82,8 +82,8 @@ fn run_core(
         let now = Instant::now();
         let link_socket = link.socket();
         io.reap(&mut |e| match e {
-            CoreEvent::Tcp(TcpEvent::Accepted(id, _)) => viewer = Some(id),
-            CoreEvent::Tcp(_) => {}
+            CoreEvent::Tcp(_, TcpEvent::Accepted(id, _)) => viewer = Some(id),
+            CoreEvent::Tcp(..) => {}
             CoreEvent::Datagram {
                 socket,
                 from,
@@ -106,7 +106,7 @@ fn run_core(
             }
         }
         // Frames go to the viewer once it is there (it connects before the peer sends).
-        if let (Some(id), Some(tcp)) = (viewer, io.tcp()) {
+        if let (Some(id), Some(tcp)) = (viewer, io.tcp(tcp)) {
             for b in held.drain(..) {
                 tcp.send(id, b).unwrap();
             }

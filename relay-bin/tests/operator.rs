@@ -75,7 +75,7 @@ fn start(dir: &Path, name: &str, config: &str, args: &[&str]) -> Start {
             return Start::Ready {
                 child: Node(child),
                 rtmp: ready_field(&line, "rtmp").unwrap().parse().unwrap(),
-                http: ready_field(&line, "http").and_then(|h| h.parse().ok()),
+                http: ready_field(&line, "admin").and_then(|h| h.parse().ok()),
             };
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -91,7 +91,7 @@ fn start(dir: &Path, name: &str, config: &str, args: &[&str]) -> Start {
 fn config(rtmp: &str, http: &str, token: Option<&str>, bans: &Path) -> String {
     let token = token.map_or(String::new(), |t| format!("token = \"{t}\"\n"));
     format!(
-        "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n{token}[engine]\ncores = 2\n\
+        "[rtmp]\nlisten = \"{rtmp}\"\n[admin]\nlisten = \"{http}\"\n{token}[egress]\nlisten = \"127.0.0.1:0\"\n[engine]\ncores = 2\n\
          [bans]\npath = \"{}\"\n",
         bans.display()
     )
@@ -177,10 +177,11 @@ fn an_admin_api_open_to_the_network_needs_a_token() {
     let (status, stderr) = open.exited("an admin API on 0.0.0.0 without a token");
     assert!(!status.success());
     assert!(
-        stderr.contains("http.token") && stderr.contains("0.0.0.0"),
+        stderr.contains("admin.token") && stderr.contains("0.0.0.0"),
         "{stderr}"
     );
-    // With a token (here from the flag) it starts; on loopback no token is needed.
+    // With a token (here from the flag, by its old name, which still works) it starts; on loopback no
+    // token is needed.
     let (child, _, _) = start(
         &scratch.0,
         "tokened",
@@ -221,7 +222,7 @@ fn a_closed_log_pipe_does_not_end_the_node() {
     stdout.read_line(&mut ready).unwrap();
     let http: SocketAddr = ready
         .split_whitespace()
-        .find_map(|part| part.strip_prefix("http="))
+        .find_map(|part| part.strip_prefix("admin="))
         .unwrap()
         .parse()
         .unwrap();

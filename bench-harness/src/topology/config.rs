@@ -70,7 +70,7 @@ pub fn config(
         c.push_str(&format!("unpublish_grace_ms = {ms}\n"));
     }
     c.push_str(&format!(
-        "[http]\nlisten = \"{http}\"\ntoken = {token:?}\n\
+        "[admin]\nlisten = \"{http}\"\ntoken = {token:?}\n[egress]\nenabled = false\n\
          [engine]\ncores = {cores}\npin = false\n\
          [bans]\npath = {bans:?}\n\
          [mesh]\nid = \"{id}\"\nlisten = \"0.0.0.0:{MESH_PORT}\"\nkey_file = {key:?}\n",

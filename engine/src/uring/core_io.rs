@@ -1,4 +1,4 @@
-//! A core's IO on one io_uring: its TCP listener and connections, its UDP sockets and its cross-core waker
+//! A core's IO on one io_uring: its TCP listeners and connections, its UDP sockets and its cross-core waker
 //! share one ring, and one `io_uring_enter` per loop iteration submits for all of them and waits for any.
 //!
 //! This is what lets a frame that arrives on a PoP link (UDP) reach a viewer's TCP connection on the same
@@ -20,11 +20,16 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UdpId(usize);
 
+/// A TCP listener (and its connections) of a [`CoreIo`]: a core may serve several ports (RTMP, HTTP), each
+/// with its own driver, and a connection is known by its listener and its [`super::TcpConnId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TcpId(usize);
+
 /// What [`CoreIo::reap`] reports.
 #[derive(Debug)]
 pub enum CoreEvent<'a> {
-    /// Something happened on the TCP listener or one of its connections.
-    Tcp(TcpEvent<'a>),
+    /// Something happened on a TCP listener or one of its connections.
+    Tcp(TcpId, TcpEvent<'a>),
     /// A datagram (or a GRO run of datagrams of `segment` bytes each) arrived on a UDP socket.
     Datagram {
         /// The socket it arrived on.
@@ -40,7 +45,7 @@ pub enum CoreEvent<'a> {
 
 /// One core's TCP and UDP on one ring.
 pub struct CoreIo {
-    tcp: Option<TcpDriver>,
+    tcp: Vec<TcpDriver>,
     udp: Vec<UdpDriver>,
     // After the drivers: dropped last (and only after `Drop` quiesced them).
     ring: Ring,
@@ -61,7 +66,7 @@ impl CoreIo {
     /// A ring with no drivers yet. Fails where io_uring is refused (see [`super::is_refused`]).
     pub fn new(config: &RingConfig) -> io::Result<CoreIo> {
         Ok(CoreIo {
-            tcp: None,
+            tcp: Vec::new(),
             udp: Vec::new(),
             ring: Ring::new(config)?,
             ready: Vec::new(),
@@ -78,16 +83,12 @@ impl CoreIo {
         self.ring.enters()
     }
 
-    /// Serves `listener` (bound and listening) on this ring. One listener per core; a second is refused.
-    pub fn listen(&mut self, listener: TcpListener, config: UringTcpConfig) -> io::Result<()> {
-        if self.tcp.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "this core already serves a TCP listener",
-            ));
-        }
-        self.tcp = Some(TcpDriver::new(&mut self.ring, listener, config)?);
-        Ok(())
+    /// Serves `listener` (bound and listening) on this ring, with a driver (and receive buffers) of its
+    /// own; its events come as [`CoreEvent::Tcp`] with the returned id.
+    pub fn listen(&mut self, listener: TcpListener, config: UringTcpConfig) -> io::Result<TcpId> {
+        let driver = TcpDriver::new(&mut self.ring, listener, config)?;
+        self.tcp.push(driver);
+        Ok(TcpId(self.tcp.len() - 1))
     }
 
     /// Puts a UDP socket on this ring.
@@ -97,14 +98,14 @@ impl CoreIo {
         Ok(UdpId(self.udp.len() - 1))
     }
 
-    /// The TCP driver (sends, closes, counters), if [`Self::listen`] was called.
-    pub fn tcp(&mut self) -> Option<&mut TcpDriver> {
-        self.tcp.as_mut()
+    /// A TCP listener's driver (sends, closes, counters).
+    pub fn tcp(&mut self, id: TcpId) -> Option<&mut TcpDriver> {
+        self.tcp.get_mut(id.0)
     }
 
-    /// The TCP driver, read-only.
-    pub fn tcp_ref(&self) -> Option<&TcpDriver> {
-        self.tcp.as_ref()
+    /// A TCP listener's driver, read-only.
+    pub fn tcp_ref(&self, id: TcpId) -> Option<&TcpDriver> {
+        self.tcp.get(id.0)
     }
 
     /// A UDP socket's driver (its send buffer, counters).
@@ -140,7 +141,7 @@ impl CoreIo {
     /// Arms and flushes what every driver has queued, submits, and waits until a completion is ready or
     /// `timeout` passes (`None`: no limit; zero: just submit). One `io_uring_enter`.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        if let Some(t) = &mut self.tcp {
+        for t in &mut self.tcp {
             t.prepare(&mut self.ring)?;
         }
         for u in &mut self.udp {
@@ -151,8 +152,8 @@ impl CoreIo {
 
     /// Handles every ready completion, reporting each event to `on`. Returns the number of completions.
     pub fn reap(&mut self, on: &mut dyn FnMut(CoreEvent<'_>)) -> usize {
-        if let Some(t) = &mut self.tcp {
-            t.report_closes(&mut |e| on(CoreEvent::Tcp(e)));
+        for (i, t) in self.tcp.iter_mut().enumerate() {
+            t.report_closes(&mut |e| on(CoreEvent::Tcp(TcpId(i), e)));
         }
         self.ring.drain(&mut self.ready);
         let n = self.ready.len();
@@ -166,13 +167,13 @@ impl CoreIo {
 /// Hands `c` to the driver its tag names (a stale tag, which cannot happen, is dropped).
 fn route(
     ring: &mut Ring,
-    tcp: &mut Option<TcpDriver>,
+    tcp: &mut [TcpDriver],
     udp: &mut [UdpDriver],
     c: &Completion,
     on: &mut dyn FnMut(CoreEvent<'_>),
 ) {
-    if let Some(t) = tcp.as_mut().filter(|t| t.tag() == c.tag) {
-        let on_tcp: &mut OnTcpEvent<'_> = &mut |e| on(CoreEvent::Tcp(e));
+    if let Some((i, t)) = tcp.iter_mut().enumerate().find(|(_, t)| t.tag() == c.tag) {
+        let on_tcp: &mut OnTcpEvent<'_> = &mut |e| on(CoreEvent::Tcp(TcpId(i), e));
         t.complete(ring, c, on_tcp);
         return;
     }
@@ -190,8 +191,8 @@ fn route(
 
 impl Drop for CoreIo {
     fn drop(&mut self) {
-        let mut drivers: Vec<&mut dyn Quiesce> = Vec::with_capacity(self.udp.len() + 1);
-        if let Some(t) = &mut self.tcp {
+        let mut drivers: Vec<&mut dyn Quiesce> = Vec::with_capacity(self.udp.len() + self.tcp.len());
+        for t in &mut self.tcp {
             drivers.push(t);
         }
         for u in &mut self.udp {

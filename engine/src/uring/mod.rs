@@ -15,7 +15,7 @@ pub mod tcp;
 pub mod udp;
 
 pub use buf_ring::ProvidedBuffers;
-pub use core_io::{CoreEvent, CoreIo, UdpId};
+pub use core_io::{CoreEvent, CoreIo, TcpId, UdpId};
 pub use ring::{Completion, Ring, Tag};
 pub use tcp::{TcpConnId, TcpDriver, TcpEvent, TcpStats, UringTcp, UringTcpConfig};
 pub use udp::{UdpDriver, UringStats, UringUdp};

@@ -160,7 +160,7 @@ impl Collector for Snapshot {
                 1,
             )],
         )?;
-        let gauges: [(&str, &str, u64); 8] = [
+        let gauges: [(&str, &str, u64); 9] = [
             ("popline_cores", "Data-plane cores.", stats.cores as u64),
             (
                 "popline_uptime_seconds",
@@ -174,6 +174,11 @@ impl Collector for Snapshot {
             ),
             ("popline_publishers", "Publishers now.", stats.publishers),
             ("popline_viewers", "Viewers now, on all cores.", stats.viewers),
+            (
+                "popline_http_viewers",
+                "HTTP (HTTP-FLV) viewers now, on all cores; part of popline_viewers.",
+                stats.http_viewers,
+            ),
             ("popline_streams", "Live streams now.", self.streams_listed),
             (
                 "popline_bans_active",

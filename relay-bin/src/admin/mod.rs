@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::bans::BanStore;
-use crate::config::HttpConfig;
+use crate::config::AdminConfig;
 use crate::control::NodeControl;
 
 use self::api::ApiState;
@@ -88,7 +88,7 @@ impl AdminServer {
     /// the listener is bound, so a bind error is reported here. Does not look at `config.enabled`: the
     /// caller decides whether to start the API at all.
     pub fn spawn(
-        config: &HttpConfig,
+        config: &AdminConfig,
         control: Arc<dyn NodeControl>,
         bans: Arc<BanStore>,
     ) -> Result<AdminServer, AdminError> {
@@ -96,7 +96,7 @@ impl AdminServer {
     }
 
     fn spawn_with_deadline(
-        config: &HttpConfig,
+        config: &AdminConfig,
         control: Arc<dyn NodeControl>,
         bans: Arc<BanStore>,
         deadline: Duration,
@@ -281,7 +281,7 @@ mod tests {
     fn start(token: Option<&str>, persist: bool, deadline: Duration) -> Fixture {
         let dir = TempDir::new("api");
         let bans_path = persist.then(|| dir.0.join("bans.json"));
-        let config = HttpConfig {
+        let config = AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             enabled: true,
             token: token.map(str::to_string),
@@ -453,7 +453,7 @@ mod tests {
     #[test]
     fn a_ban_that_cannot_be_saved_applies_kicks_and_is_reported() {
         let dir = TempDir::new("fail");
-        let config = HttpConfig {
+        let config = AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             enabled: true,
             token: None,
@@ -551,7 +551,7 @@ mod tests {
     #[test]
     fn bind_error_is_reported_at_spawn() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let config = HttpConfig {
+        let config = AdminConfig {
             listen: taken.local_addr().unwrap(),
             enabled: true,
             token: None,
@@ -559,7 +559,7 @@ mod tests {
         let bans = Arc::new(BanStore::open(None).unwrap());
         let error = AdminServer::spawn(&config, Arc::new(FakeControl::default()), bans).unwrap_err();
         assert!(matches!(error, AdminError::Bind { .. }), "{error}");
-        let empty_token = HttpConfig {
+        let empty_token = AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             enabled: true,
             token: Some(String::new()),

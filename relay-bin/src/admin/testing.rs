@@ -51,6 +51,7 @@ impl NodeControl for FakeControl {
             bytes_out: 3_000,
             frames_dropped: 0,
             queue_bytes: 0,
+            protocol: "rtmp",
         }]
     }
 

@@ -2,4 +2,4 @@
 
 pub mod viewer_queue;
 
-pub use viewer_queue::{Pushed, QueueStats, ViewerQueue};
+pub use viewer_queue::{Pushed, QueueStats, ViewerQueue, WireForm};

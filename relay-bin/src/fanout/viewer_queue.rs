@@ -24,9 +24,25 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::DropPolicy;
+use crate::egress::http_flv;
 use crate::media::frame::FRAME_OVERHEAD_BYTES;
 use crate::media::{Frame, MediaKind, Track};
 use crate::rtmp::wire::frame_chunks;
+
+/// The form a queue's frames go out in: each is an output's shared encoding of the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireForm {
+    /// RTMP chunks of `chunk_size` (the size the viewer was told).
+    Rtmp {
+        /// The RTMP chunk size.
+        chunk_size: usize,
+    },
+    /// FLV tags, as HTTP chunks when `chunked` (HTTP/1.1), else bare (HTTP/1.0).
+    HttpFlv {
+        /// Chunked transfer encoding.
+        chunked: bool,
+    },
+}
 
 /// Most frames handed to one `writev`.
 const WRITE_BATCH: usize = 64;
@@ -72,8 +88,12 @@ pub struct QueueStats {
 /// One viewer's queue. See the module docs for the policies.
 #[derive(Debug)]
 pub struct ViewerQueue {
-    /// The RTMP chunk size frames are encoded with.
-    chunk_size: usize,
+    /// The output form frames are queued in.
+    form: WireForm,
+    /// Bytes written before the first frame, once one is queued (an HTTP answer's head), if still owed.
+    preamble: Option<Bytes>,
+    /// The response is over (an HTTP body ended): frames offered now are dropped.
+    sealed: bool,
     policy: DropPolicy,
     bound_bytes: usize,
     budget: Duration,
@@ -109,7 +129,9 @@ impl ViewerQueue {
     /// An empty queue whose frames go out as RTMP chunks of `chunk_size` (the size the viewer was told).
     pub fn new(policy: DropPolicy, bound_bytes: usize, budget: Duration, chunk_size: usize) -> ViewerQueue {
         ViewerQueue {
-            chunk_size,
+            form: WireForm::Rtmp { chunk_size },
+            preamble: None,
+            sealed: false,
             policy,
             bound_bytes,
             budget,
@@ -129,6 +151,29 @@ impl ViewerQueue {
         self.policy = policy;
         self.bound_bytes = bound_bytes;
         self.budget = budget;
+    }
+
+    /// The form frames are queued in.
+    pub fn form(&self) -> WireForm {
+        self.form
+    }
+
+    /// Sends frames in `form` from now on (a connection that turned out to be an HTTP viewer).
+    pub fn set_form(&mut self, form: WireForm) {
+        self.form = form;
+    }
+
+    /// Writes `bytes` before the first frame, when one is queued (an answer that must wait until there is
+    /// something to send: an HTTP viewer's `200 OK` and FLV header).
+    pub fn set_preamble(&mut self, bytes: Bytes) {
+        self.preamble = Some(bytes);
+    }
+
+    /// Ends the response: no frame is queued from now on, and an unsent preamble never will be. Returns
+    /// whether the preamble was still owed (no frame had been queued: the answer can still be an error).
+    pub fn seal(&mut self) -> bool {
+        self.sealed = true;
+        self.preamble.take().is_some()
     }
 
     /// Skips video until the next keyframe (the stream's publisher changed: what follows does not depend on
@@ -153,6 +198,9 @@ impl ViewerQueue {
 
     /// Offers a frame to the queue at time `now`.
     pub fn push(&mut self, frame: &Frame, now: Instant) -> Pushed {
+        if self.sealed {
+            return Pushed::Dropped;
+        }
         let essential = frame.kind.is_essential();
         if frame.track == Track::Video && !essential {
             if frame.kind == MediaKind::Key {
@@ -164,7 +212,10 @@ impl ViewerQueue {
         if essential {
             self.replace_older_header(frame);
         }
-        let wire = frame_chunks(frame, self.chunk_size);
+        let wire = match self.form {
+            WireForm::Rtmp { chunk_size } => frame_chunks(frame, chunk_size),
+            WireForm::HttpFlv { chunked } => http_flv::frame_tag(frame, chunked),
+        };
         let cost = wire.len() + FRAME_OVERHEAD_BYTES;
         match self.policy {
             DropPolicy::None => {
@@ -205,6 +256,9 @@ impl ViewerQueue {
         if frame.track == Track::Video && self.waiting_for_key && !essential {
             // The skip above removed this frame's references.
             return self.dropped(1);
+        }
+        if let Some(preamble) = self.preamble.take() {
+            self.push_control(preamble);
         }
         self.queued_bytes += cost;
         self.frames.push_back(Queued {

@@ -57,6 +57,8 @@ pub struct Encodings {
     pub rtmp: OnceLock<Bytes>,
     /// The mesh link's form: a `mesh::wire::MediaHeader` then the body (made once, shared by every link).
     pub mesh: OnceLock<Bytes>,
+    /// The HTTP-FLV output's form: the FLV tag as one HTTP chunk (`egress::http_flv::frame_tag`).
+    pub http_flv: OnceLock<Bytes>,
 }
 
 /// One frame of a live stream, protocol-neutral. Cloning it clones two reference counts, never the payload.

@@ -30,6 +30,7 @@ pub struct Node {
     handle: Arc<NodeHandle>,
     threads: Vec<JoinHandle<()>>,
     rtmp_addr: SocketAddr,
+    egress_addr: Option<SocketAddr>,
     /// The static relays' threads.
     relays: Option<crate::relays::Relays>,
 }
@@ -89,6 +90,25 @@ impl Node {
         let mut listeners = vec![first];
         for _ in 1..cores {
             listeners.push(Listener::bind(rtmp_addr, listener_config)?);
+        }
+        // HTTP egress: one listener per core as well, on the port the first got.
+        let mut egress_listeners: Vec<Option<Listener>> = Vec::with_capacity(cores);
+        let mut egress_addr = None;
+        if config.egress.enabled {
+            let first = Listener::bind(config.egress.listen, listener_config).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on egress.listen = {}: {e}", config.egress.listen),
+                )
+            })?;
+            let addr = first.local_addr()?;
+            egress_addr = Some(addr);
+            egress_listeners.push(Some(first));
+            for _ in 1..cores {
+                egress_listeners.push(Some(Listener::bind(addr, listener_config)?));
+            }
+        } else {
+            egress_listeners.resize_with(cores, || None);
         }
         let mut mailboxes = Vec::with_capacity(cores);
         let mut inboxes = Vec::with_capacity(cores);
@@ -157,8 +177,12 @@ impl Node {
         // thread); each core reports whether its loop started before the node does.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<(usize, io::Result<()>)>();
         let mut threads = Vec::with_capacity(cores);
-        for (index, ((listener, inbox), waker)) in listeners.into_iter().zip(inboxes).zip(wakers).enumerate()
-        {
+        let per_core = listeners
+            .into_iter()
+            .zip(egress_listeners)
+            .zip(inboxes)
+            .zip(wakers);
+        for (index, (((listener, egress), inbox), waker)) in per_core.enumerate() {
             let cpu = (pin && !allowed.is_empty())
                 .then(|| allowed.get(index % allowed.len()).copied())
                 .flatten();
@@ -179,10 +203,10 @@ impl Node {
                         }
                     }
                     let core = if use_uring {
-                        UringLoop::new(index, shared, listener, inbox, waker, mesh)
+                        UringLoop::new(index, shared, listener, egress, inbox, waker, mesh)
                             .map(|c| CoreIo::Uring(Box::new(c)))
                     } else {
-                        CoreLoop::new(index, shared, listener, inbox, waker)
+                        CoreLoop::new(index, shared, listener, egress, inbox, waker)
                             .map(|c| CoreIo::Epoll(Box::new(c)))
                     };
                     match core {
@@ -220,13 +244,22 @@ impl Node {
             return Err(error);
         }
         info!(%rtmp_addr, cores, backend, pinned = pin, "RTMP listening");
+        if let Some(addr) = egress_addr {
+            info!(%addr, "HTTP egress listening (HTTP-FLV: GET /APP/STREAM.flv)");
+        }
         let relays = crate::relays::Relays::start(relay_queue, &shared)?;
         Ok(Node {
             handle: Arc::new(NodeHandle { shared, backend }),
             threads,
             rtmp_addr,
+            egress_addr,
             relays: Some(relays),
         })
+    }
+
+    /// The address the HTTP egress listeners are bound to, when egress is on.
+    pub fn egress_addr(&self) -> Option<SocketAddr> {
+        self.egress_addr
     }
 
     /// The address the RTMP listeners are bound to.
@@ -345,6 +378,7 @@ impl NodeControl for NodeHandle {
             stats.connections += get(&c.connections);
             stats.publishers += get(&c.publishers);
             stats.viewers += get(&c.viewers);
+            stats.http_viewers += get(&c.http_viewers);
             stats.connections_accepted += get(&c.accepted);
             stats.connections_rejected += get(&c.rejected);
             stats.requests_refused += get(&c.refused);
@@ -450,6 +484,7 @@ mod tests {
         // Issue 17, item 17: a core's thread died silently and /healthz kept saying ok.
         let mut config = Config::default();
         config.rtmp.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.egress.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.engine.cores = 2;
         config.engine.pin = false;
         config.engine.exit_on_core_panic = false;
@@ -468,9 +503,9 @@ mod tests {
             "{why}"
         );
         // The admin API's /healthz says so.
-        let http = crate::config::HttpConfig {
+        let http = crate::config::AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..crate::config::HttpConfig::default()
+            ..crate::config::AdminConfig::default()
         };
         let bans = Arc::new(BanStore::open(None).unwrap());
         let admin = crate::admin::AdminServer::spawn(&http, handle.clone(), bans).unwrap();

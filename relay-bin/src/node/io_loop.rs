@@ -17,12 +17,13 @@ use engine::{Events, Interest, Listener, Poller, Waker};
 use tracing::warn;
 
 use crate::node::clients::Token;
-use crate::node::core::{Close, NodeCore, Written, TICK};
+use crate::node::core::{Close, NodeCore, Protocol, Written, TICK};
 use crate::node::mailbox::CoreMsg;
 use crate::node::shared::Shared;
 
 const LISTENER: Token = u64::MAX;
 const WAKER: Token = u64::MAX - 1;
+const EGRESS_LISTENER: Token = u64::MAX - 2;
 /// Most bytes read from one client per readiness report (fairness between clients).
 const READ_BUDGET: usize = 256 << 10;
 
@@ -39,6 +40,8 @@ pub struct CoreLoop {
     core: NodeCore,
     poller: Poller,
     listener: Listener,
+    /// The HTTP egress listener, when egress is on.
+    egress: Option<Listener>,
     inbox: Receiver<CoreMsg>,
     waker: Arc<Waker>,
     sockets: HashMap<Token, Socket, foldhash::fast::RandomState>,
@@ -50,21 +53,27 @@ pub struct CoreLoop {
 }
 
 impl CoreLoop {
-    /// The loop of core `index` with its (already bound) listener, inbox and waker.
+    /// The loop of core `index` with its (already bound) RTMP listener, HTTP egress listener (when egress is
+    /// on), inbox and waker.
     pub fn new(
         index: usize,
         shared: Arc<Shared>,
         listener: Listener,
+        egress: Option<Listener>,
         inbox: Receiver<CoreMsg>,
         waker: Arc<Waker>,
     ) -> io::Result<CoreLoop> {
         let poller = Poller::new()?;
         poller.add(listener.as_raw_fd(), LISTENER, Interest::READABLE)?;
+        if let Some(egress) = &egress {
+            poller.add(egress.as_raw_fd(), EGRESS_LISTENER, Interest::READABLE)?;
+        }
         poller.add(waker.as_raw_fd(), WAKER, Interest::READABLE)?;
         Ok(CoreLoop {
             core: NodeCore::new(index, shared, Instant::now()),
             poller,
             listener,
+            egress,
             inbox,
             waker,
             sockets: HashMap::default(),
@@ -88,7 +97,8 @@ impl CoreLoop {
             }
             for readiness in events.iter() {
                 match readiness.token {
-                    LISTENER => self.accept_all(),
+                    LISTENER => self.accept_all(Protocol::Rtmp),
+                    EGRESS_LISTENER => self.accept_all(Protocol::Http),
                     WAKER => {
                         self.waker.drain();
                     }
@@ -113,26 +123,35 @@ impl CoreLoop {
         self.perform();
     }
 
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, protocol: Protocol) {
         loop {
-            match self.listener.accept() {
-                Ok(Some((stream, peer))) => self.accept(stream, peer),
+            let listener = match protocol {
+                Protocol::Rtmp => &self.listener,
+                Protocol::Http => match &self.egress {
+                    Some(egress) => egress,
+                    None => return,
+                },
+            };
+            match listener.accept() {
+                Ok(Some((stream, peer))) => self.accept(stream, peer, protocol),
                 Ok(None) => return,
                 Err(error) => {
-                    // EMFILE and friends: the listener stays readable, so stop watching it for one tick
-                    // instead of spinning on it.
+                    // EMFILE and friends: the listeners stay readable, so stop watching them for one tick
+                    // instead of spinning on them.
                     warn!(core = self.core.index(), %error, "accept failed; pausing accepts for one tick");
-                    if self.poller.delete(self.listener.as_raw_fd()).is_ok() {
-                        self.accept_paused_until = Some(Instant::now() + TICK);
+                    let _ = self.poller.delete(self.listener.as_raw_fd());
+                    if let Some(egress) = &self.egress {
+                        let _ = self.poller.delete(egress.as_raw_fd());
                     }
+                    self.accept_paused_until = Some(Instant::now() + TICK);
                     return;
                 }
             }
         }
     }
 
-    fn accept(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let Some(token) = self.core.accept(Instant::now(), peer) else {
+    fn accept(&mut self, stream: TcpStream, peer: SocketAddr, protocol: Protocol) {
+        let Some(token) = self.core.accept_as(Instant::now(), peer, protocol) else {
             return;
         };
         if let Err(error) = self.poller.add(stream.as_raw_fd(), token, Interest::READABLE) {
@@ -151,13 +170,24 @@ impl CoreLoop {
     }
 
     fn resume_accepts(&mut self, now: Instant) {
-        if self.accept_paused_until.is_some_and(|until| now >= until)
-            && self
-                .poller
-                .add(self.listener.as_raw_fd(), LISTENER, Interest::READABLE)
-                .is_ok()
-        {
-            self.accept_paused_until = None;
+        if self.accept_paused_until.is_none_or(|until| now < until) {
+            return;
+        }
+        self.accept_paused_until = None;
+        let mut listeners = vec![(self.listener.as_raw_fd(), LISTENER)];
+        if let Some(egress) = &self.egress {
+            listeners.push((egress.as_raw_fd(), EGRESS_LISTENER));
+        }
+        for (fd, token) in listeners {
+            let added = self.poller.add(fd, token, Interest::READABLE);
+            // Watched already (an earlier try got this one and not the other): nothing to do.
+            if let Err(error) = added.or_else(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(e),
+            }) {
+                warn!(core = self.core.index(), %error, "cannot watch a listener again; trying next tick");
+                self.accept_paused_until = Some(now + TICK);
+            }
         }
     }
 

@@ -23,8 +23,10 @@ pub struct CoreCounters {
     pub connections: AtomicU64,
     /// Publishers now.
     pub publishers: AtomicU64,
-    /// Viewers now.
+    /// Viewers now (every protocol).
     pub viewers: AtomicU64,
+    /// Of them, HTTP viewers (HTTP-FLV) now.
+    pub http_viewers: AtomicU64,
     /// Connections accepted.
     pub accepted: AtomicU64,
     /// Connections ended for bad input, limits or timeouts.

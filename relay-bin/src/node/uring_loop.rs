@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use engine::uring::{CoreEvent, CoreIo, TcpConnId, TcpEvent, UringTcpConfig};
+use engine::uring::{CoreEvent, CoreIo, TcpConnId, TcpEvent, TcpId, UringTcpConfig};
 use engine::{Listener, Waker};
 use tracing::warn;
 
 use crate::mesh::config::MeshSetup;
 use crate::node::clients::Token;
-use crate::node::core::{Close, NodeCore};
+use crate::node::core::{Close, NodeCore, Protocol};
 use crate::node::mailbox::CoreMsg;
 use crate::node::mesh_runner::MeshRunner;
 use crate::node::shared::Shared;
@@ -36,17 +36,38 @@ pub struct UringLoop {
     io: CoreIo,
     inbox: Receiver<CoreMsg>,
     waker: Arc<Waker>,
-    /// The core's tokens and the ring's connection ids, both ways.
-    conns: HashMap<Token, TcpConnId, foldhash::fast::RandomState>,
-    tokens_of: HashMap<TcpConnId, Token, foldhash::fast::RandomState>,
+    /// The ring's listeners: RTMP, and HTTP egress when it is on.
+    listeners: Listeners,
+    /// The core's tokens and the ring's connections (listener, connection id), both ways.
+    conns: HashMap<Token, Conn, foldhash::fast::RandomState>,
+    tokens_of: HashMap<Conn, Token, foldhash::fast::RandomState>,
     tokens: Vec<Token>,
     closed: Vec<(Token, Close)>,
-    refused: Vec<TcpConnId>,
+    refused: Vec<Conn>,
     /// Connections closing once their last bytes are written, closed hard at their deadline (a peer that
     /// stopped reading cannot hold one open).
-    flushing: Vec<(Instant, TcpConnId)>,
+    flushing: Vec<(Instant, Conn)>,
     /// The PoP mesh, on the mesh core when the mesh is on: its UDP socket shares this ring.
     mesh: Option<Box<MeshRunner>>,
+}
+
+/// A connection on the ring: the listener that accepted it and its id there.
+type Conn = (TcpId, TcpConnId);
+
+/// Which protocol each of the ring's listeners serves: HTTP egress's, and RTMP for the other.
+#[derive(Debug, Clone, Copy)]
+struct Listeners {
+    http: Option<TcpId>,
+}
+
+impl Listeners {
+    fn protocol(&self, id: TcpId) -> Protocol {
+        if Some(id) == self.http {
+            Protocol::Http
+        } else {
+            Protocol::Rtmp
+        }
+    }
 }
 
 /// How long a closing connection may take to write its last bytes.
@@ -63,12 +84,13 @@ pub fn tcp_config(shared: &Shared) -> UringTcpConfig {
 }
 
 impl UringLoop {
-    /// The loop of core `index`: its ring takes the (already bound) listener; fails where io_uring is
-    /// refused (the caller falls back to epoll).
+    /// The loop of core `index`: its ring takes the (already bound) RTMP listener and the HTTP egress one
+    /// when there is one; fails where io_uring is refused (the caller falls back to epoll).
     pub fn new(
         index: usize,
         shared: Arc<Shared>,
         listener: Listener,
+        egress: Option<Listener>,
         inbox: Receiver<CoreMsg>,
         waker: Arc<Waker>,
         mesh: Option<MeshSetup>,
@@ -76,6 +98,18 @@ impl UringLoop {
         let config = tcp_config(&shared);
         let mut io = CoreIo::new(&config.ring)?;
         io.listen(listener.into_std(), config)?;
+        let http = match egress {
+            // HTTP viewers send one request head: a few small receive buffers serve them all.
+            Some(egress) => Some(io.listen(
+                egress.into_std(),
+                UringTcpConfig {
+                    buffer_count: 64,
+                    buffer_bytes: 4 << 10,
+                    ..config
+                },
+            )?),
+            None => None,
+        };
         io.watch(std::os::fd::AsRawFd::as_raw_fd(&*waker));
         let now = Instant::now();
         let mesh = match mesh {
@@ -88,6 +122,7 @@ impl UringLoop {
             io,
             inbox,
             waker,
+            listeners: Listeners { http },
             conns: HashMap::default(),
             tokens_of: HashMap::default(),
             tokens: Vec::new(),
@@ -136,10 +171,14 @@ impl UringLoop {
             tokens_of,
             refused,
             mesh,
+            listeners,
             ..
         } = self;
         io.reap(&mut |event| match event {
-            CoreEvent::Tcp(event) => on_tcp(core, conns, tokens_of, refused, now, event),
+            CoreEvent::Tcp(listener, event) => {
+                let protocol = listeners.protocol(listener);
+                on_tcp(core, conns, tokens_of, refused, now, listener, protocol, event)
+            }
             CoreEvent::Datagram {
                 socket,
                 from,
@@ -151,8 +190,8 @@ impl UringLoop {
                 }
             }
         });
-        if let Some(tcp) = self.io.tcp() {
-            for id in self.refused.drain(..) {
+        for (listener, id) in self.refused.drain(..) {
+            if let Some(tcp) = self.io.tcp(listener) {
                 tcp.close(id);
             }
         }
@@ -162,10 +201,10 @@ impl UringLoop {
         let mut tokens = std::mem::take(&mut self.tokens);
         self.core.take_due_writes(now, &mut tokens);
         for &token in &tokens {
-            let Some(&id) = self.conns.get(&token) else {
+            let Some(&(listener, id)) = self.conns.get(&token) else {
                 continue;
             };
-            let Some(tcp) = self.io.tcp() else {
+            let Some(tcp) = self.io.tcp(listener) else {
                 continue;
             };
             // A refused buffer stays in the viewer queue; the ring reports `Writable` when the connection's
@@ -182,18 +221,18 @@ impl UringLoop {
         let mut closed = std::mem::take(&mut self.closed);
         self.core.take_closed(&mut closed);
         for &(token, how) in &closed {
-            let Some(id) = self.conns.remove(&token) else {
+            let Some(conn) = self.conns.remove(&token) else {
                 continue;
             };
-            self.tokens_of.remove(&id);
-            let Some(tcp) = self.io.tcp() else {
+            self.tokens_of.remove(&conn);
+            let Some(tcp) = self.io.tcp(conn.0) else {
                 continue;
             };
             match how {
-                Close::Now => tcp.close(id),
+                Close::Now => tcp.close(conn.1),
                 Close::AfterFlush => {
-                    tcp.close_after_flush(id);
-                    self.flushing.push((now + CLOSE_FLUSH, id));
+                    tcp.close_after_flush(conn.1);
+                    self.flushing.push((now + CLOSE_FLUSH, conn));
                 }
             }
         }
@@ -204,14 +243,14 @@ impl UringLoop {
             .first()
             .is_some_and(|&(deadline, _)| now >= deadline)
         {
-            let Some(tcp) = self.io.tcp() else {
-                return;
-            };
+            let io = &mut self.io;
             // A connection that finished meanwhile has a dead id: closing it again does nothing.
-            self.flushing.retain(|&(deadline, id)| {
+            self.flushing.retain(|&(deadline, (listener, id))| {
                 let due = now >= deadline;
                 if due {
-                    tcp.close(id);
+                    if let Some(tcp) = io.tcp(listener) {
+                        tcp.close(id);
+                    }
                 }
                 !due
             });
@@ -220,35 +259,39 @@ impl UringLoop {
     }
 }
 
-/// Hands one TCP event to the core: accepts, bytes (read in place), writability, ends.
+/// Hands one TCP event of `listener` (which serves `protocol`) to the core: accepts, bytes (read in place),
+/// writability, ends.
+#[allow(clippy::too_many_arguments)]
 fn on_tcp(
     core: &mut NodeCore,
-    conns: &mut HashMap<Token, TcpConnId, foldhash::fast::RandomState>,
-    tokens_of: &mut HashMap<TcpConnId, Token, foldhash::fast::RandomState>,
-    refused: &mut Vec<TcpConnId>,
+    conns: &mut HashMap<Token, Conn, foldhash::fast::RandomState>,
+    tokens_of: &mut HashMap<Conn, Token, foldhash::fast::RandomState>,
+    refused: &mut Vec<Conn>,
     now: Instant,
+    listener: TcpId,
+    protocol: Protocol,
     event: TcpEvent<'_>,
 ) {
     match event {
-        TcpEvent::Accepted(id, peer) => match core.accept(now, peer) {
+        TcpEvent::Accepted(id, peer) => match core.accept_as(now, peer, protocol) {
             Some(token) => {
-                conns.insert(token, id);
-                tokens_of.insert(id, token);
+                conns.insert(token, (listener, id));
+                tokens_of.insert((listener, id), token);
             }
-            None => refused.push(id),
+            None => refused.push((listener, id)),
         },
         TcpEvent::Data(id, bytes) => {
-            if let Some(&token) = tokens_of.get(&id) {
+            if let Some(&token) = tokens_of.get(&(listener, id)) {
                 core.input(now, token, bytes);
             }
         }
         TcpEvent::Writable(id) => {
-            if let Some(&token) = tokens_of.get(&id) {
+            if let Some(&token) = tokens_of.get(&(listener, id)) {
                 core.writable(token);
             }
         }
         TcpEvent::Closed(id, error) => {
-            if let Some(token) = tokens_of.remove(&id) {
+            if let Some(token) = tokens_of.remove(&(listener, id)) {
                 conns.remove(&token);
                 core.connection_lost(now, token, crate::node::io_loop::lost_reason(error.as_ref()));
             }

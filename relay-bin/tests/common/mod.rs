@@ -41,7 +41,10 @@ impl Drop for Scratch {
 pub struct Popline {
     child: Child,
     pub rtmp: SocketAddr,
+    /// The admin API.
     pub http: Option<SocketAddr>,
+    /// HTTP egress (HTTP-FLV).
+    pub egress: Option<SocketAddr>,
     pub log: PathBuf,
     pub config: PathBuf,
 }
@@ -55,7 +58,8 @@ pub fn base_config(dir: &Path) -> String {
 pub fn base_config_on(dir: &Path, backend: &str) -> String {
     format!(
         "[rtmp]\nlisten = \"127.0.0.1:0\"\nunpublish_grace_ms = 300\nhandshake_timeout_ms = 3000\n\
-         [http]\nlisten = \"127.0.0.1:0\"\ntoken = \"test-token\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"test-token\"\n\
+         [egress]\nlisten = \"127.0.0.1:0\"\n\
          [engine]\ncores = 2\nbackend = \"{backend}\"\n\
          [bans]\npath = \"{}\"\n",
         dir.join("bans.json").display()
@@ -77,7 +81,7 @@ pub fn ready_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     rx
 }
 
-/// The value of `name=` in a ready line (`rtmp`, `http`).
+/// The value of `name=` in a ready line (`rtmp`, `admin`, `egress`).
 pub fn ready_field(line: &str, name: &str) -> Option<String> {
     line.split_whitespace()
         .find_map(|part| part.strip_prefix(&format!("{name}=")))
@@ -115,11 +119,13 @@ impl Popline {
             }
         };
         let rtmp = ready_field(&line, "rtmp").unwrap().parse().unwrap();
-        let http = ready_field(&line, "http").and_then(|h| h.parse().ok());
+        let http = ready_field(&line, "admin").and_then(|h| h.parse().ok());
+        let egress = ready_field(&line, "egress").and_then(|h| h.parse().ok());
         Popline {
             child,
             rtmp,
             http,
+            egress,
             log,
             config: config_path.to_path_buf(),
         }
@@ -393,6 +399,25 @@ pub fn probe(file: &Path) -> Probe {
             probe.audio_packets += 1;
         }
     }
+    probe
+}
+
+/// Checks a whole playback of a sample file: H.264 and AAC at `width`x`height`, starting on a keyframe,
+/// monotonic timestamps, `expected` video frames within 2%, and a clean full decode.
+pub fn assert_whole_playback(recording: &Path, expected: usize, width: u32, height: u32) -> Probe {
+    let probe = probe(recording);
+    assert_eq!(probe.video_codec, "h264");
+    assert_eq!(probe.audio_codec, "aac");
+    assert_eq!((probe.width, probe.height), (width, height));
+    assert!(probe.first_video_is_key, "playback must start on a keyframe");
+    assert!(probe.monotonic, "timestamps went backwards");
+    assert!(
+        probe.video_packets >= expected * 98 / 100 && probe.video_packets <= expected + expected / 50,
+        "{} video frames played, expected {expected} within 2%",
+        probe.video_packets
+    );
+    let errors = decode_errors(recording);
+    assert!(errors.trim().is_empty(), "decode errors: {errors}");
     probe
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{client_stream, NodeCore, Role};
+use super::{client_stream, NodeCore, Role, Session};
 use crate::control::{ClientInfo, ClientRole, StreamInfo};
 use crate::node::clients::Token;
 use crate::node::mailbox::{CoreMsg, CoreReport};
@@ -86,6 +86,11 @@ impl NodeCore {
                     bytes_out: stats.bytes_written,
                     frames_dropped: stats.frames_dropped,
                     queue_bytes: c.queue.queued_bytes() as u64,
+                    protocol: match (&c.session, &c.role) {
+                        (Session::Rtmp(_), _) => "rtmp",
+                        (Session::Http(_), Role::Viewer { .. }) => "http-flv",
+                        (Session::Http(_), _) => "http",
+                    },
                 }
             })
             .collect();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::{Close, NodeCore, Role, CLOSE_FLUSH};
+use super::{Close, NodeCore, Role, Session, CLOSE_FLUSH};
 use crate::node::clients::Token;
 use crate::node::mailbox::CoreMsg;
 use crate::node::shared::CoreCounters;
@@ -111,10 +111,17 @@ impl NodeCore {
         };
         let why = format!("stream {key} is not published (waited {wait_ms} ms, rtmp.play_wait_ms)");
         info!(core = self.index, client = client.id.0, peer = %client.peer, stream = %key, "play: stream not found");
-        let status = client
-            .rtmp
-            .play_error(*stream_id, "NetStream.Play.StreamNotFound", &why);
-        client.queue.push_control(status);
+        match &mut client.session {
+            Session::Rtmp(rtmp) => {
+                let status = rtmp.play_error(*stream_id, "NetStream.Play.StreamNotFound", &why);
+                client.queue.push_control(status);
+            }
+            Session::Http(_) => {
+                let cors = &self.shared.config.egress.cors_allow_origin;
+                let end = super::http::end_of_body(&mut client.queue, cors, 404, "Not Found", &why);
+                client.queue.push_control(end);
+            }
+        }
         client.closing = Some((now + CLOSE_FLUSH, "stream not found (rtmp.play_wait_ms)"));
         CoreCounters::add(&self.counters.limits.play_wait, 1);
         self.mark_dirty(token);
@@ -127,10 +134,20 @@ impl NodeCore {
         let Role::Viewer { stream_id, .. } = client.role else {
             return;
         };
-        let mut out = Vec::new();
-        client.rtmp.finish_playing(stream_id, &mut out);
-        for bytes in out {
-            client.queue.push_control(bytes);
+        match &mut client.session {
+            Session::Rtmp(rtmp) => {
+                let mut out = Vec::new();
+                rtmp.finish_playing(stream_id, &mut out);
+                for bytes in out {
+                    client.queue.push_control(bytes);
+                }
+            }
+            Session::Http(_) => {
+                let why = "the stream ended (its publisher left)";
+                let cors = &self.shared.config.egress.cors_allow_origin;
+                let end = super::http::end_of_body(&mut client.queue, cors, 404, "Not Found", why);
+                client.queue.push_control(end);
+            }
         }
         client.closing = Some((now + CLOSE_FLUSH, "stream ended (publisher gone)"));
         self.mark_dirty(token);
@@ -185,6 +202,9 @@ impl NodeCore {
             }
             Role::Viewer { key, .. } => {
                 CoreCounters::sub(&self.counters.viewers, 1);
+                if matches!(client.session, Session::Http(_)) {
+                    CoreCounters::sub(&self.counters.http_viewers, 1);
+                }
                 self.detach_viewer(token, &key, stats.bytes_written);
             }
         }

@@ -9,10 +9,12 @@
 //!
 //! The files, by concept: `session.rs` (RTMP session events: connect, publish, play, auth, media in),
 //! `flow.rs` (a stream's frames from publisher to owner to subscribed cores to viewer queues), `admin.rs`
-//! (inbox messages, kick, reports), `lifecycle.rs` (timeouts, grace periods, closing a client).
+//! (inbox messages, kick, reports), `lifecycle.rs` (timeouts, grace periods, closing a client), `http.rs`
+//! (HTTP egress viewers: their request, the answer, the end of their body).
 
 mod admin;
 mod flow;
+mod http;
 mod lifecycle;
 mod remote;
 mod session;
@@ -68,14 +70,34 @@ enum Role {
     },
 }
 
-/// One client connection as the core sees it: its RTMP session and its queue, no socket.
+/// The protocol a connection speaks, by the listener that accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `rtmp.listen`: RTMP publishers and players.
+    Rtmp,
+    /// `egress.listen`: HTTP viewers (HTTP-FLV).
+    Http,
+}
+
+/// A connection's protocol state. Not boxed: RTMP clients are most of a core's clients, and a box would cost
+/// each an allocation and an indirection to save an HTTP viewer's slot 240 bytes.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Session {
+    /// The RTMP handshake and session (chunk guard, rml_rtmp).
+    Rtmp(RtmpConnection),
+    /// An HTTP viewer: its request head, until read.
+    Http(crate::egress::http::RequestReader),
+}
+
+/// One client connection as the core sees it: its protocol session and its queue, no socket.
 #[derive(Debug)]
 struct Client {
     id: ClientId,
     peer: SocketAddr,
     accepted_at: Instant,
     last_input: Instant,
-    rtmp: RtmpConnection,
+    session: Session,
     role: Role,
     app: Option<String>,
     queue: ViewerQueue,
@@ -209,6 +231,11 @@ impl NodeCore {
     /// `max_connections_per_core`, at `max_connections_per_ip`, or within `fd_reserve` of the open file
     /// limit): the IO loop closes the socket.
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Option<Token> {
+        self.accept_as(now, peer, Protocol::Rtmp)
+    }
+
+    /// As [`NodeCore::accept`], for a connection that speaks `protocol` (by the listener that accepted it).
+    pub fn accept_as(&mut self, now: Instant, peer: SocketAddr, protocol: Protocol) -> Option<Token> {
         self.now = now;
         CoreCounters::add(&self.counters.accepted, 1);
         let rtmp = &self.shared.config.rtmp;
@@ -239,7 +266,15 @@ impl NodeCore {
             peer,
             accepted_at: now,
             last_input: now,
-            rtmp: RtmpConnection::new(self.guard_limits.clone(), self.shared.config.rtmp.chunk_size),
+            session: match protocol {
+                Protocol::Rtmp => Session::Rtmp(RtmpConnection::new(
+                    self.guard_limits.clone(),
+                    self.shared.config.rtmp.chunk_size,
+                )),
+                Protocol::Http => Session::Http(crate::egress::http::RequestReader::new(
+                    self.shared.config.egress.max_request_bytes,
+                )),
+            },
             role: Role::Connecting,
             app: None,
             queue: ViewerQueue::new(
@@ -256,12 +291,12 @@ impl NodeCore {
         };
         let token = self.clients.insert(client);
         CoreCounters::add(&self.counters.connections, 1);
-        debug!(core = self.index, client = id.0, %peer, "connection accepted");
+        debug!(core = self.index, client = id.0, %peer, ?protocol, "connection accepted");
         Some(token)
     }
 
-    /// Bytes client `token` sent: through the RTMP session (chunk guard first), then acted on. Bad input
-    /// closes that client alone, with a logged reason.
+    /// Bytes client `token` sent: through the RTMP session (chunk guard first), or an HTTP viewer's request
+    /// reader, then acted on. Bad input closes that client alone, with a logged reason.
     pub fn input(&mut self, now: Instant, token: Token, bytes: &[u8]) {
         self.now = now;
         let Some(client) = self.clients.get_mut(token) else {
@@ -270,9 +305,13 @@ impl NodeCore {
         client.bytes_in += bytes.len() as u64;
         client.last_input = now;
         CoreCounters::add(&self.counters.bytes_in, bytes.len() as u64);
+        let rtmp = match &mut client.session {
+            Session::Rtmp(rtmp) => rtmp,
+            Session::Http(_) => return self.on_http_input(token, bytes),
+        };
         let mut events = std::mem::take(&mut self.events);
         let mut out = std::mem::take(&mut self.out);
-        let result = client.rtmp.feed(bytes, &mut events, &mut out);
+        let result = rtmp.feed(bytes, &mut events, &mut out);
         for bytes in out.drain(..) {
             client.queue.push_control(bytes);
         }

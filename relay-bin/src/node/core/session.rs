@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rml_rtmp::sessions::ServerSessionEvent;
 use tracing::{debug, info, warn};
 
-use super::{NodeCore, Role, CLOSE_FLUSH};
+use super::{NodeCore, Role, Session, CLOSE_FLUSH};
 use crate::auth::{self, OnPublishRequest};
 use crate::config::FanoutConfig;
 use crate::control::ClientId;
@@ -71,9 +71,12 @@ impl NodeCore {
         let Some(client) = self.clients.get_mut(token) else {
             return;
         };
+        let Session::Rtmp(rtmp) = &mut client.session else {
+            return;
+        };
         let mut events = Vec::new();
         let mut out = Vec::new();
-        let result = client.rtmp.accept(request_id, &mut events, &mut out);
+        let result = rtmp.accept(request_id, &mut events, &mut out);
         for bytes in out {
             client.queue.push_control(bytes);
         }
@@ -90,8 +93,11 @@ impl NodeCore {
             return;
         };
         info!(core = self.index, client = client.id.0, peer = %client.peer, code, reason = why, "request refused");
+        let Session::Rtmp(rtmp) = &mut client.session else {
+            return;
+        };
         let mut out = Vec::new();
-        let _ = client.rtmp.reject(request_id, code, why, &mut out);
+        let _ = rtmp.reject(request_id, code, why, &mut out);
         for bytes in out {
             client.queue.push_control(bytes);
         }
@@ -99,7 +105,7 @@ impl NodeCore {
         self.mark_dirty(token);
     }
 
-    fn stream_key(
+    pub(super) fn stream_key(
         &self,
         token: Token,
         app: &str,

@@ -13,7 +13,7 @@ use rml_rtmp::sessions::{ClientSessionEvent, PublishRequestType};
 use rml_rtmp::time::RtmpTimestamp;
 
 use super::test_client::{Client, INTER, KEYFRAME, SEQ_HEADER};
-use super::{NodeCore, Written};
+use super::{NodeCore, Protocol, Written};
 use crate::bans::BanStore;
 use crate::config::Config;
 use crate::node::clients::Token;
@@ -40,7 +40,17 @@ struct Harness {
     cores: Vec<NodeCore>,
     inboxes: Vec<Receiver<CoreMsg>>,
     clients: Vec<Client>,
+    /// HTTP viewers: core, token, bytes received, closed.
+    http: Vec<HttpViewer>,
     now: Instant,
+}
+
+/// An HTTP egress client: what it received, and whether the core closed it.
+struct HttpViewer {
+    core: usize,
+    token: Token,
+    received: Vec<u8>,
+    closed: bool,
 }
 
 impl Harness {
@@ -87,6 +97,7 @@ impl Harness {
             cores,
             inboxes,
             clients: Vec::new(),
+            http: Vec::new(),
             now,
         }
     }
@@ -132,6 +143,9 @@ impl Harness {
                             client.receive(&wire);
                             moved = true;
                         }
+                    } else if let Some(viewer) = self.http_mut(core, token) {
+                        moved |= !wire.is_empty();
+                        viewer.received.extend_from_slice(&wire);
                     }
                 }
                 let mut closed = Vec::new();
@@ -139,6 +153,10 @@ impl Harness {
                 for (token, _) in closed {
                     if let Some(client) = self.client_mut(core, token) {
                         client.closed = true;
+                        moved = true;
+                    }
+                    if let Some(viewer) = self.http_mut(core, token) {
+                        viewer.closed = true;
                         moved = true;
                     }
                 }
@@ -149,6 +167,29 @@ impl Harness {
             }
         }
         panic!("the cores never settled");
+    }
+
+    fn http_mut(&mut self, core: usize, token: Token) -> Option<&mut HttpViewer> {
+        self.http
+            .iter_mut()
+            .find(|v| v.core == core && v.token == token && !v.closed)
+    }
+
+    /// An HTTP connection on `core` that sends `request`; returns its index in `http`.
+    fn http_request(&mut self, core: usize, request: &str) -> usize {
+        let peer = SocketAddr::from(([192, 0, 2, 2], 40_000 + self.http.len() as u16));
+        let token = self.cores[core]
+            .accept_as(self.now, peer, Protocol::Http)
+            .expect("accepted");
+        self.http.push(HttpViewer {
+            core,
+            token,
+            received: Vec::new(),
+            closed: false,
+        });
+        self.cores[core].input(self.now, token, request.as_bytes());
+        self.pump();
+        self.http.len() - 1
     }
 
     fn client_mut(&mut self, core: usize, token: Token) -> Option<&mut Client> {
@@ -785,4 +826,102 @@ fn a_local_publisher_is_reported_to_the_mesh_with_its_frames() {
         mesh_inputs(&mut h),
         vec!["unpublished live/near", "wanted live/near"]
     );
+}
+
+/// The FLV tags in an HTTP-FLV response (head, then a chunked body): (tag type, timestamp, first body
+/// byte), and whether the body ended (the last chunk).
+fn flv_tags(received: &[u8]) -> (Vec<(u8, u32, u8)>, bool) {
+    let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut rest = &received[head_end..];
+    let mut body = Vec::new();
+    let mut ended = false;
+    while let Some(line) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line]).unwrap(), 16).unwrap();
+        if size == 0 {
+            ended = true;
+            break;
+        }
+        body.extend_from_slice(&rest[line + 2..line + 2 + size]);
+        rest = &rest[line + 2 + size + 2..];
+    }
+    assert_eq!(&body[..13], &crate::egress::http_flv::FLV_FILE_HEADER);
+    let mut tags = Vec::new();
+    let mut at = 13;
+    while at < body.len() {
+        let size = u32::from_be_bytes([0, body[at + 1], body[at + 2], body[at + 3]]) as usize;
+        let ts = u32::from_be_bytes([body[at + 7], body[at + 4], body[at + 5], body[at + 6]]);
+        tags.push((body[at], ts, body[at + 11]));
+        let previous = u32::from_be_bytes(body[at + 11 + size..at + 15 + size].try_into().unwrap());
+        assert_eq!(previous as usize, 11 + size, "previous tag size");
+        at += 11 + size + 4;
+    }
+    (tags, ended)
+}
+
+#[test]
+fn an_http_flv_viewer_gets_a_200_then_flv_tags_from_the_gop_cache_and_live() {
+    let mut h = Harness::new(2, |_| {});
+    let owner = h.owner("web");
+    let p = h.publisher(owner, "web");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, INTER, 0); // before any keyframe: never sent
+    h.send_video(p, KEYFRAME, 40);
+    let other = (owner + 1) % 2;
+    let v = h.http_request(other, "GET /live/web.flv?x=1 HTTP/1.1\r\nHost: pop\r\n\r\n");
+    h.send_video(p, INTER, 80);
+    let received = h.http[v].received.clone();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Transfer-Encoding: chunked"));
+    let (tags, ended) = flv_tags(&received);
+    assert_eq!(tags, vec![(9, 0, 0x17), (9, 40, 0x17), (9, 80, 0x27)]);
+    assert!(!ended);
+    let info = h.cores[other]
+        .clients
+        .iter()
+        .map(|(_, c)| c.queue.form())
+        .collect::<Vec<_>>();
+    assert!(info.contains(&crate::fanout::WireForm::HttpFlv { chunked: true }));
+}
+
+#[test]
+fn an_http_viewer_of_a_stream_nobody_publishes_hears_404_and_nothing_after() {
+    let mut h = Harness::new(1, |c| c.rtmp.play_wait_ms = 500);
+    let v = h.http_request(0, "GET /live/late.flv HTTP/1.1\r\n\r\n");
+    assert!(h.http[v].received.is_empty(), "the answer waits for the stream");
+    h.advance(Duration::from_millis(600));
+    let text = String::from_utf8_lossy(&h.http[v].received).to_string();
+    assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
+    assert!(text.contains("live/late is not published"), "{text}");
+    // Had the publisher come before the close flushed, no 200 or tag would follow the 404.
+    let p = h.publisher(0, "late");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    assert_eq!(String::from_utf8_lossy(&h.http[v].received), text);
+    assert!(h.http[v].closed);
+}
+
+#[test]
+fn the_end_of_a_stream_ends_the_chunked_body_and_a_ban_answers_403() {
+    let mut h = Harness::new(1, |c| c.rtmp.unpublish_grace_ms = 200);
+    let p = h.publisher(0, "end");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    let v = h.http_request(0, "GET /live/end.flv HTTP/1.1\r\n\r\n");
+    let token = h.clients[p].token;
+    h.cores[0].connection_lost(h.now, token, "test: publisher gone");
+    h.clients[p].closed = true;
+    h.advance(Duration::from_millis(400));
+    let (tags, ended) = flv_tags(&h.http[v].received);
+    assert_eq!(tags.len(), 2);
+    assert!(ended, "the last chunk ends the body");
+    assert!(h.http[v].closed);
+    h.shared
+        .bans
+        .forbid(StreamKey::new("live", "end").unwrap(), None, "test ban".into())
+        .unwrap();
+    let v = h.http_request(0, "GET /live/end.flv HTTP/1.1\r\n\r\n");
+    let text = String::from_utf8_lossy(&h.http[v].received).to_string();
+    assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text}");
+    assert!(text.ends_with("is forbidden: test ban\n"), "{text}");
 }
