@@ -1,0 +1,111 @@
+//! The media playlist of a live stream, rendered from its [`HlsMuxer`]: plain HLS (complete segments) or
+//! low-latency HLS (parts, blocking reload, preload hint), RFC 8216bis.
+//!
+//! Written by hand: the text is a few tags, and the crates for it (`m3u8-rs`) do not model LL-HLS's
+//! `EXT-X-PART`, `EXT-X-PRELOAD-HINT` and `EXT-X-SERVER-CONTROL`. The tests parse what this writes with
+//! `m3u8-rs` (plain HLS) to check it is a playlist other code reads.
+
+use std::fmt::Write;
+
+use super::muxer::{HlsMuxer, Segment};
+use crate::bans::rfc3339_ms;
+
+/// Segments at the end of the window whose parts are listed (LL-HLS wants parts for the last three target
+/// durations).
+const SEGMENTS_WITH_PARTS: usize = 3;
+
+/// How to render.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlaylistOptions<'a> {
+    /// Low-latency HLS: parts, blocking reload, preload hint.
+    pub low_latency: bool,
+    /// A viewer session token, appended to every URI (`?session=...`).
+    pub session: Option<&'a str>,
+}
+
+/// The playlist of `muxer`, or `None` while it has nothing to list (no complete segment; with low latency,
+/// no part).
+pub fn media_playlist(muxer: &HlsMuxer, options: PlaylistOptions<'_>) -> Option<String> {
+    let complete: Vec<&Segment> = muxer.segments().collect();
+    let open = muxer.open().filter(|s| !s.is_empty() && options.low_latency);
+    if complete.is_empty() && open.is_none() {
+        return None;
+    }
+    let config = muxer.config();
+    let query = options.session.map_or(String::new(), |s| format!("?session={s}"));
+    let longest = complete
+        .iter()
+        .map(|s| s.duration_ms())
+        .max()
+        .unwrap_or(0)
+        .max(config.target_ms)
+        .max(1_000);
+    let first_msn = complete.first().or(open.as_ref()).map_or(0, |s| s.msn);
+    let mut out = String::with_capacity(1024);
+    let _ = writeln!(out, "#EXTM3U");
+    let _ = writeln!(out, "#EXT-X-VERSION:{}", if options.low_latency { 9 } else { 7 });
+    // Each segment's duration rounded to the nearest second must not exceed it (RFC 8216, 4.3.3.1).
+    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", (longest + 500) / 1_000);
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_msn}");
+    if muxer.discontinuity_sequence() > 0 {
+        let _ = writeln!(
+            out,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            muxer.discontinuity_sequence()
+        );
+    }
+    let part_target = config.part_target_ms as f64 / 1_000.0;
+    if options.low_latency {
+        let _ = writeln!(
+            out,
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}",
+            part_target * 3.0
+        );
+        let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target:.3}");
+    }
+    let _ = writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS");
+    let listed = complete.len() + usize::from(open.is_some());
+    let mut map: Option<u32> = None;
+    for (i, segment) in complete.iter().copied().chain(open).enumerate() {
+        if segment.discontinuity && i > 0 {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
+        }
+        if map != Some(segment.init_version) {
+            map = Some(segment.init_version);
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"init-{}.mp4{query}\"", segment.init_version);
+        }
+        let _ = writeln!(
+            out,
+            "#EXT-X-PROGRAM-DATE-TIME:{}",
+            rfc3339_ms(segment.start_unix_ms)
+        );
+        if options.low_latency && listed - i <= SEGMENTS_WITH_PARTS + 1 {
+            for (index, part) in segment.parts.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-PART:DURATION={:.3},URI=\"part-{}.{index}.m4s{query}\"{}",
+                    part.duration_ms as f64 / 1_000.0,
+                    segment.msn,
+                    if part.independent { ",INDEPENDENT=YES" } else { "" }
+                );
+            }
+        }
+        let is_open = muxer.open().is_some_and(|o| o.msn == segment.msn);
+        if !is_open {
+            let _ = writeln!(out, "#EXTINF:{:.3},", segment.duration_ms() as f64 / 1_000.0);
+            let _ = writeln!(out, "seg-{}.m4s{query}", segment.msn);
+        }
+    }
+    if options.low_latency {
+        if let Some((msn, index)) = muxer.next_part() {
+            let _ = writeln!(
+                out,
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-{msn}.{index}.m4s{query}\""
+            );
+        }
+    }
+    if muxer.ended() {
+        let _ = writeln!(out, "#EXT-X-ENDLIST");
+    }
+    Some(out)
+}
