@@ -154,6 +154,17 @@ pub struct EgressConfig {
     pub cors_allow_origin: String,
     /// Largest request head (request line and headers) a viewer may send; more is answered 431.
     pub max_request_bytes: usize,
+    /// Serve HLS: `/APP/STREAM/index.m3u8`, fMP4 segments (and LL-HLS parts where the app asks for them).
+    pub hls: bool,
+    /// HLS segment target duration: a segment ends at the first keyframe at or past it.
+    pub hls_target_ms: u64,
+    /// LL-HLS part target duration (parts are at most this long).
+    pub hls_part_ms: u64,
+    /// Segments in an HLS playlist's window (older ones are dropped).
+    pub hls_window: usize,
+    /// A stream's HLS packaging on a core stops when no request for it came this long; a viewer session
+    /// counts as gone after it too.
+    pub hls_idle_ms: u64,
 }
 
 impl Default for EgressConfig {
@@ -163,6 +174,11 @@ impl Default for EgressConfig {
             enabled: true,
             cors_allow_origin: "*".to_string(),
             max_request_bytes: 8_192,
+            hls: true,
+            hls_target_ms: 2_000,
+            hls_part_ms: 500,
+            hls_window: 6,
+            hls_idle_ms: 30_000,
         }
     }
 }
@@ -236,6 +252,9 @@ pub struct FanoutConfig {
     /// Most bytes of the current GOP kept for instant start (each frame counts its body and 128 bytes of
     /// bookkeeping).
     pub gop_cache_bytes: usize,
+    /// Low-latency HLS for the app's streams: parts of `egress.hls_part_ms`, blocking playlist reload,
+    /// preload hints (plain HLS when off).
+    pub low_latency_hls: bool,
 }
 
 impl Default for FanoutConfig {
@@ -245,6 +264,7 @@ impl Default for FanoutConfig {
             viewer_queue_bytes: 4 << 20,
             latency_budget_ms: 3_000,
             gop_cache_bytes: 16 << 20,
+            low_latency_hls: false,
         }
     }
 }
@@ -397,6 +417,31 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "egress.max_request_bytes = {} (allowed 1024..=65536)",
                 egress.max_request_bytes
+            )));
+        }
+        if !(1_000..=20_000).contains(&egress.hls_target_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "egress.hls_target_ms = {} (allowed 1000..=20000)",
+                egress.hls_target_ms
+            )));
+        }
+        if !(100..=egress.hls_target_ms / 2).contains(&egress.hls_part_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "egress.hls_part_ms = {} (allowed 100..=egress.hls_target_ms / 2 = {})",
+                egress.hls_part_ms,
+                egress.hls_target_ms / 2
+            )));
+        }
+        if !(3..=100).contains(&egress.hls_window) {
+            return Err(ConfigError::Invalid(format!(
+                "egress.hls_window = {} (allowed 3..=100 segments)",
+                egress.hls_window
+            )));
+        }
+        if !(1_000..=3_600_000).contains(&egress.hls_idle_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "egress.hls_idle_ms = {} (allowed 1000..=3600000)",
+                egress.hls_idle_ms
             )));
         }
         if egress.cors_allow_origin.bytes().any(|b| b.is_ascii_control()) {

@@ -81,8 +81,10 @@ pub struct StreamInfo {
     /// The stream's home in the PoP mesh as this node sees it now (rendezvous order over the app's live
     /// origins), when the mesh is on.
     pub home: Option<String>,
-    /// Viewers on all cores.
+    /// Viewers on all cores (RTMP and HTTP-FLV connections).
     pub viewers: u64,
+    /// HLS viewer sessions seen within `egress.hls_idle_ms`, on all cores (each counted once).
+    pub hls_sessions: u64,
     /// Bytes sent to the stream's viewers on all cores, those that left included (while the stream exists
     /// on its owner core).
     pub bytes_out: u64,

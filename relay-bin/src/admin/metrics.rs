@@ -325,7 +325,7 @@ impl Collector for Snapshot {
 
         self.encode_links(&mut encoder)?;
         type PerStream = fn(&StreamInfo) -> u64;
-        let per_stream: [(&str, MetricType, &str, PerStream); 8] = [
+        let per_stream: [(&str, MetricType, &str, PerStream); 9] = [
             (
                 "popline_stream_hops",
                 MetricType::Gauge,
@@ -337,6 +337,12 @@ impl Collector for Snapshot {
                 MetricType::Gauge,
                 "Viewers of the stream now, on all cores.",
                 |s| s.viewers,
+            ),
+            (
+                "popline_stream_hls_sessions",
+                MetricType::Gauge,
+                "HLS viewer sessions of the stream seen within egress.hls_idle_ms, on all cores.",
+                |s| s.hls_sessions,
             ),
             (
                 "popline_stream_publishing",
@@ -593,6 +599,7 @@ mod tests {
             hops: 0,
             home: None,
             viewers,
+            hls_sessions: 0,
             bytes_out: 42_000,
             frames_in: 100,
             bytes_in: 5_000,

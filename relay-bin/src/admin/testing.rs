@@ -30,6 +30,7 @@ impl NodeControl for FakeControl {
             hops: 0,
             home: None,
             viewers: 1,
+            hls_sessions: 0,
             bytes_out: 80_000,
             frames_in: 250,
             bytes_in: 100_000,

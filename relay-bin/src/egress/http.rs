@@ -17,8 +17,28 @@ const MAX_HEADERS: usize = 64;
 pub enum Route {
     /// `GET /APP/STREAM.flv`: the live stream as HTTP-FLV.
     Flv(StreamKey),
+    /// `GET /APP/STREAM/...`: an HLS resource of the stream.
+    Hls(StreamKey, HlsResource),
     /// `OPTIONS` (a CORS preflight): answered with the allowed methods.
     Preflight,
+}
+
+/// An HLS resource of a stream, by its file name under `/APP/STREAM/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HlsResource {
+    /// `index.m3u8`, with the blocking-reload query (`_HLS_msn`, `_HLS_part`) when given.
+    Playlist {
+        /// `_HLS_msn`: answer once this segment (or part of it) exists.
+        msn: Option<u64>,
+        /// `_HLS_part`: the part of `msn`.
+        part: Option<usize>,
+    },
+    /// `init-V.mp4`: the init segment of version V.
+    Init(u32),
+    /// `seg-N.m4s`: segment N.
+    Segment(u64),
+    /// `part-N.I.m4s`: part I of segment N.
+    Part(u64, usize),
 }
 
 /// A request the node answers with an error status, and why (the reason goes into the body and the log).
@@ -34,7 +54,7 @@ pub enum RequestError {
     #[error("method {0} not allowed (GET)")]
     Method(String),
     /// A path no output serves.
-    #[error("no such resource: {0} (HTTP-FLV is /APP/STREAM.flv)")]
+    #[error("no such resource: {0} (HTTP-FLV is /APP/STREAM.flv, HLS /APP/STREAM/index.m3u8)")]
     NotFound(String),
     /// The path names a stream, but not a valid one.
     #[error("bad stream name in {path}: {error}")]
@@ -70,6 +90,8 @@ pub struct Request {
     pub chunked: bool,
     /// The path as sent (for logs), query included.
     pub target: String,
+    /// The viewer's session token: the `session` query parameter, else the `popline_hls` cookie.
+    pub session: Option<String>,
 }
 
 /// One connection's request head, accumulated until complete (sans-IO: fed the bytes the socket gave).
@@ -90,6 +112,11 @@ impl RequestReader {
         }
     }
 
+    /// The request head was read (or refused): the connection waits for its answer, not for a request.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// Feeds what the connection sent. `Ok(None)`: the head is not complete yet (or was read already: what
     /// follows it is ignored). `Ok(Some(request))` once, when it is.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<Request>, RequestError> {
@@ -103,8 +130,16 @@ impl RequestReader {
         let result = match request.parse(&self.buf) {
             Ok(httparse::Status::Complete(_)) => {
                 let chunked = request.version == Some(1);
+                let cookie = request
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+                    .find_map(|h| session_cookie(h.value));
                 route(request.method.unwrap_or(""), request.path.unwrap_or("")).map(|mut routed| {
                     routed.chunked = chunked;
+                    if routed.session.is_none() {
+                        routed.session = cookie;
+                    }
                     Some(routed)
                 })
             }
@@ -132,26 +167,88 @@ fn route(method: &str, target: &str) -> Result<Request, RequestError> {
                 head_only: true,
                 chunked: false,
                 target: target.chars().take(256).collect(),
+                session: None,
             })
         }
         other => return Err(RequestError::Method(other.chars().take(32).collect())),
     };
     let shown: String = target.chars().take(256).collect();
-    let path = target.split(['?', '#']).next().unwrap_or("");
+    let target = target.split('#').next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let not_found = || RequestError::NotFound(shown.clone());
-    let rest = path.strip_prefix('/').ok_or_else(not_found)?;
-    let (app, file) = rest.split_once('/').ok_or_else(not_found)?;
-    let stream = file.strip_suffix(".flv").ok_or_else(not_found)?;
-    let key = StreamKey::new(app, stream).map_err(|error| RequestError::BadName {
+    let bad_name = |error| RequestError::BadName {
         path: shown.clone(),
         error,
-    })?;
+    };
+    let rest = path.strip_prefix('/').ok_or_else(not_found)?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let route = match parts.as_slice() {
+        [app, file] => {
+            let stream = file.strip_suffix(".flv").ok_or_else(not_found)?;
+            Route::Flv(StreamKey::new(app, stream).map_err(bad_name)?)
+        }
+        [app, stream, file] => {
+            let key = StreamKey::new(app, stream).map_err(bad_name)?;
+            let resource = hls_resource(file, query).ok_or_else(not_found)?;
+            Route::Hls(key, resource)
+        }
+        _ => return Err(not_found()),
+    };
+    let session = query_param(query, "session")
+        .filter(|s| valid_session(s))
+        .map(str::to_string);
     Ok(Request {
-        route: Route::Flv(key),
+        route,
         head_only,
         chunked: false,
         target: shown,
+        session,
     })
+}
+
+/// The HLS resource a file name (and the playlist's query) names.
+fn hls_resource(file: &str, query: &str) -> Option<HlsResource> {
+    if file == "index.m3u8" {
+        return Some(HlsResource::Playlist {
+            msn: query_param(query, "_HLS_msn").and_then(|v| v.parse().ok()),
+            part: query_param(query, "_HLS_part").and_then(|v| v.parse().ok()),
+        });
+    }
+    if let Some(version) = file.strip_prefix("init-").and_then(|f| f.strip_suffix(".mp4")) {
+        return version.parse().ok().map(HlsResource::Init);
+    }
+    if let Some(msn) = file.strip_prefix("seg-").and_then(|f| f.strip_suffix(".m4s")) {
+        return msn.parse().ok().map(HlsResource::Segment);
+    }
+    let (msn, index) = file
+        .strip_prefix("part-")
+        .and_then(|f| f.strip_suffix(".m4s"))?
+        .split_once('.')?;
+    Some(HlsResource::Part(msn.parse().ok()?, index.parse().ok()?))
+}
+
+/// The value of `name` in a query string (`a=1&b=2`), undecoded.
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+/// The name of the cookie that carries an HLS viewer's session token.
+pub const SESSION_COOKIE: &str = "popline_hls";
+
+/// A session token the node made: 1 to 32 hex digits.
+fn valid_session(token: &str) -> bool {
+    !token.is_empty() && token.len() <= 32 && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The session token in a `Cookie` header, if it carries a valid one.
+fn session_cookie(header: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(header).ok()?;
+    text.split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find_map(|(k, v)| (k == SESSION_COOKIE && valid_session(v)).then(|| v.to_string()))
 }
 
 /// The status line and headers of an answer, ending with the blank line. `cors` is the
@@ -229,6 +326,38 @@ mod tests {
     }
 
     #[test]
+    fn hls_resources_route_with_their_query_and_session() {
+        let key = StreamKey::new("live", "shop").unwrap();
+        let r = read(b"GET /live/shop/index.m3u8?_HLS_msn=12&_HLS_part=3&session=ab12 HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        let playlist = HlsResource::Playlist {
+            msn: Some(12),
+            part: Some(3),
+        };
+        assert_eq!(r.route, Route::Hls(key.clone(), playlist));
+        assert_eq!(r.session.as_deref(), Some("ab12"));
+        let r = read(b"GET /live/shop/part-7.2.m4s HTTP/1.1\r\nCookie: a=b; popline_hls=ff00\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.route, Route::Hls(key.clone(), HlsResource::Part(7, 2)));
+        assert_eq!(
+            r.session.as_deref(),
+            Some("ff00"),
+            "the cookie when the query has none"
+        );
+        let r = read(b"GET /live/shop/seg-9.m4s?session=not-hex HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.route, Route::Hls(key.clone(), HlsResource::Segment(9)));
+        assert_eq!(r.session, None, "a token the node could not have made is ignored");
+        let r = read(b"GET /live/shop/init-0.mp4 HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.route, Route::Hls(key, HlsResource::Init(0)));
+    }
+
+    #[test]
     fn a_head_in_pieces_is_read_once_it_is_whole_and_what_follows_is_ignored() {
         let mut reader = RequestReader::new(8_192);
         assert_eq!(reader.feed(b"GET /live/x.fl").unwrap(), None);
@@ -246,7 +375,10 @@ mod tests {
         assert_eq!(status(b"GET /x.flv HTTP/1.1\r\n\r\n"), 404);
         assert_eq!(status(b"GET live/x.flv HTTP/1.1\r\n\r\n"), 404);
         assert_eq!(status(b"GET /live/.flv HTTP/1.1\r\n\r\n"), 400);
-        assert_eq!(status(b"GET /live/a/b.flv HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET /live/a/b.flv HTTP/1.1\r\n\r\n"), 404);
+        assert_eq!(status(b"GET /live/a/b/c.m4s HTTP/1.1\r\n\r\n"), 404);
+        assert_eq!(status(b"GET /live/a/seg-x.m4s HTTP/1.1\r\n\r\n"), 404);
+        assert_eq!(status(b"GET /live/a%/index.m3u8 HTTP/1.1\r\n\r\n"), 400);
         let mut reader = RequestReader::new(1_024);
         let mut big = b"GET /live/x.flv HTTP/1.1\r\n".to_vec();
         big.extend(std::iter::repeat_n(b'a', 2_000));

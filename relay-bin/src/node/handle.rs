@@ -338,9 +338,20 @@ impl NodeControl for NodeHandle {
                 v.1 += bytes_out;
             }
         }
+        // A session's requests may land on several cores: each is counted once.
+        let mut sessions: HashMap<StreamKey, std::collections::HashSet<String>> = HashMap::new();
+        for report in &reports {
+            for (key, ids) in &report.hls_sessions {
+                sessions
+                    .entry(key.clone())
+                    .or_default()
+                    .extend(ids.iter().cloned());
+            }
+        }
         let mut streams: Vec<StreamInfo> = reports.into_iter().flat_map(|r| r.owned).collect();
         for stream in &mut streams {
             (stream.viewers, stream.bytes_out) = viewers.get(&stream.stream).copied().unwrap_or((0, 0));
+            stream.hls_sessions = sessions.get(&stream.stream).map_or(0, |s| s.len() as u64);
         }
         streams.sort_by(|a, b| a.stream.cmp(&b.stream));
         if let Some(mailbox) = self.shared.mesh_core.and_then(|c| self.shared.mailboxes.get(c)) {

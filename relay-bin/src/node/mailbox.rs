@@ -141,6 +141,18 @@ pub enum CoreMsg {
         /// The source moved (failover) rather than ended.
         moved: bool,
     },
+    /// Any core -> owner: an HLS request of a viewer connected to another core (the owner packages the
+    /// stream, once per node, and answers).
+    HlsRequest(Box<crate::node::core::hls::HlsRequest>),
+    /// Owner -> the viewer's core: the answer to an [`CoreMsg::HlsRequest`], to write and close.
+    HlsAnswer {
+        /// Where it goes.
+        reply: crate::node::core::hls::HlsReply,
+        /// The status line and headers.
+        head: bytes::Bytes,
+        /// The body's buffers (shared with the segments: no copy).
+        body: Vec<bytes::Bytes>,
+    },
     /// Stop the core.
     Shutdown,
     /// Makes the core panic (the node's supervision tests).
@@ -170,6 +182,8 @@ pub struct CoreReport {
     /// Viewers on this core, per stream, and the bytes sent to the stream's viewers on this core (those
     /// that left included; on the owner core, also those of cores that no longer hold the stream).
     pub viewers: Vec<(StreamKey, u64, u64)>,
+    /// HLS viewer sessions this core saw, per stream.
+    pub hls_sessions: Vec<(StreamKey, Vec<String>)>,
 }
 
 /// Why a message did not reach a core.

@@ -207,6 +207,15 @@ impl Shared {
             .map_or(0, |d| d.as_secs())
     }
 
+    /// Wall-clock time (Unix milliseconds) of `instant`, from the node's start.
+    pub fn unix_time_ms(&self, instant: Instant) -> u64 {
+        let since_start = instant.saturating_duration_since(self.started);
+        self.started_wall
+            .checked_add(since_start)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
     /// Number of data-plane cores.
     pub fn cores(&self) -> usize {
         self.mailboxes.len()

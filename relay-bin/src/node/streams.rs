@@ -79,6 +79,8 @@ pub struct LocalStream {
     pub live: bool,
     /// Bytes sent to this core's viewers of the stream that have left.
     pub bytes_out_closed: u64,
+    /// The stream's HLS packaging on this core, while HLS viewers ask for it.
+    pub hls: Option<Box<crate::node::core::hls::HlsStream>>,
 }
 
 impl LocalStream {
@@ -92,16 +94,24 @@ impl LocalStream {
             owner: owner.then(OwnerState::default),
             bytes_out_closed: 0,
             live: false,
+            hls: None,
         }
     }
 
     /// Nothing keeps this record alive: no viewers here and, on the owner, no publisher (local or remote)
     /// or subscriber.
     pub fn is_unused(&self) -> bool {
-        self.viewers.is_empty()
+        !self.has_local_demand()
             && self.owner.as_ref().is_none_or(|owner| {
                 owner.publisher.is_none() && owner.remote.is_none() && owner.subscribers.is_empty()
             })
+    }
+}
+
+impl LocalStream {
+    /// Someone on this core wants the stream: a viewer, or HLS packaging.
+    pub fn has_local_demand(&self) -> bool {
+        !self.viewers.is_empty() || self.hls.is_some()
     }
 }
 

@@ -275,17 +275,16 @@ pub fn publish(file: &Path, url: &str) -> Child {
 
 /// Plays `url` into `out` (FLV, stream copy) until the server ends the stream.
 pub fn play(url: &str, out: &Path) -> Child {
+    play_with(url, &["-rw_timeout", "30000000"], out, "flv")
+}
+
+/// Plays `url` (with ffmpeg input options `input`) into `out` in container `format`, stream copy, until
+/// the server ends the stream.
+pub fn play_with(url: &str, input: &[&str], out: &Path, format: &str) -> Child {
     Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-rw_timeout",
-            "30000000",
-            "-i",
-            url,
-        ])
-        .args(["-c", "copy", "-f", "flv", "-y"])
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(input)
+        .args(["-i", url, "-c", "copy", "-f", format, "-y"])
         .arg(out)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

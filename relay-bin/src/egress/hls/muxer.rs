@@ -119,8 +119,8 @@ pub struct HlsMuxer {
     config: MuxerConfig,
     video: Option<VideoTrack>,
     audio: Option<AudioTrack>,
-    /// The init segment in use and its version.
-    init: Option<(u32, Bytes)>,
+    /// The init segments the window's segments need (version, bytes), the newest last.
+    inits: Vec<(u32, Bytes)>,
     next_init_version: u32,
     segments: VecDeque<Segment>,
     open: Option<Segment>,
@@ -153,7 +153,7 @@ impl HlsMuxer {
             config,
             video: None,
             audio: None,
-            init: None,
+            inits: Vec::new(),
             next_init_version: 0,
             segments: VecDeque::new(),
             open: None,
@@ -240,7 +240,6 @@ impl HlsMuxer {
             Changed::default()
         };
         self.started = false;
-        self.init = None;
         self.discontinuity_next = true;
         self.part_audio.clear();
         changed
@@ -311,7 +310,7 @@ impl HlsMuxer {
             Ok(bytes) => {
                 let version = self.next_init_version;
                 self.next_init_version += 1;
-                self.init = Some((version, bytes));
+                self.inits.push((version, bytes));
                 self.started = true;
                 self.open_segment(unix_ms, dts_ms, true);
                 true
@@ -330,7 +329,7 @@ impl HlsMuxer {
             parts: Vec::new(),
             start_unix_ms: unix_ms,
             discontinuity,
-            init_version: self.init.as_ref().map_or(0, |(v, _)| *v),
+            init_version: self.inits.last().map_or(0, |(v, _)| *v),
         });
         self.next_msn += 1;
         self.segment_start_ms = dts_ms;
@@ -442,6 +441,10 @@ impl HlsMuxer {
                 self.discontinuity_sequence += 1;
             }
         }
+        // Init segments no segment of the window needs any more go (the newest stays).
+        let oldest = self.segments.front().map_or(u32::MAX, |s| s.init_version);
+        let newest = self.inits.last().map(|(v, _)| *v);
+        self.inits.retain(|(v, _)| *v >= oldest || Some(*v) == newest);
         true
     }
 
@@ -457,6 +460,12 @@ impl HlsMuxer {
         self.part_start_ms = None;
         let segment = self.close_segment();
         Changed { part, segment }
+    }
+
+    /// The stream's publisher changed: what is open is completed, and what follows starts at the new
+    /// publisher's keyframe after a discontinuity (its timestamps start anew).
+    pub fn discontinue(&mut self, now: Instant) -> Changed {
+        self.restart(now)
     }
 
     /// The stream ended (its publisher left and the grace period passed): what is open is completed and the
@@ -482,9 +491,9 @@ impl HlsMuxer {
         self.refused.as_deref()
     }
 
-    /// The init segment of `version`, if it is the one in use.
+    /// The init segment of `version`, while a segment of the window needs it.
     pub fn init(&self, version: u32) -> Option<&Bytes> {
-        self.init.as_ref().filter(|(v, _)| *v == version).map(|(_, b)| b)
+        self.inits.iter().find(|(v, _)| *v == version).map(|(_, b)| b)
     }
 
     /// The complete segments, oldest first.
@@ -691,7 +700,11 @@ mod tests {
         m.push(&f, 0, t0);
         assert!(m.open().unwrap().discontinuity);
         assert_eq!(m.open().unwrap().init_version, 1);
-        assert!(m.init(1).is_some() && m.init(0).is_none());
+        assert!(m.init(1).is_some());
+        assert!(
+            m.init(0).is_some(),
+            "segments of the window still need the first init"
+        );
     }
 
     #[test]

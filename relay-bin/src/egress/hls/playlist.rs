@@ -23,12 +23,12 @@ pub struct PlaylistOptions<'a> {
     pub session: Option<&'a str>,
 }
 
-/// The playlist of `muxer`, or `None` while it has nothing to list (no complete segment; with low latency,
-/// no part).
+/// The playlist of `muxer`, or `None` while it has no complete segment (with low latency too: players that
+/// read no parts, ffmpeg's among them, need a segment to start).
 pub fn media_playlist(muxer: &HlsMuxer, options: PlaylistOptions<'_>) -> Option<String> {
     let complete: Vec<&Segment> = muxer.segments().collect();
     let open = muxer.open().filter(|s| !s.is_empty() && options.low_latency);
-    if complete.is_empty() && open.is_none() {
+    if complete.is_empty() {
         return None;
     }
     let config = muxer.config();
@@ -40,7 +40,7 @@ pub fn media_playlist(muxer: &HlsMuxer, options: PlaylistOptions<'_>) -> Option<
         .unwrap_or(0)
         .max(config.target_ms)
         .max(1_000);
-    let first_msn = complete.first().or(open.as_ref()).map_or(0, |s| s.msn);
+    let first_msn = complete.first().map_or(0, |s| s.msn);
     let mut out = String::with_capacity(1024);
     let _ = writeln!(out, "#EXTM3U");
     let _ = writeln!(out, "#EXT-X-VERSION:{}", if options.low_latency { 9 } else { 7 });

@@ -42,6 +42,13 @@ impl NodeCore {
                     CoreCounters::add(&self.counters.kicked, 1);
                     self.close(token, "stream forbidden");
                 }
+                // HLS of the stream stops at once: what waits hears why, and nothing more is served.
+                let reason = self
+                    .shared
+                    .bans
+                    .check(&key)
+                    .map_or_else(|| "forbidden".to_string(), |ban| ban.reason);
+                self.hls_detach(&key, Some(&reason));
                 let _ = reply.send(tokens.len() as u64);
             }
             CoreMsg::Query { reply } => {
@@ -58,6 +65,8 @@ impl NodeCore {
             CoreMsg::RemoteStart { key, origin, hops } => self.on_remote_start(key, origin, hops),
             CoreMsg::RemoteFrame { key, frame } => self.on_remote_frame(&key, frame, now),
             CoreMsg::RemoteEnd { key, moved } => self.on_remote_end(key, moved),
+            CoreMsg::HlsRequest(request) => self.on_hls_request_at_owner(*request),
+            CoreMsg::HlsAnswer { reply, head, body } => self.on_hls_answer(reply, head, body),
             CoreMsg::Shutdown => self.stop = true,
             #[cfg(test)]
             #[allow(clippy::panic)]
@@ -96,6 +105,7 @@ impl NodeCore {
             .collect();
         let mut owned = Vec::new();
         let mut viewers = Vec::new();
+        let mut hls_sessions = Vec::new();
         for (key, stream) in &self.streams {
             let live_out: u64 = stream
                 .viewers
@@ -109,6 +119,9 @@ impl NodeCore {
                 stream.viewers.len() as u64,
                 stream.bytes_out_closed + live_out + departed,
             ));
+            if let Some(hls) = &stream.hls {
+                hls_sessions.push((key.clone(), hls.sessions().cloned().collect()));
+            }
             if let Some(owner) = &stream.owner {
                 owned.push(StreamInfo {
                     stream: key.clone(),
@@ -118,6 +131,7 @@ impl NodeCore {
                     hops: owner.remote.as_ref().map_or(0, |r| r.hops),
                     home: None,
                     viewers: 0,
+                    hls_sessions: 0,
                     bytes_out: 0,
                     frames_in: owner.frames_in,
                     bytes_in: owner.bytes_in,
@@ -133,6 +147,7 @@ impl NodeCore {
             clients,
             owned,
             viewers,
+            hls_sessions,
         }
     }
 }

@@ -100,8 +100,15 @@ impl NodeCore {
                 Pushed::Overflow => overflowed.push(token),
             }
         }
+        let packaged = match stream.hls.as_mut() {
+            Some(hls) => hls.push(&frame, self.shared.unix_time_ms(frame.capture), now),
+            None => false,
+        };
         CoreCounters::add(&self.counters.frames_out, queued);
         CoreCounters::add(&self.counters.frames_dropped, dropped);
+        if packaged {
+            self.hls_changed(key);
+        }
         for token in overflowed {
             CoreCounters::add(&self.counters.viewers_overflowed, 1);
             self.close(token, "viewer queue full (drop policy none)");
@@ -157,6 +164,15 @@ impl NodeCore {
         if stream.owner.is_some() {
             self.update_mesh_demand(key);
         }
+        self.release_stream_if_unused(key);
+    }
+
+    /// Forgets `key` on this core once nothing here uses it (and tells the owner this core no longer
+    /// wants it).
+    pub(super) fn release_stream_if_unused(&mut self, key: &StreamKey) {
+        if self.streams.get(key).is_some_and(|s| s.owner.is_some()) {
+            self.update_mesh_demand(key);
+        }
         let Some(stream) = self.streams.get_mut(key) else {
             return;
         };
@@ -180,10 +196,14 @@ impl NodeCore {
     /// The stream's publisher changed: every local viewer skips video until the new publisher's keyframe
     /// (an inter frame of the new publisher does not decode against the old one's pictures).
     pub(super) fn resync_viewers(&mut self, key: &StreamKey) {
+        let now = self.now;
         let Some(stream) = self.streams.get_mut(key) else {
             return;
         };
         stream.gop.clear();
+        if let Some(hls) = stream.hls.as_mut() {
+            hls.discontinue(now);
+        }
         for &token in &stream.viewers {
             if let Some(client) = self.clients.get_mut(token) {
                 client.queue.wait_for_keyframe();
@@ -308,6 +328,12 @@ impl NodeCore {
             stream.gop.push(frame);
         }
         let viewers = stream.viewers.clone();
+        let mut packaged = false;
+        if let Some(hls) = stream.hls.as_mut() {
+            for frame in &frames {
+                packaged |= hls.push(frame, self.shared.unix_time_ms(frame.capture), now);
+            }
+        }
         for token in viewers {
             if let Some(client) = self.clients.get_mut(token) {
                 for frame in &frames {
@@ -315,6 +341,9 @@ impl NodeCore {
                 }
             }
             self.mark_dirty(token);
+        }
+        if packaged {
+            self.hls_changed(&key);
         }
     }
 

@@ -79,8 +79,9 @@ impl NodeCore {
     }
 
     fn on_http_request(&mut self, token: Token, request: Request) {
-        let key = match request.route {
+        let key = match request.route.clone() {
             Route::Preflight => return self.http_answer(token, preflight_response(self.cors())),
+            Route::Hls(key, resource) => return self.on_hls_request(token, key, resource, &request),
             Route::Flv(key) => key,
         };
         if let Some(ban) = self.shared.bans.check(&key) {

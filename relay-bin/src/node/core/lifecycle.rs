@@ -38,7 +38,11 @@ impl NodeCore {
                 }
             }
             match client.role {
-                Role::Connecting if now.saturating_duration_since(client.accepted_at) > handshake_timeout => {
+                // An HTTP request waiting for its answer (parked HLS) is not a slow handshake.
+                Role::Connecting
+                    if now.saturating_duration_since(client.accepted_at) > handshake_timeout
+                        && !matches!(&client.session, Session::Http(reader) if reader.is_done()) =>
+                {
                     expired.push((token, "handshake timeout (no publish or play in time)"));
                 }
                 Role::Publisher { .. } if now.saturating_duration_since(client.last_input) > idle_timeout => {
@@ -56,19 +60,29 @@ impl NodeCore {
             }
             self.close(token, reason);
         }
-        // Viewers of streams whose publisher left more than the grace period ago are told the stream is over.
+        // Viewers of streams whose publisher left more than the grace period ago are told the stream is over,
+        // and their HLS playlists end.
         let mut finished = Vec::new();
-        for stream in self.streams.values_mut() {
+        let mut hls_ended = Vec::new();
+        for (key, stream) in self.streams.iter_mut() {
             if let Some(ended) = stream.ended_at {
                 if now.saturating_duration_since(ended) > grace {
                     stream.ended_at = None;
                     finished.extend(stream.viewers.iter().copied());
+                    if let Some(hls) = stream.hls.as_mut() {
+                        hls.finish(now);
+                        hls_ended.push(key.clone());
+                    }
                 }
             }
         }
         for token in finished {
             self.finish_viewer(token, now);
         }
+        for key in hls_ended {
+            self.hls_changed(&key);
+        }
+        self.hls_tick(now);
         // Players of a stream nobody publishes wait at most `play_wait_ms`, then hear it was not found.
         let mut not_found = Vec::new();
         for stream in self.streams.values() {
@@ -188,7 +202,11 @@ impl NodeCore {
             "session end"
         );
         match client.role {
-            Role::Connecting => {}
+            Role::Connecting => {
+                if matches!(client.session, Session::Http(_)) {
+                    self.hls_forget(token);
+                }
+            }
             Role::Publisher { key, .. } => {
                 CoreCounters::sub(&self.counters.publishers, 1);
                 self.shared.release(&key, client.id);

@@ -14,6 +14,7 @@
 
 mod admin;
 mod flow;
+pub(crate) mod hls;
 mod http;
 mod lifecycle;
 mod remote;

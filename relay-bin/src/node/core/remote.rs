@@ -77,11 +77,11 @@ impl NodeCore {
         let Some(stream) = self.streams.get_mut(key) else {
             return;
         };
+        let local_demand = stream.has_local_demand();
         let Some(owner) = stream.owner.as_mut() else {
             return;
         };
-        let demand =
-            owner.publisher.is_none() && (!stream.viewers.is_empty() || !owner.subscribers.is_empty());
+        let demand = owner.publisher.is_none() && (local_demand || !owner.subscribers.is_empty());
         if demand == owner.mesh_wanted {
             return;
         }

@@ -925,3 +925,35 @@ fn the_end_of_a_stream_ends_the_chunked_body_and_a_ban_answers_403() {
     assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text}");
     assert!(text.ends_with("is forbidden: test ban\n"), "{text}");
 }
+
+/// HLS is packaged once, on the stream's owner core: a request on another core waits there for the first
+/// segment and is answered through the inbox; the segment it lists is served to a request on any core.
+#[test]
+fn hls_requests_on_any_core_are_answered_by_the_owners_packaging() {
+    let mut h = Harness::new(2, |_| {});
+    let owner = h.owner("tv");
+    let other = (owner + 1) % 2;
+    let p = h.publisher(owner, "tv");
+    let v = h.http_request(other, "GET /live/tv/index.m3u8 HTTP/1.1\r\n\r\n");
+    assert!(h.http[v].received.is_empty(), "the playlist waits for a segment");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    for t in 1..50 {
+        h.send_video(p, INTER, t * 40);
+    }
+    h.send_video(p, KEYFRAME, 2_000);
+    h.send_video(p, INTER, 2_040);
+    let text = String::from_utf8_lossy(&h.http[v].received).to_string();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Set-Cookie: popline_hls="), "{text}");
+    assert!(text.contains("#EXTINF:2.000,\nseg-0.m4s?session="), "{text}");
+    assert!(h.http[v].closed);
+    for core in [owner, other] {
+        let s = h.http_request(core, "GET /live/tv/seg-0.m4s HTTP/1.1\r\n\r\n");
+        let received = &h.http[s].received;
+        let body = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(&received[body + 4..body + 8], b"moof", "segment from core {core}");
+    }
+    let s = h.http_request(other, "GET /live/tv/seg-7.m4s HTTP/1.1\r\n\r\n");
+    assert!(String::from_utf8_lossy(&h.http[s].received).starts_with("HTTP/1.1 404"));
+}

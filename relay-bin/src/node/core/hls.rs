@@ -1,0 +1,538 @@
+//! HLS on the cores. The stream's owner core packages it ([`HlsStream`]: an [`HlsMuxer`] fed every frame as
+//! the owner's GOP cache is, started from that cache) from the first HLS request until none came for
+//! `egress.hls_idle_ms`: one packaging per node, so a viewer whose requests land on different cores
+//! (SO_REUSEPORT spreads connections) sees one playlist and one set of segments. A request that arrives on
+//! another core is passed to the owner through its inbox ([`HlsRequest`]) and the answer comes back
+//! ([`crate::node::mailbox::CoreMsg::HlsAnswer`]) as the segments' own buffers: a request, not a frame, crosses
+//! cores, and nothing is copied.
+//!
+//! A request is answered at once when it can be; otherwise it waits on the stream (parked): a playlist
+//! before the first segment (at most `rtmp.play_wait_ms`, then `404`), an LL-HLS blocking reload
+//! (`_HLS_msn`/`_HLS_part`) or a preload-hinted part (at most three target durations). A banned stream is
+//! answered `403` with the reason, and a forbid drops its packaging at once. Viewer sessions (the `session`
+//! query token or the `popline_hls` cookie, given on the first playlist) are counted per stream; each core
+//! reports the ones it saw and the node counts them once.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use super::{NodeCore, Role, Session, CLOSE_FLUSH};
+use crate::control::ClientId;
+use crate::egress::hls::{media_playlist, HlsMuxer, MuxerConfig, PlaylistOptions};
+use crate::egress::http::{error_response, response_head, HlsResource, Request, SESSION_COOKIE};
+use crate::media::Frame;
+use crate::node::clients::Token;
+use crate::node::mailbox::CoreMsg;
+use crate::node::shared::CoreCounters;
+use crate::node::streams::LocalStream;
+use crate::stream_key::StreamKey;
+
+/// Where an HLS answer goes: the viewer's connection on its core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HlsReply {
+    /// The core the viewer is connected to.
+    pub core: usize,
+    /// Its connection there.
+    pub token: Token,
+    /// Its client id (a token reused by a later connection is not answered).
+    pub client: ClientId,
+}
+
+/// An HLS request, as the owner core handles it.
+#[derive(Debug)]
+pub struct HlsRequest {
+    key: StreamKey,
+    resource: HlsResource,
+    head_only: bool,
+    session: String,
+    new_session: bool,
+    reply: HlsReply,
+}
+
+/// Most requests that may wait on one stream at once (more are answered 503).
+const MAX_PARKED: usize = 65_536;
+
+/// A request waiting for what it asked for.
+#[derive(Debug)]
+struct Parked {
+    request: HlsRequest,
+    deadline: Instant,
+    /// Not tried yet (its waits start when it is).
+    first: bool,
+}
+
+/// One stream's HLS on one core.
+#[derive(Debug)]
+pub struct HlsStream {
+    muxer: HlsMuxer,
+    low_latency: bool,
+    last_request: Instant,
+    /// Viewer sessions seen, and when last.
+    sessions: HashMap<String, Instant>,
+    parked: Vec<Parked>,
+    /// The muxer's refusal was logged.
+    refusal_logged: bool,
+}
+
+impl HlsStream {
+    /// Feeds one frame to the muxer; whether a part or segment was completed.
+    pub(super) fn push(&mut self, frame: &Frame, unix_ms: u64, now: Instant) -> bool {
+        let changed = self.muxer.push(frame, unix_ms, now);
+        changed.part || changed.segment
+    }
+
+    /// The stream ended (after the grace period): the playlist is completed with `EXT-X-ENDLIST`.
+    pub(super) fn finish(&mut self, now: Instant) {
+        self.muxer.finish(now);
+    }
+
+    /// The stream's publisher changed: a discontinuity.
+    pub(super) fn discontinue(&mut self, now: Instant) {
+        self.muxer.discontinue(now);
+    }
+
+    /// Sessions seen within `idle` of `now`.
+    pub(super) fn sessions(&self) -> impl Iterator<Item = &String> {
+        self.sessions.keys()
+    }
+}
+
+/// What answering a request came to.
+enum Answer {
+    /// Status, reason and body buffers, content type.
+    Ok {
+        content_type: &'static str,
+        body: Vec<Bytes>,
+        cache: &'static str,
+    },
+    /// Wait (until the deadline).
+    Wait(Instant),
+    /// An error status and why.
+    Error(u16, &'static str, String),
+}
+
+impl NodeCore {
+    fn muxer_config(&self) -> MuxerConfig {
+        let egress = &self.shared.config.egress;
+        MuxerConfig {
+            target_ms: egress.hls_target_ms,
+            part_target_ms: egress.hls_part_ms,
+            window: egress.hls_window,
+            ..MuxerConfig::default()
+        }
+    }
+
+    /// An HLS request from a viewer on this core: bans and the switch are checked here, the session is
+    /// made, and the stream's owner core answers it.
+    pub(super) fn on_hls_request(
+        &mut self,
+        token: Token,
+        key: StreamKey,
+        resource: HlsResource,
+        request: &Request,
+    ) {
+        let cors = self.shared.config.egress.cors_allow_origin.clone();
+        if !self.shared.config.egress.hls {
+            let why = "HLS is off on this node (egress.hls)";
+            return self.http_answer_parts(token, error_response(404, "Not Found", &cors, why), Vec::new());
+        }
+        if let Some(ban) = self.shared.bans.check(&key) {
+            let why = format!("stream {key} is forbidden: {}", ban.reason);
+            CoreCounters::add(&self.counters.refused, 1);
+            return self.http_answer_parts(token, error_response(403, "Forbidden", &cors, &why), Vec::new());
+        }
+        let Some(client) = self.clients.get(token).map(|c| c.id) else {
+            return;
+        };
+        let (session, new_session) = match &request.session {
+            Some(session) => (session.clone(), false),
+            None => {
+                self.next_sequence += 1;
+                (
+                    format!("{:x}", ((self.index as u64) << 48) | self.next_sequence),
+                    true,
+                )
+            }
+        };
+        let request = HlsRequest {
+            key: key.clone(),
+            resource,
+            head_only: request.head_only,
+            session,
+            new_session,
+            reply: HlsReply {
+                core: self.index,
+                token,
+                client,
+            },
+        };
+        let owner = self.shared.owner_of(&key);
+        if owner == self.index {
+            return self.on_hls_request_at_owner(request);
+        }
+        if self.post(owner, CoreMsg::HlsRequest(Box::new(request))).is_err() {
+            let why = "the node is overloaded (the stream's core did not take the request)";
+            self.http_answer_parts(
+                token,
+                error_response(503, "Service Unavailable", &cors, why),
+                Vec::new(),
+            );
+        }
+    }
+
+    /// Owner: an HLS request of a viewer on this core or another.
+    pub(super) fn on_hls_request_at_owner(&mut self, request: HlsRequest) {
+        let now = self.now;
+        let key = request.key.clone();
+        self.hls_attach(&key, now);
+        let Some(hls) = self.streams.get_mut(&key).and_then(|s| s.hls.as_mut()) else {
+            return;
+        };
+        hls.last_request = now;
+        if matches!(request.resource, HlsResource::Playlist { .. }) || !request.new_session {
+            hls.sessions.insert(request.session.clone(), now);
+        }
+        if hls.parked.len() >= MAX_PARKED {
+            let cors = self.shared.config.egress.cors_allow_origin.clone();
+            let why = "too many HLS requests wait on this stream";
+            return self.hls_reply(
+                request.reply,
+                error_response(503, "Service Unavailable", &cors, why),
+                Vec::new(),
+            );
+        }
+        self.hls_try(
+            &key,
+            Parked {
+                request,
+                deadline: now,
+                first: true,
+            },
+        );
+    }
+
+    /// The owner's answer to a request of a viewer on this core.
+    pub(super) fn on_hls_answer(&mut self, reply: HlsReply, head: Bytes, body: Vec<Bytes>) {
+        if self
+            .clients
+            .get(reply.token)
+            .is_some_and(|c| c.id == reply.client)
+        {
+            self.http_answer_parts(reply.token, head, body);
+        }
+    }
+
+    /// Sends an answer to where it goes: written here, or posted to the viewer's core.
+    fn hls_reply(&mut self, reply: HlsReply, head: Bytes, body: Vec<Bytes>) {
+        if reply.core == self.index {
+            return self.on_hls_answer(reply, head, body);
+        }
+        if self
+            .post(reply.core, CoreMsg::HlsAnswer { reply, head, body })
+            .is_err()
+        {
+            warn!(core = self.index, to = reply.core, "HLS answer lost: inbox full");
+        }
+    }
+
+    /// Owner: starts packaging `key` if it is not yet, from the GOP cache's frames.
+    fn hls_attach(&mut self, key: &StreamKey, now: Instant) {
+        if self.streams.get(key).is_some_and(|s| s.hls.is_some()) {
+            return;
+        }
+        let gop_bytes = self.gop_cache_bytes(key);
+        let low_latency = self.shared.config.fanout_for(key.app()).low_latency_hls;
+        let mut hls = Box::new(HlsStream {
+            muxer: HlsMuxer::new(self.muxer_config()),
+            low_latency,
+            last_request: now,
+            sessions: HashMap::new(),
+            parked: Vec::new(),
+            refusal_logged: false,
+        });
+        let shared = self.shared.clone();
+        let stream = self
+            .streams
+            .entry(key.clone())
+            .or_insert_with(|| LocalStream::new(gop_bytes, true));
+        for frame in stream.gop.start_frames() {
+            hls.push(frame, shared.unix_time_ms(frame.capture), now);
+        }
+        stream.hls = Some(hls);
+        info!(core = self.index, stream = %key, low_latency, "HLS packaging starts");
+        // An edge of the mesh pulls the stream for its HLS viewers as for its RTMP ones.
+        self.update_mesh_demand(key);
+    }
+
+    /// Answers `parked` now if it can, else parks it on the stream.
+    fn hls_try(&mut self, key: &StreamKey, mut parked: Parked) {
+        let now = self.now;
+        let play_wait = Duration::from_millis(self.shared.config.rtmp.play_wait_ms);
+        let block = Duration::from_millis(self.shared.config.egress.hls_target_ms * 3);
+        let cors = self.shared.config.egress.cors_allow_origin.clone();
+        let Some(hls) = self.streams.get_mut(key).and_then(|s| s.hls.as_mut()) else {
+            return;
+        };
+        let reply = parked.request.reply;
+        if let Some(why) = hls.muxer.refused() {
+            if !hls.refusal_logged {
+                hls.refusal_logged = true;
+                warn!(core = self.index, stream = %key, reason = why, "stream cannot be packaged as HLS");
+            }
+            let why = format!("stream {key} cannot be served as HLS: {why}");
+            let answer = error_response(415, "Unsupported Media Type", &cors, &why);
+            return self.hls_reply(reply, answer, Vec::new());
+        }
+        let waits = parked.first.then_some((play_wait, block));
+        match answer(hls, &parked.request, now, waits) {
+            Answer::Wait(deadline) => {
+                if parked.first {
+                    parked.deadline = deadline;
+                    parked.first = false;
+                }
+                hls.parked.push(parked);
+            }
+            Answer::Ok {
+                content_type,
+                body,
+                cache,
+            } => {
+                let request = &parked.request;
+                let length = body.iter().map(Bytes::len).sum::<usize>();
+                let length = format!("Content-Length: {length}");
+                let cookie = format!(
+                    "Set-Cookie: {SESSION_COOKIE}={}; Path=/; SameSite=None",
+                    request.session
+                );
+                let content_type = format!("Content-Type: {content_type}");
+                let cache = format!("Cache-Control: {cache}");
+                let mut headers = vec![content_type.as_str(), length.as_str(), cache.as_str()];
+                if request.new_session {
+                    headers.push(cookie.as_str());
+                }
+                let head = response_head(200, "OK", &cors, &headers);
+                let body = if request.head_only { Vec::new() } else { body };
+                self.hls_reply(reply, head, body);
+            }
+            Answer::Error(status, reason, why) => {
+                self.hls_reply(reply, error_response(status, reason, &cors, &why), Vec::new());
+            }
+        }
+    }
+
+    /// The stream's muxer completed a part or segment (or the stream ended): retries its parked requests.
+    pub(super) fn hls_changed(&mut self, key: &StreamKey) {
+        let Some(hls) = self.streams.get_mut(key).and_then(|s| s.hls.as_mut()) else {
+            return;
+        };
+        let parked = std::mem::take(&mut hls.parked);
+        for request in parked {
+            self.hls_try(key, request);
+        }
+    }
+
+    /// Housekeeping: parked requests past their deadline are answered with what there is (or 404), idle
+    /// packaging stops, old sessions are forgotten.
+    pub(super) fn hls_tick(&mut self, now: Instant) {
+        let idle = Duration::from_millis(self.shared.config.egress.hls_idle_ms);
+        let mut expired_keys = Vec::new();
+        let mut late: Vec<(StreamKey, Parked)> = Vec::new();
+        for (key, stream) in self.streams.iter_mut() {
+            let Some(hls) = stream.hls.as_mut() else {
+                continue;
+            };
+            hls.sessions
+                .retain(|_, seen| now.saturating_duration_since(*seen) < idle);
+            let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut hls.parked)
+                .into_iter()
+                .partition(|p| now >= p.deadline);
+            hls.parked = waiting;
+            late.extend(due.into_iter().map(|p| (key.clone(), p)));
+            if hls.parked.is_empty() && now.saturating_duration_since(hls.last_request) >= idle {
+                expired_keys.push(key.clone());
+            }
+        }
+        for (key, parked) in late {
+            self.hls_late(&key, parked);
+        }
+        for key in expired_keys {
+            info!(core = self.index, stream = %key, "HLS packaging stops (no request for egress.hls_idle_ms)");
+            self.hls_detach(&key, None);
+        }
+    }
+
+    /// A parked request's deadline passed: a blocking playlist reload gets the playlist as it is; anything
+    /// else that never came is not found.
+    fn hls_late(&mut self, key: &StreamKey, parked: Parked) {
+        let cors = self.shared.config.egress.cors_allow_origin.clone();
+        let wait_ms = self.shared.config.rtmp.play_wait_ms;
+        let request = parked.request;
+        let playlist = self
+            .streams
+            .get(key)
+            .and_then(|s| s.hls.as_ref())
+            .and_then(|hls| {
+                matches!(request.resource, HlsResource::Playlist { .. })
+                    .then(|| playlist_of(hls, &request.session))
+                    .flatten()
+            });
+        match playlist {
+            Some(text) => {
+                let length = format!("Content-Length: {}", text.len());
+                let head = response_head(
+                    200,
+                    "OK",
+                    &cors,
+                    &[
+                        "Content-Type: application/vnd.apple.mpegurl",
+                        &length,
+                        "Cache-Control: no-cache",
+                    ],
+                );
+                self.hls_reply(request.reply, head, vec![Bytes::from(text)]);
+            }
+            None => {
+                let why = match request.resource {
+                    HlsResource::Playlist { .. } => {
+                        format!("stream {key} is not published (waited {wait_ms} ms, rtmp.play_wait_ms)")
+                    }
+                    other => format!("{other:?} of stream {key} did not come in time"),
+                };
+                self.hls_reply(
+                    request.reply,
+                    error_response(404, "Not Found", &cors, &why),
+                    Vec::new(),
+                );
+            }
+        }
+    }
+
+    /// Stops packaging `key` on this core (idle, or `forbidden` with the ban's reason), answering what
+    /// waits.
+    pub(super) fn hls_detach(&mut self, key: &StreamKey, forbidden: Option<&str>) {
+        let Some(stream) = self.streams.get_mut(key) else {
+            return;
+        };
+        let Some(hls) = stream.hls.take() else {
+            return;
+        };
+        let cors = self.shared.config.egress.cors_allow_origin.clone();
+        for parked in hls.parked {
+            let answer = match forbidden {
+                Some(reason) => {
+                    let why = format!("stream {key} is forbidden: {reason}");
+                    error_response(403, "Forbidden", &cors, &why)
+                }
+                None => error_response(404, "Not Found", &cors, &format!("HLS of stream {key} stopped")),
+            };
+            self.hls_reply(parked.request.reply, answer, Vec::new());
+        }
+        self.release_stream_if_unused(key);
+    }
+
+    /// A closed client may be parked on a stream this core owns: forget it.
+    pub(super) fn hls_forget(&mut self, token: Token) {
+        let core = self.index;
+        for stream in self.streams.values_mut() {
+            if let Some(hls) = stream.hls.as_mut() {
+                hls.parked
+                    .retain(|p| !(p.request.reply.core == core && p.request.reply.token == token));
+            }
+        }
+    }
+
+    /// Writes `head` then `body` to HTTP client `token` and closes the connection after them.
+    fn http_answer_parts(&mut self, token: Token, head: Bytes, body: Vec<Bytes>) {
+        let now = self.now;
+        let Some(client) = self.clients.get_mut(token) else {
+            return;
+        };
+        if !matches!(client.session, Session::Http(_)) || !matches!(client.role, Role::Connecting) {
+            return;
+        }
+        client.queue.seal();
+        client.queue.push_control(head);
+        for bytes in body {
+            client.queue.push_control(bytes);
+        }
+        client.closing = Some((now + CLOSE_FLUSH, "HTTP answer sent"));
+        self.mark_dirty(token);
+    }
+}
+
+/// The playlist of `hls` for `session`.
+fn playlist_of(hls: &HlsStream, session: &str) -> Option<String> {
+    media_playlist(
+        &hls.muxer,
+        PlaylistOptions {
+            low_latency: hls.low_latency,
+            session: Some(session),
+        },
+    )
+}
+
+/// What `parked` gets now. `first` (the request just came) gives the waits: for a stream with nothing yet,
+/// and for blocking requests.
+fn answer(hls: &HlsStream, parked: &HlsRequest, now: Instant, first: Option<(Duration, Duration)>) -> Answer {
+    let (play_wait, block) = first.unwrap_or_default();
+    let muxer = &hls.muxer;
+    match &parked.resource {
+        HlsResource::Playlist { msn, part } => {
+            if let Some(msn) = msn {
+                if !muxer.reached(*msn, *part) && !muxer.ended() {
+                    return Answer::Wait(now + block);
+                }
+            }
+            match playlist_of(hls, &parked.session) {
+                Some(text) => Answer::Ok {
+                    content_type: "application/vnd.apple.mpegurl",
+                    body: vec![Bytes::from(text)],
+                    cache: "no-cache",
+                },
+                None => Answer::Wait(now + play_wait),
+            }
+        }
+        HlsResource::Init(version) => match muxer.init(*version) {
+            Some(init) => Answer::Ok {
+                content_type: "video/mp4",
+                body: vec![init.clone()],
+                cache: "max-age=3600",
+            },
+            None => Answer::Error(404, "Not Found", format!("no init segment {version}")),
+        },
+        HlsResource::Segment(msn) => match muxer.segment(*msn) {
+            Some(segment) => Answer::Ok {
+                content_type: "video/iso.segment",
+                body: segment.buffers().cloned().collect(),
+                cache: "max-age=60",
+            },
+            None if muxer.open().is_some_and(|o| o.msn == *msn) => Answer::Wait(now + block),
+            None => Answer::Error(404, "Not Found", format!("segment {msn} is not in the window")),
+        },
+        HlsResource::Part(msn, index) => match muxer.part(*msn, *index) {
+            Some(part) => Answer::Ok {
+                content_type: "video/iso.segment",
+                body: part.fragment.bytes.clone(),
+                cache: "max-age=60",
+            },
+            // The preload hint's part, or one just ahead of it: wait for it.
+            None if muxer
+                .next_part()
+                .is_some_and(|(m, i)| m == *msn && *index <= i + 1)
+                || muxer
+                    .next_part()
+                    .is_some_and(|(m, _)| m + 1 == *msn && *index == 0) =>
+            {
+                Answer::Wait(now + block)
+            }
+            None => Answer::Error(
+                404,
+                "Not Found",
+                format!("part {msn}.{index} is not in the window"),
+            ),
+        },
+    }
+}
