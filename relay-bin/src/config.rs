@@ -1,6 +1,6 @@
 //! The node's configuration: one serde tree, every field defaulted, mirrored by the TOML file
-//! (`popline --config pop.toml`). `popline` with no file serves RTMP on 127.0.0.1:1935 and HTTP on
-//! 127.0.0.1:8080.
+//! (`popline --config pop.toml`). `popline` with no file serves RTMP on 127.0.0.1:1935, HTTP-FLV and HLS
+//! on 127.0.0.1:8080 and the admin API on 127.0.0.1:1985.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +36,35 @@ pub struct Config {
     pub mesh: crate::mesh::config::MeshConfig,
     /// Static relays: pushes to other RTMP servers, pulls from RTMP origins.
     pub relays: crate::relays::config::RelaysConfig,
+    /// Recording (DVR): where and how streams are written.
+    pub recording: RecordingConfig,
+}
+
+/// Recording (DVR). Which streams: `record = true` in an app's table, or
+/// `POST /api/v1/streams/APP/STREAM/record`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// The folder recordings go under (`APP/STREAM/STREAM-<UTC start>.flv`); relative: under
+    /// `$STATE_DIRECTORY` when set, else the working directory.
+    pub path: PathBuf,
+    /// A file ends at the first keyframe at or past this many seconds of media.
+    pub roll_s: u64,
+    /// A file ends at the first keyframe at or past this many bytes.
+    pub roll_bytes: u64,
+    /// Frames waiting for the recording thread (a full queue loses frames; video resumes at a keyframe).
+    pub queue_frames: usize,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            path: PathBuf::from("recordings"),
+            roll_s: 600,
+            roll_bytes: 1 << 30,
+            queue_frames: 8_192,
+        }
+    }
 }
 
 /// RTMP listener and protocol limits.
@@ -255,6 +284,8 @@ pub struct FanoutConfig {
     /// Low-latency HLS for the app's streams: parts of `egress.hls_part_ms`, blocking playlist reload,
     /// preload hints (plain HLS when off).
     pub low_latency_hls: bool,
+    /// Record the app's streams (see `[recording]`).
+    pub record: bool,
 }
 
 impl Default for FanoutConfig {
@@ -265,7 +296,21 @@ impl Default for FanoutConfig {
             latency_budget_ms: 3_000,
             gop_cache_bytes: 16 << 20,
             low_latency_hls: false,
+            record: false,
         }
+    }
+}
+
+/// `Ok` when `value` is in `range`, else the error naming `name`.
+fn in_range_u64(name: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{name} = {value} (allowed {}..={})",
+            range.start(),
+            range.end()
+        )))
     }
 }
 
@@ -444,6 +489,14 @@ impl Config {
                 egress.hls_idle_ms
             )));
         }
+        let recording = &self.recording;
+        in_range_u64("recording.roll_s", recording.roll_s, 1..=86_400)?;
+        in_range_u64("recording.roll_bytes", recording.roll_bytes, 1 << 20..=1 << 40)?;
+        in_range_u64(
+            "recording.queue_frames",
+            recording.queue_frames as u64,
+            64..=1 << 20,
+        )?;
         if egress.cors_allow_origin.bytes().any(|b| b.is_ascii_control()) {
             return Err(ConfigError::Invalid(
                 "egress.cors_allow_origin holds a control character (it goes into a header line)".to_string(),

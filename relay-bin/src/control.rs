@@ -144,6 +144,18 @@ pub struct NodeStats {
     pub mesh_failovers: u64,
     /// The failovers' gaps (source lost to its next frame), summed, in milliseconds.
     pub mesh_failover_gap_ms: u64,
+    /// Streams being recorded now.
+    pub recordings: u64,
+    /// Recording files finished (closed and synced).
+    pub recording_files: u64,
+    /// Bytes written to recordings.
+    pub recording_bytes: u64,
+    /// Recordings stopped by a write error (disk full).
+    pub recording_errors: u64,
+    /// Frames lost to the recorder's full queue.
+    pub recording_frames_lost: u64,
+    /// The newest recording write error.
+    pub recording_last_error: Option<String>,
     /// How often each hardening limit was hit.
     pub limit_hits: LimitHits,
 }
@@ -216,5 +228,11 @@ pub trait NodeControl: Send + Sync + 'static {
     /// The mesh's links (`None`: the mesh is off).
     fn links(&self) -> Option<Vec<crate::node::mesh_port::LinkInfo>> {
         None
+    }
+    /// Records `stream` (`on`) or stops recording it. `Ok(live)`: done, and whether the stream is live (a
+    /// live stream starts recording at once, another when it starts); `Err`: why not (recording is off).
+    fn record(&self, stream: &StreamKey, on: bool) -> Result<bool, String> {
+        let _ = (stream, on);
+        Err("recording is not available".to_string())
     }
 }

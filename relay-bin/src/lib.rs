@@ -20,6 +20,7 @@ pub mod link;
 pub mod media;
 pub mod mesh;
 pub mod node;
+pub mod recording;
 pub mod relays;
 pub mod rtmp;
 pub mod startup;

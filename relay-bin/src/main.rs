@@ -164,6 +164,10 @@ fn run() -> anyhow::Result<()> {
         .path
         .take()
         .map(|path| startup::resolve_state_path(&path, std::env::var_os("STATE_DIRECTORY").as_deref()));
+    config.recording.path = startup::resolve_state_path(
+        &config.recording.path,
+        std::env::var_os("STATE_DIRECTORY").as_deref(),
+    );
     let bans = Arc::new(BanStore::open(config.bans.path.clone()).context("cannot open the bans file")?);
     if let Some(path) = bans.path() {
         bans.check_writable().with_context(|| {

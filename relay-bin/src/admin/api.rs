@@ -88,6 +88,10 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/streams/{app}/{stream}/forbid",
             post(forbid).delete(unforbid),
         )
+        .route(
+            "/api/v1/streams/{app}/{stream}/record",
+            post(record_start).delete(record_stop),
+        )
         .route("/api/v1/bans", get(list_bans))
         .route("/api/v1/links", get(list_links))
         .route("/metrics", get(metrics_page))
@@ -138,6 +142,54 @@ async fn list_links(State(state): State<ApiState>) -> Result<Json<LinksResponse>
     Ok(Json(LinksResponse {
         mesh: links.is_some(),
         links: links.unwrap_or_default(),
+    }))
+}
+
+/// The answer to `POST` / `DELETE /api/v1/streams/{app}/{stream}/record`.
+#[derive(Debug, Serialize)]
+struct RecordResponse {
+    stream: StreamKey,
+    /// Recording is on (it starts at once when `live`, else when the stream starts).
+    recording: bool,
+    /// The stream is live on this node now.
+    live: bool,
+}
+
+async fn record_start(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<RecordResponse>, ApiError> {
+    record(state, peer, path, true).await
+}
+
+async fn record_stop(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<RecordResponse>, ApiError> {
+    record(state, peer, path, false).await
+}
+
+async fn record(
+    state: ApiState,
+    peer: SocketAddr,
+    path: Result<Path<(String, String)>, PathRejection>,
+    on: bool,
+) -> Result<Json<RecordResponse>, ApiError> {
+    let key = stream_key(path)?;
+    let control = Arc::clone(&state.control);
+    let asked = key.clone();
+    let live = blocking(state.deadline, "asking the stream's core", move || {
+        control.record(&asked, on)
+    })
+    .await?
+    .map_err(ApiError::unavailable)?;
+    info!(%peer, stream = %key, on, live, "admin: recording {}", if on { "on" } else { "off" });
+    Ok(Json(RecordResponse {
+        stream: key,
+        recording: on,
+        live,
     }))
 }
 

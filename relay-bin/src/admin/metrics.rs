@@ -160,8 +160,9 @@ impl Collector for Snapshot {
                 1,
             )],
         )?;
-        let gauges: [(&str, &str, u64); 9] = [
+        let gauges: [(&str, &str, u64); 10] = [
             ("popline_cores", "Data-plane cores.", stats.cores as u64),
+            ("popline_recordings", "Streams being recorded now.", stats.recordings),
             (
                 "popline_uptime_seconds",
                 "Seconds since the node started.",
@@ -195,7 +196,7 @@ impl Collector for Snapshot {
             family(&mut encoder, name, MetricType::Gauge, help, [(NO_LABELS, value)])?;
         }
         // Counter families are named without `_total`: the encoder appends it.
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 18] = [
             (
                 "popline_connections_accepted",
                 "Client connections accepted.",
@@ -265,6 +266,26 @@ impl Collector for Snapshot {
                 "popline_bans_save_failures",
                 "Writes of the ban file that failed.",
                 self.bans_save_failures,
+            ),
+            (
+                "popline_recording_files",
+                "Recording files finished (closed and synced).",
+                stats.recording_files,
+            ),
+            (
+                "popline_recording_bytes",
+                "Bytes written to recordings.",
+                stats.recording_bytes,
+            ),
+            (
+                "popline_recording_errors",
+                "Recordings stopped by a write error (disk full, folder gone); streaming went on.",
+                stats.recording_errors,
+            ),
+            (
+                "popline_recording_frames_lost",
+                "Frames lost to the recorder's full queue (video resumed at a keyframe).",
+                stats.recording_frames_lost,
             ),
         ];
         for (name, help, value) in counters {

@@ -33,6 +33,8 @@ pub struct Node {
     egress_addr: Option<SocketAddr>,
     /// The static relays' threads.
     relays: Option<crate::relays::Relays>,
+    /// The recording thread.
+    recorder: Option<crate::recording::Recorder>,
 }
 
 /// The control plane's handle on the cores (implements [`NodeControl`]).
@@ -164,7 +166,15 @@ impl Node {
                      leave [mesh] id empty",
                 ));
         }
+        let recording = &config.recording;
+        let recorder = crate::recording::Recorder::start(crate::recording::RecorderSettings {
+            dir: recording.path.clone(),
+            roll_ms: recording.roll_s.saturating_mul(1_000),
+            roll_bytes: recording.roll_bytes,
+            queue_frames: recording.queue_frames,
+        })?;
         let mut shared = Shared::new(config, bans, mailboxes);
+        shared.recorder = Some(recorder.handle());
         shared.hooks = hooks;
         shared.fd_limit = std::sync::atomic::AtomicU64::new(fd_limit);
         shared.mesh_core = mesh_setup.as_ref().map(|_| MESH_CORE);
@@ -254,6 +264,7 @@ impl Node {
             rtmp_addr,
             egress_addr,
             relays: Some(relays),
+            recorder: Some(recorder),
         })
     }
 
@@ -282,6 +293,10 @@ impl Node {
         }
         for thread in self.threads {
             let _ = thread.join();
+        }
+        // After the cores: every file in progress is finished and synced.
+        if let Some(recorder) = self.recorder.take() {
+            recorder.stop();
         }
     }
 }
@@ -413,7 +428,43 @@ impl NodeControl for NodeHandle {
             hits.fd_reserve += get(&l.fd_reserve);
             hits.hook_busy += get(&l.hook_busy);
         }
+        if let Some(recorder) = &self.shared.recorder {
+            let c = &recorder.counters;
+            let get = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+            stats.recordings = get(&c.active);
+            stats.recording_files = get(&c.files_finished);
+            stats.recording_bytes = get(&c.bytes);
+            stats.recording_errors = get(&c.errors);
+            stats.recording_frames_lost = get(&c.frames_lost);
+            stats.recording_last_error = c.last_error.lock().ok().and_then(|e| e.clone());
+        }
         stats
+    }
+
+    fn record(&self, stream: &StreamKey, on: bool) -> Result<bool, String> {
+        if self.shared.recorder.is_none() {
+            return Err("recording is not running on this node".to_string());
+        }
+        if let Ok(mut requests) = self.shared.record_requests.lock() {
+            if on {
+                requests.insert(stream.clone());
+            } else {
+                requests.remove(stream);
+            }
+        }
+        let owner = self.shared.owner_of(stream);
+        let mailbox = self.shared.mailboxes.get(owner).ok_or("no such core")?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        mailbox
+            .send(CoreMsg::Record {
+                key: stream.clone(),
+                on,
+                reply,
+            })
+            .map_err(|_| "the stream's core is not taking messages".to_string())?;
+        answer
+            .recv_timeout(CORE_REPLY_WAIT)
+            .map_err(|_| "the stream's core did not answer in time".to_string())
     }
 
     fn health(&self) -> Result<(), String> {

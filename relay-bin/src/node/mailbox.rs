@@ -153,6 +153,16 @@ pub enum CoreMsg {
         /// The body's buffers (shared with the segments: no copy).
         body: Vec<bytes::Bytes>,
     },
+    /// Admin API -> owner: record `key` (`on`) or stop recording it; the reply says whether it is live
+    /// (recording starts at once) or will start when it is.
+    Record {
+        /// The stream.
+        key: StreamKey,
+        /// Start (`true`) or stop.
+        on: bool,
+        /// Whether the stream is live now.
+        reply: RecordReply,
+    },
     /// Stop the core.
     Shutdown,
     /// Makes the core panic (the node's supervision tests).
@@ -185,6 +195,9 @@ pub struct CoreReport {
     /// HLS viewer sessions this core saw, per stream.
     pub hls_sessions: Vec<(StreamKey, Vec<String>)>,
 }
+
+/// The answer channel of [`CoreMsg::Record`].
+pub type RecordReply = crossbeam_channel::Sender<bool>;
 
 /// Why a message did not reach a core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

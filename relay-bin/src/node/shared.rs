@@ -123,6 +123,10 @@ pub struct Shared {
     pub mesh_core: Option<usize>,
     /// Where the owner cores send the events of streams that static pushes carry (when any is configured).
     pub relay_events: Option<crossbeam_channel::Sender<crate::relays::RelayEvent>>,
+    /// The recording thread's queue, once the node started it.
+    pub recorder: Option<crate::recording::RecorderHandle>,
+    /// Streams the admin API asked to record (read when a stream starts, not per frame).
+    pub record_requests: Mutex<std::collections::HashSet<StreamKey>>,
 }
 
 impl Shared {
@@ -147,6 +151,8 @@ impl Shared {
             dead_cores: Mutex::new(Vec::new()),
             mesh_core: None,
             relay_events: None,
+            recorder: None,
+            record_requests: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -205,6 +211,12 @@ impl Shared {
             .checked_add(since_start)
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs())
+    }
+
+    /// Whether `key` is to be recorded: its app records, or the admin API asked.
+    pub fn record_wanted(&self, key: &StreamKey) -> bool {
+        self.recorder.is_some()
+            && (self.config.fanout_for(key.app()).record || lock(&self.record_requests).contains(key))
     }
 
     /// Wall-clock time (Unix milliseconds) of `instant`, from the node's start.

@@ -60,6 +60,12 @@ pub struct OwnerState {
     pub relayed: bool,
     /// A frame for the static pushes was lost: skip video to the next keyframe.
     pub relay_needs_key: bool,
+    /// The stream is to be recorded (decided when it starts, or by the admin API).
+    pub record_wanted: bool,
+    /// The recorder was told to start it (and not yet to stop).
+    pub recording: bool,
+    /// A frame for the recorder was lost: skip video to the next keyframe.
+    pub record_needs_key: bool,
 }
 
 /// What one core holds of one stream.

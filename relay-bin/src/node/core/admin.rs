@@ -49,6 +49,7 @@ impl NodeCore {
                     .check(&key)
                     .map_or_else(|| "forbidden".to_string(), |ban| ban.reason);
                 self.hls_detach(&key, Some(&reason));
+                self.record_stop(&key, "stream forbidden", true);
                 let _ = reply.send(tokens.len() as u64);
             }
             CoreMsg::Query { reply } => {
@@ -67,6 +68,7 @@ impl NodeCore {
             CoreMsg::RemoteEnd { key, moved } => self.on_remote_end(key, moved),
             CoreMsg::HlsRequest(request) => self.on_hls_request_at_owner(*request),
             CoreMsg::HlsAnswer { reply, head, body } => self.on_hls_answer(reply, head, body),
+            CoreMsg::Record { key, on, reply } => self.on_record_request(key, on, reply),
             CoreMsg::Shutdown => self.stop = true,
             #[cfg(test)]
             #[allow(clippy::panic)]

@@ -41,6 +41,9 @@ impl NodeCore {
         if owner.relayed && owner.publisher.is_some() {
             relay_frame(&self.shared, owner, key, &frame);
         }
+        if owner.record_wanted {
+            super::record::record_frame(&self.shared, owner, key, &frame);
+        }
         for subscriber in owner.subscribers.iter_mut() {
             if !passes_after_loss(&mut subscriber.needs_key, &frame) {
                 continue;
@@ -235,6 +238,7 @@ impl NodeCore {
         }
         self.start_local_publication(&key);
         self.start_relays(&key);
+        self.record_decide(&key);
     }
 
     pub(super) fn on_publish_end(&mut self, key: StreamKey, publisher: ClientId) {
@@ -250,6 +254,10 @@ impl NodeCore {
         owner.publisher = None;
         owner.publishing_since = None;
         let subscribers: Vec<usize> = owner.subscribers.iter().map(|s| s.core).collect();
+        self.record_stop(&key, "publisher left", false);
+        let Some(owner) = self.streams.get_mut(&key).and_then(|s| s.owner.as_mut()) else {
+            return;
+        };
         if std::mem::take(&mut owner.relayed) {
             tell_relays(&self.shared, RelayEvent::Unpublished(key.clone()));
         }

@@ -17,6 +17,7 @@ mod flow;
 pub(crate) mod hls;
 mod http;
 mod lifecycle;
+mod record;
 mod remote;
 mod session;
 #[cfg(test)]

@@ -147,6 +147,7 @@ impl NodeCore {
         for core in subscribers {
             let _ = self.post(core, CoreMsg::PublisherChanged { key: key.clone() });
         }
+        self.record_decide(&key);
     }
 
     /// Owner: a frame of a stream that arrives from the mesh. After a failover to a source of the same
@@ -210,6 +211,10 @@ impl NodeCore {
         owner.resume = None;
         owner.remote_last_dts = None;
         info!(core = self.index, stream = %key, origin = %source.origin, "stream from the mesh ended");
+        self.record_stop(&key, "the stream from the mesh ended", false);
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return;
+        };
         stream.ended_at = Some(self.now);
         stream.live = false;
         let unused = stream.is_unused();
