@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::fmp4::{self, Fragment, Run, Sample, AAC_FRAME_SAMPLES};
+use super::fmp4::{self, Fragment, Run, Sample, AAC_FRAME_SAMPLES, VIDEO_TIMESCALE};
+
+/// Video timescale ticks per millisecond.
+const TICKS_PER_MS: u64 = VIDEO_TIMESCALE as u64 / 1_000;
 use super::tracks::{self, AudioTrack, VideoTrack};
 use crate::media::{Frame, MediaKind, Track};
 
@@ -382,13 +385,14 @@ impl HlsMuxer {
         }
         let newest = video.iter().chain(&audio).map(|p| p.capture).max();
         let video_run = Run {
-            base_decode_time: video.first().map_or(0, |v| v.dts_ms * 90),
+            base_decode_time: video.first().map_or(0, |v| v.dts_ms * TICKS_PER_MS),
             samples: video
                 .iter()
                 .map(|v| Sample {
                     data: v.data.clone(),
-                    duration: (v.duration_ms * 90).min(u64::from(u32::MAX)) as u32,
-                    composition_offset: (v.pts_ms.saturating_sub(v.dts_ms) * 90).min(i32::MAX as u64) as i32,
+                    duration: (v.duration_ms * TICKS_PER_MS).min(u64::from(u32::MAX)) as u32,
+                    composition_offset: (v.pts_ms.saturating_sub(v.dts_ms) * TICKS_PER_MS)
+                        .min(i32::MAX as u64) as i32,
                     sync: v.key,
                 })
                 .collect(),
