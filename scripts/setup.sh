@@ -16,6 +16,11 @@ command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(libnginx-mod-rtmp)
 # popline-bench compare's SRT baseline (srt-live-transmit at both ends of the emulated path).
 command -v srt-live-transmit >/dev/null 2>&1 || need_apt+=(srt-tools)
+# The HLS browser test (relay-bin/tests/hls_browser.rs): headless Chromium (Debian's build plays H.264/AAC
+# through Media Source Extensions) runs hls.js from the npm registry.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
@@ -32,6 +37,18 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
   [ -n "$policy_rc_d" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+# hls.js for the HLS browser test, pinned, in a fixed place (POPLINE_TEST_WEB overrides it for the test).
+HLSJS_VERSION=1.7.4
+web_dir=/opt/popline-test-web
+installed=$(node -p "require('$web_dir/node_modules/hls.js/package.json').version" 2>/dev/null || true)
+if [ "$installed" != "$HLSJS_VERSION" ]; then
+  echo "setup: installing hls.js@$HLSJS_VERSION into $web_dir"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO mkdir -p "$web_dir"
+  $SUDO npm install --prefix "$web_dir" --no-audit --no-fund --loglevel=error "hls.js@$HLSJS_VERSION"
 fi
 
 # The impairment lab's TUN devices: load the module and create the device node where they are missing.
