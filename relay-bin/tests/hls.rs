@@ -90,18 +90,29 @@ fn ll_hls_blocks_playlist_reloads_and_hinted_parts_until_they_exist() {
     let node = Popline::start(&scratch.0, &config);
     let egress = node.egress.unwrap();
     let publisher = publish(&media("h264-aac-720p30-bframes.flv"), &node.url("live/ll"));
+    // A viewer without a session gets a multivariant playlist whose one variant carries its new session.
     let (status, head, body) = get(egress, "/live/ll/index.m3u8", "");
     assert_eq!(status, 200, "{head}");
     assert!(
         head.contains("Content-Type: application/vnd.apple.mpegurl"),
         "{head}"
     );
-    let cookie = head
+    let master = String::from_utf8(body).unwrap();
+    println!("{master}");
+    assert!(master.contains("#EXT-X-STREAM-INF:BANDWIDTH="), "{master}");
+    assert!(
+        master.contains("CODECS=\"avc1.")
+            && master.contains("mp4a.40.2")
+            && master.contains("RESOLUTION=1280x720")
+    );
+    let variant = master
         .lines()
-        .find_map(|l| l.strip_prefix("Set-Cookie: popline_hls="))
-        .and_then(|v| v.split(';').next())
+        .find(|l| l.starts_with("index.m3u8?session="))
         .unwrap()
         .to_string();
+    let cookie = variant.trim_start_matches("index.m3u8?session=").to_string();
+    let (status, head, body) = get(egress, &format!("/live/ll/{variant}"), "");
+    assert_eq!(status, 200, "{head}");
     let text = String::from_utf8(body).unwrap();
     println!("{text}");
     assert!(

@@ -571,6 +571,14 @@ fn plays_in_chromium(stream: &str, low_latency: bool) {
         "{}",
         context()
     );
+    // One viewer is one session (the test's own first request makes at most one more): the variant it
+    // reloads carries its session, and the init segment is fetched and appended once.
+    assert!(
+        sessions <= 2,
+        "one hls.js viewer counted as {sessions} sessions: {}",
+        context()
+    );
+    assert_eq!(report["initAppends"], 1, "{}", context());
     assert_eq!(report["videoWidth"], 1280, "{}", context());
     assert_eq!(report["videoHeight"], 720, "{}", context());
     if low_latency {

@@ -139,6 +139,10 @@ pub struct HlsMuxer {
     segment_bytes: usize,
     held_video: Option<Pending>,
     video_interval_ms: u64,
+    /// The first keyframe's composition offset (its B-frame delay), taken off every video sample's (signed
+    /// offsets, `trun` version 1): video is presented from its first keyframe's decode time, with the audio,
+    /// not that much later (no hole at the start for a player to skip).
+    cts_shift_ms: u64,
     started: bool,
     discontinuity_next: bool,
     ended: bool,
@@ -171,6 +175,7 @@ impl HlsMuxer {
             segment_bytes: 0,
             held_video: None,
             video_interval_ms: 33,
+            cts_shift_ms: 0,
             started: false,
             discontinuity_next: false,
             ended: false,
@@ -257,8 +262,11 @@ impl HlsMuxer {
             return Changed::default();
         }
         let key = frame.kind == MediaKind::Key;
-        if !self.started && (!key || !self.start(unix_ms, frame.dts_ms)) {
-            return Changed::default();
+        if !self.started {
+            if !key || !self.start(unix_ms, frame.dts_ms) {
+                return Changed::default();
+            }
+            self.cts_shift_ms = frame.pts_ms.saturating_sub(frame.dts_ms);
         }
         let sample = Pending {
             dts_ms: frame.dts_ms,
@@ -391,8 +399,11 @@ impl HlsMuxer {
                 .map(|v| Sample {
                     data: v.data.clone(),
                     duration: (v.duration_ms * TICKS_PER_MS).min(u64::from(u32::MAX)) as u32,
-                    composition_offset: (v.pts_ms.saturating_sub(v.dts_ms) * TICKS_PER_MS)
-                        .min(i32::MAX as u64) as i32,
+                    composition_offset: ((v.pts_ms.saturating_sub(v.dts_ms) as i64
+                        - self.cts_shift_ms as i64)
+                        * TICKS_PER_MS as i64)
+                        .clamp(i64::from(i32::MIN), i64::from(i32::MAX))
+                        as i32,
                     sync: v.key,
                 })
                 .collect(),
@@ -503,6 +514,16 @@ impl HlsMuxer {
     /// The complete segments, oldest first.
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {
         self.segments.iter()
+    }
+
+    /// The video track being packaged, if any.
+    pub fn video_track(&self) -> Option<&VideoTrack> {
+        self.video.as_ref()
+    }
+
+    /// The audio track being packaged, if any.
+    pub fn audio_track(&self) -> Option<&AudioTrack> {
+        self.audio.as_ref()
     }
 
     /// Discontinuities before the window's first segment.

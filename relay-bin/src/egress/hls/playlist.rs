@@ -23,6 +23,43 @@ pub struct PlaylistOptions<'a> {
     pub session: Option<&'a str>,
 }
 
+/// A multivariant playlist with the stream as its one variant, `index.m3u8?session=SESSION`: what a viewer
+/// without a session gets first, so that the URL it reloads carries its session. `None` while the stream
+/// has no complete segment (its codecs and rate are known from the first).
+pub fn multivariant_playlist(muxer: &HlsMuxer, low_latency: bool, session: &str) -> Option<String> {
+    let segments: Vec<&Segment> = muxer.segments().collect();
+    if segments.is_empty() {
+        return None;
+    }
+    let bytes: usize = segments.iter().map(|s| s.len()).sum();
+    let ms: u64 = segments.iter().map(|s| s.duration_ms()).sum::<u64>().max(1);
+    let bandwidth = (bytes as u64 * 8 * 1_000 / ms).max(1);
+    let mut codecs = Vec::new();
+    let mut resolution = String::new();
+    if let Some(video) = muxer.video_track() {
+        if let [_, profile, compatibility, level, ..] = video.avc_config[..] {
+            codecs.push(format!("avc1.{profile:02x}{compatibility:02x}{level:02x}"));
+        }
+        if video.width > 0 && video.height > 0 {
+            resolution = format!(",RESOLUTION={}x{}", video.width, video.height);
+        }
+    }
+    if let Some(audio) = muxer.audio_track() {
+        codecs.push(format!("mp4a.40.{}", audio.object_type));
+    }
+    let mut out = String::with_capacity(256);
+    let _ = writeln!(out, "#EXTM3U");
+    let _ = writeln!(out, "#EXT-X-VERSION:{}", if low_latency { 9 } else { 7 });
+    let _ = writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS");
+    let _ = writeln!(
+        out,
+        "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"{resolution}",
+        codecs.join(",")
+    );
+    let _ = writeln!(out, "index.m3u8?session={session}");
+    Some(out)
+}
+
 /// The playlist of `muxer`, or `None` while it has no complete segment (with low latency too: players that
 /// read no parts, ffmpeg's among them, need a segment to start).
 pub fn media_playlist(muxer: &HlsMuxer, options: PlaylistOptions<'_>) -> Option<String> {
@@ -72,7 +109,8 @@ pub fn media_playlist(muxer: &HlsMuxer, options: PlaylistOptions<'_>) -> Option<
         }
         if map != Some(segment.init_version) {
             map = Some(segment.init_version);
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"init-{}.mp4{query}\"", segment.init_version);
+            // The same URI for every viewer: a player re-appends an init segment whose URI changed.
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"init-{}.mp4\"", segment.init_version);
         }
         let _ = writeln!(
             out,

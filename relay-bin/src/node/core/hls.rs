@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use super::{NodeCore, Role, Session, CLOSE_FLUSH};
 use crate::control::ClientId;
-use crate::egress::hls::{media_playlist, HlsMuxer, MuxerConfig, PlaylistOptions};
+use crate::egress::hls::{media_playlist, multivariant_playlist, HlsMuxer, MuxerConfig, PlaylistOptions};
 use crate::egress::http::{error_response, response_head, HlsResource, Request, SESSION_COOKIE};
 use crate::media::Frame;
 use crate::node::clients::Token;
@@ -303,10 +303,7 @@ impl NodeCore {
                 let request = &parked.request;
                 let length = body.iter().map(Bytes::len).sum::<usize>();
                 let length = format!("Content-Length: {length}");
-                let cookie = format!(
-                    "Set-Cookie: {SESSION_COOKIE}={}; Path=/; SameSite=None",
-                    request.session
-                );
+                let cookie = format!("Set-Cookie: {SESSION_COOKIE}={}; Path=/", request.session);
                 let content_type = format!("Content-Type: {content_type}");
                 let cache = format!("Cache-Control: {cache}");
                 let mut headers = vec![content_type.as_str(), length.as_str(), cache.as_str()];
@@ -486,7 +483,15 @@ fn answer(hls: &HlsStream, parked: &HlsRequest, now: Instant, first: Option<(Dur
                     return Answer::Wait(now + block);
                 }
             }
-            match playlist_of(hls, &parked.session) {
+            // A viewer with no session yet gets a multivariant playlist whose one variant carries its new
+            // session: players reload the variant's URL, so each viewer stays one session (a cross-origin
+            // player sends no cookie).
+            let text = if parked.new_session && msn.is_none() {
+                multivariant_playlist(muxer, hls.low_latency, &parked.session)
+            } else {
+                playlist_of(hls, &parked.session)
+            };
+            match text {
                 Some(text) => Answer::Ok {
                     content_type: "application/vnd.apple.mpegurl",
                     body: vec![Bytes::from(text)],
