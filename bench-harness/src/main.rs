@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod compare;
 mod cpu;
+mod egress;
 mod emulate;
 mod engine_args;
 mod fanout;
@@ -47,6 +48,9 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// RTMP fan-out ramp (one publisher, N players) against popline and nginx-rtmp, side by side.
     Fanout(fanout::FanoutArgs),
+    /// popline's HTTP egress: HTTP-FLV viewers per core next to RTMP's, and HLS/LL-HLS glass-to-playlist
+    /// latency next to nginx-rtmp's HLS, in one run.
+    Egress(egress::EgressArgs),
     /// A live stream relayed PoP A -> PoP B across the emulated link: popline's mesh vs nginx-rtmp push (TCP
     /// CUBIC, BBR), frames judged at the viewers; --max-bitrate, --hops.
     Relay(relay::RelayArgs),
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Command::Udp(args) => udp_bench::run(&args),
         Command::Transport(args) => transport_bench::run(&args),
         Command::Fanout(args) => fanout::run(&args),
+        Command::Egress(args) => egress::run(&args),
         Command::Sweep(args) => sweep::run(&args),
         Command::Compare(args) => compare::run(&args),
         Command::Placement(args) => placement_bench::run(&args),

@@ -54,6 +54,20 @@ pub struct FanoutArgs {
     /// Servers to test, comma-separated, in this order: popline, nginx.
     #[arg(long, default_value = "popline,nginx")]
     pub servers: String,
+    /// The ramp.
+    #[command(flatten)]
+    pub ramp: RampArgs,
+    /// The servers' binaries and the popline node's settings.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print a JSON array (one object per server) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The ramp's flags, shared by `popline-bench fanout` and `popline-bench egress`.
+#[derive(Debug, Args)]
+pub struct RampArgs {
     /// Upper bound of the ramp, in viewers. The ramp stops earlier at the first failing step: lag p99 over
     /// --max-lag-ms, more than --max-failing-percent of viewers failing, or the server at 95% of its CPUs.
     #[arg(long, default_value_t = 2000)]
@@ -76,15 +90,6 @@ pub struct FanoutArgs {
     /// against exactly the CPUs it owns; on a 2-CPU machine: server on CPU 1, load generator on CPU 0.
     #[arg(long, default_value = "1")]
     pub server_cpus: String,
-    /// The popline binary [default: `popline` beside this executable, i.e. target/release/popline].
-    #[arg(long)]
-    pub popline_bin: Option<PathBuf>,
-    /// The nginx binary.
-    #[arg(long, default_value = "/usr/sbin/nginx")]
-    pub nginx_bin: PathBuf,
-    /// The nginx-rtmp dynamic module.
-    #[arg(long, default_value = "/usr/lib/nginx/modules/ngx_rtmp_module.so")]
-    pub nginx_module: PathBuf,
     /// Lag (receive time - publisher send time) above which a viewer falls behind real time, in ms.
     #[arg(long, default_value_t = 1000.0)]
     pub max_lag_ms: f64,
@@ -101,9 +106,21 @@ pub struct FanoutArgs {
     /// Do not pin the load generator to the CPUs the server does not use.
     #[arg(long)]
     pub no_pin: bool,
-    /// Print a JSON array (one object per server) instead of the table.
+}
+
+/// The servers' binaries and the popline node's settings, shared by `popline-bench fanout` and
+/// `popline-bench egress`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The popline binary [default: `popline` beside this executable, i.e. target/release/popline].
     #[arg(long)]
-    pub json: bool,
+    pub popline_bin: Option<PathBuf>,
+    /// The nginx binary.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    pub nginx_bin: PathBuf,
+    /// The nginx-rtmp dynamic module.
+    #[arg(long, default_value = "/usr/lib/nginx/modules/ngx_rtmp_module.so")]
+    pub nginx_module: PathBuf,
     /// The popline node's `rtmp.write_coalesce_ms`: viewers' frames leave in one write per interval (0 = each
     /// frame at once, the setting to compare latency with nginx-rtmp's at).
     #[arg(long, default_value_t = 100)]

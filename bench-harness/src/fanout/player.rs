@@ -1,33 +1,25 @@
 //! One lightweight RTMP player: handshake, `connect`, `createStream`, `play`, then read media without decoding
 //! it, measuring what a viewer would see.
 //!
-//! Per player it measures:
-//! - time to first frame: from the start of the TCP connect to the first video *keyframe* (the first frame a
-//!   decoder can show; inter frames a server sends before it do not count);
-//! - lag: for every stamped video frame sent after the player asked to play, its receive time minus the
-//!   publisher's send time (both on [`super::clock`], in this process);
-//! - missed frames: gaps in the publisher's frame numbers (servers drop frames for slow viewers).
-//!
-//! A player costs one task, one 16 KiB read buffer and a [`ChunkReader`]; it takes its shared lock once per
-//! socket read that completed a stamped frame.
+//! What it measures (time to first keyframe, lag, missed frames) is [`super::measure`]'s, shared with the
+//! HTTP-FLV player. A player costs one task, one 16 KiB read buffer and a [`ChunkReader`]; it takes its
+//! shared lock once per socket read that completed a stamped frame.
 
 use super::chunk_reader::{message_type, ChunkReader, Message};
 use super::clock;
+use super::measure::{FrameMeter, Phase, PlayerShared};
+use super::ramp::SpawnPlayer;
 use super::rtmp_client::{self, Command, CommandWriter, TX_CONNECT, TX_CREATE_STREAM};
-use super::sei;
 use anyhow::{anyhow, bail, Context, Result};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Bytes read from the socket at a time.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
-/// Most lag samples a player keeps between two collections (a step holds ~25/s; this bounds a stuck
-/// controller's memory, not a normal step).
-const MAX_LAG_SAMPLES: usize = 16 * 1024;
 
 /// Where to play from.
 #[derive(Debug, Clone)]
@@ -48,68 +40,12 @@ impl PlayerConfig {
     }
 }
 
-/// Where a player is in its life.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
-    /// Connecting, handshaking or sending commands.
-    Connecting,
-    /// `play` was accepted (or media arrived).
-    Playing,
-    /// The session ended: the reason (an error, or the server closing the connection).
-    Ended(String),
-}
-
-/// What a player has measured, read and reset by the ramp between steps.
-#[derive(Debug)]
-pub struct PlayerStats {
-    /// Where the player is.
-    pub phase: Phase,
-    /// Connect start to the first video keyframe, in microseconds.
-    pub ttff_us: Option<u64>,
-    /// Lags of stamped frames since the last collection, in microseconds.
-    pub lags_us: Vec<u32>,
-    /// Stamped frames the server skipped (gaps in frame numbers) since the last collection.
-    pub missed_frames: u64,
-}
-
-/// A player's measurements, shared between its task and the ramp.
-#[derive(Debug)]
-pub struct PlayerShared {
-    /// Bytes read from the socket so far.
-    pub bytes: AtomicU64,
-    /// Audio messages received so far.
-    pub audio_messages: AtomicU64,
-    /// Video messages (sequence headers included) received so far.
-    pub video_messages: AtomicU64,
-    stats: Mutex<PlayerStats>,
-}
-
-impl Default for PlayerShared {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl PlayerShared {
-    /// A player that has not started.
-    pub fn new() -> Self {
-        Self {
-            bytes: AtomicU64::new(0),
-            audio_messages: AtomicU64::new(0),
-            video_messages: AtomicU64::new(0),
-            stats: Mutex::new(PlayerStats {
-                phase: Phase::Connecting,
-                ttff_us: None,
-                lags_us: Vec::new(),
-                missed_frames: 0,
-            }),
-        }
-    }
-
-    /// The stats, locked (a panicked holder cannot leave them inconsistent: every update is one field).
-    pub fn lock(&self) -> MutexGuard<'_, PlayerStats> {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// How the ramp starts RTMP players of `config`'s stream.
+pub fn spawner(config: PlayerConfig) -> Box<SpawnPlayer> {
+    let config = Arc::new(config);
+    Box::new(move |rt, shared, delay| {
+        rt.spawn(run(config.clone(), shared, delay));
+    })
 }
 
 /// Runs one player, after `start_delay`, until its connection ends (or the runtime drops it), recording why
@@ -140,14 +76,7 @@ struct Session<'a> {
     out: Vec<u8>,
     step: Step,
     error: Option<anyhow::Error>,
-    connect_start: Instant,
-    /// Frames stamped before this (microseconds on the clock) are old (a GOP cache) and not measured.
-    play_sent_us: u64,
-    got_keyframe: bool,
-    last_seq: Option<u32>,
-    /// Lags found in the current read, flushed to `shared` after it.
-    lags: Vec<u32>,
-    missed: u64,
+    meter: FrameMeter,
     ack_window: Option<u64>,
 }
 
@@ -202,7 +131,7 @@ impl Session<'_> {
                     .first_number()
                     .context("createStream's answer has no stream id")?;
                 self.writer.play(&mut self.out, id as u32, &self.config.stream)?;
-                self.play_sent_us = clock::now_us();
+                self.meter.play_requested(clock::now_us());
                 self.step = Step::AwaitPlay;
             }
             ("_error", _) => {
@@ -235,50 +164,9 @@ impl Session<'_> {
     }
 
     fn on_video(&mut self, payload: &[u8], now_us: u64) -> Result<()> {
-        self.shared.video_messages.fetch_add(1, Ordering::Relaxed);
         self.mark_playing();
-        let (Some(&first), Some(&second)) = (payload.first(), payload.get(1)) else {
-            return Ok(());
-        };
-        let avc = first & 0x0f == 7;
-        if avc && second == 0 {
-            return Ok(()); // sequence header: not a frame
-        }
-        if !self.got_keyframe && first >> 4 == 1 {
-            self.got_keyframe = true;
-            let ttff = self.connect_start.elapsed();
-            self.shared.lock().ttff_us = Some(u64::try_from(ttff.as_micros()).unwrap_or(u64::MAX));
-        }
-        let Some(stamp) = sei::find_stamp(payload) else {
-            return Ok(());
-        };
-        if stamp.send_us < self.play_sent_us {
-            return Ok(());
-        }
-        if let Some(last) = self.last_seq {
-            if stamp.seq > last {
-                self.missed += u64::from(stamp.seq - last - 1);
-            }
-        }
-        self.last_seq = Some(stamp.seq);
-        let lag = now_us.saturating_sub(stamp.send_us);
-        self.lags.push(u32::try_from(lag).unwrap_or(u32::MAX));
+        self.meter.on_video(self.shared, payload, now_us);
         Ok(())
-    }
-
-    /// Moves this read's measurements to the shared stats.
-    fn flush(&mut self) {
-        if self.lags.is_empty() && self.missed == 0 {
-            return;
-        }
-        let mut stats = self.shared.lock();
-        let room = MAX_LAG_SAMPLES.saturating_sub(stats.lags_us.len());
-        let take = self.lags.len().min(room);
-        stats.lags_us.extend_from_slice(&self.lags[..take]);
-        stats.missed_frames += self.missed;
-        drop(stats);
-        self.lags.clear();
-        self.missed = 0;
     }
 }
 
@@ -301,12 +189,7 @@ async fn play(config: &PlayerConfig, shared: &PlayerShared) -> Result<()> {
         out: Vec::with_capacity(512),
         step: Step::AwaitConnect,
         error: None,
-        connect_start,
-        play_sent_us: u64::MAX,
-        got_keyframe: false,
-        last_seq: None,
-        lags: Vec::new(),
-        missed: 0,
+        meter: FrameMeter::new(connect_start),
         ack_window: None,
     };
     let tc_url = config.tc_url();
@@ -342,7 +225,7 @@ async fn play(config: &PlayerConfig, shared: &PlayerShared) -> Result<()> {
         if let Some(e) = session.error.take() {
             return Err(e);
         }
-        session.flush();
+        session.meter.flush(shared);
         if let Some(window) = session.ack_window {
             if received - acked >= window {
                 session.writer.acknowledgement(&mut session.out, received)?;

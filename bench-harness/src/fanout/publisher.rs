@@ -3,11 +3,13 @@
 //!
 //! It runs on its own OS thread with a blocking socket, not on the players' runtime, so that its pacing does not
 //! wait behind thousands of player tasks; a second thread drains what the server sends back (acknowledgements).
+//! On request it logs each tag's media time and send time ([`SendLog`]).
 
 use super::clock;
 use super::flv::TAG_VIDEO;
 use super::rtmp_client;
 use super::sei::Stamp;
+use super::send_log::{SendLog, Sent};
 use super::source::MediaSource;
 use anyhow::{anyhow, bail, Context, Result};
 use rml_rtmp::sessions::{
@@ -60,6 +62,17 @@ impl Publisher {
     /// Connects to `addr`, publishes `app`/`stream` (live) and starts sending `source` at real time. Returns
     /// once the server accepted the publish, or with the reason it did not.
     pub fn start(addr: SocketAddr, app: &str, stream: &str, source: Arc<MediaSource>) -> Result<Self> {
+        Self::start_logged(addr, app, stream, source, None)
+    }
+
+    /// [`Publisher::start`], recording each tag it sends (after the sequence headers) in `log`.
+    pub fn start_logged(
+        addr: SocketAddr,
+        app: &str,
+        stream: &str,
+        source: Arc<MediaSource>,
+        log: Option<Arc<SendLog>>,
+    ) -> Result<Self> {
         let mut sock = TcpStream::connect_timeout(&addr, SETUP_TIMEOUT)
             .with_context(|| format!("connecting to {addr}"))?;
         sock.set_nodelay(true).context("TCP_NODELAY")?;
@@ -92,7 +105,13 @@ impl Publisher {
         let sender = std::thread::Builder::new()
             .name("fanout-publisher".into())
             .spawn(move || {
-                if let Err(e) = send_loop(&mut sock, &mut session, &source, &send_stop, &send_stats) {
+                let sent = SendLoop {
+                    source: &source,
+                    stop: &send_stop,
+                    stats: &send_stats,
+                    log: log.as_deref(),
+                };
+                if let Err(e) = sent.run(&mut sock, &mut session) {
                     *send_stats.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
                 }
                 // Unblocks the drain thread's read and tells the server the stream ended.
@@ -209,67 +228,80 @@ fn drain_loop(sock: &mut TcpStream, stop: &AtomicBool) {
     }
 }
 
-fn send_loop(
-    sock: &mut TcpStream,
-    session: &mut ClientSession,
-    source: &MediaSource,
-    stop: &AtomicBool,
-    stats: &PublisherStats,
-) -> Result<()> {
-    let start = Instant::now();
-    for tag in &source.headers {
-        let packet = if tag.tag_type == TAG_VIDEO {
-            session.publish_video_data(tag.data.clone(), RtmpTimestamp::new(0), false)
-        } else {
-            session.publish_audio_data(tag.data.clone(), RtmpTimestamp::new(0), false)
-        }
-        .map_err(|e| anyhow!("serializing a sequence header: {e:?}"))?;
-        send(sock, vec![packet])?;
-    }
-    let mut seq = 0u32;
-    for pass in 0u64.. {
-        let offset_ms = pass * u64::from(source.loop_ms);
-        for tag in &source.body {
-            let ts_ms = offset_ms + u64::from(tag.timestamp_ms);
-            let due = start + Duration::from_millis(ts_ms);
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                let now = Instant::now();
-                if now >= due {
-                    let late = u64::try_from((now - due).as_micros()).unwrap_or(u64::MAX);
-                    stats.max_late_us.fetch_max(late, Ordering::Relaxed);
-                    break;
-                }
-                std::thread::sleep((due - now).min(Duration::from_millis(50)));
-            }
-            // RTMP timestamps are 32-bit milliseconds and wrap (after 49 days).
-            let ts = RtmpTimestamp::new(ts_ms as u32);
+/// What the sending thread works with.
+struct SendLoop<'a> {
+    source: &'a MediaSource,
+    stop: &'a AtomicBool,
+    stats: &'a PublisherStats,
+    log: Option<&'a SendLog>,
+}
+
+impl SendLoop<'_> {
+    fn run(&self, sock: &mut TcpStream, session: &mut ClientSession) -> Result<()> {
+        let Self {
+            source,
+            stop,
+            stats,
+            log,
+        } = *self;
+        let start = Instant::now();
+        for tag in &source.headers {
             let packet = if tag.tag_type == TAG_VIDEO {
-                let data = source.stamped(
-                    tag,
-                    Stamp {
-                        send_us: clock::now_us(),
-                        seq,
-                    },
-                );
-                if tag.is_avc_nalu() {
-                    seq = seq.wrapping_add(1);
-                    stats.video_frames.fetch_add(1, Ordering::Relaxed);
-                }
-                session.publish_video_data(data, ts, false)
+                session.publish_video_data(tag.data.clone(), RtmpTimestamp::new(0), false)
             } else {
-                session.publish_audio_data(tag.data.clone(), ts, false)
+                session.publish_audio_data(tag.data.clone(), RtmpTimestamp::new(0), false)
             }
-            .map_err(|e| anyhow!("serializing a frame: {e:?}"))?;
-            if let ClientSessionResult::OutboundResponse(packet) = packet {
-                stats
-                    .bytes
-                    .fetch_add(packet.bytes.len() as u64, Ordering::Relaxed);
-                sock.write_all(&packet.bytes).context("sending media")?;
+            .map_err(|e| anyhow!("serializing a sequence header: {e:?}"))?;
+            send(sock, vec![packet])?;
+        }
+        let mut seq = 0u32;
+        for pass in 0u64.. {
+            let offset_ms = pass * u64::from(source.loop_ms);
+            for tag in &source.body {
+                let ts_ms = offset_ms + u64::from(tag.timestamp_ms);
+                let due = start + Duration::from_millis(ts_ms);
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let now = Instant::now();
+                    if now >= due {
+                        let late = u64::try_from((now - due).as_micros()).unwrap_or(u64::MAX);
+                        stats.max_late_us.fetch_max(late, Ordering::Relaxed);
+                        break;
+                    }
+                    std::thread::sleep((due - now).min(Duration::from_millis(50)));
+                }
+                // RTMP timestamps are 32-bit milliseconds and wrap (after 49 days).
+                let ts = RtmpTimestamp::new(ts_ms as u32);
+                let send_us = clock::now_us();
+                let packet = if tag.tag_type == TAG_VIDEO {
+                    let data = source.stamped(tag, Stamp { send_us, seq });
+                    if tag.is_avc_nalu() {
+                        seq = seq.wrapping_add(1);
+                        stats.video_frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                    session.publish_video_data(data, ts, false)
+                } else {
+                    session.publish_audio_data(tag.data.clone(), ts, false)
+                }
+                .map_err(|e| anyhow!("serializing a frame: {e:?}"))?;
+                if let ClientSessionResult::OutboundResponse(packet) = packet {
+                    // Logged before the write: the server cannot have the tag before the log has it.
+                    if let Some(log) = log {
+                        log.record(Sent {
+                            ts_ms,
+                            send_us,
+                            keyframe: tag.is_keyframe() && !tag.is_sequence_header(),
+                        });
+                    }
+                    stats
+                        .bytes
+                        .fetch_add(packet.bytes.len() as u64, Ordering::Relaxed);
+                    sock.write_all(&packet.bytes).context("sending media")?;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }

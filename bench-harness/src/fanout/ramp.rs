@@ -18,8 +18,8 @@
 //! server got, not its capacity).
 
 use super::clock;
+use super::measure::{Phase, PlayerShared};
 use super::percentile::{percentile, percentile_of_sorted};
-use super::player::{self, Phase, PlayerConfig, PlayerShared};
 use super::proc_stats::{self, TreeSample};
 use super::publisher::Publisher;
 use super::server::ServerProcess;
@@ -32,6 +32,11 @@ use std::time::{Duration, Instant};
 
 /// How often joins and the hold check on the players, the server and the publisher.
 const POLL: Duration = Duration::from_millis(100);
+
+/// Starts one player of the ramp on the players' runtime: a task that waits the given delay, then plays
+/// until its connection ends, recording into the shared stats (the RTMP player's [`super::player::spawner`],
+/// the HTTP-FLV player's [`crate::egress::flv_player::spawner`]).
+pub type SpawnPlayer = dyn Fn(&tokio::runtime::Handle, Arc<PlayerShared>, Duration) + Send + Sync;
 
 /// What a ramp does (resolved from the CLI).
 #[derive(Debug, Clone)]
@@ -70,7 +75,7 @@ pub struct RampSettings {
 }
 
 /// The measurements of one step.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct StepReport {
     /// Players in this step (all started so far, failed ones included).
     pub viewers: usize,
@@ -154,8 +159,14 @@ impl RampResult {
     }
 }
 
-/// Runs the ramp against `server` with `source` as the stream.
-pub fn run(server: &mut ServerProcess, source: Arc<MediaSource>, s: &RampSettings) -> Result<RampResult> {
+/// Runs the ramp against `server` with `source` as the stream (published over RTMP), its players started by
+/// `spawn`.
+pub fn run(
+    server: &mut ServerProcess,
+    source: Arc<MediaSource>,
+    s: &RampSettings,
+    spawn: &SpawnPlayer,
+) -> Result<RampResult> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(s.load_cpus.len().max(1))
         .thread_name("fanout-player")
@@ -173,12 +184,6 @@ pub fn run(server: &mut ServerProcess, source: Arc<MediaSource>, s: &RampSetting
         }
     };
     std::thread::sleep(s.warmup);
-    let config = Arc::new(PlayerConfig {
-        addr: server.addr,
-        app: s.app.clone(),
-        stream: s.stream.clone(),
-        setup_timeout: s.join_timeout,
-    });
     let mut players: Vec<(Arc<PlayerShared>, usize)> = Vec::new();
     let mut result = RampResult::default();
     loop {
@@ -189,7 +194,7 @@ pub fn run(server: &mut ServerProcess, source: Arc<MediaSource>, s: &RampSetting
         for i in first_new..target {
             let shared = Arc::new(PlayerShared::new());
             let delay = s.join_spread * (i - first_new) as u32 / joining;
-            rt.spawn(player::run(config.clone(), shared.clone(), delay));
+            spawn(rt.handle(), shared.clone(), delay);
             players.push((shared, step_index));
         }
         let (step, abort) = run_step(server, &publisher, &players, first_new, s)?;

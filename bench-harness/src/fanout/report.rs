@@ -169,9 +169,14 @@ pub fn print_json(reports: &[ServerReport]) -> Result<()> {
 /// Prints the reports side by side, then each server's steps and why it stopped.
 pub fn print_table(reports: &[ServerReport]) {
     let Some(first) = reports.first() else { return };
-    let run = &first.run;
-    println!(
-        "RTMP fan-out: {} ({:.0} kbit/s), +{} viewers per {:.0} s step up to {}, lag threshold {:.0} ms, \
+    println!("RTMP fan-out: {}", describe_run(&first.run));
+    print_columns(reports);
+}
+
+/// The run's settings in one line, for a table's heading.
+pub fn describe_run(run: &RunInfo) -> String {
+    format!(
+        "{} ({:.0} kbit/s), +{} viewers per {:.0} s step up to {}, lag threshold {:.0} ms, \
          server on CPU(s) {}, load generator on CPU(s) {}",
         run.source,
         run.bitrate_bps as f64 / 1e3,
@@ -181,7 +186,11 @@ pub fn print_table(reports: &[ServerReport]) {
         run.max_lag_ms,
         run.server_cpus,
         run.loadgen_cpus
-    );
+    )
+}
+
+/// Prints the reports side by side (a column each), then each one's steps and why it stopped.
+pub fn print_columns(reports: &[ServerReport]) {
     let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
     let rows: Vec<(&str, Cell)> = vec![
         ("status", Box::new(|r| r.status.to_string())),

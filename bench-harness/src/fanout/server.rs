@@ -1,6 +1,7 @@
 //! A server under test as a child process: started under `taskset -c <CPUs>` in its own temporary directory
-//! (config, pid file, logs), waited for until its RTMP port accepts, and stopped at the end (SIGTERM, then
-//! SIGKILL of the whole tree after a grace period), its logs kept on request and its directory removed.
+//! (config, pid file, logs), waited for until its RTMP port (and HTTP port, if any) accepts, and stopped at
+//! the end (SIGTERM, then SIGKILL of the whole tree after a grace period), its logs kept on request and its
+//! directory removed.
 
 use super::proc_stats;
 use anyhow::{bail, Context, Result};
@@ -50,6 +51,9 @@ pub struct ServerProcess {
     pub name: String,
     /// Where it listens for RTMP.
     pub addr: SocketAddr,
+    /// Where it serves HTTP (HTTP-FLV, HLS), if it does: the starter sets it, and [`ServerProcess::wait_ready`]
+    /// waits for it too.
+    pub http: Option<SocketAddr>,
     child: Option<Child>,
     dir: PathBuf,
     logs: Vec<PathBuf>,
@@ -89,6 +93,7 @@ impl ServerProcess {
         Ok(Self {
             name: name.into(),
             addr,
+            http: None,
             child: Some(child),
             dir,
             logs,
@@ -100,7 +105,8 @@ impl ServerProcess {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// Waits until the RTMP port accepts a connection; fails early, with its logs, if the server exits.
+    /// Waits until the RTMP port (and the HTTP port, if any) accepts a connection; fails early, with its logs,
+    /// if the server exits.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -111,12 +117,14 @@ impl ServerProcess {
                     self.log_tails()
                 );
             }
-            if TcpStream::connect_timeout(&self.addr, READY_POLL).is_ok() {
+            let listening = |addr: &SocketAddr| TcpStream::connect_timeout(addr, READY_POLL).is_ok();
+            if listening(&self.addr) && self.http.as_ref().is_none_or(listening) {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                let http = self.http.map_or(String::new(), |h| format!(" and {h}"));
                 bail!(
-                    "{} did not listen on {} within {timeout:?}: {}",
+                    "{} did not listen on {}{http} within {timeout:?}: {}",
                     self.name,
                     self.addr,
                     self.log_tails()

@@ -24,7 +24,15 @@ fn one_step_against_nginx_rtmp_gives_every_player_frames() {
     let allowed = cpus::allowed_cpus().unwrap();
     let server_cpu = vec![*allowed.last().unwrap()];
     let list = cpus::format_cpu_list(&server_cpu);
-    let mut server = nginx::spawn(Path::new(NGINX), Path::new(MODULE), &server_cpu, &list, 1024).unwrap();
+    let mut server = nginx::spawn(
+        Path::new(NGINX),
+        Path::new(MODULE),
+        &server_cpu,
+        &list,
+        1024,
+        None,
+    )
+    .unwrap();
     server.wait_ready(server::READY_TIMEOUT).unwrap();
     let settings = RampSettings {
         viewers: 20,
@@ -44,7 +52,8 @@ fn one_step_against_nginx_rtmp_gives_every_player_frames() {
         progress: true,
     };
     let source = Arc::new(MediaSource::synthetic(600_000).unwrap());
-    let result = ramp::run(&mut server, source, &settings).unwrap();
+    let players = super::rtmp_players(&server, &settings).unwrap();
+    let result = ramp::run(&mut server, source, &settings, &*players).unwrap();
     server.stop(None).unwrap();
 
     assert!(result.publish_error.is_none(), "{:?}", result.publish_error);
