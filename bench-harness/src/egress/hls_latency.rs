@@ -63,7 +63,9 @@ struct Variant {
 impl Variant {
     fn playlist_path(&self) -> String {
         match self.server {
-            ServerId::Popline => format!("/{}/{STREAM}/index.m3u8", self.app),
+            // With a session token the node answers the media playlist (a request without one gets the
+            // multivariant playlist that hands out a session), and the poller counts as one viewer.
+            ServerId::Popline => format!("/{}/{STREAM}/index.m3u8?session=be0c", self.app),
             ServerId::Nginx => format!("{}/{STREAM}.m3u8", nginx::HLS_LOCATION),
         }
     }

@@ -113,7 +113,8 @@ fn poll(
     while !stop.load(Ordering::Relaxed) {
         let target = match (mode, next_part) {
             (PollMode::BlockingReload, Some((msn, part))) => {
-                format!("{path}?_HLS_msn={msn}&_HLS_part={part}")
+                let join = if path.contains('?') { '&' } else { '?' };
+                format!("{path}{join}_HLS_msn={msn}&_HLS_part={part}")
             }
             _ => path.to_string(),
         };

@@ -947,13 +947,20 @@ fn hls_requests_on_any_core_are_answered_by_the_owners_packaging() {
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("Set-Cookie: popline_hls="), "{text}");
     // No session yet: the multivariant playlist, whose variant carries the new session.
-    let variant = text.lines().find(|l| l.starts_with("index.m3u8?session=")).unwrap().to_string();
+    let variant = text
+        .lines()
+        .find(|l| l.starts_with("index.m3u8?session="))
+        .unwrap()
+        .to_string();
     assert!(h.http[v].closed);
     let m = h.http_request(other, &format!("GET /live/tv/{variant} HTTP/1.1\r\n\r\n"));
     let text = String::from_utf8_lossy(&h.http[m].received).to_string();
     let session = variant.trim_start_matches("index.m3u8?");
     assert!(!text.contains("Set-Cookie"), "{text}");
-    assert!(text.contains(&format!("#EXTINF:2.000,\nseg-0.m4s?{session}")), "{text}");
+    assert!(
+        text.contains(&format!("#EXTINF:2.000,\nseg-0.m4s?{session}")),
+        "{text}"
+    );
     for core in [owner, other] {
         let s = h.http_request(core, "GET /live/tv/seg-0.m4s HTTP/1.1\r\n\r\n");
         let received = &h.http[s].received;
