@@ -302,7 +302,7 @@ impl Default for FanoutConfig {
 }
 
 /// `Ok` when `value` is in `range`, else the error naming `name`.
-fn in_range_u64(name: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> Result<(), ConfigError> {
+fn in_range(name: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> Result<(), ConfigError> {
     if range.contains(&value) {
         Ok(())
     } else {
@@ -458,18 +458,12 @@ impl Config {
             )));
         }
         let egress = &self.egress;
-        if !(1_024..=65_536).contains(&egress.max_request_bytes) {
-            return Err(ConfigError::Invalid(format!(
-                "egress.max_request_bytes = {} (allowed 1024..=65536)",
-                egress.max_request_bytes
-            )));
-        }
-        if !(1_000..=20_000).contains(&egress.hls_target_ms) {
-            return Err(ConfigError::Invalid(format!(
-                "egress.hls_target_ms = {} (allowed 1000..=20000)",
-                egress.hls_target_ms
-            )));
-        }
+        in_range(
+            "egress.max_request_bytes",
+            egress.max_request_bytes as u64,
+            1_024..=65_536,
+        )?;
+        in_range("egress.hls_target_ms", egress.hls_target_ms, 1_000..=20_000)?;
         if !(100..=egress.hls_target_ms / 2).contains(&egress.hls_part_ms) {
             return Err(ConfigError::Invalid(format!(
                 "egress.hls_part_ms = {} (allowed 100..=egress.hls_target_ms / 2 = {})",
@@ -477,22 +471,12 @@ impl Config {
                 egress.hls_target_ms / 2
             )));
         }
-        if !(3..=100).contains(&egress.hls_window) {
-            return Err(ConfigError::Invalid(format!(
-                "egress.hls_window = {} (allowed 3..=100 segments)",
-                egress.hls_window
-            )));
-        }
-        if !(1_000..=3_600_000).contains(&egress.hls_idle_ms) {
-            return Err(ConfigError::Invalid(format!(
-                "egress.hls_idle_ms = {} (allowed 1000..=3600000)",
-                egress.hls_idle_ms
-            )));
-        }
+        in_range("egress.hls_window", egress.hls_window as u64, 3..=100)?;
+        in_range("egress.hls_idle_ms", egress.hls_idle_ms, 1_000..=3_600_000)?;
         let recording = &self.recording;
-        in_range_u64("recording.roll_s", recording.roll_s, 1..=86_400)?;
-        in_range_u64("recording.roll_bytes", recording.roll_bytes, 1 << 20..=1 << 40)?;
-        in_range_u64(
+        in_range("recording.roll_s", recording.roll_s, 1..=86_400)?;
+        in_range("recording.roll_bytes", recording.roll_bytes, 1 << 20..=1 << 40)?;
+        in_range(
             "recording.queue_frames",
             recording.queue_frames as u64,
             64..=1 << 20,
@@ -518,17 +502,6 @@ impl Config {
         // Durations become `Instant` arithmetic in the cores: an absurd one would overflow it (a panic, not a
         // start-up error). A day bounds every timeout; the coalescing interval is latency, 10 s at most.
         const DAY_MS: u64 = 86_400_000;
-        let in_range = |name: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
-            if range.contains(&value) {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid(format!(
-                    "{name} = {value} (allowed {}..={})",
-                    range.start(),
-                    range.end()
-                )))
-            }
-        };
         in_range("rtmp.write_coalesce_ms", rtmp.write_coalesce_ms, 0..=10_000)?;
         in_range("rtmp.handshake_timeout_ms", rtmp.handshake_timeout_ms, 1..=DAY_MS)?;
         in_range("rtmp.idle_timeout_ms", rtmp.idle_timeout_ms, 1..=DAY_MS)?;

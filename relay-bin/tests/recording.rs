@@ -33,27 +33,6 @@ fn recordings(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// ffprobe's duration of `file` in seconds, or its error.
-fn duration_s(file: &Path) -> Result<f64, String> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).to_string());
-    }
-    text.parse().map_err(|_| format!("no duration: {text:?}"))
-}
-
 fn config(scratch: &Scratch, extra: &str) -> String {
     let mut config = base_config(&scratch.0);
     config.push_str(&format!(

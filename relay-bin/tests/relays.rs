@@ -70,22 +70,7 @@ impl Drop for Nginx {
 
 /// Decodes `file` up to `tail` before its end; returns ffmpeg's error output.
 fn decode_errors_before_tail(file: &Path, tail: f64) -> String {
-    let duration = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    let duration: f64 = String::from_utf8_lossy(&duration.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0.0);
+    let duration = duration_s(file).unwrap_or(0.0);
     let output = Command::new("ffmpeg")
         .args(["-hide_banner", "-v", "error", "-i"])
         .arg(file)

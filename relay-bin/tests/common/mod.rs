@@ -422,6 +422,27 @@ pub fn assert_whole_playback(recording: &Path, expected: usize, width: u32, heig
     probe
 }
 
+/// ffprobe's duration of `file` in seconds, or its error.
+pub fn duration_s(file: &Path) -> Result<f64, String> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    text.parse().map_err(|_| format!("no duration: {text:?}"))
+}
+
 /// Decodes `file` fully; returns ffmpeg's error output (empty when it decoded cleanly).
 pub fn decode_errors(file: &Path) -> String {
     // `-enc_time_base -1`: frames keep the file's time base. With the default (1/frame rate), ms timestamps
