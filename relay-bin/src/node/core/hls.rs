@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use super::{NodeCore, Role, Session, CLOSE_FLUSH};
+use super::NodeCore;
 use crate::control::ClientId;
 use crate::egress::hls::{media_playlist, multivariant_playlist, HlsMuxer, MuxerConfig, PlaylistOptions};
 use crate::egress::http::{error_response, response_head, HlsResource, Request, SESSION_COOKIE};
@@ -100,6 +100,9 @@ impl HlsStream {
     }
 }
 
+/// The playlists' content type.
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+
 /// What answering a request came to.
 enum Answer {
     /// Status, reason and body buffers, content type.
@@ -137,12 +140,12 @@ impl NodeCore {
         let cors = self.shared.config.egress.cors_allow_origin.clone();
         if !self.shared.config.egress.hls {
             let why = "HLS is off on this node (egress.hls)";
-            return self.http_answer_parts(token, error_response(404, "Not Found", &cors, why), Vec::new());
+            return self.http_answer(token, error_response(404, "Not Found", &cors, why), Vec::new());
         }
         if let Some(ban) = self.shared.bans.check(&key) {
             let why = format!("stream {key} is forbidden: {}", ban.reason);
             CoreCounters::add(&self.counters.refused, 1);
-            return self.http_answer_parts(token, error_response(403, "Forbidden", &cors, &why), Vec::new());
+            return self.http_answer(token, error_response(403, "Forbidden", &cors, &why), Vec::new());
         }
         let Some(client) = self.clients.get(token).map(|c| c.id) else {
             return;
@@ -175,7 +178,7 @@ impl NodeCore {
         }
         if self.post(owner, CoreMsg::HlsRequest(Box::new(request))).is_err() {
             let why = "the node is overloaded (the stream's core did not take the request)";
-            self.http_answer_parts(
+            self.http_answer(
                 token,
                 error_response(503, "Service Unavailable", &cors, why),
                 Vec::new(),
@@ -221,7 +224,7 @@ impl NodeCore {
             .get(reply.token)
             .is_some_and(|c| c.id == reply.client)
         {
-            self.http_answer_parts(reply.token, head, body);
+            self.http_answer(reply.token, head, body);
         }
     }
 
@@ -295,12 +298,19 @@ impl NodeCore {
                 }
                 hls.parked.push(parked);
             }
+            done => self.hls_send(&parked.request, done),
+        }
+    }
+
+    /// Writes a final answer (a `200` with its body, or an error with its reason) to `request`'s viewer.
+    fn hls_send(&mut self, request: &HlsRequest, answer: Answer) {
+        let cors = self.shared.config.egress.cors_allow_origin.clone();
+        match answer {
             Answer::Ok {
                 content_type,
                 body,
                 cache,
             } => {
-                let request = &parked.request;
                 let length = body.iter().map(Bytes::len).sum::<usize>();
                 let length = format!("Content-Length: {length}");
                 let cookie = format!("Set-Cookie: {SESSION_COOKIE}={}; Path=/", request.session);
@@ -312,11 +322,13 @@ impl NodeCore {
                 }
                 let head = response_head(200, "OK", &cors, &headers);
                 let body = if request.head_only { Vec::new() } else { body };
-                self.hls_reply(reply, head, body);
+                self.hls_reply(request.reply, head, body);
             }
             Answer::Error(status, reason, why) => {
-                self.hls_reply(reply, error_response(status, reason, &cors, &why), Vec::new());
+                let answer = error_response(status, reason, &cors, &why);
+                self.hls_reply(request.reply, answer, Vec::new());
             }
+            Answer::Wait(_) => {}
         }
     }
 
@@ -364,7 +376,6 @@ impl NodeCore {
     /// A parked request's deadline passed: a blocking playlist reload gets the playlist as it is; anything
     /// else that never came is not found.
     fn hls_late(&mut self, key: &StreamKey, parked: Parked) {
-        let cors = self.shared.config.egress.cors_allow_origin.clone();
         let wait_ms = self.shared.config.rtmp.play_wait_ms;
         let request = parked.request;
         let playlist = self
@@ -376,35 +387,23 @@ impl NodeCore {
                     .then(|| playlist_of(hls, &request.session))
                     .flatten()
             });
-        match playlist {
-            Some(text) => {
-                let length = format!("Content-Length: {}", text.len());
-                let head = response_head(
-                    200,
-                    "OK",
-                    &cors,
-                    &[
-                        "Content-Type: application/vnd.apple.mpegurl",
-                        &length,
-                        "Cache-Control: no-cache",
-                    ],
-                );
-                self.hls_reply(request.reply, head, vec![Bytes::from(text)]);
-            }
+        let answer = match playlist {
+            Some(text) => Answer::Ok {
+                content_type: PLAYLIST_TYPE,
+                body: vec![Bytes::from(text)],
+                cache: "no-cache",
+            },
             None => {
-                let why = match request.resource {
+                let why = match &request.resource {
                     HlsResource::Playlist { .. } => {
                         format!("stream {key} is not published (waited {wait_ms} ms, rtmp.play_wait_ms)")
                     }
                     other => format!("{other:?} of stream {key} did not come in time"),
                 };
-                self.hls_reply(
-                    request.reply,
-                    error_response(404, "Not Found", &cors, &why),
-                    Vec::new(),
-                );
+                Answer::Error(404, "Not Found", why)
             }
-        }
+        };
+        self.hls_send(&request, answer);
     }
 
     /// Stops packaging `key` on this core (idle, or `forbidden` with the ban's reason), answering what
@@ -439,24 +438,6 @@ impl NodeCore {
                     .retain(|p| !(p.request.reply.core == core && p.request.reply.token == token));
             }
         }
-    }
-
-    /// Writes `head` then `body` to HTTP client `token` and closes the connection after them.
-    fn http_answer_parts(&mut self, token: Token, head: Bytes, body: Vec<Bytes>) {
-        let now = self.now;
-        let Some(client) = self.clients.get_mut(token) else {
-            return;
-        };
-        if !matches!(client.session, Session::Http(_)) || !matches!(client.role, Role::Connecting) {
-            return;
-        }
-        client.queue.seal();
-        client.queue.push_control(head);
-        for bytes in body {
-            client.queue.push_control(bytes);
-        }
-        client.closing = Some((now + CLOSE_FLUSH, "HTTP answer sent"));
-        self.mark_dirty(token);
     }
 }
 
@@ -493,7 +474,7 @@ fn answer(hls: &HlsStream, parked: &HlsRequest, now: Instant, first: Option<(Dur
             };
             match text {
                 Some(text) => Answer::Ok {
-                    content_type: "application/vnd.apple.mpegurl",
+                    content_type: PLAYLIST_TYPE,
                     body: vec![Bytes::from(text)],
                     cache: "no-cache",
                 },

@@ -52,10 +52,8 @@ impl NodeCore {
             Ok(Some(request)) => self.on_http_request(token, request),
             Err(error) => {
                 let (status, reason) = error.status();
-                self.http_answer(
-                    token,
-                    error_response(status, reason, self.cors(), &error.to_string()),
-                );
+                let answer = error_response(status, reason, self.cors(), &error.to_string());
+                self.http_answer(token, answer, Vec::new());
                 info!(core = self.index, status, %error, "HTTP request refused");
                 CoreCounters::add(&self.counters.refused, 1);
             }
@@ -67,20 +65,28 @@ impl NodeCore {
     }
 
     /// Writes `answer` whole and closes the connection after it.
-    fn http_answer(&mut self, token: Token, answer: Bytes) {
+    /// Writes `head` then `body` to HTTP client `token` (one still waiting for its answer) and closes the
+    /// connection after them.
+    pub(super) fn http_answer(&mut self, token: Token, head: Bytes, body: Vec<Bytes>) {
         let now = self.now;
         let Some(client) = self.clients.get_mut(token) else {
             return;
         };
+        if !matches!(client.session, Session::Http(_)) || !matches!(client.role, Role::Connecting) {
+            return;
+        }
         client.queue.seal();
-        client.queue.push_control(answer);
+        client.queue.push_control(head);
+        for bytes in body {
+            client.queue.push_control(bytes);
+        }
         client.closing = Some((now + CLOSE_FLUSH, "HTTP answer sent"));
         self.mark_dirty(token);
     }
 
     fn on_http_request(&mut self, token: Token, request: Request) {
         let key = match request.route.clone() {
-            Route::Preflight => return self.http_answer(token, preflight_response(self.cors())),
+            Route::Preflight => return self.http_answer(token, preflight_response(self.cors()), Vec::new()),
             Route::Hls(key, resource) => return self.on_hls_request(token, key, resource, &request),
             Route::Flv(key) => key,
         };
@@ -88,11 +94,12 @@ impl NodeCore {
             let why = format!("stream {key} is forbidden: {}", ban.reason);
             info!(core = self.index, stream = %key, reason = %ban.reason, "HTTP-FLV play refused: forbidden");
             CoreCounters::add(&self.counters.refused, 1);
-            return self.http_answer(token, error_response(403, "Forbidden", self.cors(), &why));
+            let answer = error_response(403, "Forbidden", self.cors(), &why);
+            return self.http_answer(token, answer, Vec::new());
         }
         if request.head_only {
             let head = http_flv::preamble(self.cors(), request.chunked, true);
-            return self.http_answer(token, head);
+            return self.http_answer(token, head, Vec::new());
         }
         self.start_http_flv(token, key, request.chunked, &request.target);
     }
