@@ -16,6 +16,7 @@ mod placement_bench;
 mod quinn_baseline;
 mod relay;
 mod sim;
+mod snapshot_bench;
 mod sweep;
 mod topology;
 mod transport_bench;
@@ -54,6 +55,9 @@ enum Command {
     /// A live stream relayed PoP A -> PoP B across the emulated link: popline's mesh vs nginx-rtmp push (TCP
     /// CUBIC, BBR), frames judged at the viewers; --max-bitrate, --hops.
     Relay(relay::RelayArgs),
+    /// What one snapshot costs with each decoder (openh264 worker, ffmpeg per snapshot): latency, CPU,
+    /// memory.
+    Snapshot(snapshot_bench::SnapshotArgs),
     /// A stream's home by rendezvous hashing: balance, and what moves when a node leaves, next to `hash % n`.
     Placement(placement_bench::PlacementArgs),
     /// N popline nodes in network namespaces joined by the mesh across emulated links (root): prints each
@@ -78,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sweep(args) => sweep::run(&args),
         Command::Compare(args) => compare::run(&args),
         Command::Placement(args) => placement_bench::run(&args),
+        Command::Snapshot(args) => snapshot_bench::run(&args),
         Command::Relay(args) => relay::run(&args),
         Command::Topology(args) => topology::run(&args),
     }

@@ -38,6 +38,57 @@ pub struct Config {
     pub relays: crate::relays::config::RelaysConfig,
     /// Recording (DVR): where and how streams are written.
     pub recording: RecordingConfig,
+    /// Snapshots: JPEGs of live streams' latest keyframes and of recordings (admin API), and the periodic
+    /// job of apps with `snapshot_interval_s`.
+    pub snapshots: SnapshotsConfig,
+}
+
+/// Snapshots (`GET /api/v1/streams/APP/STREAM/snapshot.jpg`, `GET /api/v1/recordings/NAME/snapshot.jpg`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotsConfig {
+    /// Serve snapshots (and run the periodic job).
+    pub enabled: bool,
+    /// `openh264`: OpenH264 in long-lived `popline snapshot-worker` children (about 35 ms for a 720p
+    /// keyframe); `ffmpeg`: one `ffmpeg` process per snapshot (about 110 ms, most of it starting ffmpeg).
+    pub decoder: crate::snapshot::decoders::DecoderKind,
+    /// The ffmpeg program (decoder `ffmpeg`).
+    pub ffmpeg: PathBuf,
+    /// Decoders at once (worker processes).
+    pub workers: usize,
+    /// Requests that may wait for a decoder; more are answered 503.
+    pub queue: usize,
+    /// Longest a snapshot may wait and decode before a 503 (a worker that hangs is killed).
+    pub timeout_ms: u64,
+    /// JPEG quality, 1..=100.
+    pub quality: u8,
+    /// Pictures cached (one per stream and width, until the stream's next keyframe).
+    pub cache_entries: usize,
+    /// The periodic job's folder (`APP/STREAM/STREAM-<UTC>.jpg`); relative: under `$STATE_DIRECTORY` when
+    /// set, else the working directory.
+    pub path: PathBuf,
+    /// Files the periodic job keeps per stream (the oldest are deleted).
+    pub keep: usize,
+    /// Width the periodic job scales to (0: the picture's own).
+    pub width: u32,
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        SnapshotsConfig {
+            enabled: true,
+            decoder: crate::snapshot::decoders::DecoderKind::Openh264,
+            ffmpeg: PathBuf::from("ffmpeg"),
+            workers: 2,
+            queue: 64,
+            timeout_ms: 2_000,
+            quality: 80,
+            cache_entries: 1_024,
+            path: PathBuf::from("snapshots"),
+            keep: 1_000,
+            width: 0,
+        }
+    }
 }
 
 /// Recording (DVR). Which streams: `record = true` in an app's table, or
@@ -286,6 +337,9 @@ pub struct FanoutConfig {
     pub low_latency_hls: bool,
     /// Record the app's streams (see `[recording]`).
     pub record: bool,
+    /// Save a snapshot of each of the app's live streams every this many seconds (see `[snapshots]`;
+    /// 0: never).
+    pub snapshot_interval_s: u64,
 }
 
 impl Default for FanoutConfig {
@@ -297,6 +351,7 @@ impl Default for FanoutConfig {
             gop_cache_bytes: 16 << 20,
             low_latency_hls: false,
             record: false,
+            snapshot_interval_s: 0,
         }
     }
 }
@@ -567,7 +622,24 @@ impl Config {
                 fanout.latency_budget_ms,
                 1..=DAY_MS,
             )?;
+            in_range(
+                &format!("snapshot_interval_s of app {app}"),
+                fanout.snapshot_interval_s,
+                0..=86_400,
+            )?;
         }
+        let snapshots = &self.snapshots;
+        in_range("snapshots.workers", snapshots.workers as u64, 1..=64)?;
+        in_range("snapshots.queue", snapshots.queue as u64, 0..=65_536)?;
+        in_range("snapshots.timeout_ms", snapshots.timeout_ms, 100..=60_000)?;
+        in_range("snapshots.quality", u64::from(snapshots.quality), 1..=100)?;
+        in_range(
+            "snapshots.cache_entries",
+            snapshots.cache_entries as u64,
+            1..=1 << 20,
+        )?;
+        in_range("snapshots.keep", snapshots.keep as u64, 1..=1 << 20)?;
+        in_range("snapshots.width", u64::from(snapshots.width), 0..=7_680)?;
         Ok(())
     }
 

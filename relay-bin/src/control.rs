@@ -229,6 +229,18 @@ pub trait NodeControl: Send + Sync + 'static {
     fn links(&self) -> Option<Vec<crate::node::mesh_port::LinkInfo>> {
         None
     }
+    /// The latest keyframe of `stream` with its sequence header, for a snapshot. Errors: not live here
+    /// ([`SnapshotError::NotFound`]), no keyframe yet, or the stream's core did not answer.
+    ///
+    /// [`SnapshotError::NotFound`]: crate::snapshot::SnapshotError::NotFound
+    fn keyframe(
+        &self,
+        stream: &StreamKey,
+    ) -> Result<crate::snapshot::Keyframe, crate::snapshot::SnapshotError> {
+        Err(crate::snapshot::SnapshotError::NotFound(format!(
+            "no stream {stream} here"
+        )))
+    }
     /// Records `stream` (`on`) or stops recording it. `Ok(live)`: done, and whether the stream is live (a
     /// live stream starts recording at once, another when it starts); `Err`: why not (recording is off).
     fn record(&self, stream: &StreamKey, on: bool) -> Result<bool, String> {

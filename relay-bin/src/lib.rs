@@ -23,5 +23,6 @@ pub mod node;
 pub mod recording;
 pub mod relays;
 pub mod rtmp;
+pub mod snapshot;
 pub mod startup;
 pub mod stream_key;

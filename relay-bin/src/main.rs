@@ -83,6 +83,10 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The snapshot decoder the node starts as a child process (reads keyframes on stdin, writes JPEGs on
+    /// stdout); not for use by hand.
+    #[command(hide = true)]
+    SnapshotWorker,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +107,11 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::SnapshotWorker) = &cli.command {
+        // Before any config is read: the worker needs none, and its stdout carries only answers.
+        return relay::snapshot::worker::serve(std::io::stdin().lock(), std::io::stdout().lock())
+            .context("snapshot worker");
+    }
     let mut config = match &cli.config {
         Some(path) => Config::read(path)?,
         None => Config::default(),
@@ -168,6 +177,10 @@ fn run() -> anyhow::Result<()> {
         &config.recording.path,
         std::env::var_os("STATE_DIRECTORY").as_deref(),
     );
+    config.snapshots.path = startup::resolve_state_path(
+        &config.snapshots.path,
+        std::env::var_os("STATE_DIRECTORY").as_deref(),
+    );
     let bans = Arc::new(BanStore::open(config.bans.path.clone()).context("cannot open the bans file")?);
     if let Some(path) = bans.path() {
         bans.check_writable().with_context(|| {
@@ -209,7 +222,8 @@ fn run() -> anyhow::Result<()> {
     }
     let control: Arc<dyn NodeControl> = node.handle();
     let admin = if config.admin.enabled {
-        let server = AdminServer::spawn(&config.admin, control, bans)
+        let media = startup::admin_media(&config).context("cannot set up snapshots")?;
+        let server = AdminServer::spawn_with_media(&config.admin, control, bans, media)
             .with_context(|| format!("cannot start the admin API on {}", config.admin.listen))?;
         info!(addr = %server.local_addr(), auth = config.admin.token.is_some(), "admin API listening");
         Some(server)

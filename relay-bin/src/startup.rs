@@ -57,6 +57,52 @@ pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("listen address {text:?}: host {host:?} resolves to no address"))
 }
 
+/// The media services of the admin API from `config`: snapshots (decoding in `popline snapshot-worker`
+/// children of this very binary, or in `ffmpeg`), the periodic snapshot job of the apps that ask for one,
+/// and the recording folder.
+pub fn admin_media(config: &crate::config::Config) -> std::io::Result<crate::admin::Media> {
+    use crate::snapshot::decoders::{DecoderKind, PoolSettings};
+    let snapshots = &config.snapshots;
+    let service = if snapshots.enabled {
+        let program = match snapshots.decoder {
+            DecoderKind::Openh264 => std::env::current_exe()?,
+            DecoderKind::Ffmpeg => snapshots.ffmpeg.clone(),
+        };
+        Some(std::sync::Arc::new(crate::snapshot::SnapshotService::new(
+            PoolSettings {
+                kind: snapshots.decoder,
+                program,
+                workers: snapshots.workers,
+                queue: snapshots.queue,
+                timeout: std::time::Duration::from_millis(snapshots.timeout_ms),
+            },
+            snapshots.quality,
+            snapshots.cache_entries,
+        )))
+    } else {
+        None
+    };
+    let intervals: std::collections::HashMap<String, u64> = config
+        .apps
+        .iter()
+        .map(|(name, app)| (name.clone(), app.snapshot_interval_s))
+        .collect();
+    let default_interval = config.fanout.snapshot_interval_s;
+    let any = default_interval > 0 || intervals.values().any(|&s| s > 0);
+    let periodic = (service.is_some() && any).then(|| crate::snapshot::periodic::PeriodicSettings {
+        dir: snapshots.path.clone(),
+        intervals,
+        default_interval,
+        keep: snapshots.keep,
+        width: (snapshots.width > 0).then_some(snapshots.width),
+    });
+    Ok(crate::admin::Media {
+        snapshots: service,
+        periodic,
+        recordings: Some(config.recording.path.clone()),
+    })
+}
+
 /// Where a relative state file (`bans.path`) lives: under `state_directory` (systemd's `$STATE_DIRECTORY`,
 /// its first entry when it lists several) when given, else under the working directory; made absolute so
 /// that the log and errors show the real place. An absolute path is kept.

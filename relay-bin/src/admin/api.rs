@@ -4,12 +4,13 @@
 //! deadline, so a slow core or disk answers 503 instead of stalling the API's two worker threads.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,8 @@ use super::error::ApiError;
 use super::metrics;
 use crate::bans::{unix_now_ms, BanStore, BanView};
 use crate::control::{ClientId, ClientInfo, NodeControl, NodeStats, StreamInfo};
+use crate::snapshot::recorded::{self, RecordingInfo};
+use crate::snapshot::{Snapshot, SnapshotError, SnapshotService};
 use crate::stream_key::StreamKey;
 
 /// Most bytes of a request body; a bigger one is answered 413.
@@ -39,6 +42,10 @@ pub struct ApiState {
     pub token: Option<Arc<BearerToken>>,
     /// How long a call into the node (or a ban-file write) may take before the API answers 503.
     pub deadline: Duration,
+    /// Snapshots, when on.
+    pub snapshots: Option<Arc<SnapshotService>>,
+    /// The recording folder (recordings' snapshots), when recording is on.
+    pub recordings: Option<PathBuf>,
 }
 
 /// The body of `POST /api/v1/streams/{app}/{stream}/forbid`: how long is required, either `duration_s` or
@@ -92,6 +99,9 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/streams/{app}/{stream}/record",
             post(record_start).delete(record_stop),
         )
+        .route("/api/v1/streams/{app}/{stream}/snapshot.jpg", get(live_snapshot))
+        .route("/api/v1/recordings", get(list_recordings))
+        .route("/api/v1/recordings/{name}/snapshot.jpg", get(recording_snapshot))
         .route("/api/v1/bans", get(list_bans))
         .route("/api/v1/links", get(list_links))
         .route("/metrics", get(metrics_page))
@@ -207,11 +217,161 @@ async fn list_clients(State(state): State<ApiState>) -> Result<Json<Vec<ClientIn
     Ok(Json(clients))
 }
 
-async fn stats(State(state): State<ApiState>) -> Result<Json<NodeStats>, ApiError> {
+/// The answer to `GET /api/v1/stats`: the node's counters and, when on, the snapshot service's.
+#[derive(Debug, Serialize)]
+struct StatsResponse {
+    #[serde(flatten)]
+    node: NodeStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshots: Option<crate::snapshot::service::SnapshotStats>,
+}
+
+async fn stats(State(state): State<ApiState>) -> Result<Json<StatsResponse>, ApiError> {
     let control = Arc::clone(&state.control);
-    Ok(Json(
-        blocking(state.deadline, "reading stats", move || control.stats()).await?,
-    ))
+    let node = blocking(state.deadline, "reading stats", move || control.stats()).await?;
+    Ok(Json(StatsResponse {
+        node,
+        snapshots: state.snapshots.as_ref().map(|s| s.stats()),
+    }))
+}
+
+/// The query of a snapshot request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotQuery {
+    /// Scale to this width (aspect kept; never above the picture's own).
+    width: Option<u32>,
+    /// A recording's snapshot: seconds of media from the file's start.
+    t: Option<f64>,
+}
+
+fn snapshot_query(
+    query: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<SnapshotQuery, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "{} (want ?width=PIXELS, and ?t=SECONDS for a recording)",
+            rejection.body_text()
+        ))
+    })?;
+    if let Some(width) = query.width {
+        if !(crate::snapshot::picture::MIN_WIDTH..=7_680).contains(&width) {
+            return Err(ApiError::bad_request(format!(
+                "width = {width} (allowed {}..=7680)",
+                crate::snapshot::picture::MIN_WIDTH
+            )));
+        }
+    }
+    if let Some(t) = query.t {
+        if !t.is_finite() || !(0.0..=1e9).contains(&t) {
+            return Err(ApiError::bad_request(format!(
+                "t = {t} (want seconds from the recording's start, 0 or more)"
+            )));
+        }
+    }
+    Ok(query)
+}
+
+fn snapshot_error(service: &SnapshotService, error: SnapshotError) -> ApiError {
+    service.count_error();
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    ApiError::new(status, error.to_string())
+}
+
+fn snapshot_service(state: &ApiState) -> Result<Arc<SnapshotService>, ApiError> {
+    state
+        .snapshots
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("snapshots are off on this node (snapshots.enabled = false)"))
+}
+
+/// The JPEG answer: never cached by the client (the next keyframe makes a new picture), with the keyframe's
+/// timestamps and whether the node's cache served it.
+fn jpeg_response(snapshot: Snapshot) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/jpeg".to_string()),
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+            (
+                header::HeaderName::from_static("x-popline-keyframe-dts-ms"),
+                snapshot.dts_ms.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-popline-keyframe-pts-ms"),
+                snapshot.pts_ms.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-popline-snapshot-cache"),
+                if snapshot.cached { "hit" } else { "miss" }.to_string(),
+            ),
+        ],
+        snapshot.jpeg.bytes,
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/streams/{app}/{stream}/snapshot.jpg[?width=N]`: the stream's latest keyframe as a JPEG.
+async fn live_snapshot(
+    State(state): State<ApiState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let key = stream_key(path)?;
+    let query = snapshot_query(query)?;
+    let service = snapshot_service(&state)?;
+    let control = Arc::clone(&state.control);
+    let asked = key.clone();
+    let keyframe = blocking(state.deadline, "asking the stream's core", move || {
+        control.keyframe(&asked)
+    })
+    .await?
+    .map_err(|e| snapshot_error(&service, e))?;
+    let snapshot = service
+        .live(&key, keyframe, query.width)
+        .await
+        .map_err(|e| snapshot_error(&service, e))?;
+    Ok(jpeg_response(snapshot))
+}
+
+/// `GET /api/v1/recordings`: the recordings on this node's disk, newest first.
+async fn list_recordings(State(state): State<ApiState>) -> Result<Json<Vec<RecordingInfo>>, ApiError> {
+    let Some(root) = state.recordings.clone() else {
+        return Ok(Json(Vec::new()));
+    };
+    blocking(state.deadline, "listing recordings", move || {
+        recorded::list(&root)
+    })
+    .await?
+    .map(Json)
+    .map_err(|e| ApiError::internal(format!("cannot list the recording folder: {e}")))
+}
+
+/// `GET /api/v1/recordings/{name}/snapshot.jpg?t=SECONDS[&width=N]`: the recording's keyframe at or
+/// before `t` as a JPEG (`name` as the listing gives it, each `/` written `%2F`).
+async fn recording_snapshot(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = path.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let query = snapshot_query(query)?;
+    let service = snapshot_service(&state)?;
+    let Some(root) = state.recordings.clone() else {
+        return Err(ApiError::not_found(
+            "recording is off on this node: no recordings",
+        ));
+    };
+    let at_ms = (query.t.unwrap_or(0.0) * 1000.0) as u64;
+    let keyframe = blocking(state.deadline, "reading the recording", move || {
+        recorded::resolve(&root, &name).and_then(|path| recorded::keyframe_at(&path, at_ms))
+    })
+    .await?
+    .map_err(|e| snapshot_error(&service, e))?;
+    let snapshot = service
+        .uncached(&keyframe, query.width)
+        .await
+        .map_err(|e| snapshot_error(&service, e))?;
+    Ok(jpeg_response(snapshot))
 }
 
 async fn kick_client(
@@ -419,6 +579,7 @@ async fn metrics_page(State(state): State<ApiState>) -> Result<Response, ApiErro
         links.unwrap_or_default(),
         state.bans.active_count(),
         &state.bans.save_status(),
+        state.snapshots.as_ref().map(|s| s.stats()),
     )
     .map_err(|_| ApiError::internal("cannot encode the metrics page"))?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())

@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use crate::bans::SaveStatus;
 use crate::control::{NodeStats, StreamInfo};
 use crate::node::mesh_port::LinkInfo;
+use crate::snapshot::service::SnapshotStats;
 
 /// The `Content-Type` of the exposition (the Prometheus text format, version 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -35,6 +36,7 @@ pub fn render(
     links: Vec<LinkInfo>,
     bans_active: usize,
     bans_saved: &SaveStatus,
+    snapshots: Option<SnapshotStats>,
 ) -> Result<String, fmt::Error> {
     let mut out = String::with_capacity(4096 + streams.len() * 512);
     let mut registry = Registry::default();
@@ -44,8 +46,73 @@ pub fn render(
     snapshot.bans_save_failures = bans_saved.failures;
     snapshot.process = ProcessStats::read();
     registry.register_collector(Box::new(snapshot));
+    if let Some(stats) = snapshots {
+        registry.register_collector(Box::new(SnapshotMetrics(stats)));
+    }
     prometheus_text::encode(&mut out, &registry)?;
     Ok(out)
+}
+
+/// The snapshot service's counters.
+#[derive(Debug)]
+struct SnapshotMetrics(SnapshotStats);
+
+impl Collector for SnapshotMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0;
+        let counters: [(&str, &str, u64); 7] = [
+            (
+                "popline_snapshots_served",
+                "Snapshots answered (live and recorded).",
+                s.served,
+            ),
+            (
+                "popline_snapshots_cache_hits",
+                "Snapshots answered from the per-keyframe cache.",
+                s.cache_hits,
+            ),
+            (
+                "popline_snapshots_errors",
+                "Snapshot requests that ended in an error.",
+                s.errors,
+            ),
+            (
+                "popline_snapshot_decodes",
+                "Keyframes decoded for snapshots.",
+                s.decodes,
+            ),
+            (
+                "popline_snapshot_decode_failures",
+                "Keyframes that did not decode.",
+                s.decode_failures,
+            ),
+            (
+                "popline_snapshot_busy",
+                "Snapshot requests refused or timed out: every decoder busy.",
+                s.busy,
+            ),
+            (
+                "popline_snapshot_worker_restarts",
+                "Snapshot worker processes started again after a failure.",
+                s.worker_restarts,
+            ),
+        ];
+        unlabelled_counters(&mut encoder, &counters)?;
+        let mut seconds = encoder.encode_descriptor(
+            "popline_snapshot_decode_seconds",
+            "Time spent decoding keyframes for snapshots, summed.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.decode_us as f64 / 1e6).encode(seconds.encode_family(&NO_LABELS)?)?;
+        family(
+            &mut encoder,
+            "popline_snapshots_cached",
+            MetricType::Gauge,
+            "Snapshot pictures in the cache.",
+            [(NO_LABELS, s.cached)],
+        )
+    }
 }
 
 /// What one scrape shows, encoded family by family when the registry is encoded.
@@ -288,15 +355,7 @@ impl Collector for Snapshot {
                 stats.recording_frames_lost,
             ),
         ];
-        for (name, help, value) in counters {
-            family(
-                &mut encoder,
-                name,
-                MetricType::Counter,
-                help,
-                [(NO_LABELS, value)],
-            )?;
-        }
+        unlabelled_counters(&mut encoder, &counters)?;
         family(
             &mut encoder,
             "popline_limit_hits",
@@ -511,6 +570,14 @@ impl Snapshot {
 
 /// Encodes one family (`kind` is a counter or a gauge): its `# HELP` and `# TYPE` lines, then one sample per
 /// label set.
+/// One family per `(name, help, value)`: an unlabelled counter each.
+fn unlabelled_counters(encoder: &mut DescriptorEncoder, counters: &[(&str, &str, u64)]) -> fmt::Result {
+    for &(name, help, value) in counters {
+        family(encoder, name, MetricType::Counter, help, [(NO_LABELS, value)])?;
+    }
+    Ok(())
+}
+
 fn family<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -658,6 +725,11 @@ mod tests {
             }],
             1,
             &SaveStatus::default(),
+            Some(SnapshotStats {
+                served: 5,
+                decode_us: 1_500_000,
+                ..SnapshotStats::default()
+            }),
         )
         .unwrap();
         let samples = parse_for_test(&text).unwrap();
@@ -669,6 +741,8 @@ mod tests {
                 .collect::<Vec<f64>>()
         };
         assert_eq!(find("popline_connections", None), vec![3.0]);
+        assert_eq!(find("popline_snapshots_served_total", None), vec![5.0]);
+        assert_eq!(find("popline_snapshot_decode_seconds_total", None), vec![1.5]);
         assert_eq!(find("popline_frames_in_total", None), vec![200.0]);
         assert_eq!(find("popline_bans_active", None), vec![1.0]);
         assert_eq!(find("popline_bans_unsaved", None), vec![0.0]);

@@ -13,6 +13,11 @@
 //! | `POST /api/v1/streams/{app}/{stream}/forbid` | body `{"duration_s": n}` or `{"permanent": true}`, and `"reason"?`: the ban applies, then the stream's clients are kicked: `{"ban": BanView, "kicked": n, "saved": bool}` |
 //! | `DELETE /api/v1/streams/{app}/{stream}/forbid` | the lifted ban ([`BanView`](crate::bans::BanView) and `saved`), or 404 |
 //! | `GET /api/v1/bans` | JSON array of active bans ([`BanView`](crate::bans::BanView): RFC 3339 times, `remaining_s`) |
+//! | `POST`/`DELETE /api/v1/streams/{app}/{stream}/record` | recording on or off: `{"stream", "recording", "live"}` |
+//! | `GET /api/v1/streams/{app}/{stream}/snapshot.jpg[?width=N]` | the latest keyframe as `image/jpeg` ([`crate::snapshot`]); 404 no stream or keyframe, 415 not H.264, 503 decoders busy |
+//! | `GET /api/v1/recordings` | JSON array of recordings on disk (`name`, `bytes`, `modified_unix_ms`), newest first |
+//! | `GET /api/v1/recordings/{name}/snapshot.jpg?t=SECONDS[&width=N]` | a recording's keyframe at or before `t` as `image/jpeg` |
+//! | `GET /api/v1/links` | the PoP mesh's links |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`metrics`]) |
 //! | `GET /healthz` | `200 ok`, or 503 `unhealthy: ...` once a core has died, or `degraded: ...` while the ban file cannot be written (never needs the token) |
 //!
@@ -75,6 +80,17 @@ pub enum AdminError {
     Runtime(std::io::Error),
 }
 
+/// What the API serves beside the node's own state.
+#[derive(Default)]
+pub struct Media {
+    /// Snapshots (off: `None`, and the snapshot routes answer 503).
+    pub snapshots: Option<Arc<crate::snapshot::SnapshotService>>,
+    /// The periodic snapshot job (needs `snapshots`).
+    pub periodic: Option<crate::snapshot::periodic::PeriodicSettings>,
+    /// The recording folder, for `GET /api/v1/recordings` and recordings' snapshots.
+    pub recordings: Option<std::path::PathBuf>,
+}
+
 /// The running admin API. Dropping it stops it too (as [`AdminServer::shutdown`] does).
 #[derive(Debug)]
 pub struct AdminServer {
@@ -92,7 +108,18 @@ impl AdminServer {
         control: Arc<dyn NodeControl>,
         bans: Arc<BanStore>,
     ) -> Result<AdminServer, AdminError> {
-        AdminServer::spawn_with_deadline(config, control, bans, DEADLINE)
+        AdminServer::spawn_with_deadline(config, control, bans, DEADLINE, Media::default())
+    }
+
+    /// As [`AdminServer::spawn`], with the media services the API serves (snapshots, recordings) and the
+    /// periodic snapshot job, which runs on the API's runtime.
+    pub fn spawn_with_media(
+        config: &AdminConfig,
+        control: Arc<dyn NodeControl>,
+        bans: Arc<BanStore>,
+        media: Media,
+    ) -> Result<AdminServer, AdminError> {
+        AdminServer::spawn_with_deadline(config, control, bans, DEADLINE, media)
     }
 
     fn spawn_with_deadline(
@@ -100,6 +127,7 @@ impl AdminServer {
         control: Arc<dyn NodeControl>,
         bans: Arc<BanStore>,
         deadline: Duration,
+        media: Media,
     ) -> Result<AdminServer, AdminError> {
         let token = config
             .token
@@ -126,16 +154,31 @@ impl AdminServer {
             let _context = runtime.enter();
             tokio::net::TcpListener::from_std(listener).map_err(bind_error)?
         };
+        let periodic = match (&media.snapshots, media.periodic) {
+            (Some(service), Some(settings)) => Some(crate::snapshot::periodic::run(
+                settings,
+                Arc::clone(&control),
+                Arc::clone(service),
+            )),
+            _ => None,
+        };
         let app = api::router(ApiState {
             control,
             bans: Arc::clone(&bans),
             token,
             deadline,
+            snapshots: media.snapshots,
+            recordings: media.recordings,
         });
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("popline-admin".to_string())
-            .spawn(move || serve(runtime, listener, app, bans, stopped))
+            .spawn(move || {
+                if let Some(job) = periodic {
+                    runtime.spawn(job);
+                }
+                serve(runtime, listener, app, bans, stopped)
+            })
             .map_err(AdminError::Runtime)?;
         Ok(AdminServer {
             local_addr,
@@ -288,7 +331,9 @@ mod tests {
         };
         let control = Arc::new(FakeControl::default());
         let bans = Arc::new(BanStore::open(bans_path.clone()).unwrap());
-        let server = AdminServer::spawn_with_deadline(&config, control.clone(), bans, deadline).unwrap();
+        let server =
+            AdminServer::spawn_with_deadline(&config, control.clone(), bans, deadline, Media::default())
+                .unwrap();
         Fixture {
             server,
             control,

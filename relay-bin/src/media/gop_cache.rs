@@ -106,6 +106,13 @@ impl GopCache {
         !self.gop.is_empty()
     }
 
+    /// The video sequence header in force (if the stream sent one) and the current GOP's keyframe, if one
+    /// is held (what a snapshot decodes).
+    pub fn keyframe(&self) -> Option<(Option<&Frame>, &Frame)> {
+        let key = self.gop.first().filter(|f| f.kind == MediaKind::Key)?;
+        Some((self.video_header.as_ref(), key))
+    }
+
     /// How many GOPs were dropped for costing more than `max_bytes`.
     pub fn overflows(&self) -> u64 {
         self.overflows
@@ -195,6 +202,21 @@ mod tests {
         );
         assert_eq!((c.frames(), c.bytes()), (4, 310 + 4 * O));
         assert!(c.has_keyframe());
+    }
+
+    #[test]
+    fn the_keyframe_a_snapshot_decodes_comes_with_its_header() {
+        let mut c = GopCache::new(1 << 20);
+        assert!(c.keyframe().is_none());
+        c.push(&video(MediaKind::Key, 0));
+        let (header, key) = c.keyframe().unwrap();
+        assert!(header.is_none());
+        assert_eq!(key.dts_ms, 0);
+        c.push(&frame(MediaKind::SeqHeader, Track::Video, 1990, 30));
+        c.push(&video(MediaKind::Key, 2000));
+        c.push(&video(MediaKind::Inter, 2040));
+        let (header, key) = c.keyframe().unwrap();
+        assert_eq!((header.map(|h| h.dts_ms), key.dts_ms), (Some(1990), 2000));
     }
 
     #[test]

@@ -467,6 +467,34 @@ impl NodeControl for NodeHandle {
             .map_err(|_| "the stream's core did not answer in time".to_string())
     }
 
+    fn keyframe(
+        &self,
+        stream: &StreamKey,
+    ) -> Result<crate::snapshot::Keyframe, crate::snapshot::SnapshotError> {
+        use crate::snapshot::SnapshotError;
+        let owner = self.shared.owner_of(stream);
+        let mailbox = self
+            .shared
+            .mailboxes
+            .get(owner)
+            .ok_or_else(|| SnapshotError::Unavailable("no such core".into()))?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        mailbox
+            .send(CoreMsg::Keyframe {
+                key: stream.clone(),
+                reply,
+            })
+            .map_err(|_| SnapshotError::Unavailable("the stream's core is not taking messages".into()))?;
+        match answer.recv_timeout(CORE_REPLY_WAIT) {
+            Ok(Some(Some(keyframe))) => Ok(keyframe),
+            Ok(Some(None)) => Err(SnapshotError::NoKeyframe(format!(
+                "{stream} holds no keyframe yet (or its GOP outgrew fanout.gop_cache_bytes): try again after the next one"
+            ))),
+            Ok(None) => Err(SnapshotError::NotFound(format!("no stream {stream} is live here"))),
+            Err(_) => Err(SnapshotError::Unavailable("the stream's core did not answer in time".into())),
+        }
+    }
+
     fn health(&self) -> Result<(), String> {
         self.shared.health()
     }

@@ -163,6 +163,13 @@ pub enum CoreMsg {
         /// Whether the stream is live now.
         reply: RecordReply,
     },
+    /// Admin API -> owner: the stream's latest keyframe for a snapshot.
+    Keyframe {
+        /// The stream.
+        key: StreamKey,
+        /// `None`: no such stream here; `Some(None)`: it holds no keyframe yet.
+        reply: crossbeam_channel::Sender<Option<Option<crate::snapshot::Keyframe>>>,
+    },
     /// Stop the core.
     Shutdown,
     /// Makes the core panic (the node's supervision tests).

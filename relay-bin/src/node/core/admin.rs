@@ -69,6 +69,24 @@ impl NodeCore {
             CoreMsg::HlsRequest(request) => self.on_hls_request_at_owner(*request),
             CoreMsg::HlsAnswer { reply, head, body } => self.on_hls_answer(reply, head, body),
             CoreMsg::Record { key, on, reply } => self.on_record_request(key, on, reply),
+            CoreMsg::Keyframe { key, reply } => {
+                let answer = self
+                    .streams
+                    .get(&key)
+                    .filter(|s| s.owner.is_some())
+                    .map(|stream| {
+                        stream
+                            .gop
+                            .keyframe()
+                            .map(|(header, key)| crate::snapshot::Keyframe {
+                                header: header.map(|h| h.body.clone()).unwrap_or_default(),
+                                body: key.body.clone(),
+                                dts_ms: key.dts_ms,
+                                pts_ms: key.pts_ms,
+                            })
+                    });
+                let _ = reply.send(answer);
+            }
             CoreMsg::Shutdown => self.stop = true,
             #[cfg(test)]
             #[allow(clippy::panic)]
