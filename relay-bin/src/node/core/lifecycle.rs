@@ -21,6 +21,7 @@ impl NodeCore {
         let idle_timeout = Duration::from_millis(rtmp.idle_timeout_ms);
         let grace = Duration::from_millis(rtmp.unpublish_grace_ms);
         let play_wait = Duration::from_millis(rtmp.play_wait_ms);
+        let keepalive_idle = Duration::from_millis(self.shared.config.egress.keepalive_idle_ms);
         let write_stall =
             (rtmp.write_stall_timeout_ms > 0).then(|| Duration::from_millis(rtmp.write_stall_timeout_ms));
         let mut expired: Vec<(Token, &'static str)> = Vec::new();
@@ -38,10 +39,16 @@ impl NodeCore {
                 }
             }
             match client.role {
-                // An HTTP request waiting for its answer (parked HLS) is not a slow handshake.
+                // A kept-alive HTTP connection between requests has its own idle bound.
+                Role::Connecting if super::http::idle_expired(&client.session, now, keepalive_idle) => {
+                    expired.push((token, "keep-alive idle (egress.keepalive_idle_ms)"));
+                }
+                // An HTTP request waiting for its answer (parked HLS), or a connection that has had answers
+                // (kept alive), is not a slow handshake.
                 Role::Connecting
                     if now.saturating_duration_since(client.accepted_at) > handshake_timeout
-                        && !matches!(&client.session, Session::Http(reader) if reader.is_done()) =>
+                        && !matches!(&client.session, Session::Http(http)
+                            if http.reader.is_waiting() || http.reader.requests_read() > 0) =>
                 {
                     expired.push((token, "handshake timeout (no publish or play in time)"));
                 }
@@ -203,8 +210,13 @@ impl NodeCore {
         );
         match client.role {
             Role::Connecting => {
-                if matches!(client.session, Session::Http(_)) {
-                    self.hls_forget(token);
+                if let Session::Http(http) = &client.session {
+                    // Its request may wait on a stream here, or at the owner core it was posted to.
+                    self.hls_forget((self.index, token));
+                    if let Some(owner) = http.hls_owner.filter(|&o| o != self.index) {
+                        let core = self.index;
+                        let _ = self.post(owner, CoreMsg::HlsForget { core, token });
+                    }
                 }
             }
             Role::Publisher { key, .. } => {
