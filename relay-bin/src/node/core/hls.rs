@@ -210,7 +210,7 @@ impl NodeCore {
             return self.http_answer(token, answer, Vec::new());
         }
         if let Some(super::Session::Http(http)) = self.clients.get_mut(token).map(|c| &mut c.session) {
-            http.hls_owner = Some(owner);
+            http.hls_posted = Some((owner, self.now));
         }
     }
 

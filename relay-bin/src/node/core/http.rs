@@ -10,10 +10,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{NodeCore, Role, Session, CLOSE_FLUSH};
-use crate::config::{EgressConfig, FanoutConfig};
+use crate::config::{Config, EgressConfig, FanoutConfig};
 use crate::egress::http::{
     error_response, preflight_response, Persistence, Request, RequestError, RequestReader, Route,
 };
@@ -23,6 +23,9 @@ use crate::node::clients::Token;
 use crate::node::shared::CoreCounters;
 use crate::stream_key::StreamKey;
 
+/// How long past the longest wait of a parked request the viewer's core waits for the owner's answer.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
 /// An HTTP connection's state on its core.
 #[derive(Debug)]
 pub(super) struct HttpSession {
@@ -31,9 +34,11 @@ pub(super) struct HttpSession {
     /// Kept alive, its last answer written and no request since then: closed `egress.keepalive_idle_ms`
     /// after this.
     pub(super) idle_since: Option<Instant>,
-    /// The core the request waiting was posted to (the stream's owner, another core), told when the
-    /// connection closes so it forgets the request at once.
-    pub(super) hls_owner: Option<usize>,
+    /// The core the request waiting was posted to (the stream's owner, another core) and when: that core is
+    /// told when the connection closes, so it forgets the request at once; an answer it posted back can be
+    /// lost to a full inbox, so one that has not come when no parked request could still wait is given here
+    /// ([`answer_lost`]).
+    pub(super) hls_posted: Option<(usize, Instant)>,
 }
 
 impl HttpSession {
@@ -47,7 +52,7 @@ impl HttpSession {
         HttpSession {
             reader: RequestReader::new(egress.max_request_bytes, max_requests),
             idle_since: None,
-            hls_owner: None,
+            hls_posted: None,
         }
     }
 }
@@ -69,6 +74,21 @@ pub(super) fn end_of_body(
         WireForm::HttpFlv { chunked: true } => Bytes::from_static(http_flv::LAST_CHUNK),
         _ => Bytes::new(),
     }
+}
+
+/// The longest a request posted to another core can wait for its answer: no parked request waits longer
+/// than `rtmp.play_wait_ms` (a first playlist) or three target durations (a blocking reload, a hinted part),
+/// plus [`ANSWER_GRACE`].
+pub(super) fn answer_wait(config: &Config) -> Duration {
+    let longest = config.rtmp.play_wait_ms.max(config.egress.hls_target_ms * 3);
+    Duration::from_millis(longest) + ANSWER_GRACE
+}
+
+/// Whether `session` is an HTTP connection whose request was posted to another core more than `wait` ago
+/// ([`answer_wait`]) and not answered: the owner's answer was lost to a full inbox.
+pub(super) fn answer_lost(session: &Session, now: Instant, wait: Duration) -> bool {
+    matches!(session, Session::Http(HttpSession { hls_posted: Some((_, at)), .. })
+        if now.saturating_duration_since(*at) > wait)
 }
 
 /// Whether `session` is an HTTP connection kept alive with no request for `idle` (`egress.keepalive_idle_ms`).
@@ -139,7 +159,7 @@ impl NodeCore {
         if !matches!(client.role, Role::Connecting) || !http.reader.is_waiting() {
             return;
         }
-        http.hls_owner = None;
+        http.hls_posted = None;
         client.queue.push_control(head);
         for bytes in body {
             client.queue.push_control(bytes);
@@ -171,6 +191,26 @@ impl NodeCore {
             self.on_http_read(token, read);
         }
         self.http_reading = false;
+    }
+
+    /// Answers `503` to a request of client `token` that was posted to another core and whose answer never
+    /// came ([`answer_lost`]). A late one is dropped (the request it names no longer waits).
+    pub(super) fn http_answer_lost(&mut self, token: Token) {
+        let posted = match self.clients.get(token).map(|c| &c.session) {
+            Some(Session::Http(http)) => http.hls_posted,
+            _ => None,
+        };
+        // Should the request still wait there (an inbox slower than the grace), it is dropped.
+        if let Some((owner, _)) = posted {
+            let core = self.index;
+            let _ = self.post(owner, super::CoreMsg::HlsForget { core, token });
+        }
+        let why = "the node is overloaded (the answer of the stream's core was lost)";
+        let persistence = self.http_persistence(token);
+        let answer = error_response(503, "Service Unavailable", self.cors(), persistence, why);
+        warn!(core = self.index, "HLS answer never came: answered 503");
+        CoreCounters::add(&self.counters.refused, 1);
+        self.http_answer(token, answer, Vec::new());
     }
 
     /// A kept-alive HTTP connection wrote its last answer and waits for a request: its idle time starts.

@@ -22,6 +22,8 @@ impl NodeCore {
         let grace = Duration::from_millis(rtmp.unpublish_grace_ms);
         let play_wait = Duration::from_millis(rtmp.play_wait_ms);
         let keepalive_idle = Duration::from_millis(self.shared.config.egress.keepalive_idle_ms);
+        let answer_wait = super::http::answer_wait(&self.shared.config);
+        let mut lost = Vec::new();
         let write_stall =
             (rtmp.write_stall_timeout_ms > 0).then(|| Duration::from_millis(rtmp.write_stall_timeout_ms));
         let mut expired: Vec<(Token, &'static str)> = Vec::new();
@@ -37,6 +39,10 @@ impl NodeCore {
                     expired.push((token, "write stalled (rtmp.write_stall_timeout_ms)"));
                     continue;
                 }
+            }
+            if super::http::answer_lost(&client.session, now, answer_wait) {
+                lost.push(token);
+                continue;
             }
             match client.role {
                 // A kept-alive HTTP connection between requests has its own idle bound.
@@ -66,6 +72,9 @@ impl NodeCore {
                 CoreCounters::add(&self.counters.limits.write_stall, 1);
             }
             self.close(token, reason);
+        }
+        for token in lost {
+            self.http_answer_lost(token);
         }
         // Viewers of streams whose publisher left more than the grace period ago are told the stream is over,
         // and their HLS playlists end.
@@ -213,7 +222,7 @@ impl NodeCore {
                 if let Session::Http(http) = &client.session {
                     // Its request may wait on a stream here, or at the owner core it was posted to.
                     self.hls_forget((self.index, token));
-                    if let Some(owner) = http.hls_owner.filter(|&o| o != self.index) {
+                    if let Some((owner, _)) = http.hls_posted.filter(|&(o, _)| o != self.index) {
                         let core = self.index;
                         let _ = self.post(owner, CoreMsg::HlsForget { core, token });
                     }

@@ -1177,3 +1177,47 @@ fn a_closed_connection_forgets_its_parked_request_on_the_owner() {
     assert_eq!(h.cores[owner].hls_parked_count(), (0, 0));
     assert_eq!(http_answers(&h.http[kept].received)[0].0, 200);
 }
+
+/// An owner's answer lost to the viewer's core's full inbox would leave the request waiting for ever (a
+/// kept-alive connection too): once no parked request could still wait, the viewer's core answers `503`, and
+/// the connection serves its next request.
+#[test]
+fn an_answer_lost_to_a_full_inbox_is_answered_503_when_it_cannot_come_any_more() {
+    let mut h = Harness::new(2, |c| c.rtmp.play_wait_ms = 1_000);
+    let owner = h.owner("lost");
+    let other = (owner + 1) % 2;
+    let p = h.publisher(owner, "lost");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    let v = h.http_request(other, "GET /live/lost/index.m3u8?session=ab HTTP/1.1\r\n\r\n");
+    for t in 1..50 {
+        h.send_video(p, INTER, t * 40);
+    }
+    // The closing keyframe reaches the owner while the viewer's core's inbox is full: the answer is lost.
+    let result = h.clients[p]
+        .session()
+        .publish_video_data(Bytes::from_static(KEYFRAME), RtmpTimestamp::new(2_000), false)
+        .unwrap();
+    h.clients[p].apply(vec![result]);
+    let filler = StreamKey::new("live", "filler").unwrap();
+    while h.shared.mailboxes[other]
+        .post(CoreMsg::StreamEnded { key: filler.clone() })
+        .is_ok()
+    {}
+    let bytes = std::mem::take(&mut h.clients[p].outbox);
+    let token = h.clients[p].token;
+    h.cores[owner].input(h.now, token, &bytes);
+    h.pump();
+    assert!(h.http[v].received.is_empty(), "the answer was lost");
+    // The longest wait: 3 x hls_target_ms (6 s) > play_wait_ms, plus a second's grace.
+    h.advance(Duration::from_millis(6_900));
+    assert!(h.http[v].received.is_empty(), "not before the longest wait");
+    h.advance(Duration::from_millis(300));
+    let answers = http_answers(&h.http[v].received);
+    assert_eq!((answers.len(), answers[0].0), (1, 503));
+    assert!(!h.http[v].closed);
+    h.http_send(v, "GET /live/lost/index.m3u8?session=ab HTTP/1.1\r\n\r\n");
+    let answers = http_answers(&h.http[v].received);
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[1].0, 200);
+}
