@@ -71,6 +71,11 @@ impl NodeCore {
             if reason.starts_with("write stalled") {
                 CoreCounters::add(&self.counters.limits.write_stall, 1);
             }
+            if reason.starts_with("keep-alive idle") {
+                // Its last answer may still be on its way out of the connection's send queue.
+                self.close_as(token, reason, Close::AfterFlush);
+                continue;
+            }
             self.close(token, reason);
         }
         for token in lost {
