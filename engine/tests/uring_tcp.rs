@@ -329,3 +329,97 @@ fn cancelling_the_accept_at_shutdown_is_not_a_failed_accept() {
     assert_eq!((stats.accept_refused, stats.accept_pauses), (0, 0), "{stats:?}");
     assert!(tcp.end_quiesce(&ring));
 }
+
+/// What one `reap` reported, owned.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Accepted(TcpConnId),
+    Data(TcpConnId, Vec<u8>),
+    Closed(TcpConnId),
+}
+
+fn reap_round(tcp: &mut UringTcp, timeout: Duration) -> Vec<Seen> {
+    tcp.wait(Some(timeout)).unwrap();
+    let mut seen = Vec::new();
+    tcp.reap(&mut |e| match e {
+        TcpEvent::Accepted(id, _) => seen.push(Seen::Accepted(id)),
+        TcpEvent::Data(id, d) => seen.push(Seen::Data(id, d.to_vec())),
+        TcpEvent::Closed(id, _) => seen.push(Seen::Closed(id)),
+        TcpEvent::Writable(_) => {}
+    });
+    seen
+}
+
+/// Found by popline-bench egress (one LL-HLS blocking reload in 747 closed without an answer): a connection
+/// closed after its answer whose peer hung up at once ends in the round of completions that reports its
+/// close (the send's completion closes it, the peer's end finishes it), so its slot is free when the
+/// peer's next connection, accepted in that same round, takes it. The close was then reported by slot the
+/// round after, and shut down the new connection before it was answered. A close is reported by id now.
+#[test]
+fn a_close_reported_after_its_connection_ended_never_reaches_the_one_that_took_its_slot() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut tcp = UringTcp::new(listener, UringTcpConfig::default()).unwrap();
+    let mut first = TcpStream::connect(addr).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut old = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while old.is_none() && std::time::Instant::now() < deadline {
+        for seen in reap_round(&mut tcp, Duration::from_millis(50)) {
+            if let Seen::Accepted(id) = seen {
+                old = Some(id);
+            }
+        }
+    }
+    let old = old.expect("the first connection was accepted");
+    // The answer, closed after its flush; the wait submits the writev, which completes at once on loopback.
+    tcp.send(old, Bytes::from_static(b"answer")).unwrap();
+    tcp.close_after_flush(old);
+    tcp.wait(Some(Duration::ZERO)).unwrap();
+    // Before the server reaps anything, the client reads the answer, hangs up and asks again on a new
+    // connection (as a player does right after a blocking playlist reload).
+    let mut answer = [0u8; 6];
+    first.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"answer");
+    drop(first);
+    let mut second = TcpStream::connect(addr).unwrap();
+    second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    second.write_all(b"request").unwrap();
+    thread::sleep(Duration::from_millis(100));
+    // One round: the send's completion (the close), the first connection's end, the second's accept.
+    let round = reap_round(&mut tcp, Duration::ZERO);
+    assert!(round.contains(&Seen::Closed(old)), "{round:?}");
+    let new = round.iter().find_map(|s| match s {
+        Seen::Accepted(id) => Some(*id),
+        _ => None,
+    });
+    let new =
+        new.unwrap_or_else(|| panic!("the second connection was not accepted in that round: {round:?}"));
+    // The rounds after: the second connection's request arrives, and it stays open to be answered.
+    let mut request = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        for seen in reap_round(&mut tcp, Duration::from_millis(20)) {
+            match seen {
+                Seen::Data(id, d) if id == new => request.extend(d),
+                Seen::Closed(id) => assert_ne!(id, new, "the new connection was closed unanswered"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(request, b"request");
+    tcp.send(new, Bytes::from_static(b"second answer")).unwrap();
+    tcp.close_after_flush(new);
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        second.read_to_end(&mut got).unwrap();
+        got
+    });
+    let mut closed = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !closed && std::time::Instant::now() < deadline {
+        closed = reap_round(&mut tcp, Duration::from_millis(20)).contains(&Seen::Closed(new));
+    }
+    assert!(closed);
+    assert_eq!(reader.join().unwrap(), b"second answer");
+}

@@ -17,7 +17,7 @@ pub struct Config {
     /// The admin HTTP API (`[admin]`; `[http]`, its name before egress came, is still read).
     #[serde(alias = "http")]
     pub admin: AdminConfig,
-    /// Media egress over HTTP on the cores: HTTP-FLV (`GET /APP/STREAM.flv`).
+    /// Media egress over HTTP on the cores: HTTP-FLV (`GET /APP/STREAM.flv`) and HLS.
     pub egress: EgressConfig,
     /// Data-plane threads.
     pub engine: EngineConfig,
@@ -221,7 +221,7 @@ impl Default for AdminConfig {
     }
 }
 
-/// Media egress over HTTP, served by the data-plane cores (not the admin API's runtime): HTTP-FLV today.
+/// Media egress over HTTP, served by the data-plane cores (not the admin API's runtime): HTTP-FLV and HLS.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EgressConfig {
@@ -232,8 +232,14 @@ pub struct EgressConfig {
     pub enabled: bool,
     /// `Access-Control-Allow-Origin` of every answer (web players on other origins need it); empty: none.
     pub cors_allow_origin: String,
-    /// Largest request head (request line and headers) a viewer may send; more is answered 431.
+    /// Largest request head (request line and headers) a viewer may send; more is answered 431. Also the most
+    /// a client may send ahead (pipelined) while its request waits for its answer.
     pub max_request_bytes: usize,
+    /// A kept-alive connection (HTTP/1.1, or HTTP/1.0 with `Connection: keep-alive`) with no request for this
+    /// many milliseconds after its last answer is closed; 0: no keep-alive (every answer closes).
+    pub keepalive_idle_ms: u64,
+    /// Most requests one connection may make; the answer to the last says `Connection: close`.
+    pub keepalive_max_requests: u32,
     /// Serve HLS: `/APP/STREAM/index.m3u8`, fMP4 segments (and LL-HLS parts where the app asks for them).
     pub hls: bool,
     /// HLS segment target duration: a segment ends at the first keyframe at or past it.
@@ -254,6 +260,8 @@ impl Default for EgressConfig {
             enabled: true,
             cors_allow_origin: "*".to_string(),
             max_request_bytes: 8_192,
+            keepalive_idle_ms: 15_000,
+            keepalive_max_requests: 1_000,
             hls: true,
             hls_target_ms: 2_000,
             hls_part_ms: 500,
@@ -518,6 +526,16 @@ impl Config {
             egress.max_request_bytes as u64,
             1_024..=65_536,
         )?;
+        in_range(
+            "egress.keepalive_idle_ms",
+            egress.keepalive_idle_ms,
+            0..=3_600_000,
+        )?;
+        in_range(
+            "egress.keepalive_max_requests",
+            u64::from(egress.keepalive_max_requests),
+            1..=1_000_000,
+        )?;
         in_range("egress.hls_target_ms", egress.hls_target_ms, 1_000..=20_000)?;
         if !(100..=egress.hls_target_ms / 2).contains(&egress.hls_part_ms) {
             return Err(ConfigError::Invalid(format!(
@@ -724,6 +742,14 @@ mod tests {
         config.egress.cors_allow_origin = "x\r\nSet-Cookie: a".to_string();
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("egress.cors_allow_origin"), "{error}");
+        let mut config = Config::default();
+        config.egress.keepalive_max_requests = 0;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("egress.keepalive_max_requests"), "{error}");
+        let mut config = Config::default();
+        config.egress.keepalive_idle_ms = 9_223_372_036_854_775_807;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("egress.keepalive_idle_ms"), "{error}");
     }
 
     #[test]

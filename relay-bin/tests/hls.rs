@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// One GET; returns (status, headers, body).
+/// One GET on a connection of its own (`Connection: close`); returns (status, headers, body).
 fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
     let mut socket = TcpStream::connect(addr).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     socket
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: pop\r\n{extra}\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: pop\r\nConnection: close\r\n{extra}\r\n").as_bytes())
         .unwrap();
     let mut all = Vec::new();
     socket.read_to_end(&mut all).unwrap();
@@ -217,4 +217,127 @@ fn a_forbid_stops_hls_at_once_with_403_and_sessions_count_once() {
     let (status, _, _) = get(egress, "/live/fb/seg-0.m4s", "");
     assert_eq!(status, 403);
     let _ = wait(publisher, Duration::from_secs(5));
+}
+
+/// The next answer on a kept-alive connection (its body by `Content-Length`): (status, head, body).
+/// `pending` keeps what was read past it.
+fn read_answer(socket: &mut TcpStream, pending: &mut Vec<u8>) -> (u16, String, Vec<u8>) {
+    let mut buf = [0u8; 64 << 10];
+    let end = loop {
+        if let Some(p) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = socket.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed before an answer");
+        pending.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&pending[..end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while pending.len() < end + length {
+        let n = socket.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed in the middle of an answer");
+        pending.extend_from_slice(&buf[..n]);
+    }
+    let body = pending[end..end + length].to_vec();
+    pending.drain(..end + length);
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, body)
+}
+
+/// The node's `connections_accepted` (every listener, every core).
+fn connections_accepted(node: &Popline) -> u64 {
+    let (_, stats) = node.api("GET", "/api/v1/stats", None);
+    stats
+        .split("\"connections_accepted\":")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no connections_accepted in {stats}"))
+}
+
+/// HTTP/1.1 keep-alive on the egress port: a playlist, the init segment and a segment over one TCP
+/// connection (the node accepted one connection for the three); `Connection: close` is answered and then
+/// closes it; a kept-alive connection left idle is closed after `egress.keepalive_idle_ms`.
+#[test]
+fn one_kept_alive_connection_serves_playlist_init_and_segment() {
+    let scratch = Scratch::new("hls-keepalive");
+    let config = base_config(&scratch.0).replace("[egress]\n", "[egress]\nkeepalive_idle_ms = 500\n");
+    let node = Popline::start(&scratch.0, &config);
+    let egress = node.egress.unwrap();
+    let publisher = publish(&media("h264-aac-720p30-bframes.flv"), &node.url("live/ka"));
+    assert!(wait_until(Duration::from_secs(10), || {
+        node.api("GET", "/api/v1/streams", None).1.contains("live/ka")
+    }));
+    let before = connections_accepted(&node);
+    let mut socket = TcpStream::connect(egress).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut pending = Vec::new();
+    let mut ask = |socket: &mut TcpStream, path: &str, extra: &str| {
+        socket
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: pop\r\n{extra}\r\n").as_bytes())
+            .unwrap();
+        read_answer(socket, &mut pending)
+    };
+    // The first playlist waits for the first segment, then lists it.
+    let (status, head, body) = ask(&mut socket, "/live/ka/index.m3u8?session=be0c", "");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("Connection: keep-alive\r\n"), "{head}");
+    let playlist = String::from_utf8(body).unwrap();
+    let init = playlist
+        .split("URI=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let segment = playlist
+        .lines()
+        .find(|l| l.starts_with("seg-"))
+        .unwrap_or_else(|| panic!("no segment in:\n{playlist}"))
+        .to_string();
+    let (status, head, body) = ask(&mut socket, &format!("/live/ka/{init}"), "");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("Connection: keep-alive\r\n"), "{head}");
+    assert_eq!(&body[4..8], b"ftyp");
+    let (status, head, body) = ask(&mut socket, &format!("/live/ka/{segment}"), "");
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(&body[4..8], b"moof");
+    assert_eq!(
+        connections_accepted(&node),
+        before + 1,
+        "three answers, one connection"
+    );
+    // `Connection: close`: answered, then the end of the stream.
+    let (status, head, _) = ask(
+        &mut socket,
+        &format!("/live/ka/{segment}"),
+        "Connection: close\r\n",
+    );
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("Connection: close\r\n"), "{head}");
+    let mut rest = Vec::new();
+    socket.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty() && pending.is_empty());
+    // Idle past keepalive_idle_ms (500 ms here) after an answer: the node closes the connection.
+    let mut idle = TcpStream::connect(egress).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut pending = Vec::new();
+    idle.write_all(format!("GET /live/ka/{init} HTTP/1.1\r\nHost: pop\r\n\r\n").as_bytes())
+        .unwrap();
+    let (status, _, _) = read_answer(&mut idle, &mut pending);
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    println!(
+        "the idle connection was closed {:?} after its answer",
+        started.elapsed()
+    );
+    assert!(node
+        .log_text()
+        .contains("keep-alive idle (egress.keepalive_idle_ms)"));
+    let _ = wait(publisher, Duration::from_secs(30));
 }

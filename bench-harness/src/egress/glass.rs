@@ -18,11 +18,16 @@
 //! than the fragment's true newest frame, which shortens nginx-rtmp's latency by up to a video frame
 //! interval (in the baseline's favour).
 //!
+//! Each read also notes the newest unit it lists and the capture time of that unit's newest frame
+//! ([`GlassTracker::newest_seen`]), for freshness ([`super::freshness`]): how old the newest media a player
+//! can fetch is, over time.
+//!
 //! Only what appears after the first playlist is sampled (what the first one lists appeared before the
 //! poller looked). A sample can never be negative (a server lists a segment only after the frame that ends it
 //! arrived, which was sent after the segment's newest frame); one that is means the placement is wrong, and
 //! the tracker stops with that error rather than report numbers from a wrong mapping.
 
+use super::freshness::NewestSeen;
 use super::playlist::MediaPlaylist;
 use crate::fanout::clock;
 use crate::fanout::send_log::SendLog;
@@ -108,6 +113,8 @@ pub struct GlassTracker {
     pdt_offsets_us: Vec<i64>,
     durations_ms: Vec<u64>,
     playlists: u64,
+    /// Per read: the newest unit listed, placed (for freshness).
+    newest_seen: Vec<NewestSeen>,
 }
 
 impl GlassTracker {
@@ -126,6 +133,7 @@ impl GlassTracker {
             pdt_offsets_us: Vec::new(),
             durations_ms: Vec::new(),
             playlists: 0,
+            newest_seen: Vec::new(),
         }
     }
 
@@ -149,6 +157,12 @@ impl GlassTracker {
     /// Playlists read.
     pub fn playlists(&self) -> u64 {
         self.playlists
+    }
+
+    /// For each read that listed a unit it could place: when it arrived, and the capture time of the newest
+    /// frame of the newest unit it listed (complete segment, or for [`Unit::Part`] part or segment).
+    pub fn newest_seen(&self) -> &[NewestSeen] {
+        &self.newest_seen
     }
 
     /// Reads one playlist, received whole at `seen_us` (on [`clock`]); `not_before_us` is when the previous
@@ -184,6 +198,8 @@ impl GlassTracker {
         let first_playlist = !self.started;
         self.started = true;
         let oldest_known = self.starts.keys().next().copied().unwrap_or(0);
+        // The media time at which the newest unit a player can fetch from this playlist ends.
+        let mut newest_end: Option<u64> = None;
         for segment in &playlist.segments {
             let Some(&start) = self.starts.get(&segment.msn) else {
                 if segment.msn < oldest_known {
@@ -198,6 +214,9 @@ impl GlassTracker {
             let mut part_end = start;
             for (index, part) in segment.parts.iter().enumerate() {
                 part_end += part.duration_ms;
+                if self.unit == Unit::Part {
+                    newest_end = newest_end.max(Some(part_end));
+                }
                 let id = (segment.msn, index);
                 if self.seen_part.is_some_and(|seen| id <= seen) {
                     continue;
@@ -212,6 +231,7 @@ impl GlassTracker {
                 continue;
             };
             let end = start + duration;
+            newest_end = newest_end.max(Some(end));
             self.starts.insert(segment.msn + 1, end);
             if self.seen_segment.is_some_and(|seen| segment.msn <= seen) {
                 continue;
@@ -232,6 +252,12 @@ impl GlassTracker {
         }
         // Starts of segments that slid out of every playlist are no longer needed.
         self.starts = self.starts.split_off(&first.msn);
+        if let Some(newest) = newest_end.and_then(|end| self.log.newest_before(end)) {
+            self.newest_seen.push(NewestSeen {
+                seen_us,
+                capture_us: newest.send_us,
+            });
+        }
         Ok(())
     }
 
@@ -378,6 +404,23 @@ mod tests {
         assert_eq!(s[1].lower_us, None);
         assert_eq!(t.durations_ms(), &[2040, 1960]);
         assert_eq!(t.playlists(), 4);
+        // Freshness: each read's newest complete segment and its newest frame's send time (segment 0 ends at
+        // 2000: audio at 1978; segment 1 at 4040: audio at 4025; segment 2 at 6000: video at 5960 and audio
+        // at 5980).
+        let newest: Vec<(u64, u64)> = t
+            .newest_seen()
+            .iter()
+            .map(|n| (n.seen_us, n.capture_us))
+            .collect();
+        assert_eq!(
+            newest,
+            vec![
+                (12_030_000, 11_978_100),
+                (14_060_000, 14_025_100),
+                (14_110_000, 14_025_100),
+                (16_010_000, 15_980_100),
+            ]
+        );
         assert!(
             t.program_date_time_offsets_us().is_empty(),
             "nginx-rtmp writes none"
@@ -506,6 +549,10 @@ mod tests {
         assert_eq!(s[0].lower_us, None);
         assert_eq!((s[3].part, s[3].end_ms), (Some(4), 10_000));
         assert_eq!(t.durations_ms(), &[480, 480, 480, 80]);
+        // Freshness follows the newest part: 4.0 (ends 8480: audio at 8464), 4.1 (8960: audio at 8947),
+        // then the part that completed segment 4 (10 000: audio at 9982).
+        let captures: Vec<u64> = t.newest_seen().iter().map(|n| n.capture_us).collect();
+        assert_eq!(captures, vec![18_464_100, 18_947_100, 19_982_100]);
         // Segment 4's PROGRAM-DATE-TIME matches the send time of its first frame (to the millisecond the
         // playlist writes, and the 0.1 ms the log adds).
         let offsets = t.program_date_time_offsets_us();

@@ -5,8 +5,9 @@
 //! HLS) and app [`POPLINE_LL_APP`] (`low_latency_hls = true`); nginx-rtmp (`hls on`, set up as its docs show:
 //! [`crate::fanout::nginx::HlsSettings`]) gets a third. Each publisher is the fanout publisher logging when it
 //! sent which media time ([`crate::fanout::send_log`]); each playlist has its poller ([`super::poller`]: every
-//! `--poll-ms` for plain HLS, blocking reload for LL-HLS) and its tracker ([`super::glass`]). Both servers run
-//! on the server CPUs side by side; at 600 kbit/s their packaging costs a few percent of a core.
+//! `--poll-ms` for plain HLS, blocking reload for LL-HLS) and its tracker ([`super::glass`]), which also notes
+//! each read's newest unit for freshness ([`super::freshness`]). Both servers run on the server CPUs side by
+//! side; at 600 kbit/s their packaging costs a few percent of a core.
 
 use super::glass::{Anchor, GlassTracker, Unit};
 use super::poller::{self, PollMode, PollReport};

@@ -11,7 +11,8 @@
 //!   poller per playlist ([`poller`], [`http_get`], [`playlist`]) notes when each segment or part first
 //!   appears, and [`glass`] places it on the publisher's media timeline ([`crate::fanout::send_log`]) to
 //!   find the capture time of its newest frame. Targets: LL-HLS p99 under 1 s, popline's HLS below
-//!   nginx-rtmp's.
+//!   nginx-rtmp's. Beside it, [`freshness`]: the age of the newest media a player can fetch from each
+//!   playlist, sampled over the run.
 //!
 //! [`report`] prints both parts as tables, or one JSON array with an object per variant of each part.
 
@@ -19,6 +20,7 @@ pub mod chunked;
 pub mod cli;
 pub mod flv_player;
 pub mod flv_stream;
+pub mod freshness;
 pub mod glass;
 pub mod hls_latency;
 pub mod http_get;

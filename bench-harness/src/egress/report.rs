@@ -2,6 +2,7 @@
 //! machines. Each row that has a target of issue 19 says it (`target`) and whether it was met
 //! (`target_met`).
 
+use super::freshness::Freshness;
 use super::glass::Unit;
 use super::hls_latency::HlsPlan;
 use super::poller::{PollMode, PollReport};
@@ -189,6 +190,19 @@ pub struct LatencyRow {
     /// popline: the largest |EXT-X-PROGRAM-DATE-TIME - send time of the segment's first frame as placed by
     /// the accumulated durations|, in ms (the placement's cross-check; about 1 ms when they agree).
     pub program_date_time_check_ms_max: Option<f64>,
+    /// Freshness, the age of the newest media a player can fetch (now - capture of the newest frame of the
+    /// newest unit the last playlist read listed: complete segment for plain HLS, part for LL-HLS), sampled
+    /// every ms of the run, p50, in ms.
+    pub freshness_ms_p50: Option<f64>,
+    /// The same, p99.
+    pub freshness_ms_p99: Option<f64>,
+    /// The same, mean.
+    pub freshness_ms_mean: Option<f64>,
+    /// The same, largest.
+    pub freshness_ms_max: Option<f64>,
+    /// Playlist reads that listed a unit placed on the publisher's timeline (the steps of the freshness
+    /// sawtooth).
+    pub freshness_reads: usize,
     /// Playlists read.
     pub playlists: u64,
     /// Requests made.
@@ -229,6 +243,11 @@ impl LatencyRow {
             glass_to_playlist_lower_bound_ms_p99: None,
             unit_duration_ms_mean: None,
             program_date_time_check_ms_max: None,
+            freshness_ms_p50: None,
+            freshness_ms_p99: None,
+            freshness_ms_mean: None,
+            freshness_ms_max: None,
+            freshness_reads: 0,
             playlists: 0,
             requests: 0,
             requests_failed: 0,
@@ -276,6 +295,13 @@ impl LatencyRow {
             .map(|o| o.unsigned_abs())
             .max()
             .map(ms);
+        row.freshness_reads = tracker.newest_seen().len();
+        if let Some(f) = Freshness::of(tracker.newest_seen()) {
+            row.freshness_ms_p50 = Some(f.p50_ms);
+            row.freshness_ms_p99 = Some(f.p99_ms);
+            row.freshness_ms_mean = Some(f.mean_ms);
+            row.freshness_ms_max = Some(f.max_ms);
+        }
         row.playlists = tracker.playlists();
         row.requests = poll.requests;
         row.requests_failed = poll.failed;
@@ -425,7 +451,17 @@ fn verdict(met: Option<bool>) -> &'static str {
     }
 }
 
-/// Prints part `hls`'s rows, one line per variant, then the errors and the resolution note.
+/// How a row's playlist was read, for the tables.
+fn poll_label(r: &LatencyRow) -> String {
+    match r.poll_ms {
+        Some(ms) => format!("every {ms} ms"),
+        None if r.poll == "blocking_reload" => "blocking reload".to_string(),
+        None => "-".to_string(),
+    }
+}
+
+/// Prints part `hls`'s rows: glass-to-playlist latency and freshness, one line per variant each, then the
+/// errors and the resolution note.
 pub fn print_latency(rows: &[LatencyRow]) {
     let Some(first) = rows.first() else { return };
     let run = &first.run;
@@ -460,11 +496,7 @@ pub fn print_latency(rows: &[LatencyRow]) {
         "PDT chk"
     );
     for r in rows {
-        let poll = match r.poll_ms {
-            Some(ms) => format!("every {ms} ms"),
-            None if r.poll == "blocking_reload" => "blocking reload".to_string(),
-            None => "-".to_string(),
-        };
+        let poll = poll_label(r);
         println!(
             "{:<16} {:<8} {:<16} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}  {}",
             r.variant,
@@ -482,6 +514,28 @@ pub fn print_latency(rows: &[LatencyRow]) {
             r.target
                 .as_deref()
                 .map_or(String::new(), |t| format!("{t}: {}", verdict(r.target_met)))
+        );
+    }
+    println!();
+    println!(
+        "HLS freshness (the age of the newest media a player can fetch: now - capture of the newest frame of the \
+         newest segment (HLS) or part (LL-HLS) the last playlist read listed, sampled every ms of the run)"
+    );
+    println!(
+        "{:<16} {:<8} {:<16} {:>7} {:>8} {:>8} {:>8} {:>8}",
+        "variant", "unit", "poll", "reads", "p50 ms", "p99 ms", "mean ms", "max ms"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:<8} {:<16} {:>7} {:>8} {:>8} {:>8} {:>8}",
+            r.variant,
+            r.unit,
+            poll_label(r),
+            r.freshness_reads,
+            opt(r.freshness_ms_p50),
+            opt(r.freshness_ms_p99),
+            opt(r.freshness_ms_mean),
+            opt(r.freshness_ms_max)
         );
     }
     for r in rows {

@@ -119,6 +119,9 @@ fn a_short_run_of_both_parts_measures_every_variant() {
         let least = if row.unit == "part" { 6 } else { 2 };
         assert!(row.samples >= least, "{row:?}");
         assert!(row.glass_to_playlist_ms_min.is_some_and(|m| m >= 0.0), "{row:?}");
+        // Freshness: every read placed its newest unit, and the age was sampled between them.
+        assert!(row.freshness_reads >= 2, "{row:?}");
+        assert!(row.freshness_ms_p50.is_some_and(|m| m >= 0.0), "{row:?}");
     }
     assert_eq!(latency[1].poll, "blocking_reload");
     assert!(

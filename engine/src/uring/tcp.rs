@@ -157,8 +157,9 @@ pub struct TcpDriver {
     generations: Vec<u32>,
     /// Connections whose receive is to be re-armed (new, or after ENOBUFS).
     rearm: Vec<u32>,
-    /// Connections closed by [`TcpDriver::close`] whose end is to be reported.
-    pending_close: Vec<u32>,
+    /// Connections closed by [`TcpDriver::close`] whose end is to be reported, by id: one that ended
+    /// meanwhile may have freed its slot to a new connection, which this must never close.
+    pending_close: Vec<TcpConnId>,
     /// Connections with queued bytes and no send in flight: one `writev` each at the next wait, so the
     /// buffers queued between two waits leave together.
     to_send: Vec<u32>,
@@ -308,7 +309,7 @@ impl TcpDriver {
                 // multishot receive (it completes with 0) and any send in flight, after which the fd is closed.
                 unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
             }
-            self.pending_close.push(id.index);
+            self.pending_close.push(id);
         }
     }
 
@@ -403,8 +404,17 @@ impl TcpDriver {
     /// Reports the end of the connections [`Self::close`] closed that have nothing in flight: call once per
     /// round of completions, before them.
     pub fn report_closes(&mut self, on: &mut OnTcpEvent<'_>) {
-        for index in std::mem::take(&mut self.pending_close) {
-            self.finish_or_wait(index, on);
+        for id in std::mem::take(&mut self.pending_close) {
+            // A connection that ended since (its last operation completed in the same round of completions as
+            // its close) is gone; its slot may hold a newer connection, which is not this one to close.
+            let same = self
+                .conns
+                .get(id.index as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.generation == id.generation);
+            if same {
+                self.finish_or_wait(id.index, on);
+            }
         }
     }
 
@@ -532,7 +542,7 @@ impl TcpDriver {
         if res == -libc::ENOBUFS {
             self.stats.recv_no_buffers += 1;
             if c.closing {
-                self.pending_close.push(index);
+                self.pending_close.push(id);
             } else {
                 self.rearm.push(index);
             }

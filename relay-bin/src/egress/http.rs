@@ -1,9 +1,18 @@
-//! HTTP/1.1 for media egress, sans-IO: a viewer's request head read with `httparse` (the parser under hyper:
-//! no allocation, bounded by the caller) and routed to an output, and the node's answers (status line and
-//! headers) as bytes.
+//! HTTP/1.1 for media egress, sans-IO: a connection's request heads read with `httparse` (the parser under
+//! hyper: no allocation, bounded by the caller) and routed to an output, and the node's answers (status line
+//! and headers) as bytes.
 //!
-//! One request per connection: a media response is endless (or ends the connection), so every answer says
-//! `Connection: close`; what a client sends after its request head is read and ignored.
+//! Persistent connections (RFC 9112, section 9.3): a finite answer (an HLS playlist, part, segment or init, an
+//! error to a well-formed request, a preflight) leaves the connection open when the client speaks HTTP/1.1
+//! without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`, and the next request head is read
+//! from it. An HTTP-FLV body is endless: that request owns its connection to the end. A connection serves at
+//! most `egress.keepalive_max_requests` requests (the last answer says `Connection: close`); one whose head
+//! cannot be read (malformed, too large) or that sent a body (never read here) is closed after its answer.
+//!
+//! Pipelining: requests are answered one at a time, in order. What a client sends while its request waits
+//! for its answer (an LL-HLS blocking reload may wait seconds) is kept, at most `egress.max_request_bytes`,
+//! and read once that answer is queued; more than that closes the connection after the answer (the bytes
+//! past the bound are dropped, so what follows cannot be read reliably).
 
 use bytes::Bytes;
 
@@ -94,64 +103,169 @@ pub struct Request {
     pub session: Option<String>,
 }
 
-/// One connection's request head, accumulated until complete (sans-IO: fed the bytes the socket gave).
+/// What a connection does after an answer: stay open for the next request, or close once it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// `Connection: keep-alive`: the next request is read from the same connection.
+    KeepAlive,
+    /// `Connection: close`: the connection closes after the answer.
+    Close,
+}
+
+impl Persistence {
+    /// The `Connection` header line.
+    fn header(self) -> &'static str {
+        match self {
+            Persistence::KeepAlive => "Connection: keep-alive\r\n",
+            Persistence::Close => "Connection: close\r\n",
+        }
+    }
+}
+
+/// One connection's request heads, read one at a time (sans-IO: fed the bytes the socket gave). A request
+/// read waits for its answer ([`RequestReader::answered`]) before the next one is read from what followed it.
 #[derive(Debug)]
 pub struct RequestReader {
+    /// Bytes not read yet: a head in progress, or what a client sent after the request that waits.
     buf: Vec<u8>,
     max_bytes: usize,
-    done: bool,
+    max_requests: u32,
+    /// Requests read on this connection (the one waiting included).
+    read: u32,
+    /// A request was read (or refused) and its answer is not queued yet.
+    waiting: bool,
+    /// The answer to the request read last leaves the connection open.
+    keep_alive: bool,
+    /// Nothing more is read: an HTTP-FLV viewer, a head that could not be read, or bytes past the bound while
+    /// a request waited.
+    finished: bool,
 }
 
 impl RequestReader {
-    /// A reader that refuses a head longer than `max_bytes`.
-    pub fn new(max_bytes: usize) -> RequestReader {
+    /// A reader that refuses a head longer than `max_bytes` and reads at most `max_requests` requests (1: one
+    /// request per connection).
+    pub fn new(max_bytes: usize, max_requests: u32) -> RequestReader {
         RequestReader {
             buf: Vec::new(),
             max_bytes,
-            done: false,
+            max_requests: max_requests.max(1),
+            read: 0,
+            waiting: false,
+            keep_alive: false,
+            finished: false,
         }
     }
 
-    /// The request head was read (or refused): the connection waits for its answer, not for a request.
-    pub fn is_done(&self) -> bool {
-        self.done
+    /// A request was read (or refused) and waits for its answer.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting
     }
 
-    /// Feeds what the connection sent. `Ok(None)`: the head is not complete yet (or was read already: what
-    /// follows it is ignored). `Ok(Some(request))` once, when it is.
+    /// Requests read on this connection so far: the number of the one waiting, from 1.
+    pub fn requests_read(&self) -> u32 {
+        self.read
+    }
+
+    /// Whether the answer to the request waiting leaves the connection open; its head says so.
+    pub fn persistence(&self) -> Persistence {
+        if self.keep_alive && !self.finished {
+            Persistence::KeepAlive
+        } else {
+            Persistence::Close
+        }
+    }
+
+    /// Reads nothing more from this connection (it became an HTTP-FLV viewer: its body never ends).
+    pub fn finish(&mut self) {
+        self.finished = true;
+        self.buf = Vec::new();
+    }
+
+    /// The answer to the request waiting is queued. Returns whether the connection stays open; if so, the
+    /// next request is read by [`RequestReader::feed`] (with no new bytes: what is kept already).
+    pub fn answered(&mut self) -> bool {
+        if self.persistence() == Persistence::Close {
+            self.finish();
+            return false;
+        }
+        self.waiting = false;
+        true
+    }
+
+    /// Feeds what the connection sent. `Ok(None)`: no request to act on (the head is not complete, a
+    /// request waits for its answer, or nothing more is read). `Ok(Some(request))` or `Err(refusal)` once per
+    /// request: it then waits for its answer, whose [`RequestReader::persistence`] is decided.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<Request>, RequestError> {
-        if self.done {
+        if self.finished {
             return Ok(None);
         }
         let room = self.max_bytes.saturating_sub(self.buf.len());
+        if bytes.len() > room && self.waiting {
+            // A client that sends more than a head's worth while its request waits: its answer is the last.
+            self.finished = true;
+            self.buf = Vec::new();
+            return Ok(None);
+        }
         self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if self.waiting || self.buf.is_empty() {
+            return Ok(None);
+        }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
-        let result = match request.parse(&self.buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                let chunked = request.version == Some(1);
-                let cookie = request
-                    .headers
-                    .iter()
-                    .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
-                    .find_map(|h| session_cookie(h.value));
-                route(request.method.unwrap_or(""), request.path.unwrap_or("")).map(|mut routed| {
-                    routed.chunked = chunked;
+        let (len, result) = match request.parse(&self.buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let http_11 = request.version == Some(1);
+                let mut cookie = None;
+                let mut close = false;
+                let mut keep_alive = false;
+                let mut body = false;
+                for header in request.headers.iter() {
+                    let name = header.name;
+                    if name.eq_ignore_ascii_case("cookie") {
+                        cookie = cookie.or_else(|| session_cookie(header.value));
+                    } else if name.eq_ignore_ascii_case("connection") {
+                        for option in header.value.split(|&b| b == b',') {
+                            let option = option.trim_ascii();
+                            close |= option.eq_ignore_ascii_case(b"close");
+                            keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+                        }
+                    } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                        body = true;
+                    } else if name.eq_ignore_ascii_case("content-length") {
+                        body |= header.value.trim_ascii() != b"0";
+                    }
+                }
+                self.read = self.read.saturating_add(1);
+                // A body is never read here, so what follows it could not be found: it ends the connection.
+                self.keep_alive = !close && (http_11 || keep_alive) && !body && self.read < self.max_requests;
+                let routed = route(request.method.unwrap_or(""), request.path.unwrap_or(""));
+                let result = routed.map(|mut routed| {
+                    routed.chunked = http_11;
                     if routed.session.is_none() {
                         routed.session = cookie;
                     }
                     Some(routed)
-                })
+                });
+                (len, result)
             }
             Ok(httparse::Status::Partial) if self.buf.len() >= self.max_bytes => {
-                Err(RequestError::TooLarge(self.max_bytes))
+                self.finished = true;
+                (0, Err(RequestError::TooLarge(self.max_bytes)))
             }
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(error) => Err(RequestError::Malformed(error.to_string())),
+            Err(error) => {
+                self.finished = true;
+                (0, Err(RequestError::Malformed(error.to_string())))
+            }
         };
-        // Read (or refused): the head's bytes are no longer needed, and nothing after it is kept.
-        self.done = true;
-        self.buf = Vec::new();
+        self.waiting = true;
+        if self.finished {
+            self.read = self.read.saturating_add(1);
+            self.buf = Vec::new();
+        } else {
+            // The head's bytes are read; what follows is the next request's (kept while this one waits).
+            self.buf.drain(..len);
+        }
         result
     }
 }
@@ -252,9 +366,17 @@ fn session_cookie(header: &[u8]) -> Option<String> {
 }
 
 /// The status line and headers of an answer, ending with the blank line. `cors` is the
-/// `Access-Control-Allow-Origin` value (empty: none); `headers` are whole lines without their CRLF.
-pub fn response_head(status: u16, reason: &str, cors: &str, headers: &[&str]) -> Bytes {
-    let mut head = format!("HTTP/1.1 {status} {reason}\r\nServer: popline\r\nConnection: close\r\n");
+/// `Access-Control-Allow-Origin` value (empty: none); `persistence` gives the `Connection` header; `headers`
+/// are whole lines without their CRLF.
+pub fn response_head(
+    status: u16,
+    reason: &str,
+    cors: &str,
+    persistence: Persistence,
+    headers: &[&str],
+) -> Bytes {
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\nServer: popline\r\n");
+    head.push_str(persistence.header());
     if !cors.is_empty() {
         head.push_str("Access-Control-Allow-Origin: ");
         head.push_str(cors);
@@ -268,14 +390,16 @@ pub fn response_head(status: u16, reason: &str, cors: &str, headers: &[&str]) ->
     Bytes::from(head)
 }
 
-/// A whole error answer: status, `text/plain` body `why` (one line), `Connection: close`.
-pub fn error_response(status: u16, reason: &str, cors: &str, why: &str) -> Bytes {
+/// A whole error answer: status, `text/plain` body `why` (one line), with a length so the connection may
+/// stay open (`persistence`).
+pub fn error_response(status: u16, reason: &str, cors: &str, persistence: Persistence, why: &str) -> Bytes {
     let body = format!("{why}\n");
     let length = format!("Content-Length: {}", body.len());
     let head = response_head(
         status,
         reason,
         cors,
+        persistence,
         &[
             "Content-Type: text/plain; charset=utf-8",
             &length,
@@ -289,11 +413,12 @@ pub fn error_response(status: u16, reason: &str, cors: &str, why: &str) -> Bytes
 }
 
 /// The answer to a CORS preflight (`OPTIONS`).
-pub fn preflight_response(cors: &str) -> Bytes {
+pub fn preflight_response(cors: &str, persistence: Persistence) -> Bytes {
     response_head(
         204,
         "No Content",
         cors,
+        persistence,
         &[
             "Access-Control-Allow-Methods: GET, HEAD, OPTIONS",
             "Access-Control-Allow-Headers: *",
@@ -308,7 +433,7 @@ mod tests {
     use super::*;
 
     fn read(bytes: &[u8]) -> Result<Option<Request>, RequestError> {
-        RequestReader::new(8_192).feed(bytes)
+        RequestReader::new(8_192, 1_000).feed(bytes)
     }
 
     #[test]
@@ -358,12 +483,75 @@ mod tests {
     }
 
     #[test]
-    fn a_head_in_pieces_is_read_once_it_is_whole_and_what_follows_is_ignored() {
-        let mut reader = RequestReader::new(8_192);
+    fn a_head_in_pieces_is_read_once_it_is_whole_and_the_next_waits_for_its_answer() {
+        let mut reader = RequestReader::new(8_192, 1_000);
         assert_eq!(reader.feed(b"GET /live/x.fl").unwrap(), None);
         assert_eq!(reader.feed(b"v HTTP/1.1\r\nHost: a\r\n").unwrap(), None);
         assert!(reader.feed(b"\r\n").unwrap().is_some());
-        assert_eq!(reader.feed(b"GET /live/y.flv HTTP/1.1\r\n\r\n").unwrap(), None);
+        assert!(reader.is_waiting());
+        // A second request sent before the first is answered (pipelined) is kept, not read.
+        assert_eq!(
+            reader.feed(b"GET /live/y/seg-1.m4s HTTP/1.1\r\n\r\n").unwrap(),
+            None
+        );
+        assert!(reader.answered(), "HTTP/1.1 keeps the connection");
+        let next = reader.feed(&[]).unwrap().unwrap();
+        assert_eq!(next.target, "/live/y/seg-1.m4s");
+        assert_eq!(reader.requests_read(), 2);
+        // An HTTP-FLV viewer reads nothing more.
+        reader.finish();
+        assert_eq!(reader.feed(b"GET /live/z.flv HTTP/1.1\r\n\r\n").unwrap(), None);
+        assert_eq!(reader.persistence(), Persistence::Close);
+    }
+
+    #[test]
+    fn the_connection_stays_open_as_the_client_and_the_bounds_allow() {
+        let persistence = |text: &[u8]| {
+            let mut reader = RequestReader::new(8_192, 1_000);
+            let _ = reader.feed(text);
+            reader.persistence()
+        };
+        use Persistence::{Close, KeepAlive};
+        assert_eq!(persistence(b"GET /a/b/index.m3u8 HTTP/1.1\r\n\r\n"), KeepAlive);
+        assert_eq!(
+            persistence(b"GET /a/b/index.m3u8 HTTP/1.1\r\nConnection: Close\r\n\r\n"),
+            Close
+        );
+        assert_eq!(persistence(b"GET /a/b/index.m3u8 HTTP/1.0\r\n\r\n"), Close);
+        assert_eq!(
+            persistence(b"GET /a/b/index.m3u8 HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"),
+            KeepAlive
+        );
+        // A body is never read: what follows it cannot be found.
+        assert_eq!(
+            persistence(b"GET /a/b/index.m3u8 HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd"),
+            Close
+        );
+        assert_eq!(
+            persistence(b"GET /a/b/index.m3u8 HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            KeepAlive
+        );
+        // A well-formed request for nothing keeps the connection; a head that cannot be read does not.
+        assert_eq!(persistence(b"GET /nothing HTTP/1.1\r\n\r\n"), KeepAlive);
+        assert_eq!(persistence(b"\x03\x00garbage\r\n\r\n"), Close);
+        // At most `max_requests` requests: the last answer closes.
+        let mut reader = RequestReader::new(8_192, 2);
+        let request = b"GET /a/b/init-0.mp4 HTTP/1.1\r\n\r\n";
+        reader.feed(request).unwrap().unwrap();
+        assert_eq!(reader.persistence(), KeepAlive);
+        assert!(reader.answered());
+        reader.feed(request).unwrap().unwrap();
+        assert_eq!(reader.persistence(), Close);
+        assert!(!reader.answered());
+        assert_eq!(reader.feed(request).unwrap(), None, "nothing more is read");
+        // More than a head's worth sent while a request waits: that answer is the last.
+        let mut reader = RequestReader::new(1_024, 1_000);
+        reader.feed(request).unwrap().unwrap();
+        assert_eq!(reader.feed(&[b'a'; 600]).unwrap(), None);
+        assert_eq!(reader.persistence(), KeepAlive);
+        assert_eq!(reader.feed(&[b'a'; 600]).unwrap(), None);
+        assert_eq!(reader.persistence(), Close);
+        assert!(!reader.answered());
     }
 
     #[test]
@@ -379,22 +567,29 @@ mod tests {
         assert_eq!(status(b"GET /live/a/b/c.m4s HTTP/1.1\r\n\r\n"), 404);
         assert_eq!(status(b"GET /live/a/seg-x.m4s HTTP/1.1\r\n\r\n"), 404);
         assert_eq!(status(b"GET /live/a%/index.m3u8 HTTP/1.1\r\n\r\n"), 400);
-        let mut reader = RequestReader::new(1_024);
+        let mut reader = RequestReader::new(1_024, 1_000);
         let mut big = b"GET /live/x.flv HTTP/1.1\r\n".to_vec();
         big.extend(std::iter::repeat_n(b'a', 2_000));
         assert_eq!(reader.feed(&big).unwrap_err().status().0, 431);
     }
 
     #[test]
-    fn answers_close_the_connection_and_carry_cors() {
-        let head = response_head(200, "OK", "*", &["Content-Type: video/x-flv"]);
+    fn answers_say_whether_the_connection_stays_and_carry_cors() {
+        let head = response_head(200, "OK", "*", Persistence::Close, &["Content-Type: video/x-flv"]);
         let text = std::str::from_utf8(&head).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.contains("Connection: close\r\n"));
         assert!(text.contains("Access-Control-Allow-Origin: *\r\n"));
         assert!(text.ends_with("Content-Type: video/x-flv\r\n\r\n"));
-        let error = error_response(404, "Not Found", "", "stream live/x is not published");
+        let error = error_response(
+            404,
+            "Not Found",
+            "",
+            Persistence::KeepAlive,
+            "stream live/x is not published",
+        );
         let text = std::str::from_utf8(&error).unwrap();
+        assert!(text.contains("Connection: keep-alive\r\n"));
         assert!(!text.contains("Access-Control"));
         assert!(text.ends_with("\r\n\r\nstream live/x is not published\n"));
         assert!(text.contains("Content-Length: 31\r\n"));
@@ -403,9 +598,9 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn garbage_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..8)) {
-            let mut reader = RequestReader::new(1_024);
+            let mut reader = RequestReader::new(1_024, 1_000);
             for chunk in chunks {
-                if reader.feed(&chunk).is_err() {
+                if reader.feed(&chunk).is_err() || reader.is_waiting() && !reader.answered() {
                     break;
                 }
             }

@@ -9,7 +9,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::egress::http::response_head;
+use crate::egress::http::{response_head, Persistence};
 use crate::media::{Frame, Track};
 
 /// The FLV file header (signature, version 1, audio and video present, header size 9) and the first
@@ -77,13 +77,14 @@ fn encode_chunk(frame: &Frame) -> Bytes {
 }
 
 /// What an HTTP-FLV viewer gets before its first tag: the `200 OK` head and, unless `head_only`, the FLV
-/// file header (as a chunk when `chunked`).
+/// file header (as a chunk when `chunked`). The body never ends: the response owns its connection
+/// (`Connection: close`).
 pub fn preamble(cors: &str, chunked: bool, head_only: bool) -> Bytes {
     let mut headers = vec!["Content-Type: video/x-flv", "Cache-Control: no-cache"];
     if chunked {
         headers.push("Transfer-Encoding: chunked");
     }
-    let head = response_head(200, "OK", cors, &headers);
+    let head = response_head(200, "OK", cors, Persistence::Close, &headers);
     if head_only {
         return head;
     }

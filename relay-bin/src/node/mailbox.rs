@@ -144,7 +144,8 @@ pub enum CoreMsg {
     /// Any core -> owner: an HLS request of a viewer connected to another core (the owner packages the
     /// stream, once per node, and answers).
     HlsRequest(Box<crate::node::core::hls::HlsRequest>),
-    /// Owner -> the viewer's core: the answer to an [`CoreMsg::HlsRequest`], to write and close.
+    /// Owner -> the viewer's core: the answer to an [`CoreMsg::HlsRequest`], to write (the connection then
+    /// stays open for the next request, or closes, as the answer's head says).
     HlsAnswer {
         /// Where it goes.
         reply: crate::node::core::hls::HlsReply,
@@ -152,6 +153,14 @@ pub enum CoreMsg {
         head: bytes::Bytes,
         /// The body's buffers (shared with the segments: no copy).
         body: Vec<bytes::Bytes>,
+    },
+    /// The viewer's core -> owner: the connection whose request waits there (an [`CoreMsg::HlsRequest`] not
+    /// answered yet) closed; the owner forgets the request.
+    HlsForget {
+        /// The viewer's core.
+        core: usize,
+        /// Its connection there.
+        token: crate::node::clients::Token,
     },
     /// Admin API -> owner: record `key` (`on`) or stop recording it; the reply says whether it is live
     /// (recording starts at once) or will start when it is.

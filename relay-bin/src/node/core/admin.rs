@@ -68,6 +68,7 @@ impl NodeCore {
             CoreMsg::RemoteEnd { key, moved } => self.on_remote_end(key, moved),
             CoreMsg::HlsRequest(request) => self.on_hls_request_at_owner(*request),
             CoreMsg::HlsAnswer { reply, head, body } => self.on_hls_answer(reply, head, body),
+            CoreMsg::HlsForget { core, token } => self.hls_forget((core, token)),
             CoreMsg::Record { key, on, reply } => self.on_record_request(key, on, reply),
             CoreMsg::Keyframe { key, reply } => {
                 let answer = self

@@ -8,7 +8,12 @@
 //!
 //! A request is answered at once when it can be; otherwise it waits on the stream (parked): a playlist
 //! before the first segment (at most `rtmp.play_wait_ms`, then `404`), an LL-HLS blocking reload
-//! (`_HLS_msn`/`_HLS_part`) or a preload-hinted part (at most three target durations). A banned stream is
+//! (`_HLS_msn`/`_HLS_part`) or a preload-hinted part (at most three target durations). Every parked request
+//! is answered exactly once (what it asked for, the playlist as it is at its deadline, `404` when packaging
+//! stops, `403` on a forbid) unless its connection closes first: the core keeps an index from a parked
+//! request's connection to the stream it waits on, so a closed connection is forgotten in O(1) (the viewer's
+//! core tells the owner when the request was posted there). An answer goes back to the request it was
+//! made for (its number on a kept-alive connection); a stale one is dropped. A banned stream is
 //! answered `403` with the reason, and a forbid drops its packaging at once. Viewer sessions (the `session`
 //! query token or the `popline_hls` cookie, given on the first playlist) are counted per stream; each core
 //! reports the ones it saw and the node counts them once.
@@ -22,7 +27,7 @@ use tracing::{info, warn};
 use super::NodeCore;
 use crate::control::ClientId;
 use crate::egress::hls::{media_playlist, multivariant_playlist, HlsMuxer, MuxerConfig, PlaylistOptions};
-use crate::egress::http::{error_response, response_head, HlsResource, Request, SESSION_COOKIE};
+use crate::egress::http::{error_response, response_head, HlsResource, Persistence, Request, SESSION_COOKIE};
 use crate::media::Frame;
 use crate::node::clients::Token;
 use crate::node::mailbox::CoreMsg;
@@ -39,6 +44,18 @@ pub struct HlsReply {
     pub token: Token,
     /// Its client id (a token reused by a later connection is not answered).
     pub client: ClientId,
+    /// The request's number on its connection (a kept-alive connection's later request is not answered
+    /// with this one's answer).
+    pub request: u32,
+}
+
+/// A parked request's connection: its core and its token there (a connection has one request at a time).
+pub(super) type ParkedId = (usize, Token);
+
+impl HlsReply {
+    fn id(&self) -> ParkedId {
+        (self.core, self.token)
+    }
 }
 
 /// An HLS request, as the owner core handles it.
@@ -49,6 +66,8 @@ pub struct HlsRequest {
     head_only: bool,
     session: String,
     new_session: bool,
+    /// What the answer's head says of the connection (decided by the viewer's core).
+    persistence: Persistence,
     reply: HlsReply,
 }
 
@@ -72,7 +91,8 @@ pub struct HlsStream {
     last_request: Instant,
     /// Viewer sessions seen, and when last.
     sessions: HashMap<String, Instant>,
-    parked: Vec<Parked>,
+    /// Requests waiting, by their connection (the core's `hls_parked` indexes the same ones).
+    parked: HashMap<ParkedId, Parked, foldhash::fast::RandomState>,
     /// The muxer's refusal was logged.
     refusal_logged: bool,
 }
@@ -138,16 +158,22 @@ impl NodeCore {
         request: &Request,
     ) {
         let cors = self.shared.config.egress.cors_allow_origin.clone();
+        let persistence = self.http_persistence(token);
         if !self.shared.config.egress.hls {
             let why = "HLS is off on this node (egress.hls)";
-            return self.http_answer(token, error_response(404, "Not Found", &cors, why), Vec::new());
+            let answer = error_response(404, "Not Found", &cors, persistence, why);
+            return self.http_answer(token, answer, Vec::new());
         }
         if let Some(ban) = self.shared.bans.check(&key) {
             let why = format!("stream {key} is forbidden: {}", ban.reason);
             CoreCounters::add(&self.counters.refused, 1);
-            return self.http_answer(token, error_response(403, "Forbidden", &cors, &why), Vec::new());
+            let answer = error_response(403, "Forbidden", &cors, persistence, &why);
+            return self.http_answer(token, answer, Vec::new());
         }
-        let Some(client) = self.clients.get(token).map(|c| c.id) else {
+        let Some((client, number)) = self.clients.get(token).and_then(|c| match &c.session {
+            super::Session::Http(http) => Some((c.id, http.reader.requests_read())),
+            super::Session::Rtmp(_) => None,
+        }) else {
             return;
         };
         let (session, new_session) = match &request.session {
@@ -166,10 +192,12 @@ impl NodeCore {
             head_only: request.head_only,
             session,
             new_session,
+            persistence,
             reply: HlsReply {
                 core: self.index,
                 token,
                 client,
+                request: number,
             },
         };
         let owner = self.shared.owner_of(&key);
@@ -178,11 +206,11 @@ impl NodeCore {
         }
         if self.post(owner, CoreMsg::HlsRequest(Box::new(request))).is_err() {
             let why = "the node is overloaded (the stream's core did not take the request)";
-            self.http_answer(
-                token,
-                error_response(503, "Service Unavailable", &cors, why),
-                Vec::new(),
-            );
+            let answer = error_response(503, "Service Unavailable", &cors, persistence, why);
+            return self.http_answer(token, answer, Vec::new());
+        }
+        if let Some(super::Session::Http(http)) = self.clients.get_mut(token).map(|c| &mut c.session) {
+            http.hls_posted = Some((owner, self.now));
         }
     }
 
@@ -201,11 +229,8 @@ impl NodeCore {
         if hls.parked.len() >= MAX_PARKED {
             let cors = self.shared.config.egress.cors_allow_origin.clone();
             let why = "too many HLS requests wait on this stream";
-            return self.hls_reply(
-                request.reply,
-                error_response(503, "Service Unavailable", &cors, why),
-                Vec::new(),
-            );
+            let answer = error_response(503, "Service Unavailable", &cors, request.persistence, why);
+            return self.hls_reply(request.reply, answer, Vec::new());
         }
         self.hls_try(
             &key,
@@ -217,19 +242,22 @@ impl NodeCore {
         );
     }
 
-    /// The owner's answer to a request of a viewer on this core.
+    /// The owner's answer to a request of a viewer on this core: written if that request still waits for it.
     pub(super) fn on_hls_answer(&mut self, reply: HlsReply, head: Bytes, body: Vec<Bytes>) {
-        if self
-            .clients
-            .get(reply.token)
-            .is_some_and(|c| c.id == reply.client)
-        {
+        let waits = self.clients.get(reply.token).is_some_and(|c| {
+            c.id == reply.client
+                && matches!(&c.session, super::Session::Http(http)
+                    if http.reader.is_waiting() && http.reader.requests_read() == reply.request)
+        });
+        if waits {
             self.http_answer(reply.token, head, body);
         }
     }
 
-    /// Sends an answer to where it goes: written here, or posted to the viewer's core.
+    /// Sends an answer to where it goes: written here, or posted to the viewer's core. The request no longer
+    /// waits here.
     fn hls_reply(&mut self, reply: HlsReply, head: Bytes, body: Vec<Bytes>) {
+        self.hls_parked.remove(&reply.id());
         if reply.core == self.index {
             return self.on_hls_answer(reply, head, body);
         }
@@ -253,7 +281,7 @@ impl NodeCore {
             low_latency,
             last_request: now,
             sessions: HashMap::new(),
-            parked: Vec::new(),
+            parked: HashMap::default(),
             refusal_logged: false,
         });
         let shared = self.shared.clone();
@@ -276,17 +304,21 @@ impl NodeCore {
         let play_wait = Duration::from_millis(self.shared.config.rtmp.play_wait_ms);
         let block = Duration::from_millis(self.shared.config.egress.hls_target_ms * 3);
         let cors = self.shared.config.egress.cors_allow_origin.clone();
-        let Some(hls) = self.streams.get_mut(key).and_then(|s| s.hls.as_mut()) else {
-            return;
-        };
         let reply = parked.request.reply;
+        let persistence = parked.request.persistence;
+        let Some(hls) = self.streams.get_mut(key).and_then(|s| s.hls.as_mut()) else {
+            // Never so (the callers hold the packaging): an answer all the same, no silent drop.
+            let why = format!("HLS of stream {key} stopped");
+            let answer = error_response(404, "Not Found", &cors, persistence, &why);
+            return self.hls_reply(reply, answer, Vec::new());
+        };
         if let Some(why) = hls.muxer.refused() {
             if !hls.refusal_logged {
                 hls.refusal_logged = true;
                 warn!(core = self.index, stream = %key, reason = why, "stream cannot be packaged as HLS");
             }
             let why = format!("stream {key} cannot be served as HLS: {why}");
-            let answer = error_response(415, "Unsupported Media Type", &cors, &why);
+            let answer = error_response(415, "Unsupported Media Type", &cors, persistence, &why);
             return self.hls_reply(reply, answer, Vec::new());
         }
         let waits = parked.first.then_some((play_wait, block));
@@ -296,7 +328,8 @@ impl NodeCore {
                     parked.deadline = deadline;
                     parked.first = false;
                 }
-                hls.parked.push(parked);
+                hls.parked.insert(reply.id(), parked);
+                self.hls_parked.insert(reply.id(), key.clone());
             }
             done => self.hls_send(&parked.request, done),
         }
@@ -320,12 +353,12 @@ impl NodeCore {
                 if request.new_session {
                     headers.push(cookie.as_str());
                 }
-                let head = response_head(200, "OK", &cors, &headers);
+                let head = response_head(200, "OK", &cors, request.persistence, &headers);
                 let body = if request.head_only { Vec::new() } else { body };
                 self.hls_reply(request.reply, head, body);
             }
             Answer::Error(status, reason, why) => {
-                let answer = error_response(status, reason, &cors, &why);
+                let answer = error_response(status, reason, &cors, request.persistence, &why);
                 self.hls_reply(request.reply, answer, Vec::new());
             }
             Answer::Wait(_) => {}
@@ -338,7 +371,7 @@ impl NodeCore {
             return;
         };
         let parked = std::mem::take(&mut hls.parked);
-        for request in parked {
+        for (_, request) in parked {
             self.hls_try(key, request);
         }
     }
@@ -355,11 +388,17 @@ impl NodeCore {
             };
             hls.sessions
                 .retain(|_, seen| now.saturating_duration_since(*seen) < idle);
-            let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut hls.parked)
-                .into_iter()
-                .partition(|p| now >= p.deadline);
-            hls.parked = waiting;
-            late.extend(due.into_iter().map(|p| (key.clone(), p)));
+            let due: Vec<ParkedId> = hls
+                .parked
+                .iter()
+                .filter(|(_, p)| now >= p.deadline)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                if let Some(parked) = hls.parked.remove(&id) {
+                    late.push((key.clone(), parked));
+                }
+            }
             if hls.parked.is_empty() && now.saturating_duration_since(hls.last_request) >= idle {
                 expired_keys.push(key.clone());
             }
@@ -416,28 +455,44 @@ impl NodeCore {
             return;
         };
         let cors = self.shared.config.egress.cors_allow_origin.clone();
-        for parked in hls.parked {
+        for (_, parked) in hls.parked {
+            let persistence = parked.request.persistence;
             let answer = match forbidden {
                 Some(reason) => {
                     let why = format!("stream {key} is forbidden: {reason}");
-                    error_response(403, "Forbidden", &cors, &why)
+                    error_response(403, "Forbidden", &cors, persistence, &why)
                 }
-                None => error_response(404, "Not Found", &cors, &format!("HLS of stream {key} stopped")),
+                None => {
+                    let why = format!("HLS of stream {key} stopped");
+                    error_response(404, "Not Found", &cors, persistence, &why)
+                }
             };
             self.hls_reply(parked.request.reply, answer, Vec::new());
         }
         self.release_stream_if_unused(key);
     }
 
-    /// A closed client may be parked on a stream this core owns: forget it.
-    pub(super) fn hls_forget(&mut self, token: Token) {
-        let core = self.index;
-        for stream in self.streams.values_mut() {
-            if let Some(hls) = stream.hls.as_mut() {
-                hls.parked
-                    .retain(|p| !(p.request.reply.core == core && p.request.reply.token == token));
-            }
+    /// The connection `id` closed: a request of it parked on a stream this core owns is forgotten (one
+    /// lookup in the index, one removal).
+    pub(super) fn hls_forget(&mut self, id: ParkedId) {
+        let Some(key) = self.hls_parked.remove(&id) else {
+            return;
+        };
+        if let Some(hls) = self.streams.get_mut(&key).and_then(|s| s.hls.as_mut()) {
+            hls.parked.remove(&id);
         }
+    }
+
+    /// Requests parked on this core's streams (the index's size; tests check it against the streams').
+    #[cfg(test)]
+    pub(super) fn hls_parked_count(&self) -> (usize, usize) {
+        let on_streams = self
+            .streams
+            .values()
+            .filter_map(|s| s.hls.as_ref())
+            .map(|hls| hls.parked.len())
+            .sum();
+        (self.hls_parked.len(), on_streams)
     }
 }
 

@@ -21,6 +21,9 @@ impl NodeCore {
         let idle_timeout = Duration::from_millis(rtmp.idle_timeout_ms);
         let grace = Duration::from_millis(rtmp.unpublish_grace_ms);
         let play_wait = Duration::from_millis(rtmp.play_wait_ms);
+        let keepalive_idle = Duration::from_millis(self.shared.config.egress.keepalive_idle_ms);
+        let answer_wait = super::http::answer_wait(&self.shared.config);
+        let mut lost = Vec::new();
         let write_stall =
             (rtmp.write_stall_timeout_ms > 0).then(|| Duration::from_millis(rtmp.write_stall_timeout_ms));
         let mut expired: Vec<(Token, &'static str)> = Vec::new();
@@ -37,11 +40,21 @@ impl NodeCore {
                     continue;
                 }
             }
+            if super::http::answer_lost(&client.session, now, answer_wait) {
+                lost.push(token);
+                continue;
+            }
             match client.role {
-                // An HTTP request waiting for its answer (parked HLS) is not a slow handshake.
+                // A kept-alive HTTP connection between requests has its own idle bound.
+                Role::Connecting if super::http::idle_expired(&client.session, now, keepalive_idle) => {
+                    expired.push((token, "keep-alive idle (egress.keepalive_idle_ms)"));
+                }
+                // An HTTP request waiting for its answer (parked HLS), or a connection that has had answers
+                // (kept alive), is not a slow handshake.
                 Role::Connecting
                     if now.saturating_duration_since(client.accepted_at) > handshake_timeout
-                        && !matches!(&client.session, Session::Http(reader) if reader.is_done()) =>
+                        && !matches!(&client.session, Session::Http(http)
+                            if http.reader.is_waiting() || http.reader.requests_read() > 0) =>
                 {
                     expired.push((token, "handshake timeout (no publish or play in time)"));
                 }
@@ -58,7 +71,15 @@ impl NodeCore {
             if reason.starts_with("write stalled") {
                 CoreCounters::add(&self.counters.limits.write_stall, 1);
             }
+            if reason.starts_with("keep-alive idle") {
+                // Its last answer may still be on its way out of the connection's send queue.
+                self.close_as(token, reason, Close::AfterFlush);
+                continue;
+            }
             self.close(token, reason);
+        }
+        for token in lost {
+            self.http_answer_lost(token);
         }
         // Viewers of streams whose publisher left more than the grace period ago are told the stream is over,
         // and their HLS playlists end.
@@ -203,8 +224,13 @@ impl NodeCore {
         );
         match client.role {
             Role::Connecting => {
-                if matches!(client.session, Session::Http(_)) {
-                    self.hls_forget(token);
+                if let Session::Http(http) = &client.session {
+                    // Its request may wait on a stream here, or at the owner core it was posted to.
+                    self.hls_forget((self.index, token));
+                    if let Some((owner, _)) = http.hls_posted.filter(|&(o, _)| o != self.index) {
+                        let core = self.index;
+                        let _ = self.post(owner, CoreMsg::HlsForget { core, token });
+                    }
                 }
             }
             Role::Publisher { key, .. } => {

@@ -10,7 +10,8 @@
 //! The files, by concept: `session.rs` (RTMP session events: connect, publish, play, auth, media in),
 //! `flow.rs` (a stream's frames from publisher to owner to subscribed cores to viewer queues), `admin.rs`
 //! (inbox messages, kick, reports), `lifecycle.rs` (timeouts, grace periods, closing a client), `http.rs`
-//! (HTTP egress viewers: their request, the answer, the end of their body).
+//! (HTTP egress clients: their requests, keep-alive, the answers, the end of an HTTP-FLV body), `hls.rs` (HLS
+//! packaged at the owner core, requests waiting on it).
 
 mod admin;
 mod flow;
@@ -88,8 +89,8 @@ pub enum Protocol {
 enum Session {
     /// The RTMP handshake and session (chunk guard, rml_rtmp).
     Rtmp(RtmpConnection),
-    /// An HTTP viewer: its request head, until read.
-    Http(crate::egress::http::RequestReader),
+    /// An HTTP client: its request heads, kept alive between them or an HTTP-FLV viewer.
+    Http(http::HttpSession),
 }
 
 /// One client connection as the core sees it: its protocol session and its queue, no socket.
@@ -162,6 +163,12 @@ pub struct NodeCore {
     stop: bool,
     /// Local events for the PoP mesh, on the mesh core ([`NodeCore::take_mesh_inputs`]).
     mesh: Vec<crate::node::mesh_port::MeshInput>,
+    /// HLS requests parked on this core's streams, by their connection (core, token): what each waits on, so
+    /// a closed connection is forgotten at once.
+    hls_parked: HashMap<hls::ParkedId, StreamKey, foldhash::fast::RandomState>,
+    /// Kept-alive HTTP connections whose next request (sent ahead) is to be read, and whether that loop runs.
+    http_next: Vec<Token>,
+    http_reading: bool,
 }
 
 impl std::fmt::Debug for NodeCore {
@@ -206,6 +213,9 @@ impl NodeCore {
             now,
             stop: false,
             mesh: Vec::new(),
+            hls_parked: HashMap::default(),
+            http_next: Vec::new(),
+            http_reading: false,
         }
     }
 
@@ -273,9 +283,7 @@ impl NodeCore {
                     self.guard_limits.clone(),
                     self.shared.config.rtmp.chunk_size,
                 )),
-                Protocol::Http => Session::Http(crate::egress::http::RequestReader::new(
-                    self.shared.config.egress.max_request_bytes,
-                )),
+                Protocol::Http => Session::Http(http::HttpSession::new(&self.shared.config.egress)),
             },
             role: Role::Connecting,
             app: None,
@@ -469,6 +477,9 @@ impl NodeCore {
         if let Some((_, reason)) = client.closing {
             self.close_as(token, reason, Close::AfterFlush);
             return Written::Closed;
+        }
+        if matches!(client.session, Session::Http(_)) {
+            self.http_idle(token, now);
         }
         Written::Drained
     }

@@ -192,6 +192,14 @@ impl Harness {
         self.http.len() - 1
     }
 
+    /// Sends `request` on HTTP connection `v` (kept alive after its last answer) and moves everything.
+    fn http_send(&mut self, v: usize, request: &str) {
+        let (core, token) = (self.http[v].core, self.http[v].token);
+        assert!(!self.http[v].closed, "connection {v} is closed");
+        self.cores[core].input(self.now, token, request.as_bytes());
+        self.pump();
+    }
+
     fn client_mut(&mut self, core: usize, token: Token) -> Option<&mut Client> {
         self.clients
             .iter_mut()
@@ -952,7 +960,9 @@ fn hls_requests_on_any_core_are_answered_by_the_owners_packaging() {
         .find(|l| l.starts_with("index.m3u8?session="))
         .unwrap()
         .to_string();
-    assert!(h.http[v].closed);
+    // HTTP/1.1: the connection stays open for the next request.
+    assert!(text.contains("Connection: keep-alive\r\n"), "{text}");
+    assert!(!h.http[v].closed);
     let m = h.http_request(other, &format!("GET /live/tv/{variant} HTTP/1.1\r\n\r\n"));
     let text = String::from_utf8_lossy(&h.http[m].received).to_string();
     let session = variant.trim_start_matches("index.m3u8?");
@@ -969,4 +979,245 @@ fn hls_requests_on_any_core_are_answered_by_the_owners_packaging() {
     }
     let s = h.http_request(other, "GET /live/tv/seg-7.m4s HTTP/1.1\r\n\r\n");
     assert!(String::from_utf8_lossy(&h.http[s].received).starts_with("HTTP/1.1 404"));
+}
+
+/// The answers in an HTTP connection's bytes, in order: status, `Connection` header, body (by
+/// `Content-Length`).
+fn http_answers(received: &[u8]) -> Vec<(u16, String, Vec<u8>)> {
+    let mut answers = Vec::new();
+    let mut rest = received;
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]).to_string();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        let connection = header("Connection:").unwrap();
+        let length: usize = header("Content-Length:").map_or(0, |l| l.parse().unwrap());
+        let body = rest[end + 4..end + 4 + length].to_vec();
+        rest = &rest[end + 4 + length..];
+        answers.push((status, connection, body));
+    }
+    assert!(rest.is_empty(), "bytes after the last answer");
+    answers
+}
+
+/// Publishes the rest of the 2 s GOP whose keyframe was at `from_ms` and the keyframe that closes it (a
+/// segment at the default target).
+fn publish_gop(h: &mut Harness, p: usize, from_ms: u32) {
+    for t in 1..50 {
+        h.send_video(p, INTER, from_ms + t * 40);
+    }
+    h.send_video(p, KEYFRAME, from_ms + 2_000);
+}
+
+/// HTTP keep-alive: one connection (on a core other than the stream's owner) gets the playlist it waited
+/// for, then the init segment and a segment, each answered in turn on the same connection; a request with
+/// `Connection: close` is answered and the connection closed.
+#[test]
+fn a_kept_alive_connection_serves_one_request_after_another_and_closes_when_asked() {
+    let mut h = Harness::new(2, |_| {});
+    let owner = h.owner("ka");
+    let other = (owner + 1) % 2;
+    let p = h.publisher(owner, "ka");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    let v = h.http_request(
+        other,
+        "GET /live/ka/index.m3u8?session=ab HTTP/1.1\r\nHost: pop\r\n\r\n",
+    );
+    assert!(h.http[v].received.is_empty(), "the playlist waits for a segment");
+    publish_gop(&mut h, p, 0);
+    let answers = http_answers(&h.http[v].received);
+    assert_eq!(answers.len(), 1);
+    let (status, connection, playlist) = &answers[0];
+    assert_eq!((*status, connection.as_str()), (200, "keep-alive"));
+    let playlist = String::from_utf8_lossy(playlist).to_string();
+    let init = playlist
+        .split("URI=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    assert!(!h.http[v].closed);
+    h.http_send(v, &format!("GET /live/ka/{init} HTTP/1.1\r\n\r\n"));
+    h.http_send(v, "GET /live/ka/seg-0.m4s?session=ab HTTP/1.1\r\n\r\n");
+    let answers = http_answers(&h.http[v].received);
+    assert_eq!(answers.len(), 3, "{playlist}");
+    assert_eq!((answers[1].0, answers[1].1.as_str()), (200, "keep-alive"));
+    assert_eq!(&answers[1].2[4..8], b"ftyp");
+    assert_eq!((answers[2].0, answers[2].1.as_str()), (200, "keep-alive"));
+    assert_eq!(&answers[2].2[4..8], b"moof");
+    assert!(!h.http[v].closed);
+    h.http_send(v, "GET /live/ka/seg-0.m4s HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let answers = http_answers(&h.http[v].received);
+    assert_eq!(answers.len(), 4);
+    assert_eq!((answers[3].0, answers[3].1.as_str()), (200, "close"));
+    assert!(h.http[v].closed);
+}
+
+/// Pipelining: a request sent while the one before it waits (parked) is read only once that one is
+/// answered, and the answers come in order.
+#[test]
+fn a_request_sent_ahead_waits_for_the_answer_before_it() {
+    let mut h = Harness::new(1, |_| {});
+    let p = h.publisher(0, "pl");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    // The second request could be answered at once; it must wait behind the first.
+    let v = h.http_request(
+        0,
+        "GET /live/pl/index.m3u8?session=ab HTTP/1.1\r\n\r\nOPTIONS /live/pl/index.m3u8 HTTP/1.1\r\n\r\n",
+    );
+    assert!(h.http[v].received.is_empty(), "nothing before the first answer");
+    publish_gop(&mut h, p, 0);
+    let answers = http_answers(&h.http[v].received);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(statuses, vec![200, 204]);
+    assert!(!h.http[v].closed);
+    // Many small requests in one read are answered in turn (a loop, not a recursion per request).
+    let many = "OPTIONS /live/pl/index.m3u8 HTTP/1.1\r\n\r\n".repeat(150);
+    h.http_send(v, &many);
+    assert_eq!(http_answers(&h.http[v].received).len(), 152);
+    // More than a head's worth sent ahead while a request waits: that answer is the last.
+    h.http_send(v, "GET /live/pl/seg-1.m4s?session=ab HTTP/1.1\r\n\r\n");
+    let flood = format!("GET /live/pl/x.flv HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9_000));
+    h.http_send(v, &flood);
+    publish_gop(&mut h, p, 2_000);
+    let answers = http_answers(&h.http[v].received);
+    assert_eq!(answers.len(), 153);
+    assert_eq!((answers[152].0, answers[152].1.as_str()), (200, "keep-alive"));
+    assert!(h.http[v].closed, "closed after the answer the flood followed");
+}
+
+/// A kept-alive connection with no request for `egress.keepalive_idle_ms` after its last answer is closed
+/// (a partial head does not keep it); the handshake timeout, meant for a connection's first request, does
+/// not close it before.
+#[test]
+fn an_idle_kept_alive_connection_is_closed_after_keepalive_idle_ms() {
+    let mut h = Harness::new(1, |c| {
+        c.egress.keepalive_idle_ms = 1_000;
+        c.rtmp.handshake_timeout_ms = 300;
+    });
+    let p = h.publisher(0, "idle");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    let v = h.http_request(0, "GET /live/idle/index.m3u8?session=ab HTTP/1.1\r\n\r\n");
+    publish_gop(&mut h, p, 0);
+    assert_eq!(http_answers(&h.http[v].received).len(), 1);
+    h.advance(Duration::from_millis(600));
+    assert!(
+        !h.http[v].closed,
+        "past the handshake timeout, within the idle one"
+    );
+    h.http_send(v, "GET /live/idle/seg-0.m4s HTT");
+    h.advance(Duration::from_millis(500));
+    assert!(h.http[v].closed, "idle for keepalive_idle_ms");
+    assert_eq!(http_answers(&h.http[v].received).len(), 1);
+    // A connection that never sends a request still meets the handshake timeout.
+    let silent = h.http_request(0, "");
+    h.advance(Duration::from_millis(400));
+    assert!(h.http[silent].closed);
+}
+
+/// The bounds of keep-alive: at most `egress.keepalive_max_requests` requests per connection; HTTP/1.0 only
+/// with `Connection: keep-alive`; `keepalive_idle_ms = 0` turns it off; a refused head closes.
+#[test]
+fn keep_alive_ends_at_the_request_bound_and_as_the_client_or_config_says() {
+    let mut h = Harness::new(1, |c| c.egress.keepalive_max_requests = 2);
+    let v = h.http_request(0, "OPTIONS /live/a/index.m3u8 HTTP/1.1\r\n\r\n");
+    h.http_send(v, "OPTIONS /live/a/index.m3u8 HTTP/1.1\r\n\r\n");
+    let connections: Vec<String> = http_answers(&h.http[v].received)
+        .into_iter()
+        .map(|a| a.1)
+        .collect();
+    assert_eq!(connections, vec!["keep-alive", "close"]);
+    assert!(h.http[v].closed);
+    let v = h.http_request(0, "GET /nowhere HTTP/1.0\r\n\r\n");
+    assert_eq!(http_answers(&h.http[v].received)[0].0, 404);
+    assert!(h.http[v].closed, "HTTP/1.0 closes by default");
+    let v = h.http_request(0, "GET /nowhere HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(http_answers(&h.http[v].received)[0].1, "keep-alive");
+    assert!(!h.http[v].closed);
+    h.http_send(v, "\x03 not http\r\n\r\n");
+    assert_eq!(http_answers(&h.http[v].received)[1].0, 400);
+    assert!(h.http[v].closed, "a head that cannot be read ends the connection");
+    let mut h = Harness::new(1, |c| c.egress.keepalive_idle_ms = 0);
+    let v = h.http_request(0, "OPTIONS /live/a/index.m3u8 HTTP/1.1\r\n\r\n");
+    assert_eq!(http_answers(&h.http[v].received)[0].1, "close");
+    assert!(h.http[v].closed);
+}
+
+/// A connection that closes while its request waits is forgotten by the stream's owner at once, through
+/// the owner's index (no scan of its streams): here and from another core.
+#[test]
+fn a_closed_connection_forgets_its_parked_request_on_the_owner() {
+    let mut h = Harness::new(2, |_| {});
+    let owner = h.owner("fg");
+    let other = (owner + 1) % 2;
+    let p = h.publisher(owner, "fg");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    let local = h.http_request(owner, "GET /live/fg/index.m3u8?session=a1 HTTP/1.1\r\n\r\n");
+    let remote = h.http_request(other, "GET /live/fg/index.m3u8?session=a2 HTTP/1.1\r\n\r\n");
+    let kept = h.http_request(other, "GET /live/fg/index.m3u8?session=a3 HTTP/1.1\r\n\r\n");
+    assert_eq!(h.cores[owner].hls_parked_count(), (3, 3));
+    let token = h.http[local].token;
+    h.cores[owner].connection_lost(h.now, token, "test: peer gone");
+    h.http[local].closed = true;
+    assert_eq!(h.cores[owner].hls_parked_count(), (2, 2));
+    let token = h.http[remote].token;
+    h.cores[other].connection_lost(h.now, token, "test: peer gone");
+    h.http[remote].closed = true;
+    h.pump();
+    assert_eq!(h.cores[owner].hls_parked_count(), (1, 1));
+    publish_gop(&mut h, p, 0);
+    assert_eq!(h.cores[owner].hls_parked_count(), (0, 0));
+    assert_eq!(http_answers(&h.http[kept].received)[0].0, 200);
+}
+
+/// An owner's answer lost to the viewer's core's full inbox would leave the request waiting for ever (a
+/// kept-alive connection too): once no parked request could still wait, the viewer's core answers `503`, and
+/// the connection serves its next request.
+#[test]
+fn an_answer_lost_to_a_full_inbox_is_answered_503_when_it_cannot_come_any_more() {
+    let mut h = Harness::new(2, |c| c.rtmp.play_wait_ms = 1_000);
+    let owner = h.owner("lost");
+    let other = (owner + 1) % 2;
+    let p = h.publisher(owner, "lost");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    let v = h.http_request(other, "GET /live/lost/index.m3u8?session=ab HTTP/1.1\r\n\r\n");
+    for t in 1..50 {
+        h.send_video(p, INTER, t * 40);
+    }
+    // The closing keyframe reaches the owner while the viewer's core's inbox is full: the answer is lost.
+    let result = h.clients[p]
+        .session()
+        .publish_video_data(Bytes::from_static(KEYFRAME), RtmpTimestamp::new(2_000), false)
+        .unwrap();
+    h.clients[p].apply(vec![result]);
+    let filler = StreamKey::new("live", "filler").unwrap();
+    while h.shared.mailboxes[other]
+        .post(CoreMsg::StreamEnded { key: filler.clone() })
+        .is_ok()
+    {}
+    let bytes = std::mem::take(&mut h.clients[p].outbox);
+    let token = h.clients[p].token;
+    h.cores[owner].input(h.now, token, &bytes);
+    h.pump();
+    assert!(h.http[v].received.is_empty(), "the answer was lost");
+    // The longest wait: 3 x hls_target_ms (6 s) > play_wait_ms, plus a second's grace.
+    h.advance(Duration::from_millis(6_900));
+    assert!(h.http[v].received.is_empty(), "not before the longest wait");
+    h.advance(Duration::from_millis(300));
+    let answers = http_answers(&h.http[v].received);
+    assert_eq!((answers.len(), answers[0].0), (1, 503));
+    assert!(!h.http[v].closed);
+    h.http_send(v, "GET /live/lost/index.m3u8?session=ab HTTP/1.1\r\n\r\n");
+    let answers = http_answers(&h.http[v].received);
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[1].0, 200);
 }
