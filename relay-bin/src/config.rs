@@ -41,6 +41,42 @@ pub struct Config {
     /// Snapshots: JPEGs of live streams' latest keyframes and of recordings (admin API), and the periodic
     /// job of apps with `snapshot_interval_s`.
     pub snapshots: SnapshotsConfig,
+    /// Transcoding into the apps' ABR ladders (`renditions`): supervised ffmpeg workers.
+    pub transcode: TranscodeConfig,
+}
+
+/// Transcoding (`[apps.NAME] renditions = [...]`, `transcode = true` or `POST .../transcode`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscodeConfig {
+    /// Run transcodes at all.
+    pub enabled: bool,
+    /// The ffmpeg program (with libx264).
+    pub ffmpeg: PathBuf,
+    /// Workers (one ffmpeg per transcoded stream, making all its renditions) at once; more are refused.
+    pub max_workers: usize,
+    /// x264's preset (`ultrafast` .. `veryslow`): CPU per stream against quality per bit.
+    pub preset: String,
+    /// Audio bitrate of every rendition (AAC-LC), kbit/s.
+    pub audio_kbps: u32,
+    /// First pause before a worker that ended is started again; it doubles while the worker keeps failing.
+    pub restart_backoff_ms: u64,
+    /// Longest pause before a restart.
+    pub restart_backoff_max_ms: u64,
+}
+
+impl Default for TranscodeConfig {
+    fn default() -> Self {
+        TranscodeConfig {
+            enabled: true,
+            ffmpeg: PathBuf::from("ffmpeg"),
+            max_workers: 2,
+            preset: "veryfast".to_string(),
+            audio_kbps: 96,
+            restart_backoff_ms: 1_000,
+            restart_backoff_max_ms: 30_000,
+        }
+    }
 }
 
 /// Snapshots (`GET /api/v1/streams/APP/STREAM/snapshot.jpg`, `GET /api/v1/recordings/NAME/snapshot.jpg`).
@@ -348,6 +384,11 @@ pub struct FanoutConfig {
     /// Save a snapshot of each of the app's live streams every this many seconds (see `[snapshots]`;
     /// 0: never).
     pub snapshot_interval_s: u64,
+    /// The ABR ladder the app's streams are transcoded into, e.g. `["720p 2500k", "480p 1000k",
+    /// "360p 600k"]`: renditions published as `STREAM_720p`, ... (see `[transcode]`).
+    pub renditions: Vec<String>,
+    /// Transcode every live stream of the app (else only those `POST .../transcode` asks for).
+    pub transcode: bool,
 }
 
 impl Default for FanoutConfig {
@@ -360,6 +401,8 @@ impl Default for FanoutConfig {
             low_latency_hls: false,
             record: false,
             snapshot_interval_s: 0,
+            renditions: Vec::new(),
+            transcode: false,
         }
     }
 }
@@ -645,6 +688,13 @@ impl Config {
                 fanout.snapshot_interval_s,
                 0..=86_400,
             )?;
+            crate::transcode::ladder::parse_ladder(&fanout.renditions)
+                .map_err(|e| ConfigError::Invalid(format!("renditions of app {app}: {e}")))?;
+            if fanout.transcode && fanout.renditions.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "app {app} says transcode = true but has no renditions = [...]"
+                )));
+            }
         }
         let snapshots = &self.snapshots;
         in_range("snapshots.workers", snapshots.workers as u64, 1..=64)?;
@@ -658,6 +708,38 @@ impl Config {
         )?;
         in_range("snapshots.keep", snapshots.keep as u64, 1..=1 << 20)?;
         in_range("snapshots.width", u64::from(snapshots.width), 0..=7_680)?;
+        let transcode = &self.transcode;
+        in_range("transcode.max_workers", transcode.max_workers as u64, 1..=256)?;
+        in_range("transcode.audio_kbps", u64::from(transcode.audio_kbps), 16..=512)?;
+        in_range(
+            "transcode.restart_backoff_ms",
+            transcode.restart_backoff_ms,
+            100..=600_000,
+        )?;
+        in_range(
+            "transcode.restart_backoff_max_ms",
+            transcode.restart_backoff_max_ms,
+            transcode.restart_backoff_ms..=3_600_000,
+        )?;
+        const PRESETS: [&str; 10] = [
+            "ultrafast",
+            "superfast",
+            "veryfast",
+            "faster",
+            "fast",
+            "medium",
+            "slow",
+            "slower",
+            "veryslow",
+            "placebo",
+        ];
+        if !PRESETS.contains(&transcode.preset.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "transcode.preset = {:?} (one of {})",
+                transcode.preset,
+                PRESETS.join(", ")
+            )));
+        }
         Ok(())
     }
 
@@ -686,6 +768,32 @@ fn parse_hint(message: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ladders_and_transcode_settings_are_checked_with_their_names() {
+        let error = |toml_text: &str| {
+            let config: Config = toml::from_str(toml_text).unwrap();
+            config.validate().unwrap_err().to_string()
+        };
+        let e = error("[apps.shop]\nrenditions = [\"721p 1000k\"]\n");
+        assert!(
+            e.contains("renditions of app shop") && e.contains("721p 1000k"),
+            "{e}"
+        );
+        let e = error("[apps.shop]\ntranscode = true\n");
+        assert!(
+            e.contains("app shop says transcode = true but has no renditions"),
+            "{e}"
+        );
+        let e = error("[transcode]\npreset = \"quick\"\n");
+        assert!(e.contains("transcode.preset") && e.contains("veryfast"), "{e}");
+        let e = error("[snapshots]\nworkers = 0\n");
+        assert!(e.contains("snapshots.workers = 0"), "{e}");
+        let ok: Config =
+            toml::from_str("[apps.shop]\nrenditions = [\"720p 2500k\", \"360p 600k\"]\ntranscode = true\n")
+                .unwrap();
+        ok.validate().unwrap();
+    }
 
     /// The commented sample `relay-bin/pop.toml` parses, and shows every field at its default.
     #[test]

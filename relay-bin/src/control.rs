@@ -241,6 +241,15 @@ pub trait NodeControl: Send + Sync + 'static {
             "no stream {stream} here"
         )))
     }
+    /// The renditions a transcode makes of `stream` now, and their audio bitrate in kbit/s (`None`: no
+    /// transcode), for its HLS multivariant playlist.
+    fn set_renditions(
+        &self,
+        stream: &StreamKey,
+        renditions: Option<(Vec<crate::transcode::ladder::Rendition>, u32)>,
+    ) {
+        let _ = (stream, renditions);
+    }
     /// Records `stream` (`on`) or stops recording it. `Ok(live)`: done, and whether the stream is live (a
     /// live stream starts recording at once, another when it starts); `Err`: why not (recording is off).
     fn record(&self, stream: &StreamKey, on: bool) -> Result<bool, String> {

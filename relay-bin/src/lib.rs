@@ -26,3 +26,4 @@ pub mod rtmp;
 pub mod snapshot;
 pub mod startup;
 pub mod stream_key;
+pub mod transcode;

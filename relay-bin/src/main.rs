@@ -221,8 +221,12 @@ fn run() -> anyhow::Result<()> {
         Err(error) => tracing::warn!(%error, "cannot check for other listeners on the RTMP port (no /proc?)"),
     }
     let control: Arc<dyn NodeControl> = node.handle();
+    let transcoder = startup::start_transcoder(&config, node.rtmp_addr(), Arc::clone(&control))
+        .context("cannot start the transcoder")?
+        .map(Arc::new);
     let admin = if config.admin.enabled {
-        let media = startup::admin_media(&config).context("cannot set up snapshots")?;
+        let mut media = startup::admin_media(&config).context("cannot set up snapshots")?;
+        media.transcoder = transcoder.clone();
         let server = AdminServer::spawn_with_media(&config.admin, control, bans, media)
             .with_context(|| format!("cannot start the admin API on {}", config.admin.listen))?;
         info!(addr = %server.local_addr(), auth = config.admin.token.is_some(), "admin API listening");
@@ -251,6 +255,8 @@ fn run() -> anyhow::Result<()> {
     if let Some(admin) = admin {
         admin.shutdown();
     }
+    // Stops the transcode workers (their renditions' publishes end with them) before the node.
+    drop(transcoder);
     node.shutdown();
     Ok(())
 }

@@ -100,7 +100,65 @@ pub fn admin_media(config: &crate::config::Config) -> std::io::Result<crate::adm
         snapshots: service,
         periodic,
         recordings: Some(config.recording.path.clone()),
+        transcoder: None,
+        ladders: std::sync::Arc::new(crate::transcode::ladder::Ladders::from_config(config)),
     })
+}
+
+/// Starts the transcoder when `[transcode]` is on and some app has renditions: its workers play and publish
+/// on the node's RTMP address `rtmp` (an unspecified address becomes loopback).
+pub fn start_transcoder(
+    config: &crate::config::Config,
+    rtmp: std::net::SocketAddr,
+    control: std::sync::Arc<dyn crate::control::NodeControl>,
+) -> std::io::Result<Option<crate::transcode::Transcoder>> {
+    use crate::transcode::ladder::{EncoderSettings, Ladders};
+    use crate::transcode::plan::{AppLadder, PlanSettings, Planner};
+    let ladders = Ladders::from_config(config);
+    let any = !ladders.default.0.is_empty() || ladders.by_app.values().any(|(r, _)| !r.is_empty());
+    if !config.transcode.enabled || !any {
+        return Ok(None);
+    }
+    let app_ladder = |(renditions, auto): &(Vec<crate::transcode::ladder::Rendition>, bool)| AppLadder {
+        renditions: renditions.clone(),
+        auto: *auto,
+    };
+    let transcode = &config.transcode;
+    let planner = Planner::new(
+        PlanSettings {
+            max_workers: transcode.max_workers,
+            backoff_min: std::time::Duration::from_millis(transcode.restart_backoff_ms),
+            backoff_max: std::time::Duration::from_millis(transcode.restart_backoff_max_ms),
+            stable_after: std::time::Duration::from_secs(30),
+        },
+        ladders
+            .by_app
+            .iter()
+            .map(|(app, l)| (app.clone(), app_ladder(l)))
+            .collect(),
+        Some(app_ladder(&ladders.default)),
+    );
+    let mut rtmp = rtmp;
+    if rtmp.ip().is_unspecified() {
+        rtmp.set_ip(match rtmp {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    crate::transcode::Transcoder::start(
+        crate::transcode::supervisor::TranscoderSettings {
+            ffmpeg: transcode.ffmpeg.clone(),
+            rtmp,
+            encoder: EncoderSettings {
+                preset: transcode.preset.clone(),
+                audio_kbps: transcode.audio_kbps,
+            },
+            publish_secret: config.auth.publish_secret.clone(),
+        },
+        planner,
+        control,
+    )
+    .map(Some)
 }
 
 /// Where a relative state file (`bans.path`) lives: under `state_directory` (systemd's `$STATE_DIRECTORY`,

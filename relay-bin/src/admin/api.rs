@@ -46,6 +46,10 @@ pub struct ApiState {
     pub snapshots: Option<Arc<SnapshotService>>,
     /// The recording folder (recordings' snapshots), when recording is on.
     pub recordings: Option<PathBuf>,
+    /// The transcoder, when some app has renditions.
+    pub transcoder: Option<Arc<crate::transcode::Transcoder>>,
+    /// The apps' ladders: a forbid of a source forbids its renditions too.
+    pub ladders: Arc<crate::transcode::ladder::Ladders>,
 }
 
 /// The body of `POST /api/v1/streams/{app}/{stream}/forbid`: how long is required, either `duration_s` or
@@ -101,6 +105,11 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/streams/{app}/{stream}/snapshot.jpg", get(live_snapshot))
         .route("/api/v1/recordings", get(list_recordings))
+        .route(
+            "/api/v1/streams/{app}/{stream}/transcode",
+            post(transcode_start).delete(transcode_stop),
+        )
+        .route("/api/v1/transcodes", get(list_transcodes))
         .route("/api/v1/recordings/{name}/snapshot.jpg", get(recording_snapshot))
         .route("/api/v1/bans", get(list_bans))
         .route("/api/v1/links", get(list_links))
@@ -224,6 +233,8 @@ struct StatsResponse {
     node: NodeStats,
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshots: Option<crate::snapshot::service::SnapshotStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transcode: Option<crate::transcode::TranscodeStats>,
 }
 
 async fn stats(State(state): State<ApiState>) -> Result<Json<StatsResponse>, ApiError> {
@@ -232,7 +243,80 @@ async fn stats(State(state): State<ApiState>) -> Result<Json<StatsResponse>, Api
     Ok(Json(StatsResponse {
         node,
         snapshots: state.snapshots.as_ref().map(|s| s.stats()),
+        transcode: state.transcoder.as_ref().map(|t| t.stats()),
     }))
+}
+
+/// The answer to `POST` / `DELETE /api/v1/streams/{app}/{stream}/transcode`.
+#[derive(Debug, Serialize)]
+struct TranscodeResponse {
+    stream: StreamKey,
+    /// Transcoding is on (a worker starts within a second while the stream is live).
+    transcode: bool,
+    /// The renditions' stream names.
+    renditions: Vec<String>,
+}
+
+async fn transcode_start(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<TranscodeResponse>, ApiError> {
+    transcode(state, peer, path, true).await
+}
+
+async fn transcode_stop(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<TranscodeResponse>, ApiError> {
+    transcode(state, peer, path, false).await
+}
+
+async fn transcode(
+    state: ApiState,
+    peer: SocketAddr,
+    path: Result<Path<(String, String)>, PathRejection>,
+    on: bool,
+) -> Result<Json<TranscodeResponse>, ApiError> {
+    let key = stream_key(path)?;
+    let Some(transcoder) = state.transcoder.clone() else {
+        return Err(ApiError::unavailable(
+            "transcoding is off on this node: no app has renditions = [...] (or transcode.enabled = false)",
+        ));
+    };
+    let asked = key.clone();
+    blocking(state.deadline, "asking the transcoder", move || {
+        transcoder.request(&asked, on)
+    })
+    .await?
+    .map_err(|why| {
+        warn!(%peer, stream = %key, on, %why, "admin: transcode refused");
+        ApiError::unavailable(why)
+    })?;
+    info!(%peer, stream = %key, on, "admin: transcode {}", if on { "on" } else { "off" });
+    let renditions = state
+        .ladders
+        .rendition_keys(&key)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Ok(Json(TranscodeResponse {
+        stream: key,
+        transcode: on,
+        renditions,
+    }))
+}
+
+/// `GET /api/v1/transcodes`: every transcode worker: source, renditions, state, pid, CPU, restarts, lag.
+async fn list_transcodes(State(state): State<ApiState>) -> Json<Vec<crate::transcode::TranscodeInfo>> {
+    Json(
+        state
+            .transcoder
+            .as_ref()
+            .map(|t| t.stats().transcodes)
+            .unwrap_or_default(),
+    )
 }
 
 /// The query of a snapshot request.
@@ -478,6 +562,24 @@ async fn forbid(
             "admin: stream forbidden, but the ban file cannot be written: the ban applies now and is lost on restart \
              until a retry succeeds (every {} s)", crate::bans::RETRY_INTERVAL.as_secs());
     }
+    // A source's renditions are forbidden with it (same end, the source's reason), everywhere.
+    let renditions = state.ladders.rendition_keys(&key);
+    if !renditions.is_empty() {
+        let (bans, control) = (Arc::clone(&state.bans), Arc::clone(&state.control));
+        let (until, why) = (ban.until_unix_ms, format!("rendition of {key}: {}", ban.reason));
+        let source = key.clone();
+        let _ = blocking(state.deadline, "forbidding the renditions", move || {
+            for rendition in renditions {
+                let left = until.map(|u| Duration::from_millis(u.saturating_sub(unix_now_ms())));
+                if let Err(error) = bans.forbid(rendition.clone(), left, why.clone()) {
+                    warn!(stream = %rendition, %source, %error, "admin: the rendition's ban was refused");
+                }
+                control.forbid_everywhere(&rendition, until, &why);
+                control.kick_stream(&rendition);
+            }
+        })
+        .await;
+    }
     let control = Arc::clone(&state.control);
     let kick_key = key.clone();
     match blocking(state.deadline, "kicking the stream's clients", move || {
@@ -528,6 +630,19 @@ async fn unforbid(
         Ok(Ok(saved)) => match saved.value {
             Some(ban) => {
                 let save_error = saved.unsaved.map(|error| error.to_string());
+                // The source's renditions were forbidden with it: lifted with it.
+                let (bans, control) = (Arc::clone(&state.bans), Arc::clone(&state.control));
+                let renditions = state.ladders.rendition_keys(&key);
+                let _ = blocking(state.deadline, "lifting the renditions' bans", move || {
+                    for rendition in renditions {
+                        if let Ok(lifted) = bans.unforbid(&rendition) {
+                            if lifted.value.is_some() {
+                                control.unforbid_everywhere(&rendition);
+                            }
+                        }
+                    }
+                })
+                .await;
                 let control = Arc::clone(&state.control);
                 let mesh_key = key.clone();
                 let _ = blocking(state.deadline, "sending the lift to the mesh", move || {
@@ -580,6 +695,7 @@ async fn metrics_page(State(state): State<ApiState>) -> Result<Response, ApiErro
         state.bans.active_count(),
         &state.bans.save_status(),
         state.snapshots.as_ref().map(|s| s.stats()),
+        state.transcoder.as_ref().map(|t| t.stats()),
     )
     .map_err(|_| ApiError::internal("cannot encode the metrics page"))?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())

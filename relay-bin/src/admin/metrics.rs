@@ -37,6 +37,7 @@ pub fn render(
     bans_active: usize,
     bans_saved: &SaveStatus,
     snapshots: Option<SnapshotStats>,
+    transcode: Option<crate::transcode::TranscodeStats>,
 ) -> Result<String, fmt::Error> {
     let mut out = String::with_capacity(4096 + streams.len() * 512);
     let mut registry = Registry::default();
@@ -48,6 +49,9 @@ pub fn render(
     registry.register_collector(Box::new(snapshot));
     if let Some(stats) = snapshots {
         registry.register_collector(Box::new(SnapshotMetrics(stats)));
+    }
+    if let Some(stats) = transcode {
+        registry.register_collector(Box::new(TranscodeMetrics(stats)));
     }
     prometheus_text::encode(&mut out, &registry)?;
     Ok(out)
@@ -111,6 +115,57 @@ impl Collector for SnapshotMetrics {
             MetricType::Gauge,
             "Snapshot pictures in the cache.",
             [(NO_LABELS, s.cached)],
+        )
+    }
+}
+
+/// The transcoder's workers.
+#[derive(Debug)]
+struct TranscodeMetrics(crate::transcode::TranscodeStats);
+
+impl Collector for TranscodeMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0;
+        family(
+            &mut encoder,
+            "popline_transcode_workers",
+            MetricType::Gauge,
+            "Transcode workers (ffmpeg processes) running now.",
+            [(NO_LABELS, s.workers)],
+        )?;
+        unlabelled_counters(
+            &mut encoder,
+            &[
+                (
+                    "popline_transcode_restarts",
+                    "Transcode workers started again after they ended.",
+                    s.restarts,
+                ),
+                (
+                    "popline_transcode_refused",
+                    "Automatic transcodes refused: every worker taken.",
+                    s.refused,
+                ),
+            ],
+        )?;
+        let mut cpu = encoder.encode_descriptor(
+            "popline_transcode_cpu_seconds",
+            "CPU time of every transcode worker, user and system.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.cpu_s).encode(cpu.encode_family(&NO_LABELS)?)?;
+        let lags: Vec<([(&str, String); 1], u64)> = s
+            .transcodes
+            .iter()
+            .filter_map(|t| Some(([("stream", t.stream.to_string())], t.lag_ms?.max(0) as u64)))
+            .collect();
+        family(
+            &mut encoder,
+            "popline_transcode_lag_milliseconds",
+            MetricType::Gauge,
+            "A transcode's lag: its source's newest frame less its slowest rendition's.",
+            lags,
         )
     }
 }
@@ -730,6 +785,7 @@ mod tests {
                 decode_us: 1_500_000,
                 ..SnapshotStats::default()
             }),
+            None,
         )
         .unwrap();
         let samples = parse_for_test(&text).unwrap();

@@ -89,6 +89,10 @@ pub struct Media {
     pub periodic: Option<crate::snapshot::periodic::PeriodicSettings>,
     /// The recording folder, for `GET /api/v1/recordings` and recordings' snapshots.
     pub recordings: Option<std::path::PathBuf>,
+    /// The transcoder, when some app has renditions.
+    pub transcoder: Option<Arc<crate::transcode::Transcoder>>,
+    /// The apps' ladders (a forbid of a source forbids its renditions too).
+    pub ladders: Arc<crate::transcode::ladder::Ladders>,
 }
 
 /// The running admin API. Dropping it stops it too (as [`AdminServer::shutdown`] does).
@@ -169,6 +173,8 @@ impl AdminServer {
             deadline,
             snapshots: media.snapshots,
             recordings: media.recordings,
+            transcoder: media.transcoder,
+            ladders: media.ladders,
         });
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()

@@ -28,6 +28,9 @@ pub struct MediaInfo {
     /// Bits per second received, audio and video, over the current GOP (at least half a second of it), in
     /// kbit/s.
     pub bitrate_kbps: Option<u64>,
+    /// The decode timestamp of the newest audio or video frame held (ms on the stream's timeline): how far
+    /// the stream has come (a transcode's lag is its source's less its rendition's).
+    pub newest_dts_ms: Option<u64>,
 }
 
 /// Describes a stream from its GOP cache's frames (`GopCache::start_frames`: metadata, sequence headers, then
@@ -61,6 +64,7 @@ pub fn describe<'a>(frames: impl IntoIterator<Item = &'a Frame>) -> MediaInfo {
         }
     }
     if let Some(first) = first_dts {
+        info.newest_dts_ms = Some(last_dts);
         let span_ms = last_dts.saturating_sub(first);
         if span_ms >= MIN_BITRATE_SPAN_MS {
             // bits / ms = kbit/s.

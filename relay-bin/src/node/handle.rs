@@ -495,6 +495,19 @@ impl NodeControl for NodeHandle {
         }
     }
 
+    fn set_renditions(
+        &self,
+        stream: &StreamKey,
+        renditions: Option<(Vec<crate::transcode::ladder::Rendition>, u32)>,
+    ) {
+        if let Ok(mut map) = self.shared.renditions.lock() {
+            match renditions {
+                Some(renditions) => map.insert(stream.clone(), renditions),
+                None => map.remove(stream),
+            };
+        }
+    }
+
     fn health(&self) -> Result<(), String> {
         self.shared.health()
     }

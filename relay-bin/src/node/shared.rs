@@ -127,9 +127,17 @@ pub struct Shared {
     pub recorder: Option<crate::recording::RecorderHandle>,
     /// Streams the admin API asked to record (read when a stream starts, not per frame).
     pub record_requests: Mutex<std::collections::HashSet<StreamKey>>,
+    /// The renditions a transcode makes of each stream now, and their audio bitrate (kbit/s), for the
+    /// stream's HLS multivariant playlist.
+    pub renditions: Mutex<HashMap<StreamKey, (Vec<crate::transcode::ladder::Rendition>, u32)>>,
 }
 
 impl Shared {
+    /// The renditions a transcode makes of `key` now (and their audio bitrate), if any.
+    pub fn renditions_of(&self, key: &StreamKey) -> Option<(Vec<crate::transcode::ladder::Rendition>, u32)> {
+        lock(&self.renditions).get(key).cloned()
+    }
+
     /// Shared state for `mailboxes.len()` cores.
     pub fn new(config: Config, bans: Arc<BanStore>, mailboxes: Vec<Mailbox>) -> Shared {
         let counters = mailboxes
@@ -153,6 +161,7 @@ impl Shared {
             relay_events: None,
             recorder: None,
             record_requests: Mutex::new(std::collections::HashSet::new()),
+            renditions: Mutex::new(HashMap::new()),
         }
     }
 

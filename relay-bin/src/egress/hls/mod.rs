@@ -8,4 +8,4 @@ pub mod playlist;
 pub mod tracks;
 
 pub use muxer::{Changed, HlsMuxer, MuxerConfig, Part, Segment};
-pub use playlist::{media_playlist, multivariant_playlist, PlaylistOptions};
+pub use playlist::{media_playlist, multivariant_playlist, PlaylistOptions, Variant};

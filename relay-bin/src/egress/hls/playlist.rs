@@ -23,10 +23,31 @@ pub struct PlaylistOptions<'a> {
     pub session: Option<&'a str>,
 }
 
-/// A multivariant playlist with the stream as its one variant, `index.m3u8?session=SESSION`: what a viewer
-/// without a session gets first, so that the URL it reloads carries its session. `None` while the stream
-/// has no complete segment (its codecs and rate are known from the first).
-pub fn multivariant_playlist(muxer: &HlsMuxer, low_latency: bool, session: &str) -> Option<String> {
+/// Another variant of a stream in its multivariant playlist: a rendition of an ABR ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    /// Its stream's name (a sibling of the source's: `../NAME/index.m3u8`).
+    pub stream: String,
+    /// `BANDWIDTH`, bit/s.
+    pub bandwidth: u64,
+    /// `RESOLUTION`.
+    pub width: u32,
+    /// `RESOLUTION`.
+    pub height: u32,
+    /// `CODECS`.
+    pub codecs: String,
+}
+
+/// A multivariant playlist with the stream as its first variant, `index.m3u8?session=SESSION`, then each
+/// of `renditions` (`../NAME/index.m3u8?session=SESSION`): what a viewer without a session gets first, so
+/// that every URL it reloads carries its session. `None` while the stream has no complete segment (its
+/// codecs and rate are known from the first).
+pub fn multivariant_playlist(
+    muxer: &HlsMuxer,
+    low_latency: bool,
+    session: &str,
+    renditions: &[Variant],
+) -> Option<String> {
     let segments: Vec<&Segment> = muxer.segments().collect();
     if segments.is_empty() {
         return None;
@@ -57,6 +78,14 @@ pub fn multivariant_playlist(muxer: &HlsMuxer, low_latency: bool, session: &str)
         codecs.join(",")
     );
     let _ = writeln!(out, "index.m3u8?session={session}");
+    for r in renditions {
+        let _ = writeln!(
+            out,
+            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\",RESOLUTION={}x{}",
+            r.bandwidth, r.codecs, r.width, r.height
+        );
+        let _ = writeln!(out, "../{}/index.m3u8?session={session}", r.stream);
+    }
     Some(out)
 }
 

@@ -19,6 +19,7 @@
 //! reports the ones it saw and the node counts them once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,12 +27,14 @@ use tracing::{info, warn};
 
 use super::NodeCore;
 use crate::control::ClientId;
-use crate::egress::hls::{media_playlist, multivariant_playlist, HlsMuxer, MuxerConfig, PlaylistOptions};
+use crate::egress::hls::{
+    media_playlist, multivariant_playlist, HlsMuxer, MuxerConfig, PlaylistOptions, Variant,
+};
 use crate::egress::http::{error_response, response_head, HlsResource, Persistence, Request, SESSION_COOKIE};
 use crate::media::Frame;
 use crate::node::clients::Token;
 use crate::node::mailbox::CoreMsg;
-use crate::node::shared::CoreCounters;
+use crate::node::shared::{CoreCounters, Shared};
 use crate::node::streams::LocalStream;
 use crate::stream_key::StreamKey;
 
@@ -304,6 +307,7 @@ impl NodeCore {
         let play_wait = Duration::from_millis(self.shared.config.rtmp.play_wait_ms);
         let block = Duration::from_millis(self.shared.config.egress.hls_target_ms * 3);
         let cors = self.shared.config.egress.cors_allow_origin.clone();
+        let shared = Arc::clone(&self.shared);
         let reply = parked.request.reply;
         let persistence = parked.request.persistence;
         let Some(hls) = self.streams.get_mut(key).and_then(|s| s.hls.as_mut()) else {
@@ -322,7 +326,7 @@ impl NodeCore {
             return self.hls_reply(reply, answer, Vec::new());
         }
         let waits = parked.first.then_some((play_wait, block));
-        match answer(hls, &parked.request, now, waits) {
+        match answer(hls, &parked.request, now, waits, &shared) {
             Answer::Wait(deadline) => {
                 if parked.first {
                     parked.deadline = deadline;
@@ -507,9 +511,35 @@ fn playlist_of(hls: &HlsStream, session: &str) -> Option<String> {
     )
 }
 
+/// The variants of `key`'s renditions while a transcode makes them (their width from the source's aspect).
+fn rendition_variants(shared: &Shared, key: &StreamKey, muxer: &HlsMuxer) -> Vec<Variant> {
+    let Some((renditions, audio_kbps)) = shared.renditions_of(key) else {
+        return Vec::new();
+    };
+    let (width, height) = muxer
+        .video_track()
+        .map_or((0, 0), |v| (u32::from(v.width), u32::from(v.height)));
+    renditions
+        .iter()
+        .map(|r| Variant {
+            stream: r.stream_name(key.stream()),
+            bandwidth: r.bandwidth(audio_kbps),
+            width: r.width_for(width, height),
+            height: r.height,
+            codecs: r.codecs(),
+        })
+        .collect()
+}
+
 /// What `parked` gets now. `first` (the request just came) gives the waits: for a stream with nothing yet,
 /// and for blocking requests.
-fn answer(hls: &HlsStream, parked: &HlsRequest, now: Instant, first: Option<(Duration, Duration)>) -> Answer {
+fn answer(
+    hls: &HlsStream,
+    parked: &HlsRequest,
+    now: Instant,
+    first: Option<(Duration, Duration)>,
+    shared: &Shared,
+) -> Answer {
     let (play_wait, block) = first.unwrap_or_default();
     let muxer = &hls.muxer;
     match &parked.resource {
@@ -523,7 +553,8 @@ fn answer(hls: &HlsStream, parked: &HlsRequest, now: Instant, first: Option<(Dur
             // session: players reload the variant's URL, so each viewer stays one session (a cross-origin
             // player sends no cookie).
             let text = if parked.new_session && msn.is_none() {
-                multivariant_playlist(muxer, hls.low_latency, &parked.session)
+                let renditions = rendition_variants(shared, &parked.key, muxer);
+                multivariant_playlist(muxer, hls.low_latency, &parked.session, &renditions)
             } else {
                 playlist_of(hls, &parked.session)
             };
