@@ -19,6 +19,8 @@ command -v srt-live-transmit >/dev/null 2>&1 || need_apt+=(srt-tools)
 # The HLS browser test (relay-bin/tests/hls_browser.rs): headless Chromium (Debian's build plays H.264/AAC
 # through Media Source Extensions) runs hls.js from the npm registry.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The moderation console's test (relay-bin/tests/console.rs) drives Chromium over WebDriver.
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 

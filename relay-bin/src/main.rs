@@ -227,6 +227,7 @@ fn run() -> anyhow::Result<()> {
     let admin = if config.admin.enabled {
         let mut media = startup::admin_media(&config).context("cannot set up snapshots")?;
         media.transcoder = transcoder.clone();
+        media.egress = node.egress_addr();
         let server = AdminServer::spawn_with_media(&config.admin, control, bans, media)
             .with_context(|| format!("cannot start the admin API on {}", config.admin.listen))?;
         info!(addr = %server.local_addr(), auth = config.admin.token.is_some(), "admin API listening");

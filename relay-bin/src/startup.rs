@@ -102,6 +102,7 @@ pub fn admin_media(config: &crate::config::Config) -> std::io::Result<crate::adm
         recordings: Some(config.recording.path.clone()),
         transcoder: None,
         ladders: std::sync::Arc::new(crate::transcode::ladder::Ladders::from_config(config)),
+        egress: None,
     })
 }
 

@@ -50,6 +50,8 @@ pub struct ApiState {
     pub transcoder: Option<Arc<crate::transcode::Transcoder>>,
     /// The apps' ladders: a forbid of a source forbids its renditions too.
     pub ladders: Arc<crate::transcode::ladder::Ladders>,
+    /// The node's HTTP egress address (the console's player), when egress is on.
+    pub egress: Option<SocketAddr>,
 }
 
 /// The body of `POST /api/v1/streams/{app}/{stream}/forbid`: how long is required, either `duration_s` or
@@ -110,6 +112,7 @@ pub fn router(state: ApiState) -> Router {
             post(transcode_start).delete(transcode_stop),
         )
         .route("/api/v1/transcodes", get(list_transcodes))
+        .route("/api/v1/console", get(super::console::info))
         .route("/api/v1/recordings/{name}/snapshot.jpg", get(recording_snapshot))
         .route("/api/v1/bans", get(list_bans))
         .route("/api/v1/links", get(list_links))
@@ -120,6 +123,11 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.token.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/console", get(super::console::index))
+        .route("/console/", get(super::console::index))
+        .route("/console/console.js", get(super::console::script))
+        .route("/console/console.css", get(super::console::style))
+        .route("/console/hls.light.min.js", get(super::console::hls_js))
         .merge(protected)
         .with_state(state)
 }

@@ -19,6 +19,8 @@
 //! | `GET /api/v1/recordings/{name}/snapshot.jpg?t=SECONDS[&width=N]` | a recording's keyframe at or before `t` as `image/jpeg` |
 //! | `GET /api/v1/links` | the PoP mesh's links |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`metrics`]) |
+//! | `GET /console` | the moderation console ([`console`]; its files need no token, its data does) |
+//! | `GET /api/v1/console` | where the node's HTTP egress is, for the console's player |
 //! | `GET /healthz` | `200 ok`, or 503 `unhealthy: ...` once a core has died, or `degraded: ...` while the ban file cannot be written (never needs the token) |
 //!
 //! With `http.token` set, every route but `/healthz` needs `Authorization: Bearer <token>` ([`auth_token`]).
@@ -28,6 +30,7 @@
 
 pub mod api;
 pub mod auth_token;
+pub mod console;
 pub mod error;
 pub mod metrics;
 #[cfg(test)]
@@ -93,6 +96,8 @@ pub struct Media {
     pub transcoder: Option<Arc<crate::transcode::Transcoder>>,
     /// The apps' ladders (a forbid of a source forbids its renditions too).
     pub ladders: Arc<crate::transcode::ladder::Ladders>,
+    /// The node's HTTP egress address (the console's player).
+    pub egress: Option<SocketAddr>,
 }
 
 /// The running admin API. Dropping it stops it too (as [`AdminServer::shutdown`] does).
@@ -175,6 +180,7 @@ impl AdminServer {
             recordings: media.recordings,
             transcoder: media.transcoder,
             ladders: media.ladders,
+            egress: media.egress,
         });
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()

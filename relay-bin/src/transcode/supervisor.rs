@@ -1,4 +1,4 @@
-//! [`Transcoder`]: the thread that runs the [`Planner`]'s ffmpeg workers. Every 250 ms it lists the node's
+//! [`Transcoder`]: the thread that runs the [`Planner`]'s ffmpeg workers. Every 500 ms it lists the node's
 //! live streams, reaps workers that ended (the planner schedules their restart), performs the planner's
 //! actions, and publishes what runs (`GET /api/v1/transcodes`, stats, `/metrics`): each worker's
 //! renditions, process, CPU time, restarts and lag (its source's newest frame less its renditions' oldest
@@ -26,8 +26,8 @@ use super::plan::{Action, Planner, Source};
 use crate::control::NodeControl;
 use crate::stream_key::StreamKey;
 
-/// How often the thread looks.
-const TICK: Duration = Duration::from_millis(250);
+/// How often the thread looks (each look lists the node's streams, a query of every core).
+const TICK: Duration = Duration::from_millis(500);
 
 /// Log lines of a worker kept for the API.
 const KEPT_LINES: usize = 5;
