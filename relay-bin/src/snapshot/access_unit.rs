@@ -262,6 +262,42 @@ mod tests {
     }
 
     #[test]
+    fn hostile_spss_are_errors_not_overflows() {
+        // `cargo fuzz run snapshot_input` found them: an SPS whose picture size overflowed 32-bit arithmetic,
+        // and one whose scaling-list delta did.
+        check_fuzz_input(&[
+            250, 250, 39, 0, 250, 5, 37, 3, 131, 0, 250, 39, 39, 0, 15, 236, 0, 0, 248, 39, 11, 0, 0, 0, 1,
+            0, 0, 0, 1, 39, 0, 0, 0, 42, 107, 170, 107, 255, 255, 108, 61, 39,
+        ]);
+        check_fuzz_input(&[
+            250, 250, 39, 0, 255, 255, 255, 255, 255, 255, 255, 3, 39, 0, 38, 7, 122, 122, 122, 122, 122,
+            122, 122, 255, 255, 255, 255, 0, 0, 0, 1, 255, 255, 255, 45, 255, 255, 255, 255, 255, 255, 255,
+            255, 255, 255, 255, 255, 255, 255, 255, 255, 122, 122, 39, 39,
+        ]);
+    }
+
+    /// What the fuzz target does with `input` on its access-unit path, each header also tried as AVC.
+    fn check_fuzz_input(input: &[u8]) {
+        let rest = &input[2..];
+        let (header, body) = rest.split_at(rest.len() * usize::from(input[1]) / 255);
+        let k = Keyframe {
+            header: Bytes::copy_from_slice(header),
+            body: Bytes::copy_from_slice(body),
+            dts_ms: 0,
+            pts_ms: 0,
+        };
+        assert!(k.annex_b().is_err());
+        let mut header = header.to_vec();
+        header[0] = 0x17;
+        let k = Keyframe {
+            header: Bytes::from(header),
+            body: Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]),
+            ..k
+        };
+        assert!(k.annex_b().is_err());
+    }
+
+    #[test]
     fn the_same_keyframe_is_the_same_allocation() {
         let a = keyframe(vec![0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
         let b = a.clone();

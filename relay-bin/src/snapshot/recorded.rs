@@ -142,7 +142,9 @@ pub fn keyframe_in(mut file: impl Read + Seek, at_ms: u64) -> Result<Keyframe, S
         }
         let legacy_avc = peek[0] & 0x80 == 0 && peek[0] & 0x0f == 7;
         let is_header = legacy_avc && peek[1] == 0;
-        let is_key = peek[0] >> 4 & 0x07 == 1 && !is_header;
+        // An AVC keyframe is a NAL-unit packet (type 1), not the end-of-sequence marker (type 2) a
+        // publisher sends last with the keyframe flag.
+        let is_key = peek[0] >> 4 & 0x07 == 1 && (!legacy_avc || peek[1] == 1);
         if !is_header && !is_key {
             if file.seek(SeekFrom::Current(size as i64 - 2 + 4)).is_err() {
                 break;
@@ -220,6 +222,7 @@ mod tests {
             tag(9, 3000, b"\x17\x01\x00\x00\x28key-at-2000"),
             tag(9, 5000, b"\x17\x00\x00\x00\x00header-2"),
             tag(9, 5000, b"\x17\x01\x00\x00\x00key-at-4000"),
+            tag(9, 5040, b"\x17\x02\x00\x00\x00"),
         ]);
         std::fs::write(&path, &flv).unwrap();
         let at = |ms| keyframe_at(&path, ms).unwrap();
@@ -236,7 +239,8 @@ mod tests {
             (&b"key-at-4000"[..], &b"header-2"[..])
         );
         // A file cut mid-tag (a crash) is read up to its last whole tag.
-        std::fs::write(&path, &flv[..flv.len() - 8]).unwrap();
+        // (The last 20 bytes are the end-of-sequence tag, then 8 of the keyframe before it.)
+        std::fs::write(&path, &flv[..flv.len() - 28]).unwrap();
         assert_eq!(&at(60_000).body[5..], b"key-at-2000");
         // Names.
         assert_eq!(resolve(&dir, "live/s/s-1.flv").unwrap(), path);

@@ -191,7 +191,12 @@ pub fn sps_picture_size(nal: &[u8]) -> Option<(u16, u16)> {
                     let (mut last, mut next) = (8i32, 8i32);
                     for _ in 0..size {
                         if next != 0 {
-                            next = (last + r.se()? + 256) % 256;
+                            // delta_scale is -128..=127 (H.264 7.4.2.1.1.1); anything else is not an SPS.
+                            let delta = r.se()?;
+                            if !(-128..=127).contains(&delta) {
+                                return None;
+                            }
+                            next = (last + delta + 256) % 256;
                         }
                         if next != 0 {
                             last = next;
@@ -222,20 +227,22 @@ pub fn sps_picture_size(nal: &[u8]) -> Option<(u16, u16)> {
     }
     r.ue()?; // max_num_ref_frames
     r.bit()?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = r.ue()? + 1;
-    let height_units = r.ue()? + 1;
+              // In u64 with checked arithmetic: every field is the publisher's, up to 2^32 - 2.
+    let width_mbs = u64::from(r.ue()?) + 1;
+    let height_units = u64::from(r.ue()?) + 1;
     let frame_mbs_only = r.bit()?;
     if frame_mbs_only == 0 {
         r.bit()?; // mb_adaptive_frame_field_flag
     }
     r.bit()?; // direct_8x8_inference_flag
-    let (mut left, mut right, mut top, mut bottom) = (0, 0, 0, 0);
+    let (mut left, mut right, mut top, mut bottom) = (0u64, 0u64, 0u64, 0u64);
     if r.bit()? == 1 {
-        left = r.ue()?;
-        right = r.ue()?;
-        top = r.ue()?;
-        bottom = r.ue()?;
+        left = r.ue()?.into();
+        right = r.ue()?.into();
+        top = r.ue()?.into();
+        bottom = r.ue()?.into();
     }
+    let frame_mbs_only = u64::from(frame_mbs_only);
     let (sub_width, sub_height) = match chroma_format {
         1 => (2, 2),
         2 => (2, 1),
