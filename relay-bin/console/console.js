@@ -14,6 +14,7 @@ const state = {
   snapshots: new Map(), // stream -> {url, at, pending}
   player: null, // {stream, hls}
   forbidding: null,
+  refreshing: null, // the refresh timer, once signed in
 };
 
 const $ = (id) => document.getElementById(id);
@@ -44,6 +45,10 @@ async function apiJson(path, options) {
 }
 
 function showLogin(message) {
+  if (state.refreshing !== null) {
+    clearInterval(state.refreshing);
+    state.refreshing = null;
+  }
   $("console").hidden = true;
   $("logout").hidden = true;
   $("login").hidden = false;
@@ -73,7 +78,7 @@ async function start() {
   $("console").hidden = false;
   $("logout").hidden = !state.token;
   await refresh();
-  setInterval(refresh, REFRESH_MS);
+  if (state.refreshing === null) state.refreshing = setInterval(refresh, REFRESH_MS);
 }
 
 function egressUrl(path) {
@@ -84,9 +89,15 @@ function egressUrl(path) {
   return location.protocol + "//" + bracketed + ":" + node.egress_port + path;
 }
 
-function isRendition(name, live) {
-  const m = /^(.*)_(\d+p)$/.exec(name);
-  return m !== null && live.has(m[1]);
+// The renditions running transcodes publish (from GET /api/v1/transcodes): only those are shown as a
+// source's renditions rather than streams of their own, so a stream named like one still gets its card.
+function renditionsOf(transcodes) {
+  const of = new Map();
+  for (const t of transcodes) {
+    const app = t.stream.split("/")[0];
+    for (const name of t.renditions) of.set(app + "/" + name, t.stream);
+  }
+  return of;
 }
 
 function duration(ms) {
@@ -97,12 +108,13 @@ function duration(ms) {
 }
 
 async function refresh() {
-  let streams, clients, bans;
+  let streams, clients, bans, transcodes;
   try {
-    [streams, clients, bans] = await Promise.all([
+    [streams, clients, bans, transcodes] = await Promise.all([
       apiJson("/api/v1/streams"),
       apiJson("/api/v1/clients"),
       apiJson("/api/v1/bans"),
+      apiJson("/api/v1/transcodes"),
     ]);
   } catch (e) {
     if (e instanceof Unauthorized) return showLogin("The token was refused.");
@@ -111,10 +123,10 @@ async function refresh() {
   }
   const peers = new Map(clients.map((c) => [c.id, c.peer]));
   const live = streams.filter((s) => s.publisher !== null && s.publisher !== undefined || s.origin);
-  const names = new Set(live.map((s) => s.stream));
-  const sources = live.filter((s) => !isRendition(s.stream, names));
+  const renditionOf = renditionsOf(transcodes || []);
+  const sources = live.filter((s) => !renditionOf.has(s.stream));
   for (const s of sources) {
-    s.renditions = live.filter((r) => r.stream.startsWith(s.stream + "_") && isRendition(r.stream, names))
+    s.renditions = live.filter((r) => renditionOf.get(r.stream) === s.stream)
       .map((r) => r.stream.slice(s.stream.length + 1));
     s.peer = s.publisher !== null && s.publisher !== undefined ? peers.get(s.publisher) : "mesh: " + s.origin;
   }
@@ -187,7 +199,10 @@ async function refreshSnapshot(stream, el) {
   try {
     const response = await api("/api/v1/streams/" + stream + "/snapshot.jpg?width=" + SNAPSHOT_WIDTH);
     if (response.ok) {
-      const url = URL.createObjectURL(await response.blob());
+      const blob = await response.blob();
+      // The card may have left the wall meanwhile (stream ended or forbidden).
+      if (!el.isConnected) return;
+      const url = URL.createObjectURL(blob);
       const shot = el.querySelector(".shot");
       let img = shot.querySelector("img");
       if (!img) {

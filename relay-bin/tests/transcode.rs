@@ -120,8 +120,17 @@ fn a_three_rung_ladder_with_aligned_keyframes_that_survives_its_worker() {
         .collect();
     // The multivariant playlist lists the source and the three renditions, and ffprobe reads it.
     let egress = node.egress.unwrap();
-    let (status, master) = http_request(egress, "GET", "/live/cam/index.m3u8", None, None);
-    assert_eq!(status, 200, "{master}");
+    // The transcoder lists a rendition once it sees it live (it looks every 500 ms).
+    let mut master = String::new();
+    let listed = wait_until(Duration::from_secs(5), || {
+        let (status, text) = http_request(egress, "GET", "/live/cam/index.m3u8", None, None);
+        master = text;
+        status == 200
+            && LADDER
+                .iter()
+                .all(|(name, ..)| master.contains(&format!("../cam_{name}/")))
+    });
+    assert!(listed, "every rendition listed: {master}");
     println!("{master}");
     for (name, w, h, kbps, codecs) in LADDER {
         let variant = format!(

@@ -52,7 +52,13 @@ pub struct ApiState {
     pub ladders: Arc<crate::transcode::ladder::Ladders>,
     /// The node's HTTP egress address (the console's player), when egress is on.
     pub egress: Option<SocketAddr>,
+    /// Recording scans at once (a recording's snapshot reads its file on the blocking pool, which the rest
+    /// of the API needs too).
+    pub recording_scans: Arc<tokio::sync::Semaphore>,
 }
+
+/// Recordings read for snapshots at once; more are answered 503.
+pub const MAX_RECORDING_SCANS: usize = 2;
 
 /// The body of `POST /api/v1/streams/{app}/{stream}/forbid`: how long is required, either `duration_s` or
 /// `"permanent": true` (an empty body is refused: a ban until lifted must be asked for by name).
@@ -454,7 +460,17 @@ async fn recording_snapshot(
         ));
     };
     let at_ms = (query.t.unwrap_or(0.0) * 1000.0) as u64;
+    let Ok(scan) = Arc::clone(&state.recording_scans).try_acquire_owned() else {
+        return Err(snapshot_error(
+            &service,
+            SnapshotError::Busy(format!(
+                "{MAX_RECORDING_SCANS} recordings are being read for snapshots already; try again"
+            )),
+        ));
+    };
     let keyframe = blocking(state.deadline, "reading the recording", move || {
+        // Held until the scan ends, even one that outlives the API's deadline.
+        let _scan = scan;
         recorded::resolve(&root, &name).and_then(|path| recorded::keyframe_at(&path, at_ms))
     })
     .await?

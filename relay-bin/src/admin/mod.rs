@@ -181,6 +181,7 @@ impl AdminServer {
             transcoder: media.transcoder,
             ladders: media.ladders,
             egress: media.egress,
+            recording_scans: Arc::new(tokio::sync::Semaphore::new(api::MAX_RECORDING_SCANS)),
         });
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()

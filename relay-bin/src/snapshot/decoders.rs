@@ -7,9 +7,11 @@
 //!
 //! Either way the decoding runs outside the node's process, so a decoder fault on hostile video costs one
 //! child. Requests beyond the workers wait in a queue of `snapshots.queue` (more are refused with 503), each
-//! for at most `snapshots.timeout_ms`; a worker that dies, hangs or answers out of frame is killed and
-//! started again, at once the first time and then after a growing pause (100 ms doubling to 5 s) while it
-//! keeps failing.
+//! for at most `snapshots.timeout_ms`, and a decode gets `snapshots.timeout_ms` of its own; a worker that
+//! dies, hangs or answers out of frame is killed and started again, at once the first time and then after a
+//! growing pause (100 ms doubling to 5 s) while it keeps failing. A worker is out of its slot while it
+//! decodes, so a request dropped midway (its client gone) ends that worker instead of leaving its answer in
+//! the pipe for the next request.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -147,8 +149,7 @@ impl DecoderPool {
                 self.settings.queue
             )));
         }
-        let deadline = Instant::now() + self.settings.timeout;
-        let result = tokio::time::timeout_at(deadline, self.permits.acquire()).await;
+        let result = tokio::time::timeout(self.settings.timeout, self.permits.acquire()).await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         let Ok(Ok(_permit)) = result else {
             self.counters.busy.fetch_add(1, Ordering::Relaxed);
@@ -173,6 +174,8 @@ impl DecoderPool {
                 None => return Err(SnapshotError::Unavailable("no snapshot decoders".into())),
             },
         };
+        // Decoding gets a budget of its own (waiting for a decoder had its own above): a keyframe that
+        // needs longer is the keyframe's fault, not the queue's.
         let started = Instant::now();
         let run = async {
             match self.settings.kind {
@@ -180,19 +183,18 @@ impl DecoderPool {
                 DecoderKind::Ffmpeg => self.run_ffmpeg(unit, width, quality).await,
             }
         };
-        let result = match tokio::time::timeout_at(deadline, run).await {
+        let result = match tokio::time::timeout(self.settings.timeout, run).await {
             Ok(result) => result,
             Err(_) => {
-                // The worker is in an unknown state: end it (kill on drop).
-                if slot.worker.take().is_some() {
-                    warn!(
-                        timeout_ms = self.settings.timeout.as_millis() as u64,
-                        "snapshot worker did not answer in time; killed"
-                    );
-                }
-                self.counters.busy.fetch_add(1, Ordering::Relaxed);
-                Err(SnapshotError::Busy(format!(
-                    "the snapshot decoder did not finish within {} ms",
+                // The worker was taken out of its slot for the exchange and ended when the exchange was
+                // dropped (kill on drop); it is started again after a pause.
+                warn!(
+                    timeout_ms = self.settings.timeout.as_millis() as u64,
+                    "snapshot decoder did not finish a keyframe in time; killed"
+                );
+                self.failed(&mut slot);
+                Err(SnapshotError::Decode(format!(
+                    "the decoder did not finish within {} ms (snapshots.timeout_ms) and was stopped",
                     self.settings.timeout.as_millis()
                 )))
             }
@@ -256,26 +258,26 @@ impl DecoderPool {
                 }
             }
         }
-        let Some(worker) = slot.worker.as_mut() else {
+        // Out of its slot while it works: if this future is dropped midway (the client went away, the
+        // deadline passed), the worker is dropped with it and killed, never left holding an answer that the
+        // next request would read as its own.
+        let Some(mut worker) = slot.worker.take() else {
             return Err(SnapshotError::Unavailable("no snapshot worker".into()));
         };
-        match exchange(worker, &worker::request(&unit.data, width, quality)).await {
+        match exchange(&mut worker, &worker::request(&unit.data, width, quality)).await {
             Ok(answer) => {
+                slot.worker = Some(worker);
                 slot.failures = 0;
                 slot.retry_at = None;
                 answer
             }
             Err(error) => {
-                let status = match slot.worker.take() {
-                    Some(mut gone) => {
-                        let _ = gone.child.start_kill();
-                        gone.child
-                            .wait()
-                            .await
-                            .map_or_else(|e| e.to_string(), |s| s.to_string())
-                    }
-                    None => "gone".into(),
-                };
+                let _ = worker.child.start_kill();
+                let status = worker
+                    .child
+                    .wait()
+                    .await
+                    .map_or_else(|e| e.to_string(), |s| s.to_string());
                 warn!(%error, %status, "snapshot worker failed on a keyframe; it is started again");
                 self.failed(slot);
                 Err(SnapshotError::Decode(format!(

@@ -101,11 +101,14 @@ pub fn resolve(root: &Path, name: &str) -> Result<PathBuf, SnapshotError> {
 pub fn keyframe_at(path: &Path, at_ms: u64) -> Result<Keyframe, SnapshotError> {
     let file = File::open(path)
         .map_err(|e| SnapshotError::NotFound(format!("cannot read {}: {e}", path.display())))?;
-    keyframe_in(BufReader::new(file), at_ms)
+    keyframe_in(file, at_ms)
 }
 
 /// [`keyframe_at`] over an FLV file's bytes (what the fuzz target drives).
-pub fn keyframe_in(mut file: impl Read + Seek, at_ms: u64) -> Result<Keyframe, SnapshotError> {
+pub fn keyframe_in<R: Read + Seek>(file: R, at_ms: u64) -> Result<Keyframe, SnapshotError> {
+    // Tags are skipped within the buffer where they can be (`seek_relative`): a long recording is read
+    // through once, not re-read per tag.
+    let mut file = BufReader::with_capacity(64 << 10, file);
     let mut head = [0u8; 13];
     file.read_exact(&mut head)
         .map_err(|_| SnapshotError::Malformed("not an FLV file (shorter than its header)".into()))?;
@@ -129,7 +132,7 @@ pub fn keyframe_in(mut file: impl Read + Seek, at_ms: u64) -> Result<Keyframe, S
             break;
         }
         // Skips what is left of this tag and its back pointer; `false` at the end of the file.
-        let mut skip = |bytes: usize| file.seek(SeekFrom::Current(bytes as i64 + 4)).is_ok();
+        let mut skip = |bytes: usize| file.seek_relative(bytes as i64 + 4).is_ok();
         if kind != 9 || !(2..=MAX_KEYFRAME_BYTES).contains(&size) {
             if !skip(size) {
                 break;
@@ -146,7 +149,7 @@ pub fn keyframe_in(mut file: impl Read + Seek, at_ms: u64) -> Result<Keyframe, S
         // publisher sends last with the keyframe flag.
         let is_key = peek[0] >> 4 & 0x07 == 1 && (!legacy_avc || peek[1] == 1);
         if !is_header && !is_key {
-            if file.seek(SeekFrom::Current(size as i64 - 2 + 4)).is_err() {
+            if file.seek_relative(size as i64 - 2 + 4).is_err() {
                 break;
             }
             continue;
@@ -174,7 +177,7 @@ pub fn keyframe_in(mut file: impl Read + Seek, at_ms: u64) -> Result<Keyframe, S
                 pts_ms: (media_ms as i64).saturating_add(composition).max(0) as u64,
             });
         }
-        if file.seek(SeekFrom::Current(4)).is_err() {
+        if file.seek_relative(4).is_err() {
             break;
         }
     }

@@ -3,8 +3,9 @@
 //! A live stream's snapshot is its latest keyframe as a JPEG. The JPEG is made once per keyframe and width
 //! and served from the cache until the stream's next keyframe, so a thousand moderators watching one stream
 //! cost one decode per GOP; requests that arrive while it is being made wait for that one decode
-//! (single flight). The cache holds at most `snapshots.cache_entries` pictures (the least recently used
-//! goes first); a failure that may pass (busy decoders) is not cached, a keyframe that does not decode is.
+//! (single flight). The cache holds at most `snapshots.cache_entries` pictures and [`MAX_CACHE_BYTES`] of
+//! keyframes (the least recently used goes first); a failure that may pass (busy decoders) is not cached, a
+//! keyframe that does not decode (or not in time) is.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,11 +71,21 @@ pub struct SnapshotStats {
 
 type Made = Arc<OnceCell<Result<Jpeg, SnapshotError>>>;
 
+/// Most bytes of keyframes the cache holds (each entry keeps its keyframe, to know it again); beyond it the
+/// least recently used entries go, whatever `snapshots.cache_entries` allows.
+pub const MAX_CACHE_BYTES: usize = 256 << 20;
+
 /// One cached picture.
 struct Entry {
     keyframe: Keyframe,
     made: Made,
     used: Instant,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        self.keyframe.body.len() + self.keyframe.header.len()
+    }
 }
 
 /// The snapshot service of a node.
@@ -216,9 +227,15 @@ impl SnapshotService {
                 return Arc::clone(&entry.made);
             }
         }
-        if !cache.contains_key(slot) && cache.len() >= self.max_entries {
-            if let Some(oldest) = cache.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone()) {
-                cache.remove(&oldest);
+        cache.remove(slot);
+        let adding = keyframe.body.len() + keyframe.header.len();
+        let mut held: usize = cache.values().map(Entry::bytes).sum();
+        while !cache.is_empty() && (cache.len() >= self.max_entries || held + adding > MAX_CACHE_BYTES) {
+            let Some(oldest) = cache.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            if let Some(gone) = cache.remove(&oldest) {
+                held = held.saturating_sub(gone.bytes());
             }
         }
         let made = Made::default();

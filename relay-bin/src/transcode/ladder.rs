@@ -70,8 +70,8 @@ impl Rendition {
         (half * 2) as u32
     }
 
-    /// The H.264 level the encoder is asked for (by macroblocks per second at up to 30 fps, 16:9): 3.0 up
-    /// to 360p, 3.1 up to 720p, 4.0 up to 1080p, 5.1 above.
+    /// The H.264 level the encoder is asked for (by macroblocks per second at up to 30 fps, 16:9; the
+    /// renditions are capped at 30 fps): 3.0 up to 360p, 3.1 up to 720p, 4.0 up to 1080p, 5.1 above.
     pub fn level(&self) -> (u8, &'static str) {
         match self.height {
             0..=360 => (30, "3.0"),
@@ -81,9 +81,15 @@ impl Rendition {
         }
     }
 
-    /// The `CODECS` attribute of its variant: H.264 Main at [`Rendition::level`], AAC-LC.
-    pub fn codecs(&self) -> String {
-        format!("avc1.4d40{:02x},mp4a.40.2", self.level().0)
+    /// The `CODECS` attribute of its variant: H.264 Main at [`Rendition::level`], and AAC-LC when the
+    /// source has audio.
+    pub fn codecs(&self, audio: bool) -> String {
+        let video = format!("avc1.4d40{:02x}", self.level().0);
+        if audio {
+            format!("{video},mp4a.40.2")
+        } else {
+            video
+        }
     }
 
     /// Its `BANDWIDTH`: video, audio (`audio_kbps`) and 10% for the containers, in bit/s.
@@ -197,6 +203,9 @@ pub fn ffmpeg_args(input: &str, outputs: &[(Rendition, String)], settings: &Enco
                 "0:a:0?",
                 "-vf",
                 &format!("scale=-2:{}", rendition.height),
+                // At most 30 fps (the levels above assume it); a faster source's frames are dropped evenly.
+                "-fpsmax",
+                "30",
                 "-c:v",
                 "libx264",
                 "-preset",
@@ -275,13 +284,13 @@ mod tests {
         assert_eq!(r.width_for(640, 360), 854);
         assert_eq!(r.width_for(1080, 1920), 270);
         assert_eq!(r.width_for(0, 0), 0);
-        assert_eq!(r.codecs(), "avc1.4d401f,mp4a.40.2");
+        assert_eq!(r.codecs(true), "avc1.4d401f,mp4a.40.2");
         assert_eq!(
-            Rendition::parse("360p 600k").unwrap().codecs(),
-            "avc1.4d401e,mp4a.40.2"
+            Rendition::parse("360p 600k").unwrap().codecs(false),
+            "avc1.4d401e"
         );
         assert_eq!(
-            Rendition::parse("720p 2500k").unwrap().codecs(),
+            Rendition::parse("720p 2500k").unwrap().codecs(true),
             "avc1.4d401f,mp4a.40.2"
         );
         assert_eq!(r.bandwidth(96), 1_205_600);

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use super::ladder::Rendition;
 use crate::stream_key::StreamKey;
 
+/// Streams the API may have turned on or off at once (the settings stay for later publishes of the stream).
+pub const MAX_REQUESTS: usize = 100_000;
+
 /// A live stream, as the planner needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -58,7 +61,7 @@ pub enum Action {
         /// What it makes.
         renditions: Vec<Rendition>,
     },
-    /// Stop `key`'s worker.
+    /// Stop `key`'s worker (its process if one runs) and forget it.
     Stop {
         /// The source.
         key: StreamKey,
@@ -155,6 +158,12 @@ impl Planner {
         if self.is_rendition(key) {
             return Err(format!("{key} is a rendition; transcode its source"));
         }
+        if self.on.len() + self.off.len() >= MAX_REQUESTS && !self.on.contains(key) && !self.off.contains(key)
+        {
+            return Err(format!(
+                "{MAX_REQUESTS} streams already have a transcode setting from the API; turn some back (DELETE)"
+            ));
+        }
         if on {
             let running = self.workers.len();
             if !self.workers.contains_key(key) && running >= self.settings.max_workers {
@@ -198,15 +207,14 @@ impl Planner {
             .cloned()
             .collect();
         for key in unwanted {
-            if let Some(worker) = self.workers.remove(&key) {
-                if worker.running {
-                    let why = if self.wanted(&key).is_none() {
-                        "turned off"
-                    } else {
-                        "the source ended"
-                    };
-                    actions.push(Action::Stop { key, why });
-                }
+            // Also for a worker waiting out its restart pause: the supervisor forgets what it listed for it.
+            if self.workers.remove(&key).is_some() {
+                let why = if self.wanted(&key).is_none() {
+                    "turned off"
+                } else {
+                    "the source ended"
+                };
+                actions.push(Action::Stop { key, why });
             }
         }
         self.refused.retain(|key| live.iter().any(|s| &s.key == key));
@@ -456,5 +464,15 @@ mod tests {
             "doubling to backoff_max while it keeps failing"
         );
         assert_eq!(p.workers().next().unwrap().1.restarts, 10);
+        // The source ends while its worker waits out a pause: the supervisor is told to forget it.
+        p.exited(&key("a"), at);
+        assert_eq!(
+            p.step(&[], at),
+            [Action::Stop {
+                key: key("a"),
+                why: "the source ended"
+            }]
+        );
+        assert_eq!(p.workers().count(), 0);
     }
 }

@@ -116,6 +116,7 @@ impl Transcoder {
                     cpu_ended: HashMap::new(),
                     cpu_last: HashMap::new(),
                     cpu_gone: 0.0,
+                    listed: HashMap::new(),
                     restarts: 0,
                     stats: shared,
                 };
@@ -172,6 +173,9 @@ struct Runner {
     cpu_last: HashMap<StreamKey, f64>,
     /// CPU seconds of workers of streams no longer transcoded.
     cpu_gone: f64,
+    /// The renditions each source's HLS multivariant playlist lists now (those live), with the audio
+    /// bitrate (0: the source has no audio).
+    listed: HashMap<StreamKey, (Vec<Rendition>, u32)>,
     restarts: u64,
     stats: Arc<Mutex<TranscodeStats>>,
 }
@@ -243,7 +247,9 @@ impl Runner {
             match action {
                 Action::Start { key, renditions } => self.start(key, renditions),
                 Action::Stop { key, why } => {
-                    self.control.set_renditions(&key, None);
+                    if self.listed.remove(&key).is_some() {
+                        self.control.set_renditions(&key, None);
+                    }
                     self.cpu_gone += self.cpu_ended.remove(&key).unwrap_or(0.0)
                         + self.cpu_last.remove(&key).unwrap_or(0.0);
                     if let Some(worker) = self.workers.remove(&key) {
@@ -310,8 +316,6 @@ impl Runner {
             renditions = %renditions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
             "transcode worker started"
         );
-        self.control
-            .set_renditions(&key, Some((renditions.clone(), self.settings.encoder.audio_kbps)));
         self.workers.insert(key, Worker { child, log });
     }
 
@@ -356,6 +360,42 @@ impl Runner {
                     .and_then(|w| w.log.lock().ok().map(|l| l.iter().cloned().collect()))
                     .unwrap_or_default(),
             });
+        }
+        // The multivariant playlists list the renditions that are live (a rendition not yet or no longer
+        // published would send players to a playlist that answers 404).
+        let live = |app: &str, name: &str| {
+            streams
+                .iter()
+                .any(|s| s.stream.app() == app && s.stream.stream() == name && s.publisher.is_some())
+        };
+        let mut changes = Vec::new();
+        for (key, state) in self.planner.workers() {
+            let audio = streams
+                .iter()
+                .find(|s| &s.stream == key)
+                .is_some_and(|s| s.media.audio_codec.is_some());
+            let audio_kbps = if audio {
+                self.settings.encoder.audio_kbps
+            } else {
+                0
+            };
+            let up: Vec<Rendition> = state
+                .renditions
+                .iter()
+                .filter(|r| live(key.app(), &r.stream_name(key.stream())))
+                .cloned()
+                .collect();
+            let now = (!up.is_empty()).then_some((up, audio_kbps));
+            if self.listed.get(key) != now.as_ref() {
+                changes.push((key.clone(), now));
+            }
+        }
+        for (key, now) in changes {
+            self.control.set_renditions(&key, now.clone());
+            match now {
+                Some(listed) => self.listed.insert(key, listed),
+                None => self.listed.remove(&key),
+            };
         }
         // A process's CPU time can be read only while it lives: the last reading stands for it when it ends.
         for info in &transcodes {

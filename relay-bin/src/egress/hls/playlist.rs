@@ -79,10 +79,16 @@ pub fn multivariant_playlist(
     );
     let _ = writeln!(out, "index.m3u8?session={session}");
     for r in renditions {
+        // No RESOLUTION while the source's picture size is not known.
+        let resolution = if r.width > 0 {
+            format!(",RESOLUTION={}x{}", r.width, r.height)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\",RESOLUTION={}x{}",
-            r.bandwidth, r.codecs, r.width, r.height
+            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"{resolution}",
+            r.bandwidth, r.codecs
         );
         let _ = writeln!(out, "../{}/index.m3u8?session={session}", r.stream);
     }

@@ -511,7 +511,8 @@ fn playlist_of(hls: &HlsStream, session: &str) -> Option<String> {
     )
 }
 
-/// The variants of `key`'s renditions while a transcode makes them (their width from the source's aspect).
+/// The variants of `key`'s renditions that are live now (their width from the source's aspect; audio
+/// bitrate 0: the source has no audio).
 fn rendition_variants(shared: &Shared, key: &StreamKey, muxer: &HlsMuxer) -> Vec<Variant> {
     let Some((renditions, audio_kbps)) = shared.renditions_of(key) else {
         return Vec::new();
@@ -526,7 +527,7 @@ fn rendition_variants(shared: &Shared, key: &StreamKey, muxer: &HlsMuxer) -> Vec
             bandwidth: r.bandwidth(audio_kbps),
             width: r.width_for(width, height),
             height: r.height,
-            codecs: r.codecs(),
+            codecs: r.codecs(audio_kbps > 0),
         })
         .collect()
 }
