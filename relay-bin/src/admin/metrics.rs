@@ -229,6 +229,12 @@ impl ProcessStats {
         Some(stats)
     }
 
+    /// The CPU time and memory of process `pid` (another process, e.g. a worker this one started) while it
+    /// lives; its open descriptors are not counted.
+    pub fn of_pid(pid: u32) -> Option<ProcessStats> {
+        ProcessStats::parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
     /// The fields of a `/proc/PID/stat` line (after the command name, which may hold spaces and parentheses).
     fn parse_stat(stat: &str) -> Option<ProcessStats> {
         let (_, rest) = stat.rsplit_once(')')?;

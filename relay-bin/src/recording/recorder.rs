@@ -271,18 +271,23 @@ fn fail(
     }
 }
 
+/// The UTC time now as it goes into file names: `20261207T000512.345Z` (RFC 3339 without `-` and `:`,
+/// so names sort by time). Recordings and the periodic snapshots are named with it.
+pub fn file_stamp_now() -> String {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    rfc3339_ms(now_ms)
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect()
+}
+
 /// Creates `dir/APP/STREAM/STREAM-<UTC now>.flv`.
 fn open_file(dir: &Path, key: &StreamKey) -> Result<FlvFile, (PathBuf, std::io::Error)> {
     let folder = dir.join(key.app()).join(key.stream());
     std::fs::create_dir_all(&folder).map_err(|e| (folder.clone(), e))?;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    // 2026-12-07T00:05:12.345Z -> 20261207T000512.345Z
-    let stamp: String = rfc3339_ms(now_ms)
-        .chars()
-        .filter(|c| *c != '-' && *c != ':')
-        .collect();
+    let stamp = file_stamp_now();
     let mut path = folder.join(format!("{}-{stamp}.flv", key.stream()));
     let mut n = 1;
     while path.exists() {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -97,13 +97,7 @@ pub fn save(
 ) -> Result<PathBuf, (PathBuf, std::io::Error)> {
     let folder = dir.join(key.app()).join(key.stream());
     std::fs::create_dir_all(&folder).map_err(|e| (folder.clone(), e))?;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let stamp: String = crate::bans::rfc3339_ms(now_ms)
-        .chars()
-        .filter(|c| *c != '-' && *c != ':')
-        .collect();
+    let stamp = crate::recording::recorder::file_stamp_now();
     let path = folder.join(format!("{}-{stamp}.jpg", key.stream()));
     let partial = folder.join(format!(".{}-{stamp}.jpg.partial", key.stream()));
     std::fs::write(&partial, jpeg).map_err(|e| (partial.clone(), e))?;

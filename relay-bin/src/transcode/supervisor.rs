@@ -331,7 +331,9 @@ impl Runner {
         for (key, state) in self.planner.workers() {
             let worker = self.workers.get(key);
             let pid = worker.map(|w| w.child.id());
-            let cpu_s = pid.and_then(process_cpu_seconds).unwrap_or(0.0);
+            let cpu_s = pid
+                .and_then(crate::admin::metrics::ProcessStats::of_pid)
+                .map_or(0.0, |p| p.cpu_seconds);
             cpu_total += cpu_s;
             let renditions: Vec<String> = state
                 .renditions
@@ -434,12 +436,4 @@ fn keep_log(stderr: std::process::ChildStderr, log: &Mutex<VecDeque<String>>, st
             log.push_back(line);
         }
     }
-}
-
-/// User plus system CPU seconds of process `pid` (from `/proc`), while it lives.
-fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
 }
