@@ -43,6 +43,13 @@ pub struct EngineArgs {
     /// Receives and sends per driver loop iteration.
     #[arg(long)]
     pub loop_batch: Option<usize>,
+    /// io_uring: a wait, once a completion is ready, goes on until this many are ready
+    /// (`engine::uring::WaitBatch`; 1: off).
+    #[arg(long)]
+    pub wake_batch: Option<u32>,
+    /// io_uring: the longest a wait goes on once a completion is ready, microseconds (0: off).
+    #[arg(long)]
+    pub wake_batch_us: Option<u64>,
 }
 
 /// The knobs a run used, as they appear in its JSON report.
@@ -113,6 +120,12 @@ impl EngineArgs {
         }
         if let Some(ms) = self.sqpoll_ms {
             io.ring.sqpoll_idle_ms = Some(ms);
+        }
+        if let Some(n) = self.wake_batch {
+            io.ring.batch.completions = n.max(1);
+        }
+        if let Some(us) = self.wake_batch_us {
+            io.ring.batch.max_delay = std::time::Duration::from_micros(us);
         }
         if let Some(us) = self.busy_poll_us {
             io.busy_poll_us = us;

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use engine::uring::udp::UringUdpConfig;
-use engine::uring::{CoreEvent, CoreIo, RingConfig, TcpEvent, UdpId, UringTcpConfig};
+use engine::uring::{CoreEvent, CoreIo, RingConfig, TcpEvent, UdpId, UringTcpConfig, WaitBatch};
 use engine::{UdpConfig, UdpSocket, Waker};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -214,4 +214,96 @@ fn dropping_the_core_closes_its_sockets() {
     // Other tests run in parallel threads of this process: allow their few descriptors.
     let after = fds();
     assert!(after <= before + 8, "descriptors leaked: {before} -> {after}");
+}
+
+/// A core whose ring batches its waits ([`engine::uring::WaitBatch`]) and one UDP socket on it.
+fn batching_core(batch: WaitBatch) -> (CoreIo, SocketAddr) {
+    let mut io = CoreIo::new(&RingConfig {
+        batch,
+        ..RingConfig::default()
+    })
+    .unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &UdpConfig::default()).unwrap();
+    let addr = socket.local_addr();
+    io.add_udp(socket, &UringUdpConfig::default()).unwrap();
+    // Arm the receive: nothing is ready, so a short wait times out.
+    io.wait(Some(Duration::from_millis(1))).unwrap();
+    io.reap(&mut |e| panic!("nothing should happen: {e:?}"));
+    (io, addr)
+}
+
+/// Four datagrams to `addr`, `gap` apart, the first at once; then one wait of `io`: how many it brought.
+fn datagrams_in_one_wait(io: &mut CoreIo, addr: SocketAddr, gap: Duration) -> usize {
+    let sender = thread::spawn(move || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..4u8 {
+            s.send_to(&[i; 100], addr).unwrap();
+            thread::sleep(gap);
+        }
+    });
+    io.wait(Some(Duration::from_secs(5))).unwrap();
+    let mut got = 0;
+    io.reap(&mut |e| {
+        if matches!(e, CoreEvent::Datagram { .. }) {
+            got += 1;
+        }
+    });
+    sender.join().unwrap();
+    got
+}
+
+/// Datagrams that trickle in share one wake-up while the batch's delay lasts (where the kernel can, 6.12+);
+/// a timer sooner than that delay still ends the wait on time, and an idle wait with no limit does not end.
+#[test]
+fn a_batched_wait_gathers_a_trickle_and_keeps_its_timeout() {
+    let batch = WaitBatch {
+        completions: 16,
+        max_delay: Duration::from_millis(150),
+    };
+    let (mut io, addr) = batching_core(batch);
+    let batching = io.features().min_wait;
+    println!("kernel batches waits: {batching}");
+
+    // A timer sooner than the batch delay ends the wait at its own time.
+    let start = Instant::now();
+    io.wait(Some(Duration::from_millis(10))).unwrap();
+    let waited = start.elapsed();
+    assert!(
+        waited < Duration::from_millis(100),
+        "a 10 ms timeout waited {waited:?}"
+    );
+
+    // Four datagrams 10 ms apart: one wait returns with all four.
+    let got = datagrams_in_one_wait(&mut io, addr, Duration::from_millis(10));
+    if batching {
+        assert_eq!(got, 4, "the trickle shares one wake-up");
+    } else {
+        assert!(got >= 1);
+    }
+
+    // With nothing arriving and no limit, the wait does not end at the batch delay: a waker ends it.
+    let waker = Arc::new(Waker::new().unwrap());
+    io.watch(waker.as_raw_fd());
+    let w = waker.clone();
+    let t = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(400));
+        w.wake();
+    });
+    let start = Instant::now();
+    io.wait(None).unwrap();
+    let waited = start.elapsed();
+    t.join().unwrap();
+    io.reap(&mut |_| {});
+    assert!(
+        waited >= Duration::from_millis(300),
+        "an idle wait with no limit ended after {waited:?}"
+    );
+}
+
+/// With batching off, a wait ends at its first completion.
+#[test]
+fn an_unbatched_wait_ends_at_the_first_datagram() {
+    let (mut io, addr) = batching_core(WaitBatch::OFF);
+    let got = datagrams_in_one_wait(&mut io, addr, Duration::from_millis(100));
+    assert!((1..4).contains(&got), "{got} datagrams in the first wake-up");
 }

@@ -323,6 +323,23 @@ pub struct EngineConfig {
     /// When a core's thread panics (its clients and streams are gone; `/healthz` fails at once), exit the
     /// process with status 70 so the service manager restarts the node; `false` keeps the rest running.
     pub exit_on_core_panic: bool,
+    /// io_uring only: a core's wait, once its first completion is ready, goes on until this many are ready
+    /// or `wake_batch_us` has passed since it began (wake-up coalescing, `engine::uring::WaitBatch`; Linux
+    /// 6.12+). 1 turns it off.
+    pub wake_batch: u32,
+    /// The longest a core's wait goes on once a completion is ready, microseconds (0: off). What a frame
+    /// may wait for more completions to share its wake-up.
+    pub wake_batch_us: u64,
+}
+
+impl EngineConfig {
+    /// The wake-up coalescing of a core's ring.
+    pub fn wait_batch(&self) -> engine::uring::WaitBatch {
+        engine::uring::WaitBatch {
+            completions: self.wake_batch.max(1),
+            max_delay: std::time::Duration::from_micros(self.wake_batch_us),
+        }
+    }
 }
 
 /// The cores' IO backend (`engine.backend`).
@@ -346,6 +363,8 @@ impl Default for EngineConfig {
             inbox_capacity: 16_384,
             backend: IoBackend::Auto,
             exit_on_core_panic: true,
+            wake_batch: engine::uring::WaitBatch::PACED.completions,
+            wake_batch_us: engine::uring::WaitBatch::PACED.max_delay.as_micros() as u64,
         }
     }
 }
@@ -670,6 +689,9 @@ impl Config {
         if self.engine.inbox_capacity < 64 {
             return Err(ConfigError::Invalid("engine.inbox_capacity below 64".to_string()));
         }
+        // A wait held for more than a few ms would be felt by every client of the core.
+        in_range("engine.wake_batch", u64::from(self.engine.wake_batch), 0..=1_024)?;
+        in_range("engine.wake_batch_us", self.engine.wake_batch_us, 0..=5_000)?;
         for (app, fanout) in std::iter::once(("(default)", &self.fanout))
             .chain(self.apps.iter().map(|(name, f)| (name.as_str(), f)))
         {

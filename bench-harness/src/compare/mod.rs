@@ -41,7 +41,7 @@ use crate::units::{parse_duration, parse_rate_bps};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use report::Row;
-use run::{Outcome, RunSpec};
+use run::{Outcome, PoplineTuning, RunSpec};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -95,11 +95,33 @@ pub struct CompareArgs {
     /// Overrides the profile's seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// popline: its pacer's round, microseconds (`ConnectionConfig::pacing_round`; 0, the default, paces
-    /// packet by packet; 500 sends rounds of half a millisecond of the rate: fewer wake-ups per byte, less
-    /// fair to CUBIC in the simulator). Shown in the rows' `note`.
-    #[arg(long, default_value_t = 0)]
-    pub popline_pacing_round_us: u64,
+    /// popline: its pacer's round, microseconds (`ConnectionConfig::pacing_round`; the transport's default
+    /// when not given; 0 paces packet by packet). Shown in the rows' `note` when given.
+    #[arg(long)]
+    pub popline_pacing_round_us: Option<u64>,
+    /// popline: ACK after this many ack-eliciting packets (`ConnectionConfig::ack_every`; the transport's
+    /// default when not given). Shown in the rows' `note` when given.
+    #[arg(long)]
+    pub popline_ack_every: Option<u32>,
+    /// popline: each side's wait ends once this many completions are ready or `--popline-wait-batch-us`
+    /// have passed (`engine::uring::WaitBatch`; the node's default, 16 or 200 us, when neither is given).
+    #[arg(long)]
+    pub popline_wait_batch: Option<u32>,
+    /// popline: the longest a wait goes on once a completion is ready, microseconds (0: no batching).
+    #[arg(long)]
+    pub popline_wait_batch_us: Option<u64>,
+}
+
+/// The wait batching the flags ask for (`None`: the node's default, `WaitBatch::PACED`).
+fn wait_batch(completions: Option<u32>, max_delay_us: Option<u64>) -> Option<engine::uring::WaitBatch> {
+    if completions.is_none() && max_delay_us.is_none() {
+        return None;
+    }
+    let default = engine::uring::WaitBatch::PACED;
+    Some(engine::uring::WaitBatch {
+        completions: completions.unwrap_or(default.completions).max(1),
+        max_delay: max_delay_us.map_or(default.max_delay, Duration::from_micros),
+    })
 }
 
 /// A transport under comparison.
@@ -202,8 +224,8 @@ pub struct Settings {
     pub budget: Option<Duration>,
     /// Live bitrate, bits per second.
     pub bitrate_bps: u64,
-    /// popline's pacing round (zero: none).
-    pub popline_pacing_round: Duration,
+    /// popline's settings that differ from the transport's defaults.
+    pub popline_tuning: PoplineTuning,
 }
 
 impl Settings {
@@ -235,7 +257,11 @@ impl Settings {
             live_warmup: seconds(args.live_warmup, "--live-warmup", true)?,
             budget: args.budget.as_deref().map(parse_duration).transpose()?,
             bitrate_bps: parse_rate_bps(&args.bitrate)?,
-            popline_pacing_round: Duration::from_micros(args.popline_pacing_round_us),
+            popline_tuning: PoplineTuning {
+                pacing_round: args.popline_pacing_round_us.map(Duration::from_micros),
+                ack_every: args.popline_ack_every,
+                wait_batch: wait_batch(args.popline_wait_batch, args.popline_wait_batch_us),
+            },
         })
     }
 
@@ -458,7 +484,7 @@ fn run_on_lab(
         rtt: profile.a_to_b.delay + profile.b_to_a.delay,
         epoch: Instant::now(),
         mtu: profile.mtu,
-        popline_pacing_round: settings.popline_pacing_round,
+        popline_tuning: settings.popline_tuning,
     };
     let before = MachineCpu::read()?;
     let outcome = match (variant, srt_latency) {

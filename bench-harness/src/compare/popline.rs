@@ -20,6 +20,7 @@ use crate::emulate::{ADDR_A, ADDR_B};
 use crate::transport_bench::{handshake, top_up};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
+use engine::uring::WaitBatch;
 use engine::UdpConfig;
 use relay::link::{DriverConfig, TransportDriver};
 use std::net::{IpAddr, SocketAddr};
@@ -55,22 +56,22 @@ pub fn run(spec: &RunSpec<'_>, primed: bool) -> Result<Outcome> {
     let mut server_cfg = EndpointConfig::new(server_key);
     server_cfg.authorized_peers = vec![client_key.public];
     server_cfg.connection.max_datagram_bytes = datagram;
-    server_cfg.connection.pacing_round = spec.popline_pacing_round;
+    spec.popline_tuning.apply(&mut server_cfg.connection);
     let mut client_cfg = EndpointConfig::new(client_key);
     client_cfg.accept_incoming = false;
     client_cfg.connection.max_datagram_bytes = datagram;
-    client_cfg.connection.pacing_round = spec.popline_pacing_round;
-    let note = (!spec.popline_pacing_round.is_zero())
-        .then(|| format!("pacing round {} us", spec.popline_pacing_round.as_micros()));
+    spec.popline_tuning.apply(&mut client_cfg.connection);
+    let note = spec.popline_tuning.note();
 
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
     let (addr_tx, addr_rx) = mpsc::channel::<SocketAddr>();
     let mode = spec.mode;
+    let batch = spec.popline_tuning.wait_batch;
     let receiver = {
         let (stop, delivered) = (stop.clone(), delivered.clone());
         spawn_in(&spec.lab.ns_b, "popline-recv", move || {
-            receive(server_cfg, mode, addr_tx, &stop, &delivered)
+            receive(server_cfg, batch, mode, addr_tx, &stop, &delivered)
         })?
     };
     let Ok(server) = addr_rx.recv_timeout(HANDSHAKE_TIMEOUT) else {
@@ -91,7 +92,7 @@ pub fn run(spec: &RunSpec<'_>, primed: bool) -> Result<Outcome> {
         let drain = spec.drain();
         let prime = primed.then_some((warmup, spec.rtt));
         spawn_in(&spec.lab.ns_a, "popline-send", move || {
-            let (mut d, ch) = connect(client_cfg, server, server_pub)?;
+            let (mut d, ch) = connect(client_cfg, batch, server, server_pub)?;
             let _ = ready_tx.send(());
             match mode {
                 Mode::Bulk => send_bulk(&mut d, ch, &stop).map(|()| None),
@@ -139,24 +140,28 @@ pub fn run(spec: &RunSpec<'_>, primed: bool) -> Result<Outcome> {
     }
 }
 
-fn bind(cfg: EndpointConfig, ip: &str) -> Result<TransportDriver> {
+fn bind(cfg: EndpointConfig, batch: Option<WaitBatch>, ip: &str) -> Result<TransportDriver> {
     let ip: IpAddr = ip.parse().with_context(|| format!("bad address {ip}"))?;
     let ep = Endpoint::new(cfg, Instant::now())?;
+    // A PoP link runs on a node core's ring, which batches its waits by default (`[engine] wake_batch`).
+    let mut driver = DriverConfig::default();
+    driver.io.ring.batch = batch.unwrap_or(WaitBatch::PACED);
     Ok(TransportDriver::bind(
         SocketAddr::new(ip, 0),
         &UdpConfig::default(),
         ep,
-        DriverConfig::default(),
+        driver,
     )?)
 }
 
 /// Connects from namespace A to the receiver and completes the handshake.
 fn connect(
     cfg: EndpointConfig,
+    batch: Option<WaitBatch>,
     server: SocketAddr,
     server_pub: [u8; 32],
 ) -> Result<(TransportDriver, ConnectionHandle)> {
-    let mut d = bind(cfg, ADDR_A)?;
+    let mut d = bind(cfg, batch, ADDR_A)?;
     let ch = handshake(&mut d, server, server_pub).context("popline")?;
     Ok((d, ch))
 }
@@ -263,12 +268,13 @@ fn drain_events(d: &mut TransportDriver) -> Result<()> {
 /// The receiving side, in namespace B: accepts one connection and takes its frames until `stop`.
 fn receive(
     cfg: EndpointConfig,
+    batch: Option<WaitBatch>,
     mode: Mode,
     addr_tx: mpsc::Sender<SocketAddr>,
     stop: &AtomicBool,
     delivered: &AtomicU64,
 ) -> Result<(Arrivals, u64)> {
-    let mut d = bind(cfg, ADDR_B)?;
+    let mut d = bind(cfg, batch, ADDR_B)?;
     addr_tx
         .send(d.local_addr())
         .map_err(|_| anyhow!("the benchmark went away"))?;

@@ -36,8 +36,50 @@ pub struct RunSpec<'a> {
     pub epoch: Instant,
     /// MTU of the emulated interfaces.
     pub mtu: u16,
-    /// popline's pacing round (zero: none).
-    pub popline_pacing_round: Duration,
+    /// popline's settings that differ from the transport's defaults.
+    pub popline_tuning: PoplineTuning,
+}
+
+/// popline's connection settings a run overrides (`None`: the transport's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoplineTuning {
+    /// The pacer's round (`ConnectionConfig::pacing_round`).
+    pub pacing_round: Option<Duration>,
+    /// ACK after this many ack-eliciting packets (`ConnectionConfig::ack_every`).
+    pub ack_every: Option<u32>,
+    /// How each side's ring gathers completions into one wake-up (`engine::uring::WaitBatch`).
+    pub wait_batch: Option<engine::uring::WaitBatch>,
+}
+
+impl PoplineTuning {
+    /// Applies the overrides to `config`.
+    pub fn apply(&self, config: &mut transport::ConnectionConfig) {
+        if let Some(round) = self.pacing_round {
+            config.pacing_round = round;
+        }
+        if let Some(n) = self.ack_every {
+            config.ack_every = n;
+        }
+    }
+
+    /// What the overrides are, for a row's `note` (`None` when there are none).
+    pub fn note(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(round) = self.pacing_round {
+            parts.push(format!("pacing round {} us", round.as_micros()));
+        }
+        if let Some(n) = self.ack_every {
+            parts.push(format!("ACK every {n}"));
+        }
+        if let Some(b) = self.wait_batch {
+            parts.push(format!(
+                "wake batch {} or {} us",
+                b.completions,
+                b.max_delay.as_micros()
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
 }
 
 impl RunSpec<'_> {

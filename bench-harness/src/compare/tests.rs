@@ -19,7 +19,10 @@ fn settings(variants: &str, modes: &str) -> Settings {
         matrix: false,
         out: PathBuf::from("unused"),
         seed: None,
-        popline_pacing_round_us: 0,
+        popline_pacing_round_us: None,
+        popline_ack_every: None,
+        popline_wait_batch: None,
+        popline_wait_batch_us: None,
     })
     .unwrap()
 }

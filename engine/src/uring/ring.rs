@@ -10,7 +10,7 @@
 //! [`super::UringTcp`], a [`super::UringUdp`] or a [`super::CoreIo`]) quiesces its drivers on this ring before
 //! the ring goes, so no completion can name freed memory.
 
-use super::{build_ring, RingConfig, RingFeatures};
+use super::{build_ring, RingConfig, RingFeatures, WaitBatch};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use std::collections::VecDeque;
 use std::io;
@@ -62,6 +62,8 @@ pub struct Completion {
 pub struct Ring {
     ring: IoUring,
     features: RingFeatures,
+    /// How waits gather completions.
+    batch: WaitBatch,
     enabled: bool,
     /// `io_uring_enter` calls.
     enters: u64,
@@ -92,6 +94,7 @@ impl Ring {
         Ok(Ring {
             ring,
             features,
+            batch: config.batch,
             enabled: false,
             enters: 0,
             next_tag: 1,
@@ -178,7 +181,7 @@ impl Ring {
         } else {
             Some(Duration::ZERO)
         };
-        super::submit_and_wait(&self.ring, timeout)
+        super::submit_and_wait(&self.ring, timeout, self.batch, self.features.min_wait)
     }
 
     /// Moves every ready completion into `out` (those set aside earlier first). The ring's own are handled
@@ -298,7 +301,7 @@ mod tests {
     fn each_driver_gets_its_own_tag_and_group() {
         let mut ring = Ring::new(&RingConfig {
             entries: 8,
-            sqpoll_idle_ms: None,
+            ..RingConfig::default()
         })
         .unwrap();
         let (a, ga) = ring.new_driver().unwrap();

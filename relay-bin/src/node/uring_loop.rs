@@ -79,6 +79,10 @@ pub fn tcp_config(shared: &Shared) -> UringTcpConfig {
         max_queued_bytes: SEND_QUEUE_BYTES,
         max_connections: shared.config.rtmp.max_connections_per_core,
         liveness: shared.config.liveness(),
+        ring: engine::uring::RingConfig {
+            batch: shared.config.engine.wait_batch(),
+            ..engine::uring::RingConfig::default()
+        },
         ..UringTcpConfig::default()
     }
 }

@@ -250,7 +250,8 @@ impl Connection {
             recovery: Recovery::new(config.initial_rtt),
             cc: config.congestion.build(now),
             pacer: Pacer::new(config.pacer_burst_packets).with_round(config.pacing_round),
-            acks: AckTracker::new(config.ack_every, config.max_ack_delay, Duration::from_millis(20)),
+            acks: AckTracker::new(config.ack_every, config.max_ack_delay, Duration::from_millis(20))
+                .with_ack_interval(config.ack_interval),
             sendq: SendQueue::filling(room, config.max_unsent_bytes),
             recv: Reassembler::new(config.recv_limits),
             events: VecDeque::new(),
