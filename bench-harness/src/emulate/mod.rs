@@ -20,8 +20,8 @@ mod trace;
 
 pub use forward::{DirectionStats, Emulator};
 pub use netns::{
-    ip, open_tun, process_runs, remove_stale_namespaces, unavailable as netns_unavailable, Lab, ADDR_A,
-    ADDR_B,
+    ip, move_tun_into, open_tun, process_runs, remove_stale_namespaces, unavailable as netns_unavailable,
+    Lab, ADDR_A, ADDR_B,
 };
 pub use profile::Profile;
 

@@ -95,29 +95,10 @@ impl Lab {
         // Interface names have at most 15 bytes: `pe` + pid (<= 7 digits) + `x` + n + a/b.
         let a = open_tun(&format!("pe{pid}x{}a", n % 1000))?;
         let b = open_tun(&format!("pe{pid}x{}b", n % 1000))?;
-        let mtu = mtu.to_string();
         for (ns, dev, local) in [(&lab.ns_a, &a, ADDR_A), (&lab.ns_b, &b, ADDR_B)] {
-            let name = tun::AbstractDevice::tun_name(dev).context("reading the TUN device's name")?;
-            ip(&["link", "set", "dev", &name, "netns", ns])?;
             ip(&["-n", ns, "link", "set", "dev", "lo", "up"])?;
-            // No IPv6 link-local address: no router solicitations or MLD reports mixed into the measurements.
-            ip(&["-n", ns, "link", "set", "dev", &name, "addrgenmode", "none"])?;
-            ip(&[
-                "-n",
-                ns,
-                "link",
-                "set",
-                "dev",
-                &name,
-                "mtu",
-                &mtu,
-                "txqueuelen",
-                "1000",
-            ])?;
-            let cidr = format!("{local}/{PREFIX_LEN}");
-            ip(&["-n", ns, "addr", "add", &cidr, "dev", &name])?;
             // Up; the /30's connected route reaches the peer.
-            ip(&["-n", ns, "link", "set", "dev", &name, "up"])?;
+            move_tun_into(ns, dev, &format!("{local}/{PREFIX_LEN}"), mtu)?;
         }
         Ok((lab, Ends { a, b }))
     }
@@ -141,6 +122,30 @@ impl Drop for Lab {
             }
         }
     }
+}
+
+/// Moves TUN device `dev` into namespace `ns`, gives it `cidr` and `mtu` (and a 1000-packet transmit queue),
+/// and brings it up. It gets no IPv6 link-local address: no router solicitations or MLD reports mixed into the
+/// measurements.
+pub fn move_tun_into(ns: &str, dev: &tun::Device, cidr: &str, mtu: u16) -> Result<()> {
+    let name = tun::AbstractDevice::tun_name(dev).context("reading the TUN device's name")?;
+    ip(&["link", "set", "dev", &name, "netns", ns])?;
+    ip(&["-n", ns, "link", "set", "dev", &name, "addrgenmode", "none"])?;
+    let mtu = mtu.to_string();
+    ip(&[
+        "-n",
+        ns,
+        "link",
+        "set",
+        "dev",
+        &name,
+        "mtu",
+        &mtu,
+        "txqueuelen",
+        "1000",
+    ])?;
+    ip(&["-n", ns, "addr", "add", cidr, "dev", &name])?;
+    ip(&["-n", ns, "link", "set", "dev", &name, "up"])
 }
 
 fn in_ns(ns: &str, program: &str) -> Command {

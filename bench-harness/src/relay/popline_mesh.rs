@@ -11,6 +11,7 @@
 use super::nodes::{self, Launch, Node, Nodes};
 use crate::compare::ns_thread;
 use crate::emulate::{ADDR_A, ADDR_B};
+use crate::topology::config::MeshSection;
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -68,21 +69,21 @@ fn config(dir: &Path, me: &Place, all: &[Place], settings: &MeshSettings) -> Str
         bans = dir.join("bans.json").display().to_string(),
     );
     if all.len() > 1 {
-        c.push_str(&format!(
-            "[mesh]\nid = \"{id}\"\nlisten = \"{mesh}\"\nkey_file = {key:?}\nframe_budget_ms = {budget}\n\
-             [mesh.app_origins]\n{app} = [\"b\"]\n",
-            id = me.id,
-            mesh = me.mesh,
-            key = dir.join("mesh.key").display().to_string(),
-            budget = settings.frame_budget_ms,
-            app = settings.app,
-        ));
-        for peer in all.iter().filter(|p| p.id != me.id) {
-            c.push_str(&format!(
-                "[[mesh.peers]]\nid = \"{}\"\naddr = \"{}\"\npublic_key = \"{}\"\n",
-                peer.id, peer.mesh, peer.public_key
-            ));
-        }
+        let key_file = dir.join("mesh.key");
+        let origins = [(settings.app.clone(), vec!["b".to_string()])];
+        let mesh = MeshSection {
+            id: me.id,
+            listen: me.mesh,
+            key_file: &key_file,
+            numbers: vec![("frame_budget_ms", Some(settings.frame_budget_ms))],
+            app_origins: &origins,
+            peers: all
+                .iter()
+                .filter(|p| p.id != me.id)
+                .map(|p| (p.id, p.mesh, p.public_key.as_str()))
+                .collect(),
+        };
+        c.push_str(&mesh.render());
     }
     c
 }

@@ -44,6 +44,54 @@ pub struct Peer {
     pub public_key: String,
 }
 
+/// A node's `[mesh]` section, `[mesh.app_origins]` and `[[mesh.peers]]`, as TOML (both `popline-bench
+/// topology` and `popline-bench relay` write it).
+#[derive(Debug, Clone)]
+pub struct MeshSection<'a> {
+    /// `mesh.id`.
+    pub id: &'a str,
+    /// `mesh.listen`.
+    pub listen: SocketAddr,
+    /// `mesh.key_file`.
+    pub key_file: &'a Path,
+    /// Numeric `[mesh]` settings written only when given (`frame_budget_ms`, `link_timeout_ms`, ...).
+    pub numbers: Vec<(&'a str, Option<u64>)>,
+    /// `[mesh.app_origins]`: app, origin node ids.
+    pub app_origins: &'a [(String, Vec<String>)],
+    /// `[[mesh.peers]]`: id, address, public key.
+    pub peers: Vec<(&'a str, SocketAddr, &'a str)>,
+}
+
+impl MeshSection<'_> {
+    /// The TOML text.
+    pub fn render(&self) -> String {
+        let mut c = format!(
+            "[mesh]\nid = \"{}\"\nlisten = \"{}\"\nkey_file = {:?}\n",
+            self.id,
+            self.listen,
+            self.key_file.display().to_string()
+        );
+        for (name, v) in &self.numbers {
+            if let Some(v) = v {
+                c.push_str(&format!("{name} = {v}\n"));
+            }
+        }
+        if !self.app_origins.is_empty() {
+            c.push_str("[mesh.app_origins]\n");
+            for (app, origins) in self.app_origins {
+                let list: Vec<String> = origins.iter().map(|o| format!("{o:?}")).collect();
+                c.push_str(&format!("{app} = [{}]\n", list.join(", ")));
+            }
+        }
+        for (id, addr, key) in &self.peers {
+            c.push_str(&format!(
+                "[[mesh.peers]]\nid = \"{id}\"\naddr = \"{addr}\"\npublic_key = \"{key}\"\n"
+            ));
+        }
+        c
+    }
+}
+
 /// Node `id`'s RTMP and admin API addresses, from its index in the node list.
 pub fn loopback_addrs(index: usize) -> Result<(SocketAddr, SocketAddr)> {
     let i = u16::try_from(index).context("too many nodes")?;
@@ -72,35 +120,34 @@ pub fn config(
     c.push_str(&format!(
         "[admin]\nlisten = \"{http}\"\ntoken = {token:?}\n[egress]\nenabled = false\n\
          [engine]\ncores = {cores}\npin = false\n\
-         [bans]\npath = {bans:?}\n\
-         [mesh]\nid = \"{id}\"\nlisten = \"0.0.0.0:{MESH_PORT}\"\nkey_file = {key:?}\n",
+         [bans]\npath = {bans:?}\n",
         token = s.token,
         cores = s.cores,
         bans = dir.join("bans.json").display().to_string(),
-        key = dir.join("mesh.key").display().to_string(),
     ));
-    for (name, v) in [
-        ("frame_budget_ms", s.frame_budget_ms),
-        ("link_timeout_ms", s.link_timeout_ms),
-        ("pull_grace_ms", s.pull_grace_ms),
-    ] {
-        if let Some(v) = v {
-            c.push_str(&format!("{name} = {v}\n"));
-        }
-    }
-    if !s.app_origins.is_empty() {
-        c.push_str("[mesh.app_origins]\n");
-        for (app, origins) in &s.app_origins {
-            let list: Vec<String> = origins.iter().map(|o| format!("{o:?}")).collect();
-            c.push_str(&format!("{app} = [{}]\n", list.join(", ")));
-        }
-    }
-    for p in peers {
-        c.push_str(&format!(
-            "[[mesh.peers]]\nid = \"{}\"\naddr = \"{}:{MESH_PORT}\"\npublic_key = \"{}\"\n",
-            p.id, p.addr, p.public_key
-        ));
-    }
+    let key_file = dir.join("mesh.key");
+    let mesh = MeshSection {
+        id,
+        listen: SocketAddr::from(([0, 0, 0, 0], MESH_PORT)),
+        key_file: &key_file,
+        numbers: vec![
+            ("frame_budget_ms", s.frame_budget_ms),
+            ("link_timeout_ms", s.link_timeout_ms),
+            ("pull_grace_ms", s.pull_grace_ms),
+        ],
+        app_origins: &s.app_origins,
+        peers: peers
+            .iter()
+            .map(|p| {
+                (
+                    p.id.as_str(),
+                    SocketAddr::from((p.addr, MESH_PORT)),
+                    p.public_key.as_str(),
+                )
+            })
+            .collect(),
+    };
+    c.push_str(&mesh.render());
     c
 }
 

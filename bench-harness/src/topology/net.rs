@@ -7,7 +7,7 @@
 
 use super::spec::Spec;
 use crate::compare::load_profile;
-use crate::emulate::{ip, open_tun, remove_stale_namespaces, Emulator, Profile};
+use crate::emulate::{ip, move_tun_into, open_tun, remove_stale_namespaces, Emulator, Profile};
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -93,25 +93,7 @@ impl Net {
         let ns = self
             .namespace(id)
             .with_context(|| format!("no namespace for node {id}"))?;
-        let name = tun::AbstractDevice::tun_name(dev).context("reading the TUN device's name")?;
-        ip(&["link", "set", "dev", &name, "netns", ns])?;
-        // No IPv6 link-local address: no router solicitations or MLD reports on the links.
-        ip(&["-n", ns, "link", "set", "dev", &name, "addrgenmode", "none"])?;
-        let mtu = mtu.to_string();
-        ip(&[
-            "-n",
-            ns,
-            "link",
-            "set",
-            "dev",
-            &name,
-            "mtu",
-            &mtu,
-            "txqueuelen",
-            "1000",
-        ])?;
-        ip(&["-n", ns, "addr", "add", cidr, "dev", &name])?;
-        ip(&["-n", ns, "link", "set", "dev", &name, "up"])
+        move_tun_into(ns, dev, cidr, mtu)
     }
 }
 
