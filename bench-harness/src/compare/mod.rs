@@ -110,6 +110,11 @@ pub struct CompareArgs {
     /// popline: the longest a wait goes on once a completion is ready, microseconds (0: no batching).
     #[arg(long)]
     pub popline_wait_batch_us: Option<u64>,
+    /// popline: how long a new connection may prime the path with padding while its controller is in
+    /// startup, milliseconds (`ConnectionConfig::startup_priming`; 0: none). Its bytes cost CPU that a
+    /// long-lived PoP link pays once, and a short run charges to its stream.
+    #[arg(long)]
+    pub popline_startup_priming_ms: Option<u64>,
 }
 
 /// The wait batching the flags ask for (`None`: the node's default, `WaitBatch::PACED`).
@@ -261,6 +266,7 @@ impl Settings {
                 pacing_round: args.popline_pacing_round_us.map(Duration::from_micros),
                 ack_every: args.popline_ack_every,
                 wait_batch: wait_batch(args.popline_wait_batch, args.popline_wait_batch_us),
+                startup_priming: args.popline_startup_priming_ms.map(Duration::from_millis),
             },
         })
     }

@@ -49,6 +49,8 @@ pub struct PoplineTuning {
     pub ack_every: Option<u32>,
     /// How each side's ring gathers completions into one wake-up (`engine::uring::WaitBatch`).
     pub wait_batch: Option<engine::uring::WaitBatch>,
+    /// How long the connection may prime the path after its handshake (`ConnectionConfig::startup_priming`).
+    pub startup_priming: Option<Duration>,
 }
 
 impl PoplineTuning {
@@ -60,6 +62,9 @@ impl PoplineTuning {
         if let Some(n) = self.ack_every {
             config.ack_every = n;
         }
+        if let Some(t) = self.startup_priming {
+            config.startup_priming = t;
+        }
     }
 
     /// What the overrides are, for a row's `note` (`None` when there are none).
@@ -70,6 +75,9 @@ impl PoplineTuning {
         }
         if let Some(n) = self.ack_every {
             parts.push(format!("ACK every {n}"));
+        }
+        if let Some(t) = self.startup_priming {
+            parts.push(format!("startup priming {} ms", t.as_millis()));
         }
         if let Some(b) = self.wait_batch {
             parts.push(format!(

@@ -23,6 +23,7 @@ fn settings(variants: &str, modes: &str) -> Settings {
         popline_ack_every: None,
         popline_wait_batch: None,
         popline_wait_batch_us: None,
+        popline_startup_priming_ms: None,
     })
     .unwrap()
 }
