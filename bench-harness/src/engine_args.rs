@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
+use engine::uring::WaitBatch;
 use engine::{BackendChoice, IoConfig, UdpConfig};
 use relay::link::DriverConfig;
 use serde::Serialize;
@@ -44,10 +45,11 @@ pub struct EngineArgs {
     #[arg(long)]
     pub loop_batch: Option<usize>,
     /// io_uring: a wait, once a completion is ready, goes on until this many are ready
-    /// (`engine::uring::WaitBatch`; 1: off).
+    /// (`engine::uring::WaitBatch`; 1: off; 16 when only `--wake-batch-us` is given).
     #[arg(long)]
     pub wake_batch: Option<u32>,
-    /// io_uring: the longest a wait goes on once a completion is ready, microseconds (0: off).
+    /// io_uring: the longest a wait goes on once a completion is ready, microseconds (0: off; 200 when only
+    /// `--wake-batch` is given).
     #[arg(long)]
     pub wake_batch_us: Option<u64>,
 }
@@ -121,11 +123,8 @@ impl EngineArgs {
         if let Some(ms) = self.sqpoll_ms {
             io.ring.sqpoll_idle_ms = Some(ms);
         }
-        if let Some(n) = self.wake_batch {
-            io.ring.batch.completions = n.max(1);
-        }
-        if let Some(us) = self.wake_batch_us {
-            io.ring.batch.max_delay = std::time::Duration::from_micros(us);
+        if let Some(batch) = wait_batch(self.wake_batch, self.wake_batch_us) {
+            io.ring.batch = batch;
         }
         if let Some(us) = self.busy_poll_us {
             io.busy_poll_us = us;
@@ -140,6 +139,18 @@ impl EngineArgs {
         }
         Ok(())
     }
+}
+
+/// The wait batching that flags for its completions and its delay ask for: the one not given is the node's
+/// default's (`WaitBatch::PACED`); `None` when neither is given.
+pub fn wait_batch(completions: Option<u32>, max_delay_us: Option<u64>) -> Option<WaitBatch> {
+    if completions.is_none() && max_delay_us.is_none() {
+        return None;
+    }
+    Some(WaitBatch {
+        completions: completions.unwrap_or(WaitBatch::PACED.completions).max(1),
+        max_delay: max_delay_us.map_or(WaitBatch::PACED.max_delay, std::time::Duration::from_micros),
+    })
 }
 
 /// The knobs of `driver` and `udp`, for a report.
@@ -187,6 +198,21 @@ mod tests {
         let k = knobs(&d, &u);
         assert_eq!((k.backend, k.gso, k.gro, k.buffers), ("epoll", false, true, 64));
         assert_eq!((k.socket_buffer, k.sqpoll_ms), (1 << 20, Some(5)));
+        // One of the two batching flags alone takes the other from the node's default, so it batches.
+        EngineArgs {
+            wake_batch: Some(4),
+            ..EngineArgs::default()
+        }
+        .apply(&mut d, &mut u)
+        .unwrap();
+        assert_eq!(
+            d.io.ring.batch,
+            WaitBatch {
+                completions: 4,
+                max_delay: WaitBatch::PACED.max_delay
+            }
+        );
+        assert!(d.io.ring.batch.is_on());
         let bad = EngineArgs {
             buffers: Some(100),
             ..EngineArgs::default()

@@ -117,18 +117,6 @@ pub struct CompareArgs {
     pub popline_startup_priming_ms: Option<u64>,
 }
 
-/// The wait batching the flags ask for (`None`: the node's default, `WaitBatch::PACED`).
-fn wait_batch(completions: Option<u32>, max_delay_us: Option<u64>) -> Option<engine::uring::WaitBatch> {
-    if completions.is_none() && max_delay_us.is_none() {
-        return None;
-    }
-    let default = engine::uring::WaitBatch::PACED;
-    Some(engine::uring::WaitBatch {
-        completions: completions.unwrap_or(default.completions).max(1),
-        max_delay: max_delay_us.map_or(default.max_delay, Duration::from_micros),
-    })
-}
-
 /// A transport under comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
@@ -265,7 +253,10 @@ impl Settings {
             popline_tuning: PoplineTuning {
                 pacing_round: args.popline_pacing_round_us.map(Duration::from_micros),
                 ack_every: args.popline_ack_every,
-                wait_batch: wait_batch(args.popline_wait_batch, args.popline_wait_batch_us),
+                wait_batch: crate::engine_args::wait_batch(
+                    args.popline_wait_batch,
+                    args.popline_wait_batch_us,
+                ),
                 startup_priming: args.popline_startup_priming_ms.map(Duration::from_millis),
             },
         })
