@@ -70,6 +70,67 @@ pub fn threads_cpu_seconds(prefix: &str) -> Result<(f64, f64)> {
     Ok((user as f64 / USER_HZ, system as f64 / USER_HZ))
 }
 
+/// CPU seconds so far of this process's living threads, but those whose name starts with one of `skip_names`
+/// or whose id is in `skip_tids` (each thread's `schedstat` run time, in nanoseconds), plus those of this
+/// process's child processes (`stat`, in ticks): what a variant's threads and processes have used, read while
+/// they run (a thread's own clock can only be read by itself).
+pub fn variant_cpu_seconds(skip_names: &[&str], skip_tids: &[i32]) -> Result<f64> {
+    let mut ns = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").context("listing /proc/self/task")? {
+        let dir = entry?.path();
+        let tid = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i32>().ok());
+        if tid.is_some_and(|t| skip_tids.contains(&t)) {
+            continue;
+        }
+        // A thread may exit between the listing and the reads: skip it.
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if skip_names.iter().any(|p| comm.starts_with(p)) {
+            continue;
+        }
+        let Ok(schedstat) = std::fs::read_to_string(dir.join("schedstat")) else {
+            continue;
+        };
+        ns += parse_schedstat_run_ns(&schedstat)?;
+    }
+    let me = std::process::id();
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_none()
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Ok((ppid, _, user, system)) = parse_stat_owner(&stat) {
+            if ppid == me {
+                ticks += user + system;
+            }
+        }
+    }
+    Ok(ns as f64 / 1e9 + ticks as f64 / USER_HZ)
+}
+
+/// The run time (nanoseconds on a CPU) of a task's `schedstat`: its first field.
+fn parse_schedstat_run_ns(schedstat: &str) -> Result<u64> {
+    schedstat
+        .split_whitespace()
+        .next()
+        .ok_or_else(|| anyhow!("empty schedstat"))?
+        .parse::<u64>()
+        .context("schedstat run time")
+}
+
 /// CPU seconds so far of every other process on the machine (not this one, not its children, not
 /// `ksoftirqd`), by pid: what [`machine_busy_seconds`] must not charge to this process. Each counts its own
 /// user and system time and that of its children it reaped, so a short-lived process (a compiler run) that
@@ -172,6 +233,45 @@ fn parse_stat_user_system(stat: &str) -> Result<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn schedstat_run_time_is_its_first_field() {
+        assert_eq!(
+            super::parse_schedstat_run_ns("123456789 42 7\n").unwrap(),
+            123_456_789
+        );
+        assert!(super::parse_schedstat_run_ns("").is_err());
+        assert!(super::parse_schedstat_run_ns("x 1 2").is_err());
+    }
+
+    #[test]
+    fn a_living_busy_thread_counts_in_the_variant_cpu_unless_skipped() {
+        let before_all = super::variant_cpu_seconds(&[], &[]).unwrap();
+        let before_skipped = super::variant_cpu_seconds(&["spin-skip"], &[]).unwrap();
+        // The thread spins for 200 ms, then waits (alive: an exited thread's time is gone from /proc).
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let busy = std::thread::Builder::new()
+            .name("spin-skip-b".into())
+            .spawn(move || {
+                let t = std::time::Instant::now();
+                let mut x = 0u64;
+                while t.elapsed() < std::time::Duration::from_millis(200) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                let _ = done_tx.send(());
+                let _ = go_rx.recv();
+                x
+            })
+            .unwrap();
+        done_rx.recv().unwrap();
+        let all = super::variant_cpu_seconds(&[], &[]).unwrap() - before_all;
+        let skipped = super::variant_cpu_seconds(&["spin-skip"], &[]).unwrap() - before_skipped;
+        go_tx.send(()).unwrap();
+        busy.join().unwrap();
+        assert!(all >= 0.15, "a thread busy for 200 ms counted {all:.3} s");
+        assert!(skipped < all - 0.1, "skipped {skipped:.3} s of {all:.3} s");
+    }
+
     use super::*;
 
     #[test]

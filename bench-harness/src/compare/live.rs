@@ -170,6 +170,11 @@ impl Arrivals {
         Ok(())
     }
 
+    /// When frame `seq` arrived complete, if it did.
+    pub fn arrival(&self, seq: u64) -> Option<Instant> {
+        self.at.get(&seq).copied()
+    }
+
     /// Frames recorded.
     #[cfg(test)]
     pub fn count(&self) -> usize {

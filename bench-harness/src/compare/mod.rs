@@ -20,7 +20,8 @@
 //!
 //! The one-way delay of every row is the A-to-B packets' delay through the emulated path (propagation plus
 //! bottleneck queueing, 95th percentile), the same measure for every variant. CPU is the variant's own
-//! threads (and, for SRT, its processes), not the emulator's.
+//! threads (and, for SRT, its processes), not the emulator's, over the whole run and, live, over its steady
+//! part ([`steady`]: without the connection's one-off costs).
 //! `--matrix` sweeps RTT x loss ([`matrix`]) and writes a Markdown report with SVG plots ([`svg`]).
 
 mod live;
@@ -31,6 +32,7 @@ mod quinn;
 mod report;
 mod run;
 mod srt;
+mod steady;
 pub mod svg;
 mod tcp;
 #[cfg(test)]
@@ -409,6 +411,8 @@ fn measure(
         cpu_s_per_gb: None,
         machine_cpu_s_per_gb: None,
         emulator_cpu_s_per_gb: None,
+        steady_cpu_s_per_gb: None,
+        steady_machine_cpu_s_per_gb: None,
         seconds: window.as_secs_f64(),
         note: None,
         skipped: None,
@@ -429,13 +433,17 @@ fn measure(
         warmup,
         window,
     ) {
-        Ok((o, p95, machine)) => {
+        Ok((o, p95, machine, steady)) => {
             row.goodput_bps = o.window_bytes as f64 * 8.0 / o.window_s.max(1e-9);
             row.p95_one_way_delay_ms = p95.as_secs_f64() * 1e3;
             let per_gb = |s: f64| (o.total_bytes > 0).then(|| s / (o.total_bytes as f64 / 1e9));
             row.cpu_s_per_gb = per_gb(o.cpu_s);
             row.machine_cpu_s_per_gb = per_gb(machine.charged_s());
             row.emulator_cpu_s_per_gb = per_gb(machine.emulator_user_s + machine.emulator_system_s);
+            if let Some((own, machine)) = steady.and_then(|s| s.per_gb(&o.delivered_at)) {
+                row.steady_cpu_s_per_gb = Some(own);
+                row.steady_machine_cpu_s_per_gb = Some(machine);
+            }
             row.note = o.note;
             if let Some(l) = o.live {
                 row.frames_sent = l.frames_sent;
@@ -464,7 +472,7 @@ fn run_on_lab(
     budget: Duration,
     warmup: Duration,
     window: Duration,
-) -> Result<(Outcome, Duration, MachineCpu)> {
+) -> Result<(Outcome, Duration, MachineCpu, Option<steady::SteadyCpu>)> {
     let (lab, ends) = Lab::create(profile.mtu)?;
     let emulator = Emulator::for_profile(ends.a, ends.b, profile)?;
     for ns in [&lab.ns_a, &lab.ns_b] {
@@ -484,15 +492,33 @@ fn run_on_lab(
         popline_tuning: settings.popline_tuning,
     };
     let before = MachineCpu::read()?;
-    let outcome = match (variant, srt_latency) {
-        (Variant::Popline, _) => popline::run(&spec, false)?,
-        (Variant::PoplinePrimed, _) => popline::run(&spec, true)?,
-        (Variant::TcpCubic, _) => tcp::run(&spec, "cubic")?,
-        (Variant::TcpBbr, _) => tcp::run(&spec, "bbr")?,
-        (Variant::Quinn, _) => quinn::run(&spec)?,
-        (Variant::Srt, Some(latency)) => srt::run(&spec, latency)?,
-        (Variant::Srt, None) => bail!("an SRT run needs a latency"),
+    let sampler = match mode {
+        Mode::Live => steady::SteadySampler::start(spec.epoch, warmup, window)?,
+        Mode::Bulk => None,
     };
+    let outcome = match (variant, srt_latency) {
+        (Variant::Popline, _) => popline::run(&spec, false),
+        (Variant::PoplinePrimed, _) => popline::run(&spec, true),
+        (Variant::TcpCubic, _) => tcp::run(&spec, "cubic"),
+        (Variant::TcpBbr, _) => tcp::run(&spec, "bbr"),
+        (Variant::Quinn, _) => quinn::run(&spec),
+        (Variant::Srt, Some(latency)) => srt::run(&spec, latency),
+        (Variant::Srt, None) => Err(anyhow!("an SRT run needs a latency")),
+    };
+    let outcome = match (outcome, sampler) {
+        (Ok(o), Some(s)) => {
+            let steady = s.finish()?;
+            Ok((o, steady))
+        }
+        (Ok(o), None) => Ok((o, None)),
+        (Err(e), sampler) => {
+            if let Some(s) = sampler {
+                s.abandon();
+            }
+            Err(e)
+        }
+    };
+    let (outcome, steady) = outcome?;
     // Read before the emulator's threads exit (a thread's times go with it).
     let machine = MachineCpu::read()?.since(&before);
     let stats = emulator.stop()?;
@@ -501,7 +527,7 @@ fn run_on_lab(
         .find(|s| s.name == "a2b")
         .map_or(Duration::ZERO, |s| s.queue_delay_p95);
     drop(lab);
-    Ok((outcome, profile.a_to_b.delay + queue_p95, machine))
+    Ok((outcome, profile.a_to_b.delay + queue_p95, machine, steady))
 }
 
 /// CPU of the whole machine and of the link emulator's threads (`emu-*`), over a run.

@@ -131,6 +131,7 @@ pub fn run(spec: &RunSpec<'_>, primed: bool) -> Result<Outcome> {
             cpu_s,
             live: None,
             note,
+            delivered_at: Vec::new(),
         }),
         (None, Some((timeline, sent))) => Ok(Outcome {
             note,

@@ -98,6 +98,7 @@ fn run_bulk(spec: &RunSpec<'_>) -> Result<Outcome> {
             summary.packets_sent,
             summary.rtt.as_millis()
         )),
+        delivered_at: Vec::new(),
     })
 }
 

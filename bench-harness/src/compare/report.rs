@@ -54,6 +54,13 @@ pub struct Row {
     /// The link emulator's threads (user + system) per GB of payload delivered; their system time holds the
     /// kernel's processing of the packets they write into the TUN devices.
     pub emulator_cpu_s_per_gb: Option<f64>,
+    /// Live: `cpu_s_per_gb` over the steady part of the run only (from a second after the live warm-up to the
+    /// end of the judged window, the same instants for every variant), per GB of the frames that arrived in
+    /// it: what a long-lived link pays, without the connection's one-off costs (handshake, first page faults,
+    /// popline's startup priming).
+    pub steady_cpu_s_per_gb: Option<f64>,
+    /// Live: `machine_cpu_s_per_gb` over the same steady part.
+    pub steady_machine_cpu_s_per_gb: Option<f64>,
     /// Length of the measured window, seconds.
     pub seconds: f64,
     /// Anything worth knowing about the run.
@@ -153,9 +160,14 @@ pub fn table(rows: &[Row]) -> String {
                 ratio(p.cpu_s_per_gb, r.cpu_s_per_gb),
                 ratio(p.machine_cpu_s_per_gb, r.machine_cpu_s_per_gb)
             );
+            let steady = format!(
+                "steady cpu/GB {} (machine {})",
+                ratio(p.steady_cpu_s_per_gb, r.steady_cpu_s_per_gb),
+                ratio(p.steady_machine_cpu_s_per_gb, r.steady_machine_cpu_s_per_gb)
+            );
             ratios.push(match mode {
                 "live" => format!(
-                    "popline/{}: goodput {g}, on time {} vs {}, {cpu}",
+                    "popline/{}: goodput {g}, on time {} vs {}, {cpu}, {steady}",
                     r.label(),
                     opt(p.on_time_pct(), 2),
                     opt(r.on_time_pct(), 2)
@@ -197,6 +209,8 @@ pub(crate) mod tests {
             cpu_s_per_gb: Some(3.0),
             machine_cpu_s_per_gb: Some(5.0),
             emulator_cpu_s_per_gb: Some(4.0),
+            steady_cpu_s_per_gb: None,
+            steady_machine_cpu_s_per_gb: None,
             seconds: 20.0,
             note: None,
             skipped: None,

@@ -122,6 +122,8 @@ pub struct Outcome {
     pub live: Option<LiveResult>,
     /// Anything the reader of the row should know (e.g. a setting the kernel refused).
     pub note: Option<String>,
+    /// Live: when each delivered frame arrived complete, and its bytes (every frame, warm-up included).
+    pub delivered_at: Vec<(Instant, usize)>,
 }
 
 /// Waits out `warmup`, then samples `delivered` over `window`: the bytes and seconds of the window.
@@ -173,6 +175,10 @@ impl LiveTimeline {
             cpu_s,
             live: Some(live),
             note: None,
+            delivered_at: sent
+                .iter()
+                .filter_map(|f| arrivals.arrival(f.seq).map(|at| (at, f.len)))
+                .collect(),
         }
     }
 }

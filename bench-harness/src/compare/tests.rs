@@ -141,6 +141,9 @@ fn a_short_comparison_on_a_lossy_path() {
         if r.mode == "live" {
             assert!(r.frames_sent > 0 && r.frames_delivered > 0, "{r:?}");
             assert!(r.frames_on_time <= r.frames_delivered, "{r:?}");
+            // The steady window (a second after the warm-up to the window's end) holds frames and CPU.
+            assert!(r.steady_cpu_s_per_gb.is_some_and(|c| c > 0.0), "{r:?}");
+            assert!(r.steady_machine_cpu_s_per_gb.is_some_and(|c| c >= 0.0), "{r:?}");
         }
         let json = serde_json::to_value(r).unwrap();
         for key in [
@@ -155,6 +158,8 @@ fn a_short_comparison_on_a_lossy_path() {
             "cpu_s_per_gb",
             "machine_cpu_s_per_gb",
             "emulator_cpu_s_per_gb",
+            "steady_cpu_s_per_gb",
+            "steady_machine_cpu_s_per_gb",
         ] {
             assert!(json.get(key).is_some(), "{key} missing from {json}");
         }
