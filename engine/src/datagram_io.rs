@@ -417,6 +417,13 @@ impl DatagramIo {
         }
     }
 
+    /// How the following waits gather completions (io_uring; epoll always wakes at the first event).
+    pub fn set_wait_batch(&mut self, batch: crate::uring::WaitBatch) {
+        if let Inner::Uring(u) = &mut self.inner {
+            u.set_wait_batch(batch);
+        }
+    }
+
     /// Submits queued sends and waits for data, room to send, or `timeout` (`None`: no limit; zero: no wait).
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         match &mut self.inner {

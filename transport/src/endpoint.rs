@@ -569,6 +569,27 @@ impl Endpoint {
         None
     }
 
+    /// For a driver that gathers several datagrams per wake-up (a batched io_uring wait): call once the
+    /// datagrams of a wake-up are handed over. What they brought is acknowledged with the next transmit rather
+    /// than on a delayed-ACK timer that would wake the receiver again (the ACK interval still spaces ACKs).
+    pub fn on_receive_batch_end(&mut self, now: Instant) {
+        for c in self.conns.iter_mut().flatten() {
+            c.on_receive_batch_end(now);
+        }
+    }
+
+    /// A hint for the driver's next wait: datagrams the peers are in the middle of sending (what is left of
+    /// the frames whose fragments are arriving, every connection together) and how long until the first of
+    /// those frames should be in, at most the ACK interval (see [`crate::connection::train`]). `None` when
+    /// none is expected.
+    pub fn receive_batch_hint(&self, now: Instant) -> Option<(u32, Duration)> {
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(|c| c.train_hint(now))
+            .reduce(|(n, d), (m, e)| (n.saturating_add(m), d.min(e)))
+    }
+
     /// The earliest instant at which `handle_timeout` (or `poll_transmit`) has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.conns

@@ -1013,3 +1013,55 @@ fn a_replayed_older_initial_does_not_replace_a_newer_half_open_connection() {
     assert_eq!(b.connection_count(), 1);
     assert_eq!(b.stats().replayed_initials, 1);
 }
+
+/// The receiver's hint for its driver's next wait: once a frame's train is arriving, the rest of it (by the
+/// fragments' headers) and about when it should be in (by their spacing), at most the ACK interval; nothing
+/// once the frame is complete or the train stalls.
+#[test]
+fn a_receiver_expects_the_rest_of_a_frames_train() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let interval = b_cfg.connection.ack_interval;
+    assert!(!interval.is_zero());
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    let ch = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    // Past the startup priming, whose padding carries no fragment.
+    p.run_for(Duration::from_millis(2_500));
+    assert_eq!(p.b.receive_batch_hint(p.now), None);
+    p.a.send_frame(ch, StreamId(1), frame(MediaKind::Key, 30_000))
+        .unwrap();
+    // The pacer's first burst, handed to b 100 us apart.
+    let mut burst = Vec::new();
+    while burst.len() < 6 {
+        let mut d = Vec::new();
+        if p.a.poll_transmit(p.now, &mut d).is_none() {
+            break;
+        }
+        burst.push(d);
+    }
+    assert!(burst.len() >= 3, "{} datagrams in the first burst", burst.len());
+    let mut at = p.now;
+    let mut hint = None;
+    for d in &burst {
+        at += Duration::from_micros(100);
+        p.b.handle_datagram(at, p.a_addr, BytesMut::from(&d[..]));
+        hint = p.b.receive_batch_hint(at);
+    }
+    p.now = at;
+    let (expected, delay) = hint.expect("a train is arriving");
+    let per_datagram = burst.last().map_or(1, Vec::len);
+    let left = 30_000 / per_datagram - burst.len();
+    assert!(
+        (left.saturating_sub(2)..=left + 2).contains(&(expected as usize)),
+        "{expected} datagrams expected after {} of {per_datagram} bytes of 30,000",
+        burst.len()
+    );
+    // About 100 us a datagram, held to the ACK interval.
+    let due = (Duration::from_micros(100) * expected).min(interval);
+    assert!(delay >= due / 2 && delay <= interval, "{delay:?} for {expected}");
+    // The hint lapses an ACK interval after the last fragment.
+    assert!(p.b.receive_batch_hint(at + interval * 2).is_none());
+    // The whole frame arrives: nothing more is expected.
+    p.run_for(Duration::from_secs(1));
+    assert_eq!(Pair::frames(&p.b_events).len(), 1);
+    assert_eq!(p.b.receive_batch_hint(p.now), None);
+}

@@ -138,6 +138,16 @@ impl CoreIo {
         self.ring.take_woken()
     }
 
+    /// How the ring's waits gather completions: set at build (`RingConfig::batch`), read back here.
+    pub fn wait_batch(&self) -> super::WaitBatch {
+        self.ring.batch()
+    }
+
+    /// Changes how the following waits gather completions (see [`super::Ring::set_batch`]).
+    pub fn set_wait_batch(&mut self, batch: super::WaitBatch) {
+        self.ring.set_batch(batch);
+    }
+
     /// Arms and flushes what every driver has queued, submits, and waits until a completion is ready or
     /// `timeout` passes (`None`: no limit; zero: just submit). One `io_uring_enter`.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {

@@ -84,7 +84,28 @@ impl WaitBatch {
     pub fn is_on(&self) -> bool {
         self.completions > 1 && !self.max_delay.is_zero()
     }
+
+    /// This batch for a wait during which a train of `expected` datagrams is still to come, due in within
+    /// `delay` (a transport's hint, e.g. `transport::Endpoint::receive_batch_hint`): the wait goes on for the
+    /// longer of this batch's delay and `delay` once something is ready, or until `expected` completions are
+    /// (at most [`MAX_TRAIN_COMPLETIONS`]). The count rarely ends it early: with deferred task work
+    /// (`IORING_SETUP_DEFER_TASKRUN`) a socket's arrivals while the task sleeps are one pending piece of task
+    /// work, not counted one by one, so the delay is what bounds the wait, and it should be when the train is
+    /// expected to be in. A batch that is off stays off (a plain ring never waits for more than one
+    /// completion), and so does this one when fewer than 2 are expected.
+    pub fn for_train(self, expected: u32, delay: Duration) -> WaitBatch {
+        if !self.is_on() || expected < 2 {
+            return self;
+        }
+        WaitBatch {
+            completions: expected.min(MAX_TRAIN_COMPLETIONS),
+            max_delay: self.max_delay.max(delay),
+        }
+    }
 }
+
+/// The most completions a train's wait ([`WaitBatch::for_train`]) waits for.
+pub const MAX_TRAIN_COMPLETIONS: u32 = 64;
 
 impl Default for WaitBatch {
     /// [`WaitBatch::OFF`].

@@ -165,6 +165,16 @@ impl Ring {
         unsafe { self.push(&entry) }
     }
 
+    /// How this ring's waits gather completions (set at build from [`RingConfig::batch`]).
+    pub fn batch(&self) -> WaitBatch {
+        self.batch
+    }
+
+    /// Changes how the following waits gather completions (e.g. [`WaitBatch::for_train`] for one wait).
+    pub fn set_batch(&mut self, batch: WaitBatch) {
+        self.batch = batch;
+    }
+
     /// Submits what is queued (arming the watch first) and waits until a completion is ready or `timeout`
     /// passes (`None`: no limit; zero: just submit). Returns at once when completions are already waiting.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
@@ -181,6 +191,18 @@ impl Ring {
         } else {
             Some(Duration::ZERO)
         };
+        let batching = self.batch.is_on() && self.features.min_wait;
+        if batching && timeout != Some(Duration::ZERO) && !self.ring.submission().is_empty() {
+            // A send usually completes while it is submitted. Its completion, ready before the wait begins,
+            // would end a batched wait at the min-wait time (the kernel ends it then if anything is ready),
+            // not at the timeout: a wake-up per send. So submit first, and hand such completions to the
+            // caller before waiting; its next wait then sleeps until something arrives.
+            self.ring.submit()?;
+            if !self.ring.completion().is_empty() {
+                return Ok(());
+            }
+            self.enters += 1;
+        }
         super::submit_and_wait(&self.ring, timeout, self.batch, self.features.min_wait)
     }
 

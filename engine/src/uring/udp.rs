@@ -516,6 +516,11 @@ impl UringUdp {
         self.ring.watch(fd);
     }
 
+    /// How the ring's waits gather completions (see [`Ring::set_batch`]).
+    pub fn set_wait_batch(&mut self, batch: super::WaitBatch) {
+        self.ring.set_batch(batch);
+    }
+
     /// Submits what is queued (re-arming the receive and resending `EAGAIN` batches first) and waits until a
     /// completion is ready or `timeout` passes (`None`: no limit; zero: do not wait).
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {

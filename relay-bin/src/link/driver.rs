@@ -64,6 +64,9 @@ pub struct DriverStats {
     pub send_blocked: u64,
     /// Iterations that stopped receiving at `max_recv_per_iteration` with data possibly still queued.
     pub recv_capped: u64,
+    /// Waits widened to gather a train the peer was in the middle of sending
+    /// (`Endpoint::receive_batch_hint`, `engine::uring::WaitBatch::for_train`).
+    pub train_waits: u64,
 }
 
 /// One `transport::Endpoint` on one UDP socket.
@@ -190,10 +193,23 @@ impl TransportDriver {
         } else {
             deadline.map(|d| d.saturating_duration_since(Instant::now()))
         };
+        // A train the peer is in the middle of sending: let the wait gather it rather than wake per datagram.
+        let base = self.config.io.ring.batch;
+        let batch = match self.endpoint.receive_batch_hint(now) {
+            Some((expected, delay)) => base.for_train(expected, delay),
+            None => base,
+        };
+        if batch != base {
+            self.stats.train_waits += 1;
+        }
+        self.io.set_wait_batch(batch);
         self.io.wait(timeout)?;
 
         let now = Instant::now();
         self.receive(now);
+        if self.config.io.ring.batch.is_on() {
+            self.endpoint.on_receive_batch_end(now);
+        }
         let work_started = now;
         if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
             self.endpoint.handle_timeout(now);

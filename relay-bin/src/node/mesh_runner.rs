@@ -5,7 +5,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use engine::uring::{CoreIo, UdpId};
@@ -73,6 +73,12 @@ impl MeshRunner {
         segment: Option<usize>,
     ) {
         self.link.on_datagram(now, from, bytes, segment);
+    }
+
+    /// Datagrams the peer PoPs are in the middle of sending, and how long the core's wait may gather them
+    /// (`transport::Endpoint::receive_batch_hint`).
+    pub fn receive_batch_hint(&self, now: Instant) -> Option<(u32, Duration)> {
+        self.link.endpoint().receive_batch_hint(now)
     }
 
     /// When [`MeshRunner::run`] must be called at the latest.

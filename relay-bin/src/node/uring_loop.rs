@@ -49,6 +49,9 @@ pub struct UringLoop {
     flushing: Vec<(Instant, Conn)>,
     /// The PoP mesh, on the mesh core when the mesh is on: its UDP socket shares this ring.
     mesh: Option<Box<MeshRunner>>,
+    /// How the ring's waits gather completions (`[engine] wake_batch`), widened for one wait while a peer
+    /// PoP is in the middle of sending a frame's train (`WaitBatch::for_train`).
+    wait_batch: engine::uring::WaitBatch,
 }
 
 /// A connection on the ring: the listener that accepted it and its id there.
@@ -121,6 +124,7 @@ impl UringLoop {
             None => None,
         };
         Ok(UringLoop {
+            wait_batch: io.wait_batch(),
             mesh,
             core: NodeCore::new(index, shared, now),
             io,
@@ -145,6 +149,11 @@ impl UringLoop {
                 deadline = deadline.min(mesh.poll_timeout(now));
             }
             let timeout = deadline.saturating_duration_since(now);
+            let train = self.mesh.as_ref().and_then(|m| m.receive_batch_hint(now));
+            self.io.set_wait_batch(match train {
+                Some((expected, delay)) => self.wait_batch.for_train(expected, delay),
+                None => self.wait_batch,
+            });
             if let Err(error) = self.io.wait(Some(timeout)) {
                 warn!(core = self.core.index(), %error, "io_uring wait failed");
                 std::thread::sleep(Duration::from_millis(10));

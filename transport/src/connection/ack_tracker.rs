@@ -92,6 +92,18 @@ impl AckTracker {
         }
     }
 
+    /// The end of a receive batch (a driver that gathers several datagrams per wake-up, see
+    /// `Endpoint::on_receive_batch_end`): what arrived is acknowledged now, not on a timer that would wake the
+    /// receiver again for it (a lone packet's `max_ack_delay`), unless an ACK went out less than the ACK
+    /// interval ago; then at that interval, as before.
+    pub fn on_receive_batch_end(&mut self, now: Instant) {
+        if self.eliciting_since_ack == 0 {
+            return;
+        }
+        let due = self.last_ack_sent.map_or(now, |t| t + self.ack_interval).max(now);
+        self.ack_due = Some(self.ack_due.map_or(due, |d| d.min(due)));
+    }
+
     fn insert(&mut self, pn: u64) {
         // Fast path: extends the newest range or starts a newer one.
         match self.ranges.back_mut() {
@@ -204,6 +216,33 @@ mod tests {
 
     fn tracker() -> AckTracker {
         AckTracker::new(2, Duration::from_millis(5), Duration::from_millis(20))
+    }
+
+    #[test]
+    fn a_receive_batch_ends_with_an_ack_unless_one_went_out_within_the_interval() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut t =
+            AckTracker::new(8, Duration::from_millis(5), Duration::from_millis(20)).with_ack_interval(ms);
+        // Nothing received: nothing owed.
+        t.on_receive_batch_end(t0);
+        assert_eq!(t.next_deadline(), None);
+        // A lone packet waits for max_ack_delay, unless its batch ended: then it is acknowledged at once.
+        t.on_packet(t0, 0, true);
+        assert_eq!(t.next_deadline(), Some(t0 + 5 * ms));
+        t.on_receive_batch_end(t0);
+        assert!(t.wants_ack(t0));
+        t.build_ack(t0).unwrap();
+        // The next batch, 300 us after that ACK: its ACK waits for the interval.
+        let now = t0 + Duration::from_micros(300);
+        t.on_packet(now, 1, true);
+        t.on_receive_batch_end(now);
+        assert_eq!(t.next_deadline(), Some(t0 + ms));
+        // Packets that elicit no ACK owe none.
+        let mut quiet = tracker();
+        quiet.on_packet(t0, 0, false);
+        quiet.on_receive_batch_end(t0);
+        assert_eq!(quiet.next_deadline(), None);
     }
 
     #[test]

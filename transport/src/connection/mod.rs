@@ -7,6 +7,7 @@ pub mod recovery;
 pub mod rtt;
 pub mod send_queue;
 pub mod stats;
+pub mod train;
 
 use self::ack_tracker::AckTracker;
 use self::reassembly::{DeliveredFrame, FragmentOutcome, Gap, Reassembler, RecvOutput};
@@ -207,6 +208,8 @@ pub struct Connection {
     /// When to send a tail probe: a PING after the last packet of a burst, so that the receiver sees a gap
     /// (and NAKs) at once if that packet was lost, instead of waiting for the next frame.
     tail_probe_at: Option<Instant>,
+    /// The frame whose fragments are arriving now (see [`train`]).
+    incoming_train: train::TrainTracker,
     /// Startup priming (see [`ConnectionConfig::startup_priming`]): `None` until the first packet after the
     /// handshake, then the instant priming stops at the latest.
     priming_until: Option<Instant>,
@@ -265,6 +268,7 @@ impl Connection {
             closed: false,
             next_pacing: None,
             tail_probe_at: None,
+            incoming_train: train::TrainTracker::default(),
             path_validated: true,
             amp_received: 0,
             amp_sent: 0,
@@ -475,6 +479,20 @@ impl Connection {
     /// One stream's send-side counters, if the stream has sent anything.
     pub fn stream_send_stats(&self, stream: u32) -> Option<send_queue::SendStats> {
         self.sendq.stream_stats(stream).cloned()
+    }
+
+    /// Datagrams the peer is in the middle of sending (what is left of the frame whose fragments are
+    /// arriving, while its latest fragment came within the ACK interval) and how long until the last should be
+    /// in, at most the ACK interval (see [`train`]).
+    pub fn train_hint(&self, now: Instant) -> Option<(u32, Duration)> {
+        self.incoming_train.hint(now, self.config.ack_interval)
+    }
+
+    /// The driver handed over every datagram one wake-up brought (see [`AckTracker::on_receive_batch_end`]).
+    pub fn on_receive_batch_end(&mut self, now: Instant) {
+        if !self.closed && self.keys.is_some() {
+            self.acks.on_receive_batch_end(now);
+        }
     }
 
     fn tail_probe_delay(&self) -> Duration {
@@ -701,6 +719,9 @@ impl Connection {
                     self.on_ack_frame(now, &ack)
                 }
                 Frame::Fragment(h, range) => {
+                    let len = u32::try_from(range.len()).unwrap_or(u32::MAX);
+                    self.incoming_train
+                        .on_fragment(now, h.stream, h.seq, h.frame_len, h.offset, len);
                     refused |= self.recv.on_fragment_in(now, &h, &payload, range) == FragmentOutcome::Refused;
                 }
                 Frame::Dropped(n) => refused |= !self.recv.on_dropped(now, &n),
