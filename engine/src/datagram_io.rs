@@ -417,6 +417,15 @@ impl DatagramIo {
         }
     }
 
+    /// Whether this socket's waits can gather several completions (io_uring where the kernel has `min_wait`,
+    /// 6.12+); epoll, and older kernels, wake at the first event.
+    pub fn can_batch_waits(&self) -> bool {
+        match &self.inner {
+            Inner::Epoll(_) => false,
+            Inner::Uring(u) => u.features().min_wait,
+        }
+    }
+
     /// How the following waits gather completions (io_uring; epoll always wakes at the first event).
     pub fn set_wait_batch(&mut self, batch: crate::uring::WaitBatch) {
         if let Inner::Uring(u) = &mut self.inner {

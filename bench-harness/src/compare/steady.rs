@@ -6,8 +6,10 @@
 //! 12 s stream of 6 Mbit/s carries). A PoP link pays those once a connection, and lives for days, so what it
 //! costs per GB is the steady part. A sampler thread reads the variant's CPU (its threads and child processes,
 //! see [`crate::cpu::variant_cpu_seconds`]) and the machine's at two instants fixed from the run's start:
-//! [`SETTLE`] after the live warm-up, and the end of the judged window. The bytes are those of the frames whose
-//! last byte arrived between the two. The same instants hold for every variant.
+//! [`SETTLE`] after the live warm-up, and the end of the judged window, both counted from the run's start (the
+//! same instants for every variant). A variant whose stream starts well after the run does (SRT, which waits
+//! for its connection; `popline-primed`, which primes first) has its window earlier in its stream: it may hold
+//! part of its warm-up. The bytes are those of the frames whose last byte arrived between the two instants.
 
 use super::MachineCpu;
 use anyhow::{anyhow, Result};
@@ -77,7 +79,7 @@ impl SteadySampler {
         Ok(Some(SteadySampler { handle, give_up }))
     }
 
-    /// Waits for the window's end and returns what was read; `None` if the run ended before it.
+    /// Waits for the window's end and returns what was read (`None` only after [`Self::abandon`]).
     pub fn finish(self) -> Result<Option<SteadyCpu>> {
         self.handle
             .join()

@@ -86,8 +86,9 @@ impl WaitBatch {
     }
 
     /// This batch for a wait during which a train of `expected` datagrams is still to come, due in within
-    /// `delay` (a transport's hint, e.g. `transport::Endpoint::receive_batch_hint`): the wait goes on for the
-    /// longer of this batch's delay and `delay` once something is ready, or until `expected` completions are
+    /// `delay` (a transport's hint, e.g. `transport::Endpoint::receive_batch_hint`): once something is ready,
+    /// the wait goes on until the longer of this batch's delay and `delay` has passed since it began, or until
+    /// `expected` completions are
     /// (at most [`MAX_TRAIN_COMPLETIONS`]). The count rarely ends it early: with deferred task work
     /// (`IORING_SETUP_DEFER_TASKRUN`) a socket's arrivals while the task sleeps are one pending piece of task
     /// work, not counted one by one, so the delay is what bounds the wait, and it should be when the train is

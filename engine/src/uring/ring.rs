@@ -67,6 +67,8 @@ pub struct Ring {
     enabled: bool,
     /// `io_uring_enter` calls.
     enters: u64,
+    /// The last [`Ring::submit_and_wait`] returned after submitting, without waiting (see there).
+    returned_early: bool,
     next_tag: u8,
     next_group: u16,
     /// Completions taken off the queue while one driver quiesced alone, for the others.
@@ -97,6 +99,7 @@ impl Ring {
             batch: config.batch,
             enabled: false,
             enters: 0,
+            returned_early: false,
             next_tag: 1,
             next_group: 0,
             backlog: VecDeque::new(),
@@ -192,17 +195,29 @@ impl Ring {
             Some(Duration::ZERO)
         };
         let batching = self.batch.is_on() && self.features.min_wait;
-        if batching && timeout != Some(Duration::ZERO) && !self.ring.submission().is_empty() {
+        if batching
+            && !self.returned_early
+            && timeout != Some(Duration::ZERO)
+            && !self.ring.submission().is_empty()
+        {
             // A send usually completes while it is submitted. Its completion, ready before the wait begins,
             // would end a batched wait at the min-wait time (the kernel ends it then if anything is ready),
             // not at the timeout: a wake-up per send. So submit first, and hand such completions to the
-            // caller before waiting; its next wait then sleeps until something arrives.
-            self.ring.submit()?;
+            // caller before waiting; its next wait then sleeps until something arrives. At most once before
+            // a real wait: a send refused at once (resubmitted by its driver) cannot make this spin, and the
+            // real wait runs the ring's deferred work (receives, wake-ups).
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
+                Err(e) => return Err(e),
+            }
             if !self.ring.completion().is_empty() {
+                self.returned_early = true;
                 return Ok(());
             }
             self.enters += 1;
         }
+        self.returned_early = false;
         super::submit_and_wait(&self.ring, timeout, self.batch, self.features.min_wait)
     }
 

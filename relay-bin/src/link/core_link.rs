@@ -84,7 +84,7 @@ impl CoreLink {
     /// ring's next wait submits it). Call after the receives of a loop iteration, and after sending frames.
     pub fn step(&mut self, io: &mut CoreIo, now: Instant) -> io::Result<()> {
         self.stats.iterations += 1;
-        if io.wait_batch().is_on() {
+        if io.wait_batch().is_on() && io.features().min_wait {
             // The ring batches its waits: acknowledge what this wake-up brought now, not on a timer.
             self.endpoint.on_receive_batch_end(now);
         }

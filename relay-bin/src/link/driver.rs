@@ -207,7 +207,7 @@ impl TransportDriver {
 
         let now = Instant::now();
         self.receive(now);
-        if self.config.io.ring.batch.is_on() {
+        if self.config.io.ring.batch.is_on() && self.io.can_batch_waits() {
             self.endpoint.on_receive_batch_end(now);
         }
         let work_started = now;

@@ -720,9 +720,13 @@ impl Connection {
                 }
                 Frame::Fragment(h, range) => {
                     let len = u32::try_from(range.len()).unwrap_or(u32::MAX);
-                    self.incoming_train
-                        .on_fragment(now, h.stream, h.seq, h.frame_len, h.offset, len);
-                    refused |= self.recv.on_fragment_in(now, &h, &payload, range) == FragmentOutcome::Refused;
+                    if self.recv.on_fragment_in(now, &h, &payload, range) == FragmentOutcome::Refused {
+                        refused = true;
+                    } else {
+                        // Only a fragment the reassembler took (within its limits) informs the next wait.
+                        self.incoming_train
+                            .on_fragment(now, h.stream, h.seq, h.frame_len, h.offset, len);
+                    }
                 }
                 Frame::Dropped(n) => refused |= !self.recv.on_dropped(now, &n),
                 Frame::Close { code, reason } => {

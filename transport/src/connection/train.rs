@@ -88,8 +88,9 @@ impl TrainTracker {
         }
     }
 
-    /// Datagrams of the arriving frame still to come, and how long until the last should be in (at most
-    /// `lifetime`), if its latest fragment came within `lifetime` of `now` and the spacing is known.
+    /// Datagrams of the arriving frame still to come, and how long from `now` until the last should be in (at
+    /// most `lifetime`; zero when it is late), if its latest fragment came within `lifetime` of `now` and the
+    /// spacing is known.
     pub fn hint(&self, now: Instant, lifetime: Duration) -> Option<(u32, Duration)> {
         let t = self.train?;
         if t.unit == 0 || t.end >= t.frame_len || now.saturating_duration_since(t.last_at) > lifetime {
@@ -97,7 +98,11 @@ impl TrainTracker {
         }
         let left = (t.frame_len - t.end).div_ceil(t.unit);
         let spacing = t.spacing().or(self.spacing)?;
-        Some((left, spacing.saturating_mul(left).min(lifetime)))
+        // Due from the latest fragment on; what has passed since is taken off.
+        let delay = spacing
+            .saturating_mul(left)
+            .saturating_sub(now.saturating_duration_since(t.last_at));
+        Some((left, delay.min(lifetime)))
     }
 }
 
@@ -137,7 +142,9 @@ mod tests {
         t.on_fragment(t0 + 150 * US, 0, 8, 2_800, 1_400, 1_400);
         let now = t0 + 100 * US;
         assert_eq!(t.hint(now, MS), Some((2, 200 * US)));
-        assert_eq!(t.hint(now + MS, MS), Some((2, 200 * US)));
+        // 50 us later the rest is due 150 us from then; a late train is due at once.
+        assert_eq!(t.hint(now + 50 * US, MS), Some((2, 150 * US)));
+        assert_eq!(t.hint(now + MS, MS), Some((2, Duration::ZERO)));
         assert_eq!(t.hint(now + 2 * MS, MS), None);
     }
 
