@@ -51,23 +51,52 @@ pub fn machine_busy_seconds() -> Result<f64> {
 pub fn threads_cpu_seconds(prefix: &str) -> Result<(f64, f64)> {
     let mut user = 0u64;
     let mut system = 0u64;
-    for entry in std::fs::read_dir("/proc/self/task").context("listing /proc/self/task")? {
-        let dir = entry?.path();
-        // A thread may exit between the listing and the reads: skip it.
-        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
-            continue;
-        };
+    for_each_thread(|dir, _, comm| {
         if !comm.trim_end().starts_with(prefix) {
-            continue;
+            return Ok(());
         }
         let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
-            continue;
+            return Ok(());
         };
         let (u, s) = parse_stat_user_system(&stat)?;
         user += u;
         system += s;
-    }
+        Ok(())
+    })?;
     Ok((user as f64 / USER_HZ, system as f64 / USER_HZ))
+}
+
+/// Calls `f` with the directory, id and name of each living thread of this process (`/proc/self/task`); a
+/// thread that exits between the listing and the read of its name is skipped.
+fn for_each_thread(mut f: impl FnMut(&std::path::Path, Option<i32>, &str) -> Result<()>) -> Result<()> {
+    for entry in std::fs::read_dir("/proc/self/task").context("listing /proc/self/task")? {
+        let dir = entry?.path();
+        let tid = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i32>().ok());
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        f(&dir, tid, &comm)?;
+    }
+    Ok(())
+}
+
+/// Calls `f` with the pid and the `stat` line of each process on the machine (`/proc/<pid>/stat`); a
+/// process that exits between the listing and the read is skipped.
+fn for_each_process(mut f: impl FnMut(u32, &str)) -> Result<()> {
+    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
+        let entry = entry?;
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        f(pid, &stat);
+    }
+    Ok(())
 }
 
 /// CPU seconds so far of this process's living threads, but those whose name starts with one of `skip_names`
@@ -76,48 +105,24 @@ pub fn threads_cpu_seconds(prefix: &str) -> Result<(f64, f64)> {
 /// they run (a thread's own clock can only be read by itself).
 pub fn variant_cpu_seconds(skip_names: &[&str], skip_tids: &[i32]) -> Result<f64> {
     let mut ns = 0u64;
-    for entry in std::fs::read_dir("/proc/self/task").context("listing /proc/self/task")? {
-        let dir = entry?.path();
-        let tid = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse::<i32>().ok());
-        if tid.is_some_and(|t| skip_tids.contains(&t)) {
-            continue;
+    for_each_thread(|dir, tid, comm| {
+        if tid.is_some_and(|t| skip_tids.contains(&t)) || skip_names.iter().any(|p| comm.starts_with(p)) {
+            return Ok(());
         }
-        // A thread may exit between the listing and the reads: skip it.
-        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
-            continue;
-        };
-        if skip_names.iter().any(|p| comm.starts_with(p)) {
-            continue;
+        if let Ok(schedstat) = std::fs::read_to_string(dir.join("schedstat")) {
+            ns += parse_schedstat_run_ns(&schedstat)?;
         }
-        let Ok(schedstat) = std::fs::read_to_string(dir.join("schedstat")) else {
-            continue;
-        };
-        ns += parse_schedstat_run_ns(&schedstat)?;
-    }
+        Ok(())
+    })?;
     let me = std::process::id();
     let mut ticks = 0u64;
-    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
-        let entry = entry?;
-        if entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-            .is_none()
-        {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Ok((ppid, _, user, system)) = parse_stat_owner(&stat) {
+    for_each_process(|_, stat| {
+        if let Ok((ppid, _, user, system)) = parse_stat_owner(stat) {
             if ppid == me {
                 ticks += user + system;
             }
         }
-    }
+    })?;
     Ok(ns as f64 / 1e9 + ticks as f64 / USER_HZ)
 }
 
@@ -138,28 +143,20 @@ fn parse_schedstat_run_ns(schedstat: &str) -> Result<u64> {
 pub fn other_processes_cpu_seconds() -> Result<HashMap<u32, f64>> {
     let me = std::process::id();
     let mut out = HashMap::new();
-    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
-        let entry = entry?;
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
+    for_each_process(|pid, stat| {
         if pid == me {
-            continue;
+            return;
         }
-        // A process may exit between the listing and the read: skip it.
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Ok((ppid, flags, user, system)) = parse_stat_owner(&stat) else {
-            continue;
+        let Ok((ppid, flags, user, system)) = parse_stat_owner(stat) else {
+            return;
         };
         // ksoftirqd runs network softirq work that did not fit where it was raised: the run's own.
         let softirqd = flags & PF_KTHREAD != 0 && stat.contains("(ksoftirqd/");
         if ppid == me || softirqd {
-            continue;
+            return;
         }
         out.insert(pid, (user + system) as f64 / USER_HZ);
-    }
+    })?;
     Ok(out)
 }
 

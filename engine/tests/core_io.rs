@@ -314,24 +314,24 @@ fn an_unbatched_wait_ends_at_the_first_datagram() {
 #[test]
 fn a_train_wait_gathers_the_train_within_its_delay() {
     assert_eq!(
-        WaitBatch::OFF.for_train(8, Duration::from_secs(1)),
+        WaitBatch::OFF.for_train(Some((8, Duration::from_secs(1)))),
         WaitBatch::OFF
     );
     assert_eq!(
-        WaitBatch::PACED.for_train(1, Duration::from_secs(1)),
+        WaitBatch::PACED.for_train(Some((1, Duration::from_secs(1)))),
         WaitBatch::PACED
     );
-    let wide = WaitBatch::PACED.for_train(1_000, Duration::from_millis(1));
+    let wide = WaitBatch::PACED.for_train(Some((1_000, Duration::from_millis(1))));
     assert_eq!(wide.completions, engine::uring::MAX_TRAIN_COMPLETIONS);
     assert_eq!(wide.max_delay, Duration::from_millis(1));
     // A delay shorter than the batch's own keeps the batch's.
-    let short = WaitBatch::PACED.for_train(4, Duration::from_micros(10));
+    let short = WaitBatch::PACED.for_train(Some((4, Duration::from_micros(10))));
     assert_eq!(short.max_delay, WaitBatch::PACED.max_delay);
 
     let (mut io, addr) = batching_core(WaitBatch::PACED);
     let batching = io.features().min_wait;
     // Four datagrams 20 ms apart, the last at 60 ms: a train due in within 100 ms.
-    io.set_wait_batch(WaitBatch::PACED.for_train(4, Duration::from_millis(100)));
+    io.set_wait_batch(WaitBatch::PACED.for_train(Some((4, Duration::from_millis(100)))));
     assert_eq!(io.wait_batch().completions, 4);
     let start = Instant::now();
     let got = datagrams_in_one_wait(&mut io, addr, Duration::from_millis(20));

@@ -85,16 +85,19 @@ impl WaitBatch {
         self.completions > 1 && !self.max_delay.is_zero()
     }
 
-    /// This batch for a wait during which a train of `expected` datagrams is still to come, due in within
-    /// `delay` (a transport's hint, e.g. `transport::Endpoint::receive_batch_hint`): once something is ready,
-    /// the wait goes on until the longer of this batch's delay and `delay` has passed since it began, or until
-    /// `expected` completions are
+    /// This batch for a wait during which `train` = `(expected, delay)`: a train of `expected` datagrams is
+    /// still to come, due in within `delay` (a transport's hint, e.g. `transport::Endpoint::receive_batch_hint`;
+    /// `None`, no train, leaves this batch as it is). Once something is ready, the wait goes on until the
+    /// longer of this batch's delay and `delay` has passed since it began, or until `expected` completions are
     /// (at most [`MAX_TRAIN_COMPLETIONS`]). The count rarely ends it early: with deferred task work
     /// (`IORING_SETUP_DEFER_TASKRUN`) a socket's arrivals while the task sleeps are one pending piece of task
     /// work, not counted one by one, so the delay is what bounds the wait, and it should be when the train is
     /// expected to be in. A batch that is off stays off (a plain ring never waits for more than one
     /// completion), and so does this one when fewer than 2 are expected.
-    pub fn for_train(self, expected: u32, delay: Duration) -> WaitBatch {
+    pub fn for_train(self, train: Option<(u32, Duration)>) -> WaitBatch {
+        let Some((expected, delay)) = train else {
+            return self;
+        };
         if !self.is_on() || expected < 2 {
             return self;
         }

@@ -195,10 +195,7 @@ impl TransportDriver {
         };
         // A train the peer is in the middle of sending: let the wait gather it rather than wake per datagram.
         let base = self.config.io.ring.batch;
-        let batch = match self.endpoint.receive_batch_hint(now) {
-            Some((expected, delay)) => base.for_train(expected, delay),
-            None => base,
-        };
+        let batch = base.for_train(self.endpoint.receive_batch_hint(now));
         if batch != base {
             self.stats.train_waits += 1;
         }

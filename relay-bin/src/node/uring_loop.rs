@@ -150,10 +150,7 @@ impl UringLoop {
             }
             let timeout = deadline.saturating_duration_since(now);
             let train = self.mesh.as_ref().and_then(|m| m.receive_batch_hint(now));
-            self.io.set_wait_batch(match train {
-                Some((expected, delay)) => self.wait_batch.for_train(expected, delay),
-                None => self.wait_batch,
-            });
+            self.io.set_wait_batch(self.wait_batch.for_train(train));
             if let Err(error) = self.io.wait(Some(timeout)) {
                 warn!(core = self.core.index(), %error, "io_uring wait failed");
                 std::thread::sleep(Duration::from_millis(10));
