@@ -217,7 +217,10 @@ fn a_stream_crosses_three_pops_and_a_forbid_on_the_edge_stops_the_publisher_at_t
                 .iter()
                 .all(|n| !n.api("GET", "/api/v1/bans", None).1.contains("live/unlawful"))
         }),
-        "the lift reached A and C"
+        "the lift at B did not reach A and C within 2 s; A's log:\n{}\nB's log:\n{}\nC's log:\n{}",
+        a.log_text(),
+        b.log_text(),
+        c.log_text()
     );
     let mut again = common::rtmp_client::Client::connect(a.rtmp, "live", None);
     assert!(

@@ -461,9 +461,15 @@ impl MeshCore {
         }
     }
 
+    /// The wall clock moved on to `unix_ms` (bans' expiry and numbering). It never goes back: a clock
+    /// stepped back keeps the latest time seen.
+    pub fn set_wall_clock(&mut self, unix_ms: u64) {
+        self.unix_ms = self.unix_ms.max(unix_ms);
+    }
+
     /// Runs what is due: pulls past their grace period end, `NotFound` pulls are asked again.
     pub fn tick(&mut self, now: Instant, unix_ms: u64) {
-        self.unix_ms = self.unix_ms.max(unix_ms);
+        self.set_wall_clock(unix_ms);
         let due: Vec<StreamKey> = self
             .streams
             .iter()
@@ -503,13 +509,19 @@ impl MeshCore {
     ) -> BanRecord {
         let me = self.params.me.clone();
         // Numbered from the wall clock (at least one past the last): a node that restarted without its mesh
-        // state never reuses a number its peers hold already.
+        // state never reuses a number its peers hold already. And past every record of `key` this node
+        // knows, whichever node numbered it (a Lamport clock): a lift decided after a ban wins over it even
+        // where the lifting node's clock is behind the banning node's.
+        let after_key = self
+            .latest_ban(key.as_str())
+            .map_or(0, |b| b.seq.saturating_add(1));
         let seq = self
             .bans
             .get(&me)
             .and_then(|b| b.keys().next_back())
             .map_or(1, |s| s + 1)
-            .max(self.unix_ms);
+            .max(self.unix_ms)
+            .max(after_key);
         let ban = BanRecord {
             origin: me,
             seq,

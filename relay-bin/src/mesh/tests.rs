@@ -511,6 +511,33 @@ fn a_lift_on_any_node_reaches_every_node_and_a_node_that_was_down_learns_it() {
 }
 
 #[test]
+fn a_lift_wins_over_the_ban_it_follows_even_from_a_node_whose_clock_is_behind() {
+    let mut net = Net::new(&["a", "b", "c"], &["b"]);
+    net.connect_all();
+    let k = key("live/skewed");
+    let now = net.now;
+    let wall = 1_800_000_000_000 + (now - net.t0).as_millis() as u64;
+    // C's clock runs a minute ahead of the others'.
+    net.node("c").tick(now, wall + 60_000);
+    let ban = net.node("c").forbid(now, &k, None, "unlawful", "ops");
+    net.run_for(DELAY * 3);
+    assert!(net.nodes["b"].is_banned(k.as_str()), "b holds the ban");
+    // B lifts it a moment later by its own clock, which is behind the ban's number.
+    let now = net.now;
+    let lift = net.node("b").unforbid(now, &k, "ops").expect("banned, so lifted");
+    assert!(
+        lift.seq > ban.seq,
+        "the lift ({}) is numbered after the ban it follows ({})",
+        lift.seq,
+        ban.seq
+    );
+    net.run_for(DELAY * 3);
+    for n in ["a", "b", "c"] {
+        assert!(!net.nodes[n].is_banned(k.as_str()), "{n} lifted it");
+    }
+}
+
+#[test]
 fn a_pull_for_a_stream_nobody_publishes_is_answered_and_retried() {
     let mut net = Net::new(&["b", "c"], &["b"]);
     net.connect_all();

@@ -134,6 +134,8 @@ impl MeshNode {
     /// transmits it.
     pub fn run(&mut self, now: Instant, unix_ms: u64, endpoint: &mut Endpoint, core: &mut NodeCore) {
         self.unix_ms = unix_ms;
+        // Before the inputs: a forbid or a lift is numbered from this clock, not the last tick's.
+        self.mesh.set_wall_clock(unix_ms);
         let mut inputs = std::mem::take(&mut self.inputs);
         core.take_mesh_inputs(&mut inputs);
         for input in inputs.drain(..) {
