@@ -207,12 +207,12 @@ impl Established {
 }
 
 /// Frames built from `bytes`, four at a time, so that random input makes well-formed frames: ACKs, fragments,
-/// DROPPED notices, PINGs, path challenges and responses.
+/// DROPPED notices, PINGs, tail probes, path challenges and responses.
 fn synth_frames(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     for c in bytes.chunks_exact(4) {
         let (a, b, x, y) = (c[0], c[1], c[2], c[3]);
-        match a % 6 {
+        match a % 7 {
             0 => AckFrame {
                 ack_delay_us: u64::from(b),
                 ranges: vec![u64::from(x).saturating_sub(u64::from(y % 8))..=u64::from(x)],
@@ -244,6 +244,7 @@ fn synth_frames(bytes: &[u8]) -> Vec<u8> {
                 u64::from_be_bytes([a, b, x, y, 0, 0, 0, 0]),
                 &mut out,
             ),
+            5 => crate::wire::frame::encode_tail_probe(&mut out),
             _ => encode_ping(&mut out),
         }
     }

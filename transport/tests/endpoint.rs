@@ -1065,3 +1065,80 @@ fn a_receiver_expects_the_rest_of_a_frames_train() {
     assert_eq!(Pair::frames(&p.b_events).len(), 1);
     assert_eq!(p.b.receive_batch_hint(p.now), None);
 }
+
+#[test]
+fn a_tail_probe_costs_no_ack_after_a_whole_frame_and_reveals_a_lost_last_packet_at_once() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let mut p = Pair::new(a_cfg, b_cfg, link(20));
+    let ch = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    // Past the startup priming, whose padding carries no fragment.
+    p.run_for(Duration::from_millis(2_500));
+    // A first frame: its ACK names the gaps the priming's queue drops left (a NAK, repeated a few times).
+    p.a.send_frame(ch, StreamId(1), frame(MediaKind::Audio, 300))
+        .unwrap();
+    p.run_for(Duration::from_millis(500));
+    let probes = |p: &Pair| p.a.connection_stats(ch).unwrap().tail_probes;
+
+    // Hands b what a sends until a's tail probe has left; returns the probe (held back) and whether the
+    // frame's datagram reached b (`deliver_frame`).
+    fn until_probe(p: &mut Pair, ch: transport::ConnectionHandle, deliver_frame: bool) -> Vec<u8> {
+        let before = p.a.connection_stats(ch).unwrap().tail_probes;
+        let mut frame_sent = false;
+        loop {
+            let mut d = Vec::new();
+            if p.a.poll_transmit(p.now, &mut d).is_some() {
+                if p.a.connection_stats(ch).unwrap().tail_probes > before {
+                    return d;
+                }
+                assert!(!frame_sent, "one datagram for the frame");
+                frame_sent = true;
+                if deliver_frame {
+                    p.b.handle_datagram(p.now, p.a_addr, BytesMut::from(&d[..]));
+                }
+                continue;
+            }
+            let next = p.a.poll_timeout().expect("the probe's timer");
+            assert!(next <= p.now + Duration::from_millis(50), "no probe within 50 ms");
+            p.now = next.max(p.now);
+            p.a.handle_timeout(p.now);
+        }
+    }
+
+    // A whole one-datagram frame: b owes its ACK, and the probe that follows adds nothing to send.
+    p.a.send_frame(ch, StreamId(1), frame(MediaKind::Audio, 300))
+        .unwrap();
+    let probes0 = probes(&p);
+    let probe = until_probe(&mut p, ch, true);
+    assert_eq!(probes(&p) - probes0, 1, "one probe after the frame");
+    let mut ack = Vec::new();
+    let owed_before = p.b.poll_timeout();
+    p.b.handle_datagram(p.now, p.a_addr, BytesMut::from(&probe[..]));
+    assert_eq!(
+        p.b.poll_timeout(),
+        owed_before,
+        "a probe after a whole frame changes none of b's timers"
+    );
+    if owed_before.is_some_and(|t| t > p.now) {
+        assert!(
+            p.b.poll_transmit(p.now, &mut ack).is_none(),
+            "nothing sent for the probe"
+        );
+    }
+    p.run_for(Duration::from_millis(500));
+    assert_eq!(Pair::frames(&p.b_events).len(), 2);
+
+    // The next frame's only datagram is lost: the probe that follows it makes b NAK at once.
+    p.a.send_frame(ch, StreamId(1), frame(MediaKind::Audio, 300))
+        .unwrap();
+    let probe = until_probe(&mut p, ch, false);
+    p.b.handle_datagram(p.now, p.a_addr, BytesMut::from(&probe[..]));
+    let mut ack = Vec::new();
+    assert!(
+        p.b.poll_transmit(p.now, &mut ack).is_some(),
+        "b acknowledges the probe at once: it reveals the lost packet"
+    );
+    // The repair follows, and the frame arrives.
+    p.a.handle_datagram(p.now, p.b_addr, BytesMut::from(&ack[..]));
+    p.run_for(Duration::from_millis(500));
+    assert_eq!(Pair::frames(&p.b_events).len(), 3, "the lost frame was repaired");
+}

@@ -296,3 +296,28 @@ fn invariants_hold_over_many_random_paths() {
         }
     }
 }
+
+/// A path that is down for the whole handshake: the client gives up, and the run still ends at its end,
+/// with nothing delivered (it spun at one instant forever, once at a seeded Gilbert-Elliott pattern that lost
+/// 7 of the client's 8 Initials).
+#[test]
+fn a_live_run_whose_handshake_never_completes_ends_with_nothing_delivered() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = run(&Scenario {
+            outages: vec![Outage {
+                start: Duration::ZERO,
+                duration: Duration::from_secs(600),
+            }],
+            duration: Duration::from_secs(5),
+            ..live(LossModel::None)
+        });
+        let _ = tx.send(r);
+    });
+    let r = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the run ends although the handshake never completes")
+        .unwrap();
+    assert_eq!(r.frames_on_time, 0);
+    assert_eq!(r.frames_sent, 0, "no frame was handed to a connection");
+}

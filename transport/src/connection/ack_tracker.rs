@@ -65,12 +65,28 @@ impl AckTracker {
 
     /// Records an authenticated packet.
     pub fn on_packet(&mut self, now: Instant, pn: u64, ack_eliciting: bool) {
+        self.record(now, pn, ack_eliciting, false);
+    }
+
+    /// Records an authenticated packet that carried a tail probe and nothing ack-eliciting: acknowledged at
+    /// once if it reveals a gap (the burst before it lost its last packets) or a gap is still fresh (the
+    /// NAK is repeated a little after the burst, in case the first was lost), else with the next ACK.
+    pub fn on_tail_probe(&mut self, now: Instant, pn: u64) {
+        // Fresh: not yet named `NAK_REPEATS` times since it opened.
+        let fresh_gap = self.ranges.len() > 1 && self.nak_repeats_left > 0;
+        self.record(now, pn, false, true);
+        if fresh_gap {
+            self.ack_due = Some(now);
+        }
+    }
+
+    fn record(&mut self, now: Instant, pn: u64, ack_eliciting: bool, tail_probe: bool) {
         let in_order = self.largest().map_or(pn == 0, |l| l.checked_add(1) == Some(pn));
         self.insert(pn);
         if self.largest() == Some(pn) {
             self.largest_received_at = Some(now);
         }
-        if !in_order && ack_eliciting {
+        if !in_order && (ack_eliciting || tail_probe) {
             // A gap opened or a hole was filled: tell the sender at once. (Packets that carry only ACKs never
             // trigger an ACK by themselves, or two receivers would acknowledge each other's ACKs forever.)
             self.ack_due = Some(now);
@@ -295,6 +311,47 @@ mod tests {
         let ack = t.build_ack(t0).unwrap();
         assert_eq!(ack.ranges, vec![0..=1]);
         assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_tail_probe_is_acknowledged_at_once_only_when_it_reveals_a_gap() {
+        let t0 = Instant::now();
+        let mut t = tracker();
+        t.on_packet(t0, 0, true);
+        t.on_packet(t0, 1, true);
+        assert!(t.build_ack(t0).is_some());
+        // In order: nothing due because of it, and the next ACK covers it.
+        t.on_tail_probe(t0, 2);
+        assert_eq!(
+            t.next_deadline(),
+            None,
+            "a probe after a whole burst asks for nothing"
+        );
+        assert!(!t.wants_ack(t0 + Duration::from_secs(1)));
+        t.on_packet(t0, 3, true);
+        t.on_packet(t0, 4, true);
+        let ack = t.build_ack(t0).expect("two eliciting packets");
+        assert_eq!(ack.largest(), Some(4));
+        assert_eq!(
+            ack.ranges.len(),
+            1,
+            "the probe's number is acknowledged with them"
+        );
+        // Packet 5, the burst's last, is lost; the probe (6) reveals it at once.
+        t.on_tail_probe(t0, 6);
+        assert!(
+            t.wants_ack(t0),
+            "a probe that reveals a gap is acknowledged at once"
+        );
+        let ack = t.build_ack(t0).expect("a NAK");
+        assert_eq!(ack.largest(), Some(6));
+        assert_eq!(ack.ranges.len(), 2, "5 is named missing");
+        // While that gap is fresh, the next burst's probe repeats the NAK at once.
+        t.on_packet(t0, 7, true);
+        t.on_packet(t0, 8, true);
+        t.build_ack(t0).expect("two eliciting packets");
+        t.on_tail_probe(t0, 9);
+        assert!(t.wants_ack(t0), "a fresh gap is named again when a probe comes");
     }
 
     #[test]

@@ -19,8 +19,8 @@ use crate::congestion::{AckEvent, AckedPacket, Controller, LostPacket, Pacer, Rt
 use crate::crypto::{InitiatorHandshake, PacketKey, ReplayWindow, SessionKeys};
 use crate::media::MediaFrame;
 use crate::wire::frame::{
-    encode_close, encode_path_challenge, encode_path_response, encode_ping, AckFrame, DroppedNotice, Frame,
-    Frames, PATH_FRAME_LEN,
+    encode_close, encode_path_challenge, encode_path_response, encode_ping, encode_tail_probe, AckFrame,
+    DroppedNotice, Frame, Frames, PATH_FRAME_LEN,
 };
 use crate::wire::packet::{self, DataHeader, DATA_HEADER_LEN};
 use bytes::BytesMut;
@@ -205,9 +205,12 @@ pub struct Connection {
     closing: Option<(u64, String)>,
     closed: bool,
     next_pacing: Option<Instant>,
-    /// When to send a tail probe: a PING after the last packet of a burst, so that the receiver sees a gap
-    /// (and NAKs) at once if that packet was lost, instead of waiting for the next frame.
+    /// When to send a tail probe: a TAIL_PROBE after the last packet of a burst, so that the receiver sees a
+    /// gap (and NAKs) at once if that packet was lost, instead of waiting for the next frame. It is not
+    /// ack-eliciting: a burst that arrived whole costs no ACK more (and the sender no wake-up for it).
     tail_probe_at: Option<Instant>,
+    /// The tail probe is due: the next packet carries it (one with frame data makes it unnecessary).
+    tail_probe_pending: bool,
     /// The frame whose fragments are arriving now (see [`train`]).
     incoming_train: train::TrainTracker,
     /// Startup priming (see [`ConnectionConfig::startup_priming`]): `None` until the first packet after the
@@ -268,6 +271,7 @@ impl Connection {
             closed: false,
             next_pacing: None,
             tail_probe_at: None,
+            tail_probe_pending: false,
             incoming_train: train::TrainTracker::default(),
             path_validated: true,
             amp_received: 0,
@@ -690,6 +694,7 @@ impl Connection {
         self.stats.bytes_received += datagram.len() as u64;
         let payload = datagram.freeze().slice(DATA_HEADER_LEN..DATA_HEADER_LEN + len);
         let mut ack_eliciting = false;
+        let mut tail_probe = false;
         let mut refused = false;
         let mut acks = 0u32;
         // Frames act as they are parsed. They are authenticated, so those before a malformed one are the
@@ -707,6 +712,7 @@ impl Connection {
             ack_eliciting |= f.is_ack_eliciting();
             match f {
                 Frame::Padding | Frame::Ping => {}
+                Frame::TailProbe => tail_probe = true,
                 Frame::Ack(ack) => {
                     // One ACK frame per packet (ours never carry more): another one ends the packet as
                     // malformed, so a packet cannot make us walk its ranges many times over.
@@ -742,7 +748,11 @@ impl Connection {
         }
         // A packet with a refused fragment is not acknowledged, so the sender repairs or drops it.
         if !refused {
-            self.acks.on_packet(now, pn, ack_eliciting);
+            if tail_probe && !ack_eliciting {
+                self.acks.on_tail_probe(now, pn);
+            } else {
+                self.acks.on_packet(now, pn, ack_eliciting);
+            }
         }
     }
 
@@ -1043,7 +1053,7 @@ impl Connection {
         }
         if self.tail_probe_at.is_some_and(|t| t <= now) {
             self.tail_probe_at = None;
-            self.ping_pending = true;
+            self.tail_probe_pending = true;
         }
         let timing = self.timing();
         self.sendq.expire(now, timing);
@@ -1175,7 +1185,8 @@ impl Connection {
         let mtu = self.config.max_datagram_bytes;
         let priming = self.priming(now);
         let path_due = self.challenge.is_some_and(|c| c.next_send <= now) || !self.path_responses.is_empty();
-        let has_data = self.sendq.has_pending() || self.ping_pending || priming || path_due;
+        let has_data =
+            self.sendq.has_pending() || self.ping_pending || self.tail_probe_pending || priming || path_due;
         // Path frames are tiny and must not wait for the window (as probes).
         let window_open = self.recovery.bytes_in_flight() + mtu as u64 <= self.cc.window()
             || self.recovery.pto_count > 0 && self.ping_pending
@@ -1268,6 +1279,12 @@ impl Connection {
                 encode_ping(buf);
                 eliciting = true;
             }
+            if chunks.is_empty() && self.tail_probe_pending {
+                encode_tail_probe(buf);
+                self.stats.tail_probes += 1;
+            }
+            // Sent, or unneeded: a packet with frame data reveals a gap as well as a probe would.
+            self.tail_probe_pending = false;
             if !eliciting && priming {
                 // PING makes it ack-eliciting (a delivery-rate sample); PADDING fills it to full size.
                 encode_ping(buf);

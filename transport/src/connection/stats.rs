@@ -31,6 +31,8 @@ pub struct ConnectionStats {
     pub packets_lost: u64,
     /// Probe timeouts.
     pub probe_timeouts: u64,
+    /// Tail probes sent (a TAIL_PROBE after a burst's last packet).
+    pub tail_probes: u64,
     /// Packets that failed authentication.
     pub auth_failures: u64,
     /// Packets refused as replays or too old for the replay window.

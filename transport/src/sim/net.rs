@@ -148,7 +148,12 @@ impl Net {
                 consider(f.client.poll_timeout());
                 consider(f.server.poll_timeout());
             }
-            let Some(next) = next else { break };
+            // Nothing left to happen (say, a handshake that gave up): time still passes until `end`, or a
+            // caller that steps towards a deadline would call again at the same instant forever.
+            let Some(next) = next else {
+                self.now = self.now.max(end);
+                break;
+            };
             if next > end {
                 self.now = end;
                 break;

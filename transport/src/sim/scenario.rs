@@ -226,6 +226,13 @@ impl App for Driver {
         }
         for (i, f) in flows.iter_mut().enumerate() {
             if f.connected_at.is_none() {
+                if i == 0 && now >= self.warmup_end {
+                    // Captured while there is no connection: lost (a source does not wait), and past due, so
+                    // that the run's next wake-up is not a frame it can never send.
+                    if let Some(src) = self.source.as_mut() {
+                        while src.poll(now).is_some() {}
+                    }
+                }
                 continue;
             }
             let live = i == 0 && self.mode == Mode::Live;

@@ -9,6 +9,8 @@
 //! 0x05 CLOSE     code | reason_len | reason (UTF-8)
 //! 0x06 PATH_CHALLENGE  data u64   (RFC 9000 §19.17: the peer must echo it from the path it came on)
 //! 0x07 PATH_RESPONSE   data u64
+//! 0x08 TAIL_PROBE      (follows a burst's last packet: not ack-eliciting, but a packet carrying it that
+//!                       reveals a gap is acknowledged at once)
 //! ```
 //! All integers are varints unless a width is given.
 
@@ -32,6 +34,7 @@ const DROPPED: u8 = 0x04;
 const CLOSE: u8 = 0x05;
 const PATH_CHALLENGE: u8 = 0x06;
 const PATH_RESPONSE: u8 = 0x07;
+const TAIL_PROBE: u8 = 0x08;
 
 /// Bytes of a PATH_CHALLENGE or PATH_RESPONSE frame.
 pub const PATH_FRAME_LEN: usize = 9;
@@ -235,13 +238,25 @@ pub enum Frame {
     PathChallenge(u64),
     /// The answer to our PATH_CHALLENGE.
     PathResponse(u64),
+    /// Sent a little after a burst's last packet, so that the receiver sees a gap at once if that packet was
+    /// lost. Not ack-eliciting: a receiver acknowledges its packet at once only if it reveals a gap (else
+    /// with the next ACK), so a burst that arrived whole costs no ACK more.
+    TailProbe,
 }
 
 impl Frame {
     /// True for frames that ask the receiver to acknowledge the packet.
     pub fn is_ack_eliciting(&self) -> bool {
-        !matches!(self, Frame::Padding | Frame::Ack(_) | Frame::Close { .. })
+        !matches!(
+            self,
+            Frame::Padding | Frame::Ack(_) | Frame::Close { .. } | Frame::TailProbe
+        )
     }
+}
+
+/// Appends a TAIL_PROBE frame.
+pub fn encode_tail_probe(out: &mut Vec<u8>) {
+    out.push(TAIL_PROBE);
 }
 
 /// Appends a PING frame.
@@ -311,6 +326,7 @@ impl<'a> Frames<'a> {
                 Frame::Padding
             }
             PING => Frame::Ping,
+            TAIL_PROBE => Frame::TailProbe,
             ACK => Frame::Ack(AckFrame::decode(&mut self.r)?),
             FRAGMENT => {
                 let (stream, seq, kind) = self.frame_ref()?;
@@ -425,6 +441,7 @@ mod tests {
         };
         notice.encode(&mut out);
         encode_ping(&mut out);
+        encode_tail_probe(&mut out);
         encode_close(7, "bye", &mut out);
         out.extend_from_slice(&[0, 0, 0]);
         let frames = decode_all(&out).unwrap();
@@ -435,6 +452,7 @@ mod tests {
                 Frame::Fragment(frag, frag_start..frag_start + 5),
                 Frame::Dropped(notice),
                 Frame::Ping,
+                Frame::TailProbe,
                 Frame::Close {
                     code: 7,
                     reason: "bye".into()
