@@ -10,7 +10,7 @@
 //! 0x06 PATH_CHALLENGE  data u64   (RFC 9000 §19.17: the peer must echo it from the path it came on)
 //! 0x07 PATH_RESPONSE   data u64
 //! 0x08 TAIL_PROBE      (follows a burst's last packet: not ack-eliciting, but a packet carrying it that
-//!                       reveals a gap is acknowledged at once)
+//!                       reveals a gap, or comes while a gap is still fresh, is acknowledged at once)
 //! ```
 //! All integers are varints unless a width is given.
 
@@ -239,8 +239,8 @@ pub enum Frame {
     /// The answer to our PATH_CHALLENGE.
     PathResponse(u64),
     /// Sent a little after a burst's last packet, so that the receiver sees a gap at once if that packet was
-    /// lost. Not ack-eliciting: a receiver acknowledges its packet at once only if it reveals a gap (else
-    /// with the next ACK), so a burst that arrived whole costs no ACK more.
+    /// lost. Not ack-eliciting: a receiver acknowledges its packet at once only if it reveals a gap or a gap
+    /// is still fresh (else with the next ACK), so a burst that arrived whole costs no ACK more.
     TailProbe,
 }
 
