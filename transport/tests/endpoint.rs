@@ -1066,6 +1066,47 @@ fn a_receiver_expects_the_rest_of_a_frames_train() {
     assert_eq!(p.b.receive_batch_hint(p.now), None);
 }
 
+/// A live frame's train, a few milliseconds long, costs the receiver one ACK (and the sender one wake-up to
+/// read it), sent when its last datagram is in; a bulk train is acknowledged along the way.
+#[test]
+fn a_short_train_is_acknowledged_once_and_a_long_one_along_the_way() {
+    let (a_cfg, b_cfg, b_pub) = configs();
+    let path = LinkConfig {
+        rate_bps: Some(100_000_000),
+        ..link(100)
+    };
+    let mut p = Pair::new(a_cfg, b_cfg, path);
+    let ch = p.a.connect(p.now, p.b_addr, b_pub).unwrap();
+    // Past the startup priming, and past the NAKs for the gaps its queue drops left.
+    p.run_for(Duration::from_secs(3));
+    p.a.send_frame(ch, StreamId(1), frame(MediaKind::Audio, 300))
+        .unwrap();
+    p.run_for(Duration::from_millis(500));
+    let bc = p.b_conn.expect("b's connection");
+    let b_sent = |p: &Pair| p.b.connection_stats(bc).unwrap().packets_sent;
+
+    // 20 kB, ~15 datagrams: at the path's 100 Mbit/s about 1.7 ms of train, on a 100 ms RTT.
+    p.a.send_frame(ch, StreamId(1), frame(MediaKind::Key, 20_000))
+        .unwrap();
+    // Counted once the train is arriving at b (b may owe an ACK, or a keep-alive, from before).
+    while p.b.receive_batch_hint(p.now).is_none() {
+        assert!(p.step());
+    }
+    let before = b_sent(&p);
+    p.run_for(Duration::from_millis(300));
+    assert_eq!(Pair::frames(&p.b_events).len(), 2);
+    assert_eq!(b_sent(&p) - before, 1, "one ACK for the whole train");
+
+    // 200 kB, ~145 datagrams, ~17 ms: longer than an ACK may be held, so acknowledged along the way.
+    let before = b_sent(&p);
+    p.a.send_frame(ch, StreamId(1), frame(MediaKind::Inter, 200_000))
+        .unwrap();
+    p.run_for(Duration::from_millis(300));
+    assert_eq!(Pair::frames(&p.b_events).len(), 3);
+    let acks = b_sent(&p) - before;
+    assert!(acks >= 10, "{acks} ACKs for a 17 ms train");
+}
+
 #[test]
 fn a_tail_probe_costs_no_ack_after_a_whole_frame_and_reveals_a_lost_last_packet_at_once() {
     let (a_cfg, b_cfg, b_pub) = configs();

@@ -3,6 +3,14 @@
 //! A gap in packet numbers triggers an immediate ACK (our NAK: the ranges name what is missing), and while a
 //! gap is fresh the ACK is repeated every `nak_interval` even if nothing else arrives (the periodic NAK), so a
 //! lost ACK never leaves a lost packet unrepaired.
+//!
+//! A short train (a live frame's datagrams, a few milliseconds of them) is acknowledged once, when its last
+//! datagram is in, instead of every `ack_interval` or `ack_every` packets along the way: the connection holds
+//! the regular ACK until the train should be complete ([`AckTracker::hold_for_train`]), at most
+//! `max_ack_delay` after the first packet it leaves unacknowledged (the sender's loss timers allow that
+//! much). A gap, a filled hole or a tail probe that reveals one is never held, nor is anything while a gap
+//! is fresh. A long train (bulk, a large keyframe) is not held at all: its sender needs the ACKs along the way
+//! to clock its window.
 
 use crate::wire::frame::{AckFrame, MAX_ACK_RANGES};
 use std::collections::VecDeque;
@@ -27,6 +35,12 @@ pub struct AckTracker {
     nak_interval: Duration,
     nak_repeats_left: u32,
     next_nak: Option<Instant>,
+    /// When the first ack-eliciting packet not yet acknowledged arrived.
+    first_unacked_at: Option<Instant>,
+    /// The regular ACK waits until then (the arriving train should be in; see [`Self::hold_for_train`]).
+    hold: Option<Instant>,
+    /// An ACK is owed at once for what the ranges show (a gap opened, a hole filled): never held.
+    urgent: bool,
 }
 
 impl AckTracker {
@@ -47,6 +61,9 @@ impl AckTracker {
             nak_interval,
             nak_repeats_left: 0,
             next_nak: None,
+            first_unacked_at: None,
+            hold: None,
+            urgent: false,
         }
     }
 
@@ -77,7 +94,24 @@ impl AckTracker {
         self.record(now, pn, false, true);
         if fresh_gap {
             self.ack_due = Some(now);
+            self.urgent = true;
         }
+    }
+
+    /// Until when the regular ACK is held for the arriving train, if it is.
+    pub fn held_until(&self) -> Option<Instant> {
+        self.hold.filter(|_| !self.urgent && self.eliciting_since_ack > 0)
+    }
+
+    /// The train arriving now should be complete at `train_end` (`None`: no train is arriving, or it stalled):
+    /// the regular ACK waits until then, if that is at most `max_hold` after the first packet it leaves
+    /// unacknowledged (the caller bounds `max_hold` by `max_ack_delay` and a fraction of the RTT). A later
+    /// end, a long train, holds nothing. ACKs for gaps are never held, and nothing is held while a gap is
+    /// fresh (not yet named `NAK_REPEATS` times): the ACKs along a train then repeat a NAK that may be lost.
+    pub fn hold_for_train(&mut self, now: Instant, train_end: Option<Instant>, max_hold: Duration) {
+        let since = self.first_unacked_at.unwrap_or(now);
+        let gap_open = self.ranges.len() > 1 && self.nak_repeats_left > 0;
+        self.hold = train_end.filter(|&end| !gap_open && end <= since + max_hold);
     }
 
     fn record(&mut self, now: Instant, pn: u64, ack_eliciting: bool, tail_probe: bool) {
@@ -90,11 +124,15 @@ impl AckTracker {
             // A gap opened or a hole was filled: tell the sender at once. (Packets that carry only ACKs never
             // trigger an ACK by themselves, or two receivers would acknowledge each other's ACKs forever.)
             self.ack_due = Some(now);
+            self.urgent = true;
             if self.ranges.len() > 1 {
                 self.nak_repeats_left = NAK_REPEATS;
             }
         }
         if ack_eliciting {
+            if self.eliciting_since_ack == 0 {
+                self.first_unacked_at = Some(now);
+            }
             self.eliciting_since_ack += 1;
             let due = if self.eliciting_since_ack >= self.ack_every {
                 now
@@ -190,7 +228,11 @@ impl AckTracker {
 
     /// When the next ACK should go out, if one is owed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.ack_due, self.next_nak) {
+        let ack_due = match self.hold {
+            Some(hold) if !self.urgent => self.ack_due.map(|due| due.max(hold)),
+            _ => self.ack_due,
+        };
+        match (ack_due, self.next_nak) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -210,6 +252,8 @@ impl AckTracker {
         };
         self.eliciting_since_ack = 0;
         self.ack_due = None;
+        self.first_unacked_at = None;
+        self.urgent = false;
         self.last_ack_sent = Some(now);
         if self.ranges.len() > 1 && self.nak_repeats_left > 0 {
             self.nak_repeats_left -= 1;
@@ -297,6 +341,61 @@ mod tests {
         now += 3 * ms;
         t.on_packet(now, pn + 1, true);
         assert!(t.wants_ack(now));
+    }
+
+    #[test]
+    fn a_short_trains_ack_waits_for_its_end_but_a_gap_or_a_long_train_does_not() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros(1);
+        let ms = Duration::from_millis(1);
+        let max_hold = 5 * ms;
+        let mut t = AckTracker::new(8, 5 * ms, 20 * ms).with_ack_interval(ms);
+        // A 16-packet train, 100 us apart, expected in at t0 + 2.5 ms: nothing is due before then, neither the
+        // 8th packet nor the ACK interval, and the ACK goes when the train is complete (the hold is cleared).
+        let train_end = Some(t0 + 2_500 * us);
+        let mut now = t0;
+        for pn in 0..15 {
+            now = t0 + 100 * us * pn as u32;
+            t.on_packet(now, pn, true);
+            t.hold_for_train(now, train_end, max_hold);
+            t.on_receive_batch_end(now);
+            assert!(!t.wants_ack(now), "packet {pn} of a short train");
+        }
+        assert_eq!(t.held_until(), train_end);
+        assert_eq!(
+            t.next_deadline(),
+            train_end,
+            "a stalled train is acknowledged at its expected end"
+        );
+        now += 100 * us;
+        t.on_packet(now, 15, true);
+        t.hold_for_train(now, None, max_hold);
+        assert!(t.wants_ack(now), "the train is in");
+        assert_eq!(t.build_ack(now).map(|a| a.ranges), Some(vec![0..=15]));
+        // The next train loses a packet: the gap is named at once, and while it is fresh nothing is held.
+        now += 10 * ms;
+        let train_end = Some(now + 2 * ms);
+        t.on_packet(now, 16, true);
+        t.hold_for_train(now, train_end, max_hold);
+        t.on_packet(now, 18, true);
+        t.hold_for_train(now, train_end, max_hold);
+        assert!(t.wants_ack(now), "a gap is never held");
+        t.build_ack(now);
+        t.on_packet(now + 100 * us, 19, true);
+        t.on_packet(now + 200 * us, 20, true);
+        t.hold_for_train(now + 200 * us, train_end, max_hold);
+        assert_eq!(t.held_until(), None, "no hold while the gap is fresh");
+        assert!(t.wants_ack(now + ms), "the ACK interval applies again");
+        // A long train (its end further than the longest hold from its first unacknowledged packet) is
+        // acknowledged along the way, as before.
+        let mut long = AckTracker::new(8, 5 * ms, 20 * ms).with_ack_interval(ms);
+        for pn in 0..8 {
+            let at = t0 + 100 * us * pn as u32;
+            long.on_packet(at, pn, true);
+            long.hold_for_train(at, Some(t0 + 20 * ms), max_hold);
+        }
+        assert_eq!(long.held_until(), None);
+        assert!(long.wants_ack(t0 + 700 * us), "8 packets");
     }
 
     #[test]

@@ -492,6 +492,20 @@ impl Connection {
         self.incoming_train.hint(now, self.config.ack_interval)
     }
 
+    /// The longest a short train's ACK is held (see [`AckTracker::hold_for_train`]): `max_ack_delay`, which
+    /// the sender's timers allow for, and a quarter of the RTT, so that a short path's window is not held up.
+    fn max_train_hold(&self) -> Duration {
+        self.config.max_ack_delay.min(self.recovery.rtt.smoothed() / 4)
+    }
+
+    /// When the arriving train should be in, with an ACK interval's slack (a paced train arrives in rounds,
+    /// not evenly), if the whole train fits in [`Self::max_train_hold`]; `None` for a long train or none.
+    fn short_train_end(&self, now: Instant) -> Option<Instant> {
+        let eta = self.incoming_train.eta(now, self.config.ack_interval)?;
+        let end = eta.end.checked_add(self.config.ack_interval)?;
+        (end.saturating_duration_since(eta.first_at) <= self.max_train_hold()).then_some(end)
+    }
+
     /// The driver handed over every datagram one wake-up brought (see [`AckTracker::on_receive_batch_end`]).
     pub fn on_receive_batch_end(&mut self, now: Instant) {
         if !self.closed && self.keys.is_some() {
@@ -753,6 +767,9 @@ impl Connection {
             } else {
                 self.acks.on_packet(now, pn, ack_eliciting);
             }
+            let train_end = self.short_train_end(now);
+            let max_hold = self.max_train_hold();
+            self.acks.hold_for_train(now, train_end, max_hold);
         }
     }
 

@@ -9,7 +9,8 @@
 //! until then ([`TrainTracker::hint`]), gathering the rest in one wake-up, but never longer than the ACK
 //! interval (the receiver acknowledges at most that often while packets come fast, so no ACK is held back).
 //! The hint lapses when the train stalls (a loss, a window-limited sender, a dropped frame): one ACK interval
-//! after the last fragment.
+//! after the last fragment. The same estimate ([`TrainTracker::eta`]) lets the connection acknowledge a short
+//! train once, at its end (see `AckTracker::hold_for_train`).
 
 use std::time::{Duration, Instant};
 
@@ -92,18 +93,38 @@ impl TrainTracker {
     /// most `lifetime`; zero when it is late), if its latest fragment came within `lifetime` of `now` and the
     /// spacing is known.
     pub fn hint(&self, now: Instant, lifetime: Duration) -> Option<(u32, Duration)> {
+        let eta = self.eta(now, lifetime)?;
+        Some((eta.left, eta.end.saturating_duration_since(now).min(lifetime)))
+    }
+
+    /// The arriving frame's train as [`Self::hint`] sees it (the same conditions), with its start and its
+    /// expected end as instants: what holds a short train's ACK until its end (see `AckTracker`).
+    pub fn eta(&self, now: Instant, lifetime: Duration) -> Option<TrainEta> {
         let t = self.train?;
         if t.unit == 0 || t.end >= t.frame_len || now.saturating_duration_since(t.last_at) > lifetime {
             return None;
         }
         let left = (t.frame_len - t.end).div_ceil(t.unit);
         let spacing = t.spacing().or(self.spacing)?;
-        // Due from the latest fragment on; what has passed since is taken off.
-        let delay = spacing
-            .saturating_mul(left)
-            .saturating_sub(now.saturating_duration_since(t.last_at));
-        Some((left, delay.min(lifetime)))
+        // Due from the latest fragment on.
+        let end = t.last_at.checked_add(spacing.saturating_mul(left))?;
+        Some(TrainEta {
+            left,
+            first_at: t.first_at,
+            end,
+        })
     }
+}
+
+/// What is left of the arriving train, and when it began and should end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainEta {
+    /// Datagrams still to come.
+    pub left: u32,
+    /// When its first datagram was handled.
+    pub first_at: Instant,
+    /// When its last datagram should be in (in the past when it is late).
+    pub end: Instant,
 }
 
 #[cfg(test)]
