@@ -194,3 +194,53 @@ fn small_receives_are_copied_and_large_ones_handed_over() {
     assert_eq!((b.taken, b.copied), (2, 1), "{b:?}");
     assert_eq!(b.allocated + b.reclaimed, 1, "{b:?}");
 }
+
+/// A send's completion, ready as a batched wait begins (a UDP send completes while it is submitted), does
+/// not end the wait: the wait goes on until a datagram arrives, and one reap hands out both. (Before, the
+/// wait returned with only the send's completion, and the caller's loop made a pass for nothing.) Where the
+/// kernel cannot batch waits (before 6.12), a wait ends at its first completion and this does not apply.
+#[test]
+fn a_sends_completion_does_not_end_a_batched_wait() {
+    let mut u = uring(UringUdpConfig {
+        ring: engine::uring::RingConfig {
+            batch: engine::uring::WaitBatch::PACED,
+            ..engine::uring::RingConfig::default()
+        },
+        ..UringUdpConfig::default()
+    });
+    let batching = u.features().min_wait;
+    println!("kernel batches waits: {batching}");
+    let addr = u.socket().local_addr();
+    // Arm the receive.
+    u.wait(Some(Duration::from_millis(1))).unwrap();
+    u.reap(&mut |_, _, _| panic!("nothing was sent to it"));
+
+    // One send to a socket that never answers, and a datagram to ours 50 ms later.
+    let sink = std::net::UdpSocket::bind(loopback()).unwrap();
+    let buf = u.send_buffer().expect("a free send slot");
+    buf.extend_from_slice(b"to the sink");
+    let len = buf.len();
+    u.queue_send(sink.local_addr().unwrap(), len).unwrap();
+    let peer = std::thread::spawn(move || {
+        let s = std::net::UdpSocket::bind(loopback()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.send_to(b"late", addr).unwrap();
+    });
+    u.wait(Some(Duration::from_secs(5))).unwrap();
+    let mut got = 0;
+    u.reap(&mut |_, bytes, _| {
+        assert_eq!(&bytes[..], b"late");
+        got += 1;
+    });
+    peer.join().unwrap();
+    assert_eq!(u.stats().send_completions, 1, "{:?}", u.stats());
+    if batching {
+        assert_eq!(
+            got, 1,
+            "the wait ended at the send's completion, before the datagram"
+        );
+    }
+    let mut b = [0u8; 64];
+    sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(sink.recv(&mut b).unwrap(), len, "the send went out");
+}

@@ -157,7 +157,11 @@ impl CoreIo {
         for u in &mut self.udp {
             u.prepare(&mut self.ring)?;
         }
-        self.ring.submit_and_wait(timeout)
+        // A UDP send's completion does not end the wait (a TCP write's still does: it may free room a
+        // viewer's queue waits for).
+        let udp = &self.udp;
+        self.ring
+            .submit_and_wait_quiet(timeout, &|c| udp.iter().any(|u| u.is_quiet(c)))
     }
 
     /// Handles every ready completion, reporting each event to `on`. Returns the number of completions.

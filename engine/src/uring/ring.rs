@@ -71,8 +71,11 @@ pub struct Ring {
     returned_early: bool,
     next_tag: u8,
     next_group: u16,
-    /// Completions taken off the queue while one driver quiesced alone, for the others.
+    /// Completions taken off the queue while one driver quiesced alone, for the others, or set aside by a
+    /// wait as quiet (see [`Ring::submit_and_wait_quiet`]).
     backlog: VecDeque<Completion>,
+    /// Reused by [`Ring::submit_and_wait_quiet`] to look at what is ready.
+    scratch: Vec<Completion>,
     watched: Option<RawFd>,
     watch_armed: bool,
     /// The watched fd became readable since [`Ring::take_woken`] last looked.
@@ -103,6 +106,7 @@ impl Ring {
             next_tag: 1,
             next_group: 0,
             backlog: VecDeque::new(),
+            scratch: Vec::new(),
             watched: None,
             watch_armed: false,
             woken: false,
@@ -181,6 +185,18 @@ impl Ring {
     /// Submits what is queued (arming the watch first) and waits until a completion is ready or `timeout`
     /// passes (`None`: no limit; zero: just submit). Returns at once when completions are already waiting.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.submit_and_wait_quiet(timeout, &|_| false)
+    }
+
+    /// [`Self::submit_and_wait`], where completions that `quiet` accepts (a successful send's: it only frees
+    /// a slot) do not end a batched wait when they are ready as the wait begins: they are set aside for the
+    /// next [`Self::drain`], which hands them out first, and the wait goes on until something else is ready or
+    /// `timeout` passes. Any other completion ready then (a receive, a waker) ends it at once, as before.
+    pub fn submit_and_wait_quiet(
+        &mut self,
+        timeout: Option<Duration>,
+        quiet: &dyn Fn(&Completion) -> bool,
+    ) -> io::Result<()> {
         if let (Some(fd), false) = (self.watched, self.watch_armed) {
             let entry = super::watch_entry(fd, Tag::RING.user_data(WATCH));
             // SAFETY: a poll names no memory.
@@ -211,7 +227,7 @@ impl Ring {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
                 Err(e) => return Err(e),
             }
-            if !self.ring.completion().is_empty() {
+            if !self.ring.completion().is_empty() && !self.set_aside_quiet(quiet) {
                 self.returned_early = true;
                 return Ok(());
             }
@@ -221,10 +237,28 @@ impl Ring {
         super::submit_and_wait(&self.ring, timeout, self.batch, self.features.min_wait)
     }
 
+    /// Takes every ready completion off the queue into the backlog (the ring's own are handled here, as in
+    /// [`Self::drain`]); true if `quiet` accepted each of them and none was the watch's, so a wait may go on.
+    fn set_aside_quiet(&mut self, quiet: &dyn Fn(&Completion) -> bool) -> bool {
+        let mut ready = std::mem::take(&mut self.scratch);
+        let watch = self.take_ready(&mut ready);
+        let all_quiet = !watch && ready.iter().all(quiet);
+        self.backlog.extend(ready.drain(..));
+        self.scratch = ready;
+        all_quiet
+    }
+
     /// Moves every ready completion into `out` (those set aside earlier first). The ring's own are handled
     /// here and not reported.
     pub fn drain(&mut self, out: &mut Vec<Completion>) {
         out.extend(self.backlog.drain(..));
+        self.take_ready(out);
+    }
+
+    /// Moves the completions ready on the queue into `out`, handling the ring's own (the watch's sets
+    /// `woken`). Returns whether the watch's was among them.
+    fn take_ready(&mut self, out: &mut Vec<Completion>) -> bool {
+        let mut watch = false;
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -236,6 +270,7 @@ impl Ring {
             };
             if c.tag == Tag::RING {
                 if c.data == WATCH {
+                    watch = true;
                     self.woken |= c.result >= 0;
                     if !cqueue::more(c.flags) {
                         self.watch_armed = false;
@@ -245,6 +280,7 @@ impl Ring {
             }
             out.push(c);
         }
+        watch
     }
 
     /// Whether the watched fd became readable since the last call (a drain saw its poll complete): only then

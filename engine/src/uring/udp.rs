@@ -365,6 +365,14 @@ impl UdpDriver {
         }
     }
 
+    /// Whether `c` is this driver's and needs no prompt handling: a send that went out (it only frees its
+    /// slot) while the driver still has a free slot, so no sender waits for it. A receive, a send to retry or
+    /// that failed, or any send while every slot is taken (the caller's flush was refused and this frees
+    /// room) is not (see [`Ring::submit_and_wait_quiet`]).
+    pub fn is_quiet(&self, c: &Completion) -> bool {
+        c.tag == self.tag && c.data != RECV && c.result >= 0 && self.again.is_empty() && !self.free.is_empty()
+    }
+
     /// Handles one of this driver's completions: a received datagram (or GRO run) goes to `on_datagram` with
     /// its source and segment size, and its buffer back to the ring; a finished send frees its slot.
     pub fn complete(&mut self, c: &Completion, on_datagram: &mut OnDatagram<'_>) {
@@ -525,7 +533,8 @@ impl UringUdp {
     /// completion is ready or `timeout` passes (`None`: no limit; zero: do not wait).
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.driver.prepare(&mut self.ring)?;
-        self.ring.submit_and_wait(timeout)
+        let driver = &self.driver;
+        self.ring.submit_and_wait_quiet(timeout, &|c| driver.is_quiet(c))
     }
 
     /// Handles every completion ready (see [`UdpDriver::complete`]). Returns the number of completions.
