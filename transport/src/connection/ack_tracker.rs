@@ -111,7 +111,8 @@ impl AckTracker {
     pub fn hold_for_train(&mut self, now: Instant, train_end: Option<Instant>, max_hold: Duration) {
         let since = self.first_unacked_at.unwrap_or(now);
         let gap_open = self.ranges.len() > 1 && self.nak_repeats_left > 0;
-        self.hold = train_end.filter(|&end| !gap_open && end <= since + max_hold);
+        self.hold = train_end
+            .filter(|&end| !gap_open && since.checked_add(max_hold).is_some_and(|limit| end <= limit));
     }
 
     fn record(&mut self, now: Instant, pn: u64, ack_eliciting: bool, tail_probe: bool) {
