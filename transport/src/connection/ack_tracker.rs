@@ -89,13 +89,17 @@ impl AckTracker {
     /// once if it reveals a gap (the burst before it lost its last packets) or a gap is still fresh (the
     /// NAK is repeated a little after the burst, in case the first was lost), else with the next ACK.
     pub fn on_tail_probe(&mut self, now: Instant, pn: u64) {
-        // Fresh: not yet named `NAK_REPEATS` times since it opened.
-        let fresh_gap = self.ranges.len() > 1 && self.nak_repeats_left > 0;
+        let fresh_gap = self.gap_is_fresh();
         self.record(now, pn, false, true);
         if fresh_gap {
             self.ack_due = Some(now);
             self.urgent = true;
         }
+    }
+
+    /// A gap is open and not yet named `NAK_REPEATS` times since it opened.
+    fn gap_is_fresh(&self) -> bool {
+        self.ranges.len() > 1 && self.nak_repeats_left > 0
     }
 
     /// Until when the regular ACK is held for the arriving train, if it is.
@@ -110,9 +114,9 @@ impl AckTracker {
     /// fresh (not yet named `NAK_REPEATS` times): the ACKs along a train then repeat a NAK that may be lost.
     pub fn hold_for_train(&mut self, now: Instant, train_end: Option<Instant>, max_hold: Duration) {
         let since = self.first_unacked_at.unwrap_or(now);
-        let gap_open = self.ranges.len() > 1 && self.nak_repeats_left > 0;
+        let fresh_gap = self.gap_is_fresh();
         self.hold = train_end
-            .filter(|&end| !gap_open && since.checked_add(max_hold).is_some_and(|limit| end <= limit));
+            .filter(|&end| !fresh_gap && since.checked_add(max_hold).is_some_and(|limit| end <= limit));
     }
 
     fn record(&mut self, now: Instant, pn: u64, ack_eliciting: bool, tail_probe: bool) {
@@ -229,9 +233,9 @@ impl AckTracker {
 
     /// When the next ACK should go out, if one is owed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let ack_due = match self.hold {
-            Some(hold) if !self.urgent => self.ack_due.map(|due| due.max(hold)),
-            _ => self.ack_due,
+        let ack_due = match self.held_until() {
+            Some(hold) => self.ack_due.map(|due| due.max(hold)),
+            None => self.ack_due,
         };
         match (ack_due, self.next_nak) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -499,11 +499,12 @@ impl Connection {
     }
 
     /// When the arriving train should be in, with an ACK interval's slack (a paced train arrives in rounds,
-    /// not evenly), if the whole train fits in [`Self::max_train_hold`]; `None` for a long train or none.
-    fn short_train_end(&self, now: Instant) -> Option<Instant> {
+    /// not evenly), if the whole train fits in `max_hold` ([`Self::max_train_hold`]); `None` for a long train
+    /// or none.
+    fn short_train_end(&self, now: Instant, max_hold: Duration) -> Option<Instant> {
         let eta = self.incoming_train.eta(now, self.config.ack_interval)?;
         let end = eta.end.checked_add(self.config.ack_interval)?;
-        (end.saturating_duration_since(eta.first_at) <= self.max_train_hold()).then_some(end)
+        (end.saturating_duration_since(eta.first_at) <= max_hold).then_some(end)
     }
 
     /// The driver handed over every datagram one wake-up brought (see [`AckTracker::on_receive_batch_end`]).
@@ -767,8 +768,8 @@ impl Connection {
             } else {
                 self.acks.on_packet(now, pn, ack_eliciting);
             }
-            let train_end = self.short_train_end(now);
             let max_hold = self.max_train_hold();
+            let train_end = self.short_train_end(now, max_hold);
             self.acks.hold_for_train(now, train_end, max_hold);
         }
     }
