@@ -1,6 +1,6 @@
 //! One lightweight HTTP-FLV player: `GET /APP/STREAM.flv`, then read the endless FLV body without decoding
 //! it, measuring what a viewer would see exactly as the RTMP player does ([`crate::fanout::measure`]: time to
-//! first keyframe, lag of each stamped frame, missed frames).
+//! first keyframe, lag of each stamped frame at its arrival and at its read, missed frames).
 //!
 //! The body is HTTP/1.1 chunked ([`ChunkedDecoder`]) or, from an HTTP/1.0 server, the bytes up to the close;
 //! the FLV inside is read by [`FlvStreamReader`], which keeps only each tag's first bytes. A player costs one
@@ -10,9 +10,10 @@
 use super::chunked::ChunkedDecoder;
 use super::flv_stream::{FlvStreamReader, TagPrefix};
 use super::http_get::{self, MAX_HEAD_BYTES};
+use crate::fanout::arrival::StampedReader;
 use crate::fanout::clock;
 use crate::fanout::flv::{TAG_AUDIO, TAG_VIDEO};
-use crate::fanout::measure::{FrameMeter, Phase, PlayerShared};
+use crate::fanout::measure::{At, FrameMeter, Phase, PlayerShared};
 use crate::fanout::ramp::SpawnPlayer;
 use anyhow::{anyhow, bail, Context, Result};
 use std::net::SocketAddr;
@@ -63,11 +64,11 @@ struct Body {
 }
 
 impl Body {
-    /// Reads `bytes` of the response body (received at `now_us`); whether the body ended.
-    fn feed(&mut self, bytes: &[u8], shared: &PlayerShared, now_us: u64) -> Result<bool> {
+    /// Reads `bytes` of the response body (arrived and read `at`); whether the body ended.
+    fn feed(&mut self, bytes: &[u8], shared: &PlayerShared, at: At) -> Result<bool> {
         let Body { chunked, flv, meter } = self;
         let mut on_tag = |tag: &TagPrefix<'_>| match tag.tag_type {
-            TAG_VIDEO => meter.on_video(shared, tag.prefix, now_us),
+            TAG_VIDEO => meter.on_video(shared, tag.prefix, at),
             TAG_AUDIO => {
                 shared.audio_messages.fetch_add(1, Ordering::Relaxed);
             }
@@ -145,11 +146,13 @@ async fn play(config: &FlvPlayerConfig, shared: &PlayerShared) -> Result<()> {
         flv: FlvStreamReader::new(),
         meter,
     };
-    if body.feed(&leftover, shared, clock::now_us())? {
+    if body.feed(&leftover, shared, At::read_at(clock::now_us()))? {
         return Ok(());
     }
+    let mut stamped = StampedReader::new(&sock);
     loop {
-        let n = sock.read(&mut buf).await.context("reading")?;
+        let got = stamped.read(&sock, &mut buf).await.context("reading")?;
+        let n = got.bytes;
         if n == 0 {
             return if body.chunked.is_some() {
                 Err(anyhow!(
@@ -160,7 +163,11 @@ async fn play(config: &FlvPlayerConfig, shared: &PlayerShared) -> Result<()> {
             };
         }
         shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        if body.feed(&buf[..n], shared, clock::now_us())? {
+        let at = At {
+            arrival_us: got.arrival_us,
+            read_us: got.read_us,
+        };
+        if body.feed(&buf[..n], shared, at)? {
             return Ok(());
         }
     }
@@ -231,6 +238,13 @@ mod tests {
         assert_eq!(st.phase, Phase::Playing);
         assert!(st.ttff_us.is_some());
         assert_eq!(st.lags_us.len(), 3);
+        assert_eq!(st.read_lags_us.len(), 3);
+        assert!(
+            st.lags_us.iter().zip(&st.read_lags_us).all(|(a, r)| a <= r),
+            "a frame arrives no later than it is read: {:?} {:?}",
+            st.lags_us,
+            st.read_lags_us
+        );
         assert_eq!(st.missed_frames, 1, "frame 2 never came");
         drop(st);
         assert_eq!(shared.video_messages.load(Ordering::Relaxed), 4);

@@ -5,8 +5,11 @@
 //! Per player:
 //! - time to first frame: from the start of the TCP connect to the first video *keyframe* (the first frame a
 //!   decoder can show; inter frames a server sends before it do not count);
-//! - lag: for every stamped video frame sent after the player asked to play, its receive time minus the
-//!   publisher's send time (both on [`super::clock`], in this process);
+//! - lag: for every stamped video frame sent after the player asked to play, its arrival at the player's
+//!   socket (the kernel's receive timestamp, [`super::arrival`]) minus the publisher's send time (both on
+//!   [`super::clock`], in this process): the time the frame spent in the server and the sockets;
+//! - read lag: the same frame's read time minus its send time, which adds the load generator's own delay in
+//!   getting round to the read (it grows as the load generator nears saturation, whatever the server);
 //! - missed frames: gaps in the publisher's frame numbers (servers drop frames for slow viewers).
 //!
 //! A video frame is an FLV video tag body (an RTMP video message's payload is the same bytes), of which the
@@ -39,8 +42,10 @@ pub struct PlayerStats {
     pub phase: Phase,
     /// Connect start to the first video keyframe, in microseconds.
     pub ttff_us: Option<u64>,
-    /// Lags of stamped frames since the last collection, in microseconds.
+    /// Lags of stamped frames since the last collection (arrival at the socket - send), in microseconds.
     pub lags_us: Vec<u32>,
+    /// The same frames' read lags (read - send), in microseconds.
+    pub read_lags_us: Vec<u32>,
     /// Stamped frames the server skipped (gaps in frame numbers) since the last collection.
     pub missed_frames: u64,
 }
@@ -74,6 +79,7 @@ impl PlayerShared {
                 phase: Phase::Connecting,
                 ttff_us: None,
                 lags_us: Vec::new(),
+                read_lags_us: Vec::new(),
                 missed_frames: 0,
             }),
         }
@@ -82,6 +88,25 @@ impl PlayerShared {
     /// The stats, locked (a panicked holder cannot leave them inconsistent: every update is one field).
     pub fn lock(&self) -> MutexGuard<'_, PlayerStats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// When a read's bytes reached the socket and when they were read, in microseconds on [`super::clock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    /// Arrival at the socket (the read time where the kernel gave no timestamp).
+    pub arrival_us: u64,
+    /// The read.
+    pub read_us: u64,
+}
+
+impl At {
+    /// Arrival and read at the same instant (a read without a kernel timestamp; tests).
+    pub fn read_at(us: u64) -> Self {
+        Self {
+            arrival_us: us,
+            read_us: us,
+        }
     }
 }
 
@@ -97,6 +122,8 @@ pub struct FrameMeter {
     last_seq: Option<u32>,
     /// Lags found in the current read, flushed to the shared stats after it.
     lags: Vec<u32>,
+    /// Their read lags.
+    read_lags: Vec<u32>,
     missed: u64,
 }
 
@@ -109,6 +136,7 @@ impl FrameMeter {
             got_keyframe: false,
             last_seq: None,
             lags: Vec::new(),
+            read_lags: Vec::new(),
             missed: 0,
         }
     }
@@ -118,9 +146,10 @@ impl FrameMeter {
         self.play_sent_us = at_us;
     }
 
-    /// A video frame arrived at `now_us`: `prefix` is the first bytes of its FLV video tag body (at least
-    /// [`sei::SEARCH_PREFIX_BYTES`] where the frame is that long).
-    pub fn on_video(&mut self, shared: &PlayerShared, prefix: &[u8], now_us: u64) {
+    /// A video frame reached the socket at `at.arrival_us` and was read at `at.read_us`: `prefix` is the
+    /// first bytes of its FLV video tag body (at least [`sei::SEARCH_PREFIX_BYTES`] where the frame is that
+    /// long).
+    pub fn on_video(&mut self, shared: &PlayerShared, prefix: &[u8], at: At) {
         shared.video_messages.fetch_add(1, Ordering::Relaxed);
         let (Some(&first), Some(&second)) = (prefix.first(), prefix.get(1)) else {
             return;
@@ -146,8 +175,9 @@ impl FrameMeter {
             }
         }
         self.last_seq = Some(stamp.seq);
-        let lag = now_us.saturating_sub(stamp.send_us);
-        self.lags.push(u32::try_from(lag).unwrap_or(u32::MAX));
+        let lag = |t: u64| u32::try_from(t.saturating_sub(stamp.send_us)).unwrap_or(u32::MAX);
+        self.lags.push(lag(at.arrival_us));
+        self.read_lags.push(lag(at.read_us));
     }
 
     /// Moves what this read measured to the shared stats.
@@ -159,9 +189,13 @@ impl FrameMeter {
         let room = MAX_LAG_SAMPLES.saturating_sub(stats.lags_us.len());
         let take = self.lags.len().min(room);
         stats.lags_us.extend_from_slice(&self.lags[..take]);
+        let room = MAX_LAG_SAMPLES.saturating_sub(stats.read_lags_us.len());
+        let take = self.read_lags.len().min(room);
+        stats.read_lags_us.extend_from_slice(&self.read_lags[..take]);
         stats.missed_frames += self.missed;
         drop(stats);
         self.lags.clear();
+        self.read_lags.clear();
         self.missed = 0;
     }
 }
@@ -184,8 +218,12 @@ mod tests {
         let mut meter = FrameMeter::new(Instant::now());
         meter.play_requested(1_000);
         // The sequence header and an old (cached) frame: counted, not measured.
-        meter.on_video(&shared, &[0x17, 0x00, 0, 0, 0, 1], 1_100);
-        meter.on_video(&shared, &frame(false, Stamp { send_us: 900, seq: 1 }), 1_100);
+        meter.on_video(&shared, &[0x17, 0x00, 0, 0, 0, 1], At::read_at(1_100));
+        meter.on_video(
+            &shared,
+            &frame(false, Stamp { send_us: 900, seq: 1 }),
+            At::read_at(1_100),
+        );
         assert!(
             shared.lock().ttff_us.is_none(),
             "an inter frame is no first frame"
@@ -199,7 +237,7 @@ mod tests {
                     seq: 2,
                 },
             ),
-            1_250,
+            At::read_at(1_250),
         );
         meter.on_video(
             &shared,
@@ -210,12 +248,16 @@ mod tests {
                     seq: 5,
                 },
             ),
-            1_400,
+            At {
+                arrival_us: 1_400,
+                read_us: 1_700,
+            },
         );
         meter.flush(&shared);
         let st = shared.lock();
         assert!(st.ttff_us.is_some());
-        assert_eq!(st.lags_us, vec![50, 100]);
+        assert_eq!(st.lags_us, vec![50, 100], "arrival - send");
+        assert_eq!(st.read_lags_us, vec![50, 400], "read - send");
         assert_eq!(st.missed_frames, 2, "frames 3 and 4");
         drop(st);
         assert_eq!(shared.video_messages.load(Ordering::Relaxed), 4);

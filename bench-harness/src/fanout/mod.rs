@@ -3,17 +3,18 @@
 //!
 //! One publisher pushes a live stream (synthetic or an FLV file) at real time, each video frame stamped with
 //! its send time in an SEI unit; lightweight players (no decoding: [`chunk_reader`] skips payloads) join in
-//! steps and measure time to first keyframe, lag (receive - send, same process clock) and missed frames; the
+//! steps and measure time to first keyframe, lag (arrival at the player's socket, the kernel's receive
+//! timestamp, - send, same process clock: [`arrival`]), read lag (the player's read - send) and missed frames; the
 //! server's CPU and memory come from `/proc`. The ramp stops at the first failing step ([`ramp`]).
 //!
 //! Layout: [`cli`] flags; [`source`], [`flv`], [`sei`] what is sent; [`publisher`], [`send_log`],
-//! [`player`], [`measure`], [`rtmp_client`], [`chunk_reader`], [`clock`] the clients; [`server`], [`nginx`],
+//! [`player`], [`measure`], [`arrival`], [`rtmp_client`], [`chunk_reader`], [`clock`] the clients; [`server`], [`nginx`],
 //! [`popline_server`] the servers; [`proc_stats`], [`cpus`], [`limits`] the host; [`ramp`] the steps;
 //! [`report`], [`percentile`] the output. `popline-bench egress` ([`crate::egress`]) runs the same ramp with
 //! HTTP-FLV players ([`setup`], [`ramp_server`]).
 //!
 //! Reading the numbers: everything runs over loopback on one machine. A player's cost is the kernel's TCP
-//! receive path, one `recvfrom` per RTMP message (~68 a second at 25 fps + AAC), about what a server pays to
+//! receive path, one `recvmsg` per RTMP message (~68 a second at 25 fps + AAC), about what a server pays to
 //! send it; so one load-generator CPU saturates near the viewer count one server CPU can serve, and the
 //! report says when it did (`loadgen_limited`). Loopback receive processing also runs in softirq on the
 //! *sender's* CPU, partly outside the server's own accounting: it shows as `others_on_server_cpus_cores`,
@@ -21,6 +22,7 @@
 //! generator's reach, give the load generator more CPUs than the server (`--server-cpus` on a bigger box);
 //! meanwhile `cpu_cores_per_1000_viewers` compares cost per viewer.
 
+pub mod arrival;
 pub mod chunk_reader;
 pub mod cli;
 pub mod clock;

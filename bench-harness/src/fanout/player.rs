@@ -5,9 +5,10 @@
 //! HTTP-FLV player. A player costs one task, one 16 KiB read buffer and a [`ChunkReader`]; it takes its
 //! shared lock once per socket read that completed a stamped frame.
 
+use super::arrival::StampedReader;
 use super::chunk_reader::{message_type, ChunkReader, Message};
 use super::clock;
-use super::measure::{FrameMeter, Phase, PlayerShared};
+use super::measure::{At, FrameMeter, Phase, PlayerShared};
 use super::ramp::SpawnPlayer;
 use super::rtmp_client::{self, Command, CommandWriter, TX_CONNECT, TX_CREATE_STREAM};
 use anyhow::{anyhow, bail, Context, Result};
@@ -15,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Bytes read from the socket at a time.
@@ -81,18 +82,18 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn on_message(&mut self, m: &Message<'_>, now_us: u64) {
+    fn on_message(&mut self, m: &Message<'_>, at: At) {
         if self.error.is_some() {
             return;
         }
-        if let Err(e) = self.handle(m, now_us) {
+        if let Err(e) = self.handle(m, at) {
             self.error = Some(e);
         }
     }
 
-    fn handle(&mut self, m: &Message<'_>, now_us: u64) -> Result<()> {
+    fn handle(&mut self, m: &Message<'_>, at: At) -> Result<()> {
         match m.type_id {
-            message_type::VIDEO => self.on_video(m.payload, now_us),
+            message_type::VIDEO => self.on_video(m.payload, at),
             message_type::AUDIO => {
                 self.shared.audio_messages.fetch_add(1, Ordering::Relaxed);
                 self.mark_playing();
@@ -163,9 +164,9 @@ impl Session<'_> {
         }
     }
 
-    fn on_video(&mut self, payload: &[u8], now_us: u64) -> Result<()> {
+    fn on_video(&mut self, payload: &[u8], at: At) -> Result<()> {
         self.mark_playing();
-        self.meter.on_video(self.shared, payload, now_us);
+        self.meter.on_video(self.shared, payload, at);
         Ok(())
     }
 }
@@ -198,29 +199,35 @@ async fn play(config: &PlayerConfig, shared: &PlayerShared) -> Result<()> {
     session.out.clear();
 
     let mut reader = ChunkReader::new();
+    let mut stamped = StampedReader::new(&sock);
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
     let mut received = leftover.len() as u64;
     let mut acked = 0u64;
     let mut pending: &[u8] = &leftover;
+    let mut at = At::read_at(clock::now_us());
     loop {
         if pending.is_empty() {
-            let n = if session.step == Step::Playing {
-                sock.read(&mut buf).await
+            let got = if session.step == Step::Playing {
+                stamped.read(&sock, &mut buf).await
             } else {
-                tokio::time::timeout_at(setup_deadline, sock.read(&mut buf))
+                tokio::time::timeout_at(setup_deadline, stamped.read(&sock, &mut buf))
                     .await
                     .map_err(|_| anyhow!("no answer to {:?} in time", session.step))?
             }
             .context("reading")?;
+            let n = got.bytes;
             if n == 0 {
                 return Ok(());
             }
             received += n as u64;
             shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
             pending = &buf[..n];
+            at = At {
+                arrival_us: got.arrival_us,
+                read_us: got.read_us,
+            };
         }
-        let now_us = clock::now_us();
-        reader.feed(pending, |m| session.on_message(m, now_us))?;
+        reader.feed(pending, |m| session.on_message(m, at))?;
         pending = &[];
         if let Some(e) = session.error.take() {
             return Err(e);

@@ -103,12 +103,17 @@ pub struct StepReport {
     /// The load generator's CPUs were busy (with it or anything else) at least the saturation fraction of
     /// the time: it may not have kept up.
     pub loadgen_saturated: bool,
-    /// Lag p50 over all stamped frames of the hold, in ms.
+    /// Lag p50 over all stamped frames of the hold, in ms: arrival at the player's socket - send, the
+    /// server's added latency ([`super::arrival`]).
     pub lag_ms_p50: Option<f64>,
     /// Lag p99 over all stamped frames of the hold, in ms.
     pub lag_ms_p99: Option<f64>,
     /// Largest lag of the hold, in ms.
     pub lag_ms_max: Option<f64>,
+    /// Read lag p50 (the player's read - send: the load generator's own delay included), in ms.
+    pub read_lag_ms_p50: Option<f64>,
+    /// Read lag p99, in ms.
+    pub read_lag_ms_p99: Option<f64>,
     /// Players failing for any reason below (each counted once).
     pub players_failing: usize,
     /// Players whose connection ended (or never got through setup).
@@ -262,6 +267,7 @@ fn run_step(
     for (p, _) in players {
         let mut st = p.lock();
         st.lags_us.clear();
+        st.read_lags_us.clear();
         st.missed_frames = 0;
     }
     let pid = server.pid();
@@ -310,6 +316,8 @@ fn run_step(
         lag_ms_p50: None,
         lag_ms_p99: None,
         lag_ms_max: None,
+        read_lag_ms_p50: None,
+        read_lag_ms_p99: None,
         players_failing: 0,
         players_disconnected: 0,
         players_no_frame: 0,
@@ -332,10 +340,12 @@ fn run_step(
 
     let max_lag_us = u32::try_from(s.max_lag.as_micros()).unwrap_or(u32::MAX);
     let mut all_lags: Vec<u32> = Vec::new();
+    let mut all_read_lags: Vec<u32> = Vec::new();
     let (mut received, mut missed) = (0u64, 0u64);
     for (p, _) in players {
         let mut st = p.lock();
         let mut lags = std::mem::take(&mut st.lags_us);
+        all_read_lags.append(&mut st.read_lags_us);
         let player_missed = std::mem::take(&mut st.missed_frames);
         received += lags.len() as u64;
         missed += player_missed;
@@ -368,6 +378,9 @@ fn run_step(
     step.lag_ms_p50 = percentile_of_sorted(&all_lags, 50.0).map(ms);
     step.lag_ms_p99 = percentile_of_sorted(&all_lags, 99.0).map(ms);
     step.lag_ms_max = all_lags.last().copied().map(ms);
+    all_read_lags.sort_unstable();
+    step.read_lag_ms_p50 = percentile_of_sorted(&all_read_lags, 50.0).map(ms);
+    step.read_lag_ms_p99 = percentile_of_sorted(&all_read_lags, 99.0).map(ms);
     if received + missed > 0 {
         step.frames_missed_percent = missed as f64 * 100.0 / (received + missed) as f64;
     }
@@ -445,13 +458,15 @@ fn message_counts(players: &[(Arc<PlayerShared>, usize)]) -> (u64, u64) {
 fn progress_line(server: &str, index: usize, st: &StepReport, s: &RampSettings) -> String {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     format!(
-        "[{server}] step {}: {} viewers | lag p50 {} p99 {} ms | server CPU {:.2}/{} cores (others {:.2}), RSS {:.0} MB | \
+        "[{server}] step {}: {} viewers | lag p50 {} p99 {} ms (at the read: p50 {} p99 {}) | server CPU {:.2}/{} cores (others {:.2}), RSS {:.0} MB | \
          loadgen CPU {:.2}/{} | {:.0} Mbit/s ({:.0}% of published), {:.1} video + {:.1} audio fps | failing {} (disc {}, no kf {}, stalled {}, behind {}, dropping {}; \
          missed {:.2}%){} | {}",
         index + 1,
         st.viewers,
         opt(st.lag_ms_p50),
         opt(st.lag_ms_p99),
+        opt(st.read_lag_ms_p50),
+        opt(st.read_lag_ms_p99),
         st.server_cpu_cores,
         s.server_cpus.len(),
         st.others_on_server_cpus_cores,

@@ -268,7 +268,7 @@ pub fn print_columns(reports: &[ServerReport]) {
         }
         if !r.steps.is_empty() {
             println!(
-                "  {:>7} {:>6} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8}",
+                "  {:>7} {:>6} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
                 "viewers",
                 "pass",
                 "srv cores",
@@ -276,13 +276,14 @@ pub fn print_columns(reports: &[ServerReport]) {
                 "RSS MB",
                 "lag p50",
                 "lag p99",
+                "read p99",
                 "gen cores",
                 "failing",
                 "missed%"
             );
             for s in &r.steps {
                 println!(
-                    "  {:>7} {:>6} {:>9.2} {:>8.2} {:>8.1} {:>9} {:>9} {:>9.2} {:>8} {:>8.2}",
+                    "  {:>7} {:>6} {:>9.2} {:>8.2} {:>8.1} {:>9} {:>9} {:>9} {:>9.2} {:>8} {:>8.2}",
                     s.viewers,
                     if s.passed { "yes" } else { "no" },
                     s.server_cpu_cores,
@@ -290,6 +291,7 @@ pub fn print_columns(reports: &[ServerReport]) {
                     s.server_rss_mb,
                     opt(s.lag_ms_p50, 1),
                     opt(s.lag_ms_p99, 1),
+                    opt(s.read_lag_ms_p99, 1),
                     s.loadgen_cpu_cores,
                     s.players_failing,
                     s.frames_missed_percent
