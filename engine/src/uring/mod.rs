@@ -25,12 +25,21 @@ use io_uring::{squeue, IoUring};
 use std::io;
 use std::time::Duration;
 
+/// The largest completion queue the kernel builds (`IORING_MAX_CQ_ENTRIES`).
+pub const MAX_COMPLETION_ENTRIES: u32 = 65_536;
+
 /// How to build a ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingConfig {
-    /// Submission queue entries (the completion queue gets twice as many, as the kernel defaults to; at least
-    /// 8, rounded up to a power of two by the kernel).
+    /// Submission queue entries (at least 8, rounded up to a power of two by the kernel).
     pub entries: u32,
+    /// Completion queue entries (0: twice `entries`, as the kernel defaults to; at most
+    /// [`MAX_COMPLETION_ENTRIES`], rounded up to a power of two by the kernel). A ring with more operations in
+    /// flight than its completion queue holds still loses none (the kernel keeps the rest on an overflow list),
+    /// but they come back at most a queue's worth per wait, in order: a completion that finished after them,
+    /// such as a publisher's bytes behind thousands of viewers' writes, waits several loop passes for its turn.
+    /// So a ring that serves many connections sizes it to them.
+    pub completion_entries: u32,
     /// Use a kernel submission-polling thread that idles after this many milliseconds (`None`: no SQPOLL; the
     /// application's `io_uring_enter` submits). SQPOLL costs a kernel thread per ring.
     pub sqpoll_idle_ms: Option<u32>,
@@ -42,6 +51,7 @@ impl Default for RingConfig {
     fn default() -> Self {
         RingConfig {
             entries: 256,
+            completion_entries: 0,
             sqpoll_idle_ms: None,
             batch: WaitBatch::OFF,
         }
@@ -174,7 +184,11 @@ pub fn build_ring(config: &RingConfig) -> io::Result<(IoUring, RingFeatures)> {
     for want in attempts {
         let mut b = IoUring::builder();
         b.setup_r_disabled();
-        b.setup_cqsize(entries.saturating_mul(2));
+        let cq = match config.completion_entries {
+            0 => entries.saturating_mul(2),
+            n => n.max(entries.saturating_mul(2)),
+        };
+        b.setup_cqsize(cq.min(MAX_COMPLETION_ENTRIES));
         if want.single_issuer {
             b.setup_single_issuer();
         }

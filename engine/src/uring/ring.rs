@@ -388,6 +388,39 @@ mod tests {
         assert!(ring.new_driver().is_err());
     }
 
+    /// Pushes `n` no-ops and one last marked one, waits once, and says whether the marked one came back in
+    /// the first drain.
+    fn last_of_many_in_first_drain(config: &RingConfig, n: u64) -> bool {
+        let mut ring = Ring::new(config).unwrap();
+        let (tag, _) = ring.new_driver().unwrap();
+        for i in 0..=n {
+            let nop = opcode::Nop::new().build().user_data(tag.user_data(i));
+            // SAFETY: a no-op names no memory.
+            unsafe { ring.push(&nop).unwrap() };
+        }
+        ring.submit_and_wait(Some(Duration::from_secs(1))).unwrap();
+        let mut out = Vec::new();
+        ring.drain(&mut out);
+        out.iter().any(|c| c.data == n)
+    }
+
+    #[test]
+    fn a_completion_queue_sized_to_the_operations_returns_the_last_one_in_the_same_pass() {
+        let small = RingConfig {
+            entries: 64,
+            ..RingConfig::default()
+        };
+        assert!(
+            !last_of_many_in_first_drain(&small, 1000),
+            "a 128-entry queue: the last of 1001 completions waits on the overflow list"
+        );
+        let sized = RingConfig {
+            completion_entries: 2048,
+            ..small
+        };
+        assert!(last_of_many_in_first_drain(&sized, 1000));
+    }
+
     #[test]
     fn a_nop_completes_with_its_drivers_tag() {
         let mut ring = Ring::new(&RingConfig::default()).unwrap();

@@ -84,10 +84,22 @@ pub fn tcp_config(shared: &Shared) -> UringTcpConfig {
         liveness: shared.config.liveness(),
         ring: engine::uring::RingConfig {
             batch: shared.config.engine.wait_batch(),
+            completion_entries: completion_entries(shared.config.rtmp.max_connections_per_core),
             ..engine::uring::RingConfig::default()
         },
         ..UringTcpConfig::default()
     }
+}
+
+/// A completion queue that holds a completion for each of `max_connections` (a write or a receive each, at
+/// once, as when a frame goes to every viewer) and the listeners', so that none waits on the kernel's overflow
+/// list behind the others (`RingConfig::completion_entries`): measured at 4000 viewers on one core, the
+/// default 512 made each loop pass reap 512 write completions while the publisher's next frame waited.
+fn completion_entries(max_connections: usize) -> u32 {
+    let wanted = max_connections.saturating_mul(2).saturating_add(1024);
+    u32::try_from(wanted)
+        .unwrap_or(u32::MAX)
+        .min(engine::uring::MAX_COMPLETION_ENTRIES)
 }
 
 impl UringLoop {
