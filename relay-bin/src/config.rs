@@ -180,7 +180,9 @@ pub struct RtmpConfig {
     /// Viewers' writes are gathered for up to this many milliseconds, so the frames of that interval leave
     /// in one `writev` (fewer syscalls and TCP segments per viewer: the kernel's per-write cost dominates
     /// fan-out); a frame after a quiet interval leaves at once. It adds at most this much latency to viewers
-    /// (SRS's "merged write" does the same, 350 ms by default). 0 writes every frame as soon as it arrives.
+    /// (SRS's "merged write" does the same, 350 ms by default). A core's viewers are written on 8 phases of
+    /// the interval, not all at once, so the core's writes do not come in one burst. 0 writes every frame as
+    /// soon as it arrives.
     pub write_coalesce_ms: u64,
     /// Most bytes of protocol answers (acknowledgements, ping responses, command results) queued for a client
     /// that does not read them; a client past it is closed (counted in `limit_hits.control_queue`).

@@ -94,10 +94,7 @@ impl NodeCore {
             match pushed {
                 Pushed::Queued => {
                     queued += 1;
-                    if !client.dirty {
-                        client.dirty = true;
-                        self.dirty.push(token);
-                    }
+                    super::list_for_write(token, client, &mut self.dirty, &mut self.viewer_flush);
                 }
                 Pushed::Dropped => dropped += 1,
                 Pushed::Overflow => overflowed.push(token),

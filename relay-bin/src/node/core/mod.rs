@@ -15,6 +15,7 @@
 
 mod admin;
 mod flow;
+mod flush;
 pub(crate) mod hls;
 mod http;
 mod lifecycle;
@@ -144,8 +145,12 @@ pub struct NodeCore {
     counters: Arc<CoreCounters>,
     clients: Slots<Client>,
     streams: HashMap<StreamKey, LocalStream, foldhash::fast::RandomState>,
-    /// Clients with bytes to write, in the order they got them.
+    /// Clients with bytes to write at once, in the order they got them (all but viewers under coalescing).
     dirty: Vec<Token>,
+    /// Viewers with bytes to write, by their phase of the coalescing interval.
+    viewer_flush: flush::FlushSchedule,
+    /// Scratch for the viewers a call of [`NodeCore::take_due_writes`] takes.
+    due: Vec<Token>,
     /// Cores posted to since the last [`NodeCore::take_wakes`].
     wake: Vec<bool>,
     /// Connections the core closed; the IO loop closes their sockets.
@@ -154,9 +159,6 @@ pub struct NodeCore {
     events: Vec<ServerSessionEvent>,
     out: Vec<Bytes>,
     guard_limits: GuardLimits,
-    /// Viewers are written no sooner than this (see `rtmp.write_coalesce_ms`).
-    next_flush: Instant,
-    write_coalesce: Duration,
     next_tick: Instant,
     /// The `now` of the entry point being handled.
     now: Instant,
@@ -169,6 +171,26 @@ pub struct NodeCore {
     /// Kept-alive HTTP connections whose next request (sent ahead) is to be read, and whether that loop runs.
     http_next: Vec<Token>,
     http_reading: bool,
+}
+
+/// Lists `client` (`token`) for a write, once: a viewer under coalescing for its phase, anyone else at once.
+fn list_for_write(
+    token: Token,
+    client: &mut Client,
+    now_list: &mut Vec<Token>,
+    viewers: &mut flush::FlushSchedule,
+) {
+    if client.dirty {
+        return;
+    }
+    client.dirty = true;
+    let coalesced =
+        matches!(client.role, Role::Viewer { .. }) && client.closing.is_none() && viewers.coalesces();
+    if coalesced {
+        viewers.push(token);
+    } else {
+        now_list.push(token);
+    }
 }
 
 impl std::fmt::Debug for NodeCore {
@@ -200,6 +222,8 @@ impl NodeCore {
             clients: Slots::default(),
             streams: HashMap::default(),
             dirty: Vec::new(),
+            viewer_flush: flush::FlushSchedule::new(write_coalesce, now),
+            due: Vec::new(),
             wake: vec![false; cores],
             closed: Vec::new(),
             next_sequence: 0,
@@ -207,8 +231,6 @@ impl NodeCore {
             out: Vec::new(),
             guard_limits,
             shared,
-            next_flush: now,
-            write_coalesce,
             next_tick: now + TICK,
             now,
             stop: false,
@@ -326,10 +348,7 @@ impl NodeCore {
             client.queue.push_control(bytes);
         }
         self.out = out;
-        if !client.dirty {
-            client.dirty = true;
-            self.dirty.push(token);
-        }
+        list_for_write(token, client, &mut self.dirty, &mut self.viewer_flush);
         if let Err(error) = result {
             events.clear();
             self.events = events;
@@ -386,11 +405,14 @@ impl NodeCore {
     /// When the core next needs [`NodeCore::tick`] or [`NodeCore::take_due_writes`] called, whatever
     /// arrives before.
     pub fn poll_timeout(&self) -> Instant {
-        if self.dirty.is_empty() {
-            self.next_tick
-        } else {
-            self.next_tick.min(self.next_flush)
+        let mut at = self.next_tick;
+        if !self.dirty.is_empty() {
+            at = at.min(self.now);
         }
+        if let Some(due) = self.viewer_flush.next_due() {
+            at = at.min(due);
+        }
+        at
     }
 
     /// Runs the housekeeping (timeouts, grace periods) if its period has come.
@@ -402,29 +424,24 @@ impl NodeCore {
         }
     }
 
-    /// The clients to write now, in `out`. Viewers are written at most once per `write_coalesce_ms` (the
-    /// frames of the interval go in one write); everyone else (handshakes, commands, closing clients) at once.
-    /// Those not due stay listed for a later call.
+    /// The clients to write now, in `out`. Under `write_coalesce_ms` a viewer is written once per interval,
+    /// on its group's phase of it (the frames of the interval go in one write; the core's flush schedule
+    /// spreads its viewers over the interval); everyone else (handshakes, commands, closing clients) at once. Those not
+    /// due stay listed for a later call.
     pub fn take_due_writes(&mut self, now: Instant, out: &mut Vec<Token>) {
         self.now = now;
-        let all = now >= self.next_flush;
-        let mut wrote_viewers = false;
-        let dirty = std::mem::take(&mut self.dirty);
-        for token in dirty {
-            let Some(client) = self.clients.get_mut(token) else {
-                continue;
-            };
-            let coalesced = matches!(client.role, Role::Viewer { .. }) && client.closing.is_none();
-            if coalesced && !all {
-                self.dirty.push(token);
-                continue;
+        for token in self.dirty.drain(..) {
+            if let Some(client) = self.clients.get_mut(token) {
+                client.dirty = false;
+                out.push(token);
             }
-            wrote_viewers |= coalesced;
-            client.dirty = false;
-            out.push(token);
         }
-        if wrote_viewers {
-            self.next_flush = now + self.write_coalesce;
+        self.viewer_flush.take_due(now, &mut self.due);
+        for token in self.due.drain(..) {
+            if let Some(client) = self.clients.get_mut(token) {
+                client.dirty = false;
+                out.push(token);
+            }
         }
     }
 
@@ -535,10 +552,7 @@ impl NodeCore {
 
     fn mark_dirty(&mut self, token: Token) {
         if let Some(client) = self.clients.get_mut(token) {
-            if !client.dirty {
-                client.dirty = true;
-                self.dirty.push(token);
-            }
+            list_for_write(token, client, &mut self.dirty, &mut self.viewer_flush);
         }
     }
 

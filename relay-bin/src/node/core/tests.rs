@@ -485,6 +485,53 @@ fn viewers_are_written_once_per_coalescing_interval() {
 }
 
 #[test]
+fn a_cores_viewers_are_written_on_different_phases_of_the_interval() {
+    // 80 ms over 8 groups: the viewers in slots 1 and 2 are written 10 ms apart, not in one burst.
+    let mut h = Harness::new(1, |c| c.rtmp.write_coalesce_ms = 80);
+    let p = h.publisher(0, "phases");
+    let v1 = h.viewer(0, "phases");
+    let v2 = h.viewer(0, "phases");
+    let slots: Vec<u64> = [v1, v2]
+        .iter()
+        .map(|&v| h.clients[v].token & 0xffff_ffff)
+        .collect();
+    assert_eq!(slots[1], slots[0] + 1, "neighbouring slots: {slots:?}");
+    h.send_video(p, SEQ_HEADER, 0);
+    h.send_video(p, KEYFRAME, 0);
+    // A frame every 20 ms for 800 ms, time stepped 1 ms at a time: note when each viewer's writes land.
+    let mut writes: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    let mut seen = [h.clients[v1].video().len(), h.clients[v2].video().len()];
+    for ms in 1..=800u64 {
+        if ms % 20 == 0 {
+            h.send_video(p, INTER, ms as u32);
+        }
+        h.advance(Duration::from_millis(1));
+        for (i, &v) in [v1, v2].iter().enumerate() {
+            let n = h.clients[v].video().len();
+            if n != seen[i] {
+                seen[i] = n;
+                writes[i].push(ms);
+            }
+        }
+    }
+    // Past the first interval, each viewer is written once an interval, on its own phase, 10 ms apart.
+    let steady = |w: &[u64]| w.iter().copied().filter(|&t| t > 160).collect::<Vec<_>>();
+    let (a, b) = (steady(&writes[0]), steady(&writes[1]));
+    assert!(a.len() >= 7 && b.len() >= 7, "{writes:?}");
+    for w in [&a, &b] {
+        assert!(w.windows(2).all(|p| p[1] - p[0] == 80), "once an interval: {w:?}");
+    }
+    assert_eq!(
+        (b[0] % 80 + 80 - a[0] % 80) % 80,
+        10,
+        "one phase (80 ms / 8) apart: {writes:?}"
+    );
+    h.advance(Duration::from_millis(80));
+    let got = [h.clients[v1].video().len(), h.clients[v2].video().len()];
+    assert_eq!(got, [42, 42], "every frame reached both within an interval");
+}
+
+#[test]
 fn a_viewer_that_never_reads_keeps_one_header_per_track_however_many_are_sent() {
     // Issue 17, item 12: sequence headers bypassed the queue's bound, so a publisher sending them in a loop
     // grew a stalled viewer's memory without bound.
