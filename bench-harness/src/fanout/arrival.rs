@@ -33,6 +33,9 @@ pub struct Received {
     pub arrival_us: u64,
     /// When this process read them, in microseconds on [`super::clock`].
     pub read_us: u64,
+    /// Whether the kernel stamped them (the kernel turns stamping on a moment after the first socket asks
+    /// for it, so a socket's first reads may come without).
+    pub stamped: bool,
 }
 
 /// Reads a TCP stream with the kernel's receive timestamps.
@@ -102,6 +105,7 @@ impl StampedReader {
             bytes,
             arrival_us,
             read_us,
+            stamped: stamp_ns.is_some(),
         })
     }
 }
@@ -151,12 +155,29 @@ mod tests {
         let client = TcpStream::connect(addr).await.unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         let mut reader = StampedReader::new(&client);
+        let mut buf = [0u8; 64];
+        // The kernel enables receive stamping from a work item a moment after the first socket asks: wait
+        // until a read comes stamped.
+        let mut live = false;
+        for _ in 0..200 {
+            server.write_all(b"x").await.unwrap();
+            let got = reader.read(&client, &mut buf).await.unwrap();
+            if got.stamped {
+                live = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            live,
+            "no read came stamped within 2 s: SO_TIMESTAMPNS does not work here"
+        );
         let sent_us = clock::now_us();
         server.write_all(b"frame").await.unwrap();
         std::thread::sleep(Duration::from_millis(60));
-        let mut buf = [0u8; 64];
         let got = reader.read(&client, &mut buf).await.unwrap();
         assert_eq!(&buf[..got.bytes], b"frame");
+        assert!(got.stamped);
         assert!(got.read_us >= sent_us + 60_000, "{got:?} sent {sent_us}");
         assert!(
             got.arrival_us >= sent_us && got.arrival_us < sent_us + 30_000,
