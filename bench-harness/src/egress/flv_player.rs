@@ -163,11 +163,7 @@ async fn play(config: &FlvPlayerConfig, shared: &PlayerShared) -> Result<()> {
             };
         }
         shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        let at = At {
-            arrival_us: got.arrival_us,
-            read_us: got.read_us,
-        };
-        if body.feed(&buf[..n], shared, at)? {
+        if body.feed(&buf[..n], shared, got.at())? {
             return Ok(());
         }
     }

@@ -14,6 +14,7 @@
 //! clock step between reads does not matter.
 
 use super::clock;
+use super::measure::At;
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 use nix::sys::time::TimeSpec;
 use std::io::{self, IoSliceMut};
@@ -36,6 +37,16 @@ pub struct Received {
     /// Whether the kernel stamped them (the kernel turns stamping on a moment after the first socket asks
     /// for it, so a socket's first reads may come without).
     pub stamped: bool,
+}
+
+impl Received {
+    /// When the bytes arrived and were read, for [`super::measure::FrameMeter`].
+    pub fn at(&self) -> At {
+        At {
+            arrival_us: self.arrival_us,
+            read_us: self.read_us,
+        }
+    }
 }
 
 /// Reads a TCP stream with the kernel's receive timestamps.

@@ -222,10 +222,7 @@ async fn play(config: &PlayerConfig, shared: &PlayerShared) -> Result<()> {
             received += n as u64;
             shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
             pending = &buf[..n];
-            at = At {
-                arrival_us: got.arrival_us,
-                read_us: got.read_us,
-            };
+            at = got.at();
         }
         reader.feed(pending, |m| session.on_message(m, at))?;
         pending = &[];

@@ -149,8 +149,6 @@ pub struct NodeCore {
     dirty: Vec<Token>,
     /// Viewers with bytes to write, by their phase of the coalescing interval.
     viewer_flush: flush::FlushSchedule,
-    /// Scratch for the viewers a call of [`NodeCore::take_due_writes`] takes.
-    due: Vec<Token>,
     /// Cores posted to since the last [`NodeCore::take_wakes`].
     wake: Vec<bool>,
     /// Connections the core closed; the IO loop closes their sockets.
@@ -223,7 +221,6 @@ impl NodeCore {
             streams: HashMap::default(),
             dirty: Vec::new(),
             viewer_flush: flush::FlushSchedule::new(write_coalesce, now),
-            due: Vec::new(),
             wake: vec![false; cores],
             closed: Vec::new(),
             next_sequence: 0,
@@ -426,18 +423,12 @@ impl NodeCore {
 
     /// The clients to write now, in `out`. Under `write_coalesce_ms` a viewer is written once per interval,
     /// on its group's phase of it (the frames of the interval go in one write; the core's flush schedule
-    /// spreads its viewers over the interval); everyone else (handshakes, commands, closing clients) at once. Those not
-    /// due stay listed for a later call.
+    /// spreads its viewers over the interval); everyone else (handshakes, commands, closing clients) at
+    /// once. Those not due stay listed for a later call.
     pub fn take_due_writes(&mut self, now: Instant, out: &mut Vec<Token>) {
         self.now = now;
+        self.viewer_flush.take_due(now, &mut self.dirty);
         for token in self.dirty.drain(..) {
-            if let Some(client) = self.clients.get_mut(token) {
-                client.dirty = false;
-                out.push(token);
-            }
-        }
-        self.viewer_flush.take_due(now, &mut self.due);
-        for token in self.due.drain(..) {
             if let Some(client) = self.clients.get_mut(token) {
                 client.dirty = false;
                 out.push(token);
